@@ -1,0 +1,3 @@
+from resdsl.cli import entry_point
+
+entry_point()

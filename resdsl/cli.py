@@ -1,0 +1,216 @@
+"""The ``resdsl`` command line: ``check``, ``build`` and ``draw``.
+
+Exit codes: 0 success, 1 the spec is wrong (diagnostics on stderr), 2 usage
+errors. Results go to stdout, errors to stderr. ``check`` and ``draw`` never
+import torch; ``build`` imports it when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from resdsl.errors import CompilerBug, SpecError
+from resdsl.frontend import parse_param
+from resdsl.ir import Limits, Network
+
+EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A command line that cannot be carried out as written (exit 2)."""
+
+
+def add_spec_options(parser: argparse.ArgumentParser) -> None:
+    """The options every subcommand that compiles a spec shares."""
+    parser.add_argument(
+        "--network", metavar="NAME", help="which network of the file (default: the one named like the file)"
+    )
+    parser.add_argument(
+        "--param",
+        "-p",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="set a network parameter, e.g. --param classes=10 (repeatable)",
+    )
+    parser.add_argument(
+        "--max-layers",
+        type=int,
+        metavar="N",
+        default=Limits.max_layers,
+        help=f"refuse specs that expand to more layers than this (default {Limits.max_layers:,})",
+    )
+
+
+def spec_params(args: argparse.Namespace) -> dict:
+    params = {}
+    for text in args.param:
+        try:
+            name, value = parse_param(text)
+        except ValueError as error:
+            raise UsageError(f"--param: {error}") from None
+        params[name] = value
+    return params
+
+
+def compile_from_args(spec: str, args: argparse.Namespace) -> Network:
+    from resdsl.compiler import compile
+
+    limits = replace(Limits(), max_layers=args.max_layers)
+    return compile(spec, network=args.network, limits=limits, **spec_params(args))
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "x".join(map(str, shape))
+
+
+def network_record(spec: str, network: Network) -> dict:
+    return {
+        "spec": spec,
+        "network": network.name,
+        "params": network.num_params,
+        "macs": network.macs,
+        "input_shape": list(network.input_shape),
+        "output_shape": list(network.output_shape),
+        "layers": network.layer_count(),
+        "shortcut": network.settings.shortcut,
+        "stages": [
+            {
+                "name": stage.name,
+                "blocks": stage.blocks,
+                "block": stage.block,
+                "output_shape": list(stage.output_shape),
+                "params": stage.params,
+                "macs": stage.macs,
+            }
+            for stage in network.stages
+        ],
+    }
+
+
+def stage_table(network: Network) -> str:
+    rows = [("stage", "blocks", "output", "params", "MACs")]
+    for stage in network.stages:
+        blocks = f"{stage.blocks} x {stage.block}" if stage.block else ""
+        rows.append((stage.name, blocks, _shape(stage.output_shape), f"{stage.params:,}", f"{stage.macs:,}"))
+    rows.append(("total", "", _shape(network.output_shape), f"{network.num_params:,}", f"{network.macs:,}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = []
+    for index, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].rjust(widths[2])]
+        cells += [row[3].rjust(widths[3]), row[4].rjust(widths[4])]
+        lines.append("  " + "  ".join(cells).rstrip())
+        if index == 0 or index == len(rows) - 2:
+            lines.append("  " + "-" * (sum(widths) + 8))
+    return "\n".join(lines)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    status = EXIT_OK
+    records = []
+    for spec in args.specs:
+        try:
+            network = compile_from_args(spec, args)
+        except SpecError as error:
+            print(error, file=sys.stderr)
+            status = EXIT_SPEC
+            continue
+        if args.json:
+            records.append(network_record(spec, network))
+            continue
+        print(
+            f"{spec}: {network.name}: {network.layer_count()} layers, {network.num_params:,} params, "
+            f"{network.macs / 1e9:.3f} GMACs, {_shape(network.input_shape)} -> {_shape(network.output_shape)}"
+        )
+        if args.stages:
+            print(stage_table(network))
+    if args.json:
+        json.dump(records, sys.stdout, indent=2)
+        print()
+    return status
+
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from resdsl import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="resdsl",
+        description="Describe, check, draw and build residual networks from .res specs.",
+    )
+    parser.add_argument("--version", action="version", version=f"resdsl {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    check = commands.add_parser(
+        "check",
+        help="validate specs and print their parameters, MACs and shapes",
+        description="Compile each spec (without building it) and print one line per network: "
+        "layers, parameters, multiply-accumulates and shapes. Exit 1 if any spec is wrong.",
+    )
+    check.add_argument("specs", nargs="+", metavar="SPEC", help="a .res file, or a shipped spec's name (resnet50)")
+    add_spec_options(check)
+    check.add_argument(
+        "--stages", action="store_true", help="also print the per-stage table (like the paper's Table 1)"
+    )
+    check.add_argument("--json", action="store_true", help="print a JSON list instead of text")
+    check.set_defaults(run=cmd_check)
+
+    for register in _backend_commands():
+        register(commands)
+    return parser
+
+
+def _backend_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """Subcommands contributed by backends (each module registers its own)."""
+    registrations = []
+    for module_name in ("resdsl.backends.torch_cli", "resdsl.backends.draw_cli"):
+        try:
+            module = __import__(module_name, fromlist=["register"])
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            continue
+        registrations.append(module.register)
+    return registrations
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit:
+        return int(exit.code or 0)
+    try:
+        return args.run(args)
+    except UsageError as error:
+        print(f"resdsl {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except SpecError as error:
+        print(error, file=sys.stderr)
+        return EXIT_SPEC
+    except CompilerBug as error:
+        print(f"resdsl: {error}\n(this is a bug in resdsl, not in your spec: please report it)", file=sys.stderr)
+        return 3
+
+
+def entry_point() -> None:
+    """The console script: quiet on a closed pipe and on Ctrl-C."""
+    try:
+        status = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `resdsl check ... | head -1`: the reader went away; say nothing more.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        status = EXIT_OK
+    except KeyboardInterrupt:
+        status = 128 + signal.SIGINT
+    sys.exit(status)

@@ -1,0 +1,181 @@
+"""Diagnostics: every error that bad input causes is a :class:`SpecError`.
+
+A diagnostic carries the position it is about, so that ``str(error)`` reads like a
+compiler's::
+
+    specs/bad.res:7:24: unknown block 'bottlenek'
+        stage conv2_x: 3 x bottlenek(64)
+                           ^~~~~~~~~
+      hint: did you mean 'bottleneck'?
+
+Notes add secondary positions (the block line behind a stage line, say); the hint
+says how to fix it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Source:
+    """The text of one spec file, kept so that diagnostics can quote it."""
+
+    path: str
+    text: str = field(repr=False)
+
+    def line(self, number: int) -> str:
+        lines = self.text.splitlines()
+        if 1 <= number <= len(lines):
+            return lines[number - 1]
+        return ""
+
+
+@dataclass(frozen=True)
+class Pos:
+    """A span in a source file: 1-based line and column, end exclusive."""
+
+    source: Source
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+    @property
+    def path(self) -> str:
+        return self.source.path
+
+    def __repr__(self) -> str:
+        return f"Pos({self})"
+
+    def __str__(self) -> str:
+        return f"{self.source.path}:{self.line}:{self.column}"
+
+    def quote(self, indent: str = "    ") -> str:
+        """The source line and a caret under this span."""
+        text = self.source.line(self.line).expandtabs(4).rstrip()
+        if not text:
+            return ""
+        start = self.column - 1
+        width = self.end_column - self.column if self.end_line == self.line else len(text) - start
+        width = max(1, min(width, len(text) - start))
+        # Strip the common leading indentation so quotes line up in the message.
+        stripped = text.lstrip()
+        shift = len(text) - len(stripped)
+        caret = " " * max(0, start - shift) + "^" + "~" * (width - 1)
+        return f"{indent}{stripped}\n{indent}{caret}"
+
+
+@dataclass
+class Note:
+    message: str
+    pos: Pos | None = None
+
+
+@dataclass
+class SpecError(Exception):
+    """The one base class of every error caused by bad input.
+
+    ``str(e)`` is ``path:line:col: message``, then the quoted source line with a
+    caret, then notes and a hint.
+    """
+
+    message: str
+    pos: Pos | None = None
+    hint: str | None = None
+    notes: list[Note] = field(default_factory=list)
+    file: str | None = None  # the file concerned, where no position in it applies
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+    @property
+    def path(self) -> str | None:
+        return self.pos.path if self.pos else self.file
+
+    @property
+    def line(self) -> int | None:
+        return self.pos.line if self.pos else None
+
+    @property
+    def column(self) -> int | None:
+        return self.pos.column if self.pos else None
+
+    def with_note(self, message: str, pos: Pos | None = None) -> SpecError:
+        self.notes.append(Note(message, pos))
+        return self
+
+    def __str__(self) -> str:
+        where = self.pos or self.file
+        head = f"{where}: {self.message}" if where else self.message
+        parts = [head]
+        if self.pos and (quote := self.pos.quote()):
+            parts.append(quote)
+        for note in self.notes:
+            where = f" ({note.pos})" if note.pos else ""
+            parts.append(f"  note: {note.message}{where}")
+            if note.pos and (quote := note.pos.quote("      ")):
+                parts.append(quote)
+        if self.hint:
+            parts.append(f"  hint: {self.hint}")
+        return "\n".join(parts)
+
+    def __reduce__(self):  # keep errors picklable (multiprocessing, pytest-xdist)
+        return (_rebuild, (type(self), self.message, self.pos, self.hint, self.notes, self.file))
+
+
+def _rebuild(cls, message, pos, hint, notes, file):
+    return cls(message, pos, hint, notes, file)
+
+
+class SpecSyntaxError(SpecError):
+    """The text does not follow the grammar."""
+
+
+class UnknownNameError(SpecError):
+    """A block, layer kind, parameter, setting or network that does not exist."""
+
+
+class ShapeError(SpecError):
+    """Dimensions that cannot work: sizes reaching zero, channels that do not divide..."""
+
+
+class UseError(SpecError):
+    """A file that cannot be read or imported: missing, cyclic, not UTF-8..."""
+
+
+class LimitError(SpecError):
+    """A spec that would exceed a size bound (layers, parameters, nesting, file size)."""
+
+
+class CompilerBug(Exception):
+    """An internal error: a pass crashed on input it should have handled.
+
+    Not a SpecError: it is our fault, not the spec's. The message names the pass.
+    """
+
+
+def closest(name: str, known: Iterable[str]) -> str | None:
+    """The known name most like `name`, if any is close enough to suggest."""
+    matches = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    if not matches:
+        lowered = {k.lower(): k for k in known}
+        if name.lower() in lowered:
+            return lowered[name.lower()]
+    return matches[0] if matches else None
+
+
+def unknown(what: str, name: str, known: Iterable[str], pos: Pos | None) -> UnknownNameError:
+    """An UnknownNameError that suggests the closest known name, or lists them all."""
+    known = sorted(set(known))
+    guess = closest(name, known)
+    if guess:
+        hint = f"did you mean '{guess}'?"
+    elif known:
+        shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
+        hint = f"known {what}s: {shown}"
+    else:
+        hint = None
+    return UnknownNameError(f"unknown {what} '{name}'", pos, hint)

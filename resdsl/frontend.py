@@ -1,0 +1,347 @@
+"""The front end: files, imports, namespaces, and which network a file stands for.
+
+:func:`load` reads a spec and everything it ``use``s (each file once, cycles and
+depth checked), giving every file a namespace: the prelude, then its imports,
+then its own definitions. :func:`instantiate` picks the network a file stands for,
+follows ``network X = Y(args) with ...`` aliases down to a network body, and binds
+every parameter, so that the expand pass only has to evaluate and unroll.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from resdsl import syntax as ast
+from resdsl.errors import LimitError, Pos, Source, SpecError, UnknownNameError, UseError, unknown
+from resdsl.evaluate import CONSTANTS, Value, describe, evaluate
+from resdsl.ir import Frame, Limits
+from resdsl.parser import parse
+
+PRELUDE_PATH = "<prelude>"
+
+
+@dataclass
+class Namespace:
+    """The blocks and networks visible in one file."""
+
+    path: str
+    blocks: dict[str, tuple[ast.Block, Namespace]] = field(default_factory=dict)
+    networks: dict[str, tuple[ast.Network | ast.NetworkAlias, Namespace]] = field(default_factory=dict)
+    own_networks: list[str] = field(default_factory=list)  # defined in this file, in order
+
+    def merge(self, other: Namespace) -> None:
+        self.blocks.update(other.blocks)
+        self.networks.update(other.networks)
+
+
+@dataclass
+class Instance:
+    """A network definition with every parameter bound: what the expand pass unrolls."""
+
+    name: str
+    definition: ast.Network
+    namespace: Namespace  # where the definition's blocks are looked up
+    params: dict[str, Value]
+    overrides: list[ast.Override]  # applied after the body's settings, in order
+    trace: tuple[Frame, ...]  # alias lines, outermost first
+    pos: Pos  # where the chosen network is named
+
+
+# Files -------------------------------------------------------------------------
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def read_spec(path: Path, limits: Limits, used_at: Pos | None = None) -> Source:
+    """Read a spec file; every way it can fail is a UseError naming the file."""
+    shown = _display(path)
+
+    def fail(message: str, hint: str | None = None) -> UseError:
+        return UseError(message, used_at, hint, file=None if used_at else shown)
+
+    if not path.exists():
+        raise fail(f"no such file: {shown}", "give a path to a .res file, or the name of a shipped spec (resnet50)")
+    if path.is_dir():
+        raise fail(f"{shown} is a directory, not a .res file")
+    try:
+        size = path.stat().st_size
+        if size > limits.max_file_bytes:
+            raise LimitError(
+                f"{shown} is {size:,} bytes, more than the limit of {limits.max_file_bytes:,} for a spec",
+                used_at,
+                file=None if used_at else shown,
+            )
+        data = path.read_bytes()
+    except PermissionError:
+        raise fail(f"permission denied: cannot read {shown}") from None
+    except OSError as error:
+        raise fail(f"cannot read {shown}: {error.strerror or error}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        prefix = data[: error.start]
+        line = prefix.count(b"\n") + 1
+        column = error.start - (prefix.rfind(b"\n") + 1) + 1
+        source = Source(shown, data.decode("utf-8", errors="replace"))
+        raise UseError(
+            f"{shown} is not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start})",
+            Pos(source, line, column, line, column + 1),
+            "save the spec as UTF-8",
+        ) from None
+    if "\x00" in text:
+        offset = text.index("\x00")
+        line = text.count("\n", 0, offset) + 1
+        column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+        raise UseError(
+            f"{shown} contains a NUL byte; is it a binary file?",
+            Pos(Source(shown, text), line, column, line, column + 1),
+        )
+    return Source(shown, text)
+
+
+@cache
+def prelude_text() -> str:
+    return (Path(__file__).resolve().parent / "prelude.res").read_text(encoding="utf-8")
+
+
+@cache
+def _prelude() -> Namespace:
+    namespace = Namespace(PRELUDE_PATH)
+    module = parse(prelude_text(), PRELUDE_PATH)
+    _define(module, namespace)
+    return namespace
+
+
+def load(path: str | Path, limits: Limits | None = None) -> Namespace:
+    """Parse a spec and its imports; return the spec file's namespace."""
+    return _Loader(limits or Limits()).load(Path(path), None, ())
+
+
+def load_text(text: str, path: str = "<string>", limits: Limits | None = None) -> Namespace:
+    """Like :func:`load` for text in memory; ``use`` paths resolve from the current directory."""
+    limits = limits or Limits()
+    if len(text.encode("utf-8", errors="replace")) > limits.max_file_bytes:
+        raise LimitError(f"the spec is larger than the limit of {limits.max_file_bytes:,} bytes")
+    return _Loader(limits).load_module(parse(text, path), Path.cwd() / "_", ())
+
+
+class _Loader:
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.done: dict[Path, Namespace] = {}
+
+    def load(self, path: Path, used_at: Pos | None, chain: tuple[Path, ...]) -> Namespace:
+        resolved = path.resolve()
+        if resolved in chain:
+            cycle = " -> ".join(_display(p) for p in (*chain[chain.index(resolved) :], resolved))
+            raise UseError(f"cyclic use: {cycle}", used_at)
+        if resolved in self.done:
+            return self.done[resolved]
+        if len(chain) >= self.limits.max_use_depth:
+            raise LimitError(f"'use' files nest more than {self.limits.max_use_depth} deep", used_at)
+        source = read_spec(path, self.limits, used_at)
+        namespace = self.load_module(parse(source.text, source.path), resolved, (*chain, resolved))
+        self.done[resolved] = namespace
+        return namespace
+
+    def load_module(self, module: ast.Module, path: Path, chain: tuple[Path, ...]) -> Namespace:
+        namespace = Namespace(module.source.path)
+        namespace.merge(_prelude())
+        for definition in module.definitions:
+            if isinstance(definition, ast.Use):
+                target = path.parent / definition.path
+                if target.suffix != ".res":
+                    raise UseError(f"'use' imports .res files; {definition.path!r} is not one", definition.pos)
+                namespace.merge(self.load(target, definition.pos, chain))
+        _define(module, namespace)
+        return namespace
+
+
+def _define(module: ast.Module, namespace: Namespace) -> None:
+    seen: dict[str, Pos] = {}
+    for definition in module.definitions:
+        if isinstance(definition, ast.Use):
+            continue
+        if definition.name in seen:
+            raise SpecError(f"'{definition.name}' is defined twice in this file", definition.name_pos).with_note(
+                "first defined here", seen[definition.name]
+            )
+        seen[definition.name] = definition.name_pos
+        if isinstance(definition, ast.Block):
+            namespace.blocks[definition.name] = (definition, namespace)
+        else:
+            namespace.networks[definition.name] = (definition, namespace)
+            namespace.own_networks.append(definition.name)
+
+
+# Choosing and binding a network -------------------------------------------------------
+
+
+def _free_params(name: str, namespace: Namespace, seen: tuple[str, ...] = ()) -> list[ast.Param]:
+    """The parameters a network still takes: an alias's base's, less those it binds."""
+    definition, home = namespace.networks[name]
+    if isinstance(definition, ast.Network):
+        return list(definition.params)
+    if definition.base in seen:
+        return []
+    if definition.base not in home.networks:
+        return []
+    base_params = _free_params(definition.base, home, (*seen, name))
+    bound = _alias_arg_names(definition, base_params)
+    return [p for p in base_params if p.name not in bound]
+
+
+def _alias_arg_names(alias: ast.NetworkAlias, base_params: list[ast.Param]) -> set[str]:
+    names = set()
+    index = 0
+    for arg in alias.args:
+        if isinstance(arg, ast.Keyword):
+            names.add(arg.name)
+        elif index < len(base_params):
+            names.add(base_params[index].name)
+            index += 1
+    return names
+
+
+def choose(namespace: Namespace, file_stem: str, network: str | None, params: Mapping[str, Value], pos: Pos) -> str:
+    """The name of the network a file stands for (LANGUAGE.md, "Families")."""
+    if network is not None:
+        if network not in namespace.networks:
+            raise unknown("network", network, namespace.networks, pos)
+        return network
+    own = namespace.own_networks
+    if file_stem in own:
+        return file_stem
+    ready = [
+        name for name in own if all(p.default is not None or p.name in params for p in _free_params(name, namespace))
+    ]
+    if len(ready) == 1:
+        return ready[0]
+    if not own:
+        raise SpecError("this file defines no network", pos, "define one with: network NAME { ... }")
+    listed = ", ".join(own)
+    if not ready:
+        raise SpecError(
+            f"every network in this file needs arguments: {listed}",
+            pos,
+            "choose one and give its parameters, e.g. --network NAME --param n=3",
+        )
+    raise SpecError(
+        f"this file defines several networks ({', '.join(ready)}) and none is named like the file",
+        pos,
+        "choose one with --network NAME (network= in the API)",
+    )
+
+
+def instantiate(namespace: Namespace, name: str, params: Mapping[str, Value], pos: Pos) -> Instance:
+    """Follow aliases from `name` down to a network body and bind all its parameters."""
+    given: dict[str, tuple[Value, Pos | None]] = {key: (value, None) for key, value in params.items()}
+    overrides: list[ast.Override] = []
+    trace: list[Frame] = []
+    seen: list[str] = []
+    home = namespace
+    current = name
+    while True:
+        if current in seen:
+            chain = " -> ".join([*seen, current])
+            raise SpecError(f"network aliases form a cycle: {chain}", home.networks[current][0].name_pos)
+        seen.append(current)
+        definition, home = home.networks[current]
+        if isinstance(definition, ast.Network):
+            bound = _bind(definition.params, given, definition, f"network '{definition.name}'")
+            # Overrides written further out win: they were collected outermost first.
+            return Instance(name, definition, home, bound, list(reversed(overrides)), tuple(trace), pos)
+        if definition.base not in home.networks:
+            raise unknown("network", definition.base, home.networks, definition.base_pos)
+        base_params = _free_params(definition.base, home)
+        free = [p.name for p in _free_params(current, home)]
+        for key, (_, where) in given.items():
+            if key not in free:
+                bound_names = _alias_arg_names(definition, base_params)
+                if key in bound_names:
+                    raise SpecError(
+                        f"parameter '{key}' is fixed by network '{definition.name}'",
+                        where or definition.pos,
+                        f"use '{definition.base}' to choose {key}",
+                    )
+                raise unknown(f"parameter of network '{definition.name}'", key, free, where or definition.name_pos)
+        positional = iter(base_params)
+        for arg in definition.args:
+            value = evaluate(arg.value, CONSTANTS)
+            if isinstance(arg, ast.Keyword):
+                key = arg.name
+            else:
+                param = next(positional, None)
+                if param is None:
+                    raise SpecError(f"too many arguments for network '{definition.base}'", arg.pos)
+                key = param.name
+            if key in given and given[key][1] is not None:
+                raise SpecError(f"parameter '{key}' is given twice", arg.pos)
+            given[key] = (value, arg.pos)
+        overrides.extend(reversed(definition.overrides))
+        trace.append(Frame(f"network '{definition.name}'", definition.pos))
+        current = definition.base
+
+
+def _bind(
+    params: tuple[ast.Param, ...],
+    given: Mapping[str, tuple[Value, Pos | None]],
+    owner: ast.Network | ast.Block,
+    what: str,
+) -> dict[str, Value]:
+    names = [p.name for p in params]
+    for key, (_, where) in given.items():
+        if key not in names:
+            raise unknown(f"parameter of {what}", key, names, where or owner.name_pos)
+    env: dict[str, Value] = {}
+    for param in params:
+        if param.name in given:
+            env[param.name] = given[param.name][0]
+        elif param.default is not None:
+            env[param.name] = evaluate(param.default, env)
+        else:
+            raise SpecError(
+                f"{what} needs a value for parameter '{param.name}'",
+                owner.name_pos,
+                f"give it, e.g. {param.name}=... (--param {param.name}=... on the command line)",
+            )
+    return env
+
+
+def parse_param(text: str) -> tuple[str, Value]:
+    """``NAME=VALUE`` from the command line; the value is a number, true or false."""
+    name, sep, raw = text.partition("=")
+    name, raw = name.strip(), raw.strip()
+    if not sep or not name.isidentifier():
+        raise ValueError(f"expected NAME=VALUE, got {text!r}")
+    if raw in CONSTANTS:
+        return name, CONSTANTS[raw]
+    for convert in (int, float):
+        try:
+            return name, convert(raw)
+        except ValueError:
+            pass
+    if "x" in raw and all(part.isdigit() for part in raw.split("x")):
+        return name, tuple(int(part) for part in raw.split("x"))
+    raise ValueError(f"the value of {name} must be a number, true or false, got {raw!r}")
+
+
+__all__ = [
+    "Instance",
+    "Namespace",
+    "UnknownNameError",
+    "choose",
+    "describe",
+    "instantiate",
+    "load",
+    "load_text",
+    "parse_param",
+]

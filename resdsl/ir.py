@@ -1,0 +1,171 @@
+"""The intermediate representation: a network as a networkx DiGraph of layers.
+
+Nodes are integers, numbered in creation order. Every node carries:
+
+========== ===================================================================
+key        meaning (and the pass that writes it)
+========== ===================================================================
+layer      the typed layer (:mod:`resdsl.layers`); ``layer.kind`` is the node kind
+pos        the source position of the statement it came from (expand)
+trace      the instantiation chain, outermost first: :class:`Frame` tuples for
+           network aliases and the stage line that expanded a block (expand)
+scope      :class:`Scope`: section, stage, block index and type (expand)
+label      the user's label (``conv1: conv ...``) or None (expand)
+branch     ``"main"`` or ``"shortcut"``: which path of its block it lies on (expand)
+shape      the output shape, ``(C, H, W)`` or ``(F,)`` (infer_shapes)
+shortcut   on ``add`` nodes: the :class:`~resdsl.passes.shortcuts.ShortcutPlan` (validate)
+name       the qualified module name, e.g. ``layer1.0.conv1`` (assign_names)
+params     the number of trainable parameters (count_cost)
+macs       multiply-accumulates for one input (count_cost)
+========== ===================================================================
+
+Edges carry ``role`` (``"main"`` or ``"shortcut"``: the two inputs of an add) and
+``shape`` (the tensor that flows along them, written by infer_shapes).
+
+Backends read these keys; they never re-derive shapes or names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from resdsl.errors import Note, Pos, SpecError
+from resdsl.layers import Layer, Shape
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One step of instantiation: ``network cifar110 = cifar_resnet(n=18)``, a stage line."""
+
+    what: str
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where a node lives. Nodes of one block instance share one Scope object."""
+
+    section: str  # "stem", "stage", "head" or "body" (a layer written directly in the network)
+    stage: str | None = None
+    index: int | None = None  # the block's repetition within its stage
+    block: str | None = None  # the block type's name
+    args: tuple[tuple[str, Any], ...] = ()  # the block's bound arguments
+
+    @property
+    def prefix(self) -> str:
+        """The module path of the block (``layer1.0``), or "" at the top level."""
+        return f"{self.stage}.{self.index}" if self.stage is not None else ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A network's settings (``input``, ``shortcut``...), after overrides."""
+
+    input_shape: Shape
+    shortcut: str  # "A", "B", "C" or "none"
+    zero_init_residual: bool = False
+    checkpoint: str = "none"  # "none", "stage" or "block": activation checkpointing in the torch backend
+
+
+@dataclass(frozen=True)
+class StageSummary:
+    """Per-stage figures: one row of the paper's Table 1."""
+
+    name: str
+    section: str
+    blocks: int
+    block: str | None
+    args: tuple[tuple[str, Any], ...]
+    output_shape: Shape
+    params: int
+    macs: int
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds checked before work is done."""
+
+    max_layers: int = 100_000
+    max_params: int = 2_000_000_000  # checked by resdsl.load before any tensor is allocated
+    max_use_depth: int = 32
+    max_file_bytes: int = 4 * 1024 * 1024
+
+
+@dataclass
+class Network:
+    """A compiled network: the validated IR and its figures.
+
+    The passes fill it in; after :func:`resdsl.compile` returns, every documented
+    node key is present.
+    """
+
+    name: str
+    graph: nx.DiGraph
+    settings: Settings
+    path: str
+    pos: Pos
+    limits: Limits = field(default_factory=Limits)
+    input_shape: Shape = ()
+    output_shape: Shape = ()
+    num_params: int = 0
+    macs: int = 0
+    stages: tuple[StageSummary, ...] = ()
+    # What the expand pass reads (the front end's resolved definition); not part of the result.
+    instance: Any = field(default=None, repr=False)
+
+    def order(self) -> list[int]:
+        """The nodes in execution order: topological, ties broken by creation."""
+        return list(nx.lexicographical_topological_sort(self.graph))
+
+    def nodes(self, kind: str | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(node, attributes) in execution order, optionally of one kind."""
+        data = self.graph.nodes
+        for node in self.order():
+            if kind is None or data[node]["layer"].kind == kind:
+                yield node, data[node]
+
+    def layer_count(self) -> int:
+        """Layers with weights (conv and fc, not shortcuts): the "34" of ResNet-34."""
+        return sum(
+            1
+            for _, attrs in self.graph.nodes(data=True)
+            if attrs["layer"].kind in ("conv", "fc") and attrs.get("branch") != "shortcut"
+        )
+
+    def summary(self) -> str:
+        shape = "x".join(map(str, self.output_shape))
+        return f"{self.name}: {self.num_params:,} params, {self.macs / 1e9:.3f} GMACs, output {shape}"
+
+
+def new_node(graph: nx.DiGraph, layer: Layer, **attrs: Any) -> int:
+    node = graph.graph.get("next_id", 0)
+    graph.graph["next_id"] = node + 1
+    graph.add_node(node, layer=layer, **attrs)
+    return node
+
+
+def node_error(graph: nx.DiGraph, node: int, message: str, hint: str | None = None, cls=SpecError) -> SpecError:
+    """An error about a node, at the user's line that instantiated it.
+
+    A layer written in a block is reported at the stage line that expanded the
+    block, with the block's own line as a note; a layer written directly in the
+    network is reported at its own line.
+    """
+    attrs = graph.nodes[node]
+    pos: Pos = attrs["pos"]
+    trace: tuple[Frame, ...] = attrs.get("trace", ())
+    notes: list[Note] = []
+    primary = pos
+    if attrs["scope"].block is not None and trace:
+        primary = trace[-1].pos
+        notes.append(Note(f"in block '{attrs['scope'].block}', repetition {attrs['scope'].index}", pos))
+        outer = trace[:-1]
+    else:
+        outer = trace
+    for frame in reversed(outer):
+        notes.append(Note(f"instantiated by {frame.what}", frame.pos))
+    return cls(message, primary, hint, notes)

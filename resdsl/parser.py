@@ -1,0 +1,307 @@
+"""Parse .res text into a :class:`~resdsl.syntax.Module`.
+
+The grammar lives in grammar/resdsl.lark (shipped inside the wheel as
+resdsl/grammar/resdsl.lark). Lark's LALR parser builds a tree with positions; a
+non-recursive transformer maps each aliased rule onto its AST class, so deeply
+nested input cannot overflow Python's stack. Syntax errors become
+:class:`~resdsl.errors.SpecSyntaxError` with what was expected, at the line and
+column of the offending token.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import lark
+from lark import Token, Transformer_NonRecursive, v_args
+
+from resdsl import syntax as ast
+from resdsl.errors import LimitError, Pos, Source, SpecSyntaxError, closest
+
+#: Deepest nesting of expressions accepted (parentheses, unary signs).
+MAX_EXPRESSION_DEPTH = 100
+
+KEYWORDS = ("use", "block", "network", "stage", "stem", "head", "with")
+
+# What each terminal is called in "expected ..." messages.
+_TERMINAL_NAMES = {
+    "NAME": "a name",
+    "INT": "a number",
+    "FLOAT": "a number",
+    "DIMS": "sizes such as 3x3",
+    "STRING": 'a quoted path such as "lib/cifar.res"',
+    "_SEP": "end of line",
+    "$END": "end of file",
+    "LBRACE": "'{'",
+    "RBRACE": "'}'",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "COMMA": "','",
+    "COLON": "':'",
+    "EQUAL": "'='",
+    "ADD_OP": "'+' or '-'",
+    "MUL_OP": "'*', '//' or '/'",
+    "X": "'x'",
+    "STEM": "'stem'",
+    "HEAD": "'head'",
+    "STAGE": "'stage'",
+    "USE": "'use'",
+    "BLOCK": "'block'",
+    "NETWORK": "'network'",
+    "WITH": "'with'",
+}
+
+# Named syntax errors (lark's match_examples): a label, a hint, and examples that
+# end in the mistake. The parser's state at the error picks the closest label.
+_EXAMPLES: dict[tuple[str, str | None], list[str]] = {
+    ("missing ',' between arguments", "separate a layer's arguments with commas: conv 3x3, 64, stride=2"): [
+        "block b { conv 3x3 64 }",
+        "block b { conv 3x3, 64 stride=2 }",
+        "block b { fc 10 bias=1 }",
+    ],
+    ("a stage needs a name and a colon", "write: stage conv2_x: 3 x basic(64)"): [
+        "network n { stage 3 x basic(64) }",
+        "network n { stage conv2_x 3 x basic(64) }",
+    ],
+    ("a stage needs a block after the repeat count", "write: stage conv2_x: 3 x basic(64)"): [
+        "network n { stage s: 3 x }",
+        "network n { stage s: 3 x 4 }",
+    ],
+    ("a definition must start with 'use', 'block' or 'network'", None): [
+        "conv 3x3, 64",
+        "foo bar",
+        "stage s: 2 x basic(1)",
+    ],
+    ("missing '{' after the definition's header", "write the body in braces: block NAME(params) { ... }"): [
+        "block b(w) conv 3x3, w",
+        "network n(c=1) input 3x32x32",
+    ],
+}
+
+
+@cache
+def grammar_path() -> Path:
+    """grammar/resdsl.lark in a source checkout, resdsl/grammar/ in a wheel."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "grammar" / "resdsl.lark", here.parent / "grammar" / "resdsl.lark"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError("resdsl's grammar (resdsl.lark) is missing from the installation")
+
+
+@cache
+def _parser() -> lark.Lark:
+    return lark.Lark(
+        grammar_path().read_text(encoding="utf-8"),
+        parser="lalr",
+        propagate_positions=True,
+        maybe_placeholders=True,
+    )
+
+
+def parse(text: str, path: str = "<string>") -> ast.Module:
+    """Parse the text of one file. Raises SpecSyntaxError (or LimitError)."""
+    source = Source(path, text)
+    _check_nesting(source)
+    try:
+        tree = _parser().parse(text + "\n")
+    except lark.exceptions.UnexpectedInput as error:
+        raise _syntax_error(error, source) from None
+    module = _ToAst(source).transform(tree)
+    return module
+
+
+def _check_nesting(source: Source) -> None:
+    """Refuse absurdly deep nesting before the parser builds a tree for it."""
+    depth = 0
+    line, column = 1, 0
+    in_comment = False
+    for char in source.text:
+        column += 1
+        if char == "\n":
+            line, column, in_comment = line + 1, 0, False
+        elif in_comment:
+            continue
+        elif char == "#":
+            in_comment = True
+        elif char in "({":
+            depth += 1
+            if depth > MAX_EXPRESSION_DEPTH:
+                pos = Pos(source, line, column, line, column + 1)
+                raise LimitError(
+                    f"nesting deeper than {MAX_EXPRESSION_DEPTH} levels",
+                    pos,
+                    "simplify the expression",
+                )
+        elif char in ")}":
+            depth = max(0, depth - 1)
+
+
+def _describe(terminals: set[str]) -> str:
+    names = sorted({_TERMINAL_NAMES.get(t, f"'{t.lower()}'") for t in terminals if not t.startswith("__")})
+    if not names:
+        return "something else"
+    if len(names) == 1:
+        return names[0]
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def _syntax_error(error: lark.exceptions.UnexpectedInput, source: Source) -> SpecSyntaxError:
+    lines = source.text.splitlines() or [""]
+    line = max(1, min(getattr(error, "line", 1) or 1, len(lines)))
+    column = max(1, getattr(error, "column", 1) or 1)
+    if isinstance(error, lark.exceptions.UnexpectedCharacters):
+        char = source.text[error.pos_in_stream] if error.pos_in_stream < len(source.text) else "?"
+        pos = Pos(source, line, column, line, column + 1)
+        printable = char if char.isprintable() else repr(char)
+        return SpecSyntaxError(f"unexpected character '{printable}'; expected {_describe(set(error.allowed))}", pos)
+
+    token = error.token if isinstance(error, lark.exceptions.UnexpectedToken) else None
+    expected = set(getattr(error, "expected", ()) or ())
+    if token is None or token.type == "$END":
+        line = len(lines)
+        column = len(lines[-1]) + 1
+        pos = Pos(source, line, column, line, column + 1)
+        err = SpecSyntaxError(f"unexpected end of file; expected {_describe(expected)}", pos)
+        if opening := _unclosed_brace(source):
+            err.with_note("this '{' is never closed", opening)
+        return err
+
+    what = "end of line" if token.type == "_SEP" else f"'{token.value}'"
+    if token.type == "_SEP":
+        # A separator token starts where the line ends; point just past the text.
+        column = len(lines[line - 1].rstrip()) + 1 if line <= len(lines) else column
+        end = column + 1
+    else:
+        end = (token.end_column or column + 1) if token.end_line == token.line else column + 1
+    pos = Pos(source, line, column, line, end)
+    label = _match_example(error)
+    message = f"unexpected {what}; expected {_describe(expected)}"
+    hint = None
+    if label is not None:
+        message, hint = f"{label[0]}: {message}", label[1]
+    word = (source.line(line).split() or [""])[0].rstrip(":")
+    if word.isidentifier() and word not in KEYWORDS and (guess := closest(word, KEYWORDS)):
+        hint = f"did you mean '{guess}'?"
+    return SpecSyntaxError(message, pos, hint)
+
+
+def _match_example(error: lark.exceptions.UnexpectedInput) -> tuple[str, str | None] | None:
+    try:
+        return error.match_examples(_parser().parse, _EXAMPLES, use_accepts=True)
+    except Exception:  # match_examples is best effort; never mask the real error
+        return None
+
+
+def _unclosed_brace(source: Source) -> Pos | None:
+    stack: list[tuple[int, int]] = []
+    for number, text in enumerate(source.text.splitlines(), start=1):
+        code = text.split("#", 1)[0]
+        for index, char in enumerate(code, start=1):
+            if char == "{":
+                stack.append((number, index))
+            elif char == "}" and stack:
+                stack.pop()
+    if not stack:
+        return None
+    number, index = stack[-1]
+    return Pos(source, number, index, number, index + 1)
+
+
+# Tree to AST -----------------------------------------------------------------
+
+
+def _args(items) -> tuple:
+    return tuple(item for item in items if item is not None)
+
+
+@v_args(inline=True, meta=True)
+class _ToAst(Transformer_NonRecursive):
+    def __init__(self, source: Source) -> None:
+        super().__init__()
+        self.source = source
+
+    def _pos(self, meta) -> Pos:
+        return Pos(self.source, meta.line, meta.column, meta.end_line, meta.end_column)
+
+    def _tpos(self, token: Token) -> Pos:
+        return Pos(self.source, token.line, token.column, token.end_line, token.end_column)
+
+    def start(self, meta, *definitions):
+        return ast.Module(self.source, list(definitions))
+
+    def use(self, meta, string: Token):
+        return ast.Use(string.value[1:-1], self._pos(meta))
+
+    def block(self, meta, name: Token, params, body):
+        return ast.Block(str(name), params or (), body, self._pos(meta), self._tpos(name))
+
+    def network(self, meta, name: Token, params, body):
+        return ast.Network(str(name), params or (), body, self._pos(meta), self._tpos(name))
+
+    def network_alias(self, meta, name: Token, base: Token, args, overrides):
+        return ast.NetworkAlias(
+            str(name), str(base), args or (), overrides or (), self._pos(meta), self._tpos(name), self._tpos(base)
+        )
+
+    def params(self, meta, *params):
+        return _args(params)
+
+    def param(self, meta, name: Token, default):
+        return ast.Param(str(name), default, self._pos(meta))
+
+    def overrides(self, meta, *overrides):
+        return _args(overrides)
+
+    def override(self, meta, name: Token, value):
+        return ast.Override(str(name), value, self._pos(meta))
+
+    def body(self, meta, *statements):
+        return _args(statements)
+
+    network_body = body
+
+    def section(self, meta, kind: Token, body):
+        return ast.Section(str(kind), body, self._pos(meta))
+
+    def stage(self, meta, name: Token, repeat, block: Token, args):
+        return ast.Stage(
+            str(name), repeat, str(block), args or (), self._pos(meta), self._tpos(name), self._tpos(block)
+        )
+
+    def statement(self, meta, label, kind: Token, *args):
+        return ast.Statement(
+            str(kind),
+            _args(args),
+            str(label) if label is not None else None,
+            self._pos(meta),
+            self._tpos(kind),
+            self._tpos(label) if label is not None else None,
+        )
+
+    def call_args(self, meta, *args):
+        return _args(args)
+
+    def positional(self, meta, value):
+        return ast.Positional(value, self._pos(meta))
+
+    def keyword(self, meta, name: Token, value):
+        return ast.Keyword(str(name), value, self._pos(meta), self._tpos(name))
+
+    def binop(self, meta, left, op: Token, right):
+        return ast.BinOp(str(op), left, right, self._pos(meta))
+
+    def unary(self, meta, op: Token, operand):
+        return ast.Unary(str(op), operand, self._pos(meta))
+
+    def number(self, meta, token: Token):
+        text = str(token)
+        value = int(text) if token.type == "INT" else float(text)
+        return ast.Number(value, self._tpos(token))
+
+    def dims(self, meta, token: Token):
+        return ast.Dims(tuple(int(part) for part in str(token).split("x")), self._tpos(token))
+
+    def name(self, meta, token: Token):
+        return ast.Name(str(token), self._tpos(token))
