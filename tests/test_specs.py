@@ -108,9 +108,7 @@ def test_every_shipped_spec_compiles_and_figures_add_up() -> None:
         assert network.num_params == sum(stage.params for stage in network.stages)
         assert network.macs == sum(stage.macs for stage in network.stages)
         # MACs are convolutions and fc only (the paper's and torchvision's convention).
-        counted = sum(
-            attrs["macs"] for _, attrs in graph.nodes(data=True) if isinstance(attrs["layer"], Conv | Linear)
-        )
+        counted = sum(attrs["macs"] for _, attrs in graph.nodes(data=True) if isinstance(attrs["layer"], Conv | Linear))
         assert network.macs == counted + sum(attrs["macs"] for _, attrs in network.nodes("projection"))
 
 
