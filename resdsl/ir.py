@@ -118,8 +118,19 @@ class Network:
     instance: Any = field(default=None, repr=False)
 
     def order(self) -> list[int]:
-        """The nodes in execution order: topological, ties broken by creation."""
-        return list(nx.lexicographical_topological_sort(self.graph))
+        """The nodes in execution order: topological, ties broken by creation.
+
+        Cached: every pass walks the graph in this order, and sorting dominated
+        compile time on deep networks. Passes only add nodes and edges or remove
+        them, so the node and edge counts and the next id tell a stale cache.
+        """
+        graph = self.graph
+        key = (graph.number_of_nodes(), graph.number_of_edges(), graph.graph.get("next_id"))
+        cached = graph.graph.get("order")
+        if cached is None or cached[0] != key:
+            cached = (key, list(nx.lexicographical_topological_sort(graph)))
+            graph.graph["order"] = cached
+        return cached[1]
 
     def nodes(self, kind: str | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
         """(node, attributes) in execution order, optionally of one kind."""
