@@ -1,0 +1,119 @@
+"""Peak memory of one training step, measured in fresh child processes.
+
+Each configuration runs in its own process, which builds the model, allocates the
+batch, records its resident set size (RSS), runs one forward+backward+SGD step and
+reports how far the peak RSS rose above that baseline: the memory the step itself
+needs (activations, gradients, optimizer state), free of the torch library's own
+footprint. Configurations are launched alternately and the median is reported.
+
+  python bench/memory.py            # the table alone
+  python bench/run.py --only memory # the same rows inside the full table
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CHILD = r"""
+import json, resource, sys
+import torch
+sys.path.insert(0, {root!r})
+torch.manual_seed(0)
+torch.set_num_threads(1)
+kind, spec, batch, size, checkpoint = {args!r}
+if kind == "torchvision":
+    import torchvision
+    model = getattr(torchvision.models, spec)()
+else:
+    import resdsl
+    params = dict(network="cifar_resnet", n=int(spec)) if kind == "cifar" else dict()
+    path = "specs/lib/cifar.res" if kind == "cifar" else spec
+    model = resdsl.load(path, checkpoint=checkpoint, **params)
+model.train()
+x = torch.randn(batch, 3, size, size)
+y = torch.randint(0, 10, (batch,))
+optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+def rss_kb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+baseline = rss_kb()
+loss = torch.nn.functional.cross_entropy(model(x), y)
+loss.backward()
+optimizer.step()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps(dict(step_mb=(peak - baseline) / 1024, peak_mb=peak / 1024)))
+"""
+
+
+def measure(kind: str, spec: str, batch: int, size: int, checkpoint: str | None) -> dict:
+    code = CHILD.format(root=str(ROOT), args=(kind, spec, batch, size, checkpoint))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "child failed")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _median_step(configs: list[tuple], repeats: int) -> list[float]:
+    samples: list[list[float]] = [[] for _ in configs]
+    for _ in range(repeats):
+        for index, config in enumerate(configs):
+            samples[index].append(measure(*config)["step_mb"])
+    return [statistics.median(s) for s in samples]
+
+
+def rows(quick: bool = False) -> list[dict]:
+    out = []
+    repeats = 1 if quick else 3
+    batch = 8 if quick else 16
+    try:
+        ours, theirs = _median_step(
+            [
+                ("resdsl", "specs/torchvision/resnet50.res", batch, 224, None),
+                ("torchvision", "resnet50", batch, 224, None),
+            ],
+            repeats,
+        )
+        out.append(
+            dict(
+                figure=f"peak memory of a resnet50 training step (batch {batch}, 224x224)",
+                resdsl=f"{ours:.0f} MB",
+                reference=f"{theirs:.0f} MB",
+                ratio=ours / theirs,
+                target="<=1.00",
+            )
+        )
+    except RuntimeError as error:
+        out.append(dict(figure="peak memory of a resnet50 training step", resdsl=f"not measured: {error}"))
+    for n in (18, 200) + (() if quick else (1000,)):
+        try:
+            plain, per_block = _median_step(
+                [("cifar", str(n), 32, 32, "none"), ("cifar", str(n), 32, 32, "block")], 1 if n >= 200 else repeats
+            )
+            per_stage = _median_step([("cifar", str(n), 32, 32, "stage")], 1)[0]
+        except RuntimeError as error:
+            out.append(dict(figure=f"cifar n={n} step memory", resdsl=f"not measured: {error}"))
+            continue
+        out.append(
+            dict(
+                figure=f"cifar n={n} ({6 * n + 2} layers) step memory, batch 32: checkpoint block / none",
+                resdsl=f"{per_block:.0f} MB",
+                reference=f"{plain:.0f} MB",
+                ratio=per_block / plain,
+                unit=f"per stage {per_stage:.0f} MB",
+            )
+        )
+    return out
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    from bench.run import Row, table
+
+    print(table([Row(**row) for row in rows(quick="--quick" in sys.argv)]))
