@@ -175,7 +175,9 @@ def _backend_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as error:
-            if error.name != module_name:
+            # Only the backend module (or its package) being absent is tolerated;
+            # a missing dependency inside it is a real error.
+            if error.name is None or not module_name.startswith(error.name):
                 raise
             continue
         registrations.append(module.register)
