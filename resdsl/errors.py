@@ -18,6 +18,9 @@ import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+#: Longest stretch of a source line that a diagnostic quotes.
+QUOTE_WIDTH = 100
+
 
 @dataclass(frozen=True)
 class Source:
@@ -64,7 +67,17 @@ class Pos:
         # Strip the common leading indentation so quotes line up in the message.
         stripped = text.lstrip()
         shift = len(text) - len(stripped)
-        caret = " " * max(0, start - shift) + "^" + "~" * (width - 1)
+        offset = max(0, start - shift)
+        # A generated or pathological line (thousands of parentheses) would bury the
+        # message: show a window around the caret instead of the whole line.
+        if len(stripped) > QUOTE_WIDTH:
+            left = max(0, min(offset - QUOTE_WIDTH // 3, len(stripped) - QUOTE_WIDTH))
+            window = stripped[left : left + QUOTE_WIDTH]
+            prefix = "..." if left > 0 else ""
+            suffix = "..." if left + QUOTE_WIDTH < len(stripped) else ""
+            width = min(width, QUOTE_WIDTH - (offset - left))
+            stripped, offset = prefix + window + suffix, offset - left + len(prefix)
+        caret = " " * offset + "^" + "~" * (width - 1)
         return f"{indent}{stripped}\n{indent}{caret}"
 
 
@@ -167,10 +180,17 @@ def closest(name: str, known: Iterable[str]) -> str | None:
     return matches[0] if matches else None
 
 
-def unknown(what: str, name: str, known: Iterable[str], pos: Pos | None) -> UnknownNameError:
-    """An UnknownNameError that suggests the closest known name, or lists them all."""
+def unknown(
+    what: str, name: str, known: Iterable[str], pos: Pos | None, of: str | None = None, guess: str | None = None
+) -> UnknownNameError:
+    """An UnknownNameError that suggests the closest known name, or lists them all.
+
+    ``of`` names the owner (``block 'basic'``) after the name, so the message reads
+    "unknown parameter 'strde' of block 'basic'"; ``guess`` overrides the spelling-based
+    suggestion (a synonym such as batchnorm -> bn that no edit distance would find).
+    """
     known = sorted(set(known))
-    guess = closest(name, known)
+    guess = guess or closest(name, known)
     if guess:
         hint = f"did you mean '{guess}'?"
     elif known:
@@ -178,4 +198,5 @@ def unknown(what: str, name: str, known: Iterable[str], pos: Pos | None) -> Unkn
         hint = f"known {what}s: {shown}"
     else:
         hint = None
-    return UnknownNameError(f"unknown {what} '{name}'", pos, hint)
+    owner = f" of {of}" if of else ""
+    return UnknownNameError(f"unknown {what} '{name}'{owner}", pos, hint)

@@ -64,13 +64,20 @@ def read_spec(path: Path, limits: Limits, used_at: Pos | None = None) -> Source:
     """Read a spec file; every way it can fail is a UseError naming the file."""
     shown = _display(path)
 
+    # Where a `use` line is quoted, the message must name the file; where the
+    # diagnostic is headed by the file itself, naming it again reads as a stutter.
+    named = shown if used_at else "this"
+
     def fail(message: str, hint: str | None = None) -> UseError:
         return UseError(message, used_at, hint, file=None if used_at else shown)
 
     if not path.exists():
-        raise fail(f"no such file: {shown}", "give a path to a .res file, or the name of a shipped spec (resnet50)")
+        hint = "give a path to a .res file, or the name of a shipped spec (resnet50)"
+        if used_at is not None:
+            hint = "'use' paths are relative to the file that contains the 'use' line"
+        raise fail(f"no such file: {shown}" if used_at else "no such file", hint)
     if path.is_dir():
-        raise fail(f"{shown} is a directory, not a .res file")
+        raise fail(f"{named} is a directory, not a .res file")
     try:
         size = path.stat().st_size
         if size > limits.max_file_bytes:
@@ -81,9 +88,11 @@ def read_spec(path: Path, limits: Limits, used_at: Pos | None = None) -> Source:
             )
         data = path.read_bytes()
     except PermissionError:
-        raise fail(f"permission denied: cannot read {shown}") from None
+        raise fail(f"permission denied: cannot read {shown}" if used_at else "permission denied") from None
     except OSError as error:
-        raise fail(f"cannot read {shown}: {error.strerror or error}") from None
+        raise fail(
+            f"cannot read {shown}: {error.strerror or error}" if used_at else f"cannot read: {error.strerror or error}"
+        ) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -92,7 +101,7 @@ def read_spec(path: Path, limits: Limits, used_at: Pos | None = None) -> Source:
         column = error.start - (prefix.rfind(b"\n") + 1) + 1
         source = Source(shown, data.decode("utf-8", errors="replace"))
         raise UseError(
-            f"{shown} is not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start})",
+            f"not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start})",
             Pos(source, line, column, line, column + 1),
             "save the spec as UTF-8",
         ) from None
@@ -101,7 +110,7 @@ def read_spec(path: Path, limits: Limits, used_at: Pos | None = None) -> Source:
         line = text.count("\n", 0, offset) + 1
         column = offset - (text.rfind("\n", 0, offset) + 1) + 1
         raise UseError(
-            f"{shown} contains a NUL byte; is it a binary file?",
+            "the file contains a NUL byte; is it a binary file?",
             Pos(Source(shown, text), line, column, line, column + 1),
         )
     return Source(shown, text)
@@ -159,7 +168,11 @@ class _Loader:
             if isinstance(definition, ast.Use):
                 target = path.parent / definition.path
                 if target.suffix != ".res":
-                    raise UseError(f"'use' imports .res files; {definition.path!r} is not one", definition.pos)
+                    raise UseError(
+                        f"'use' imports .res files; {definition.path!r} is not one",
+                        definition.pos,
+                        "name a spec file ending in .res",
+                    )
                 namespace.merge(self.load(target, definition.pos, chain))
         _define(module, namespace)
         return namespace
@@ -272,7 +285,7 @@ def instantiate(namespace: Namespace, name: str, params: Mapping[str, Value], po
                         where or definition.pos,
                         f"use '{definition.base}' to choose {key}",
                     )
-                raise unknown(f"parameter of network '{definition.name}'", key, free, where or definition.name_pos)
+                raise unknown("parameter", key, free, where or definition.name_pos, of=f"network '{definition.name}'")
         positional = iter(base_params)
         for arg in definition.args:
             value = evaluate(arg.value, CONSTANTS)
@@ -300,7 +313,7 @@ def _bind(
     names = [p.name for p in params]
     for key, (_, where) in given.items():
         if key not in names:
-            raise unknown(f"parameter of {what}", key, names, where or owner.name_pos)
+            raise unknown("parameter", key, names, where or owner.name_pos, of=what)
     env: dict[str, Value] = {}
     for param in params:
         if param.name in given:

@@ -232,6 +232,26 @@ LAYER_KINDS: dict[str, LayerKind] = {
 #: The one statement that is not a layer kind of its own: the residual join.
 ADD_SHORTCUT = "add"
 
+#: Other frameworks' names for our layer kinds: no spelling distance leads from
+#: "batchnorm" to "bn", so users coming from PyTorch or Keras get told directly.
+SYNONYMS = {
+    "batchnorm": "bn",
+    "batchnorm2d": "bn",
+    "batch_norm": "bn",
+    "bn2d": "bn",
+    "linear": "fc",
+    "dense": "fc",
+    "conv2d": "conv",
+    "convolution": "conv",
+    "maxpool2d": "maxpool",
+    "max_pool": "maxpool",
+    "avgpool2d": "avgpool",
+    "avg_pool": "avgpool",
+    "adaptiveavgpool2d": "avgpool",
+    "shortcut": "add",
+    "residual": "add",
+}
+
 
 def build_layer(statement: ast.Statement, env: Mapping[str, Value]) -> Layer:
     """Evaluate a layer statement's arguments in `env` and build its typed layer."""
@@ -239,7 +259,13 @@ def build_layer(statement: ast.Statement, env: Mapping[str, Value]) -> Layer:
         return _build_add(statement)
     kind = LAYER_KINDS.get(statement.kind)
     if kind is None:
-        raise unknown("layer kind", statement.kind, [*LAYER_KINDS, "add"], statement.kind_pos)
+        raise unknown(
+            "layer kind",
+            statement.kind,
+            [*LAYER_KINDS, ADD_SHORTCUT],
+            statement.kind_pos,
+            guess=SYNONYMS.get(statement.kind.lower()),
+        )
     names = kind.positional + kind.optional_positional
     values: dict[str, tuple[Value, Pos]] = {}
     positional_seen = 0
@@ -255,7 +281,7 @@ def build_layer(statement: ast.Statement, env: Mapping[str, Value]) -> Layer:
             positional_seen += 1
         else:
             if arg.name not in kind.keywords:
-                err = unknown(f"keyword for {kind.name}", arg.name, kind.keywords, arg.name_pos)
+                err = unknown("keyword argument", arg.name, kind.keywords, arg.name_pos, of=kind.name)
                 if not kind.keywords:
                     err.hint = f"{kind.name} takes no keywords"
                 raise err

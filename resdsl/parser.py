@@ -19,8 +19,13 @@ from lark import Token, Transformer_NonRecursive, v_args
 from resdsl import syntax as ast
 from resdsl.errors import LimitError, Pos, Source, SpecSyntaxError, closest
 
-#: Deepest nesting of expressions accepted (parentheses, unary signs).
+#: Deepest nesting of parentheses and braces accepted.
 MAX_EXPRESSION_DEPTH = 100
+
+#: Deepest expression tree accepted: operators chained (1+1+...+1) or signs stacked
+#: (- - -1). The evaluator recurses over the tree, so this keeps it far from Python's
+#: recursion limit whatever the spec holds.
+MAX_EXPRESSION_TREE_DEPTH = 200
 
 KEYWORDS = ("use", "block", "network", "stage", "stem", "head", "with")
 
@@ -59,10 +64,19 @@ _EXAMPLES: dict[tuple[str, str | None], list[str]] = {
         "block b { conv 3x3 64 }",
         "block b { conv 3x3, 64 stride=2 }",
         "block b { fc 10 bias=1 }",
+        "block b { conv 3x3 w }",
+        "block b {\n    conv 3x3 w\n}",
+        "block b(w) {\n    bn\n    conv 3x3 w\n}",
+        "block b {\n    conv 3x3, 64 stride=2\n}",
+        "block b(w) {\n    conv 3x3 w\n    bn\n}",
+        "block b(w) {\n    conv 3x3 w\n}",
     ],
     ("a stage needs a name and a colon", "write: stage conv2_x: 3 x basic(64)"): [
         "network n { stage 3 x basic(64) }",
         "network n { stage conv2_x 3 x basic(64) }",
+        "network n {\n    input 3x32x32\n    stage conv2_x 3 x basic(64)\n}",
+        "network n {\n    stage conv2_x 3 x basic(64)\n}",
+        "network n {\n    input 3x32x32\n    stage 3 x basic(64)\n}",
     ],
     ("a stage needs a block after the repeat count", "write: stage conv2_x: 3 x basic(64)"): [
         "network n { stage s: 3 x }",
@@ -108,8 +122,13 @@ def parse(text: str, path: str = "<string>") -> ast.Module:
         tree = _parser().parse(text + "\n")
     except lark.exceptions.UnexpectedInput as error:
         raise _syntax_error(error, source) from None
-    module = _ToAst(source).transform(tree)
-    return module
+    try:
+        return _ToAst(source).transform(tree)
+    except lark.exceptions.VisitError as error:
+        # Lark wraps what a transformer method raises; a LimitError is the spec's fault.
+        if isinstance(error.orig_exc, LimitError):
+            raise error.orig_exc from None
+        raise
 
 
 def _check_nesting(source: Source) -> None:
@@ -180,7 +199,9 @@ def _syntax_error(error: lark.exceptions.UnexpectedInput, source: Source) -> Spe
     message = f"unexpected {what}; expected {_describe(expected)}"
     hint = None
     if label is not None:
-        message, hint = f"{label[0]}: {message}", label[1]
+        # The label and its hint say what to write; LALR's merged states make the
+        # full "expected" list misleading here (it offers ')' outside parentheses).
+        message, hint = f"{label[0]}; unexpected {what}", label[1]
     word = (source.line(line).split() or [""])[0].rstrip(":")
     if word.isidentifier() and word not in KEYWORDS and (guess := closest(word, KEYWORDS)):
         hint = f"did you mean '{guess}'?"
@@ -221,6 +242,20 @@ class _ToAst(Transformer_NonRecursive):
     def __init__(self, source: Source) -> None:
         super().__init__()
         self.source = source
+        # Depth of each operator node built so far, by id: the transformer runs bottom
+        # up, so a parent's depth follows from its children's without recursing.
+        self.depths: dict[int, int] = {}
+
+    def _nest(self, node, *children):
+        depth = 1 + max((self.depths.get(id(child), 0) for child in children), default=0)
+        if depth > MAX_EXPRESSION_TREE_DEPTH:
+            raise LimitError(
+                f"expression nested deeper than {MAX_EXPRESSION_TREE_DEPTH} operators",
+                node.pos,
+                "simplify the expression",
+            )
+        self.depths[id(node)] = depth
+        return node
 
     def _pos(self, meta) -> Pos:
         return Pos(self.source, meta.line, meta.column, meta.end_line, meta.end_column)
@@ -290,10 +325,10 @@ class _ToAst(Transformer_NonRecursive):
         return ast.Keyword(str(name), value, self._pos(meta), self._tpos(name))
 
     def binop(self, meta, left, op: Token, right):
-        return ast.BinOp(str(op), left, right, self._pos(meta))
+        return self._nest(ast.BinOp(str(op), left, right, self._pos(meta)), left, right)
 
     def unary(self, meta, op: Token, operand):
-        return ast.Unary(str(op), operand, self._pos(meta))
+        return self._nest(ast.Unary(str(op), operand, self._pos(meta)), operand)
 
     def number(self, meta, token: Token):
         text = str(token)

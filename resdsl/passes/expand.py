@@ -21,7 +21,7 @@ from resdsl.errors import LimitError, Note, Pos, SpecError, UnknownNameError, un
 from resdsl.evaluate import Value, as_bool, as_int, describe, evaluate
 from resdsl.frontend import Instance, _bind
 from resdsl.ir import Frame, Network, Scope, Settings, new_node
-from resdsl.layers import Add, Flatten, Input, Linear, Output, build_layer
+from resdsl.layers import ADD_SHORTCUT, LAYER_KINDS, SYNONYMS, Add, Flatten, Input, Linear, Output, build_layer
 
 SHORTCUT_OPTIONS = ("A", "B", "C", "none")
 CHECKPOINT_OPTIONS = ("none", "stage", "block")
@@ -55,6 +55,16 @@ def expand(network: Network) -> None:
         if isinstance(item, ast.Statement):
             if item.kind in SETTINGS:
                 continue
+            if item.kind not in LAYER_KINDS and item.kind != ADD_SHORTCUT:
+                # A network's own lines are mostly settings, so a misspelt word
+                # here ('shortcuts B') is more likely a setting than a layer.
+                raise unknown(
+                    "setting or layer kind",
+                    item.kind,
+                    [*SETTINGS, *LAYER_KINDS],
+                    item.kind_pos,
+                    guess=SYNONYMS.get(item.kind.lower()),
+                )
             last = builder.layer(item, env, last, top["body"], trace)
         elif isinstance(item, ast.Section):
             for statement in item.body:
@@ -160,7 +170,7 @@ def _plan_stage(stage: ast.Stage, instance: Instance, env: Mapping[str, Value]) 
         else:
             key = arg.name
             if key not in params:
-                raise unknown(f"parameter of block '{block.name}'", key, params, arg.name_pos)
+                raise unknown("parameter", key, params, arg.name_pos, of=f"block '{block.name}'")
         if key in given:
             raise SpecError(f"parameter '{key}' is given twice", arg.pos)
         given[key] = (evaluate(arg.value, env), arg.pos)

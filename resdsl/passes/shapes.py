@@ -60,7 +60,7 @@ def _windowed(
     if out_h < 1 or out_w < 1:
         raise ShapeProblem(
             f"{name} {kernel[0]}x{kernel[1]} (stride {stride[0]}, padding {padding[0]}) on a {height}x{width} input "
-            f"gives a {out_h}x{out_w} output: the spatial size reaches zero",
+            f"gives a {max(0, out_h)}x{max(0, out_w)} output: the spatial size reaches zero",
             "use a larger input, fewer downsampling stages or more padding",
         )
     return (channels, out_h, out_w)

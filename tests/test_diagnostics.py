@@ -1,0 +1,251 @@
+"""Golden diagnostics: every kind of error, checked character for character.
+
+Each tests/fixtures/errors/NAME.res has a NAME.err beside it: the exact stderr of
+``resdsl check tests/fixtures/errors/NAME.res`` run from the repository root.
+docs/errors.md is generated from the same fixtures, so the documentation shows
+the messages users really get.
+
+Regenerate after an intended change to a message (then review the diff)::
+
+    RESDSL_UPDATE_GOLDEN=1 python -m pytest tests/test_diagnostics.py
+    python tests/test_diagnostics.py          # the same, without pytest
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from resdsl import cli
+from resdsl.errors import LimitError, SpecError
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures" / "errors"
+DOCS = ROOT / "docs" / "errors.md"
+UPDATE = os.environ.get("RESDSL_UPDATE_GOLDEN") == "1"
+
+#: Section, then fixture name and what the fixture shows, in the order docs/errors.md lists them.
+#: Every fixture must appear here, so that a new diagnostic is also documented.
+CATALOGUE: dict[str, dict[str, str]] = {
+    "Syntax errors": {
+        "syntax_missing_comma": "A layer's arguments without a comma between them",
+        "syntax_stage_missing_colon": "A stage without the colon after its name",
+        "syntax_unexpected_eof": "The file ends inside a brace",
+        "syntax_bad_character": "A character that is not part of the language",
+        "syntax_misspelled_network": "A misspelt keyword at the start of a definition",
+        "syntax_misspelled_stage": "A misspelt keyword inside a network",
+        "deep_nesting": "Nesting deeper than the bound (thousands of parentheses)",
+        "deep_expression": "An expression chaining more operators than the bound",
+    },
+    "Unknown names": {
+        "unknown_block": "A stage uses a block that does not exist",
+        "unknown_layer": "A misspelt layer kind",
+        "unknown_layer_synonym": "Another framework's name for a layer kind",
+        "unknown_keyword_argument": "A keyword argument that the layer kind does not take",
+        "unknown_block_parameter": "A block argument that the block does not declare",
+        "unknown_network_parameter": "A network argument that the network does not declare",
+        "unknown_setting": "A misspelt network setting",
+        "unknown_setting_in_with": "A misspelt setting in a `with` override",
+        "unknown_shortcut_option": "A shortcut option other than A, B, C or none",
+        "unknown_network_in_alias": "An alias of a network that does not exist",
+        "unknown_name_in_expression": "An expression naming something not in scope",
+    },
+    "Shapes": {
+        "shape_option_a_shrinks": "Option A asked to reduce channels",
+        "shape_spatial_zero": "The spatial size reaches zero",
+        "shape_groups_dont_divide": "A grouped convolution whose channels do not divide",
+        "shape_two_add_shortcut": "A block with two `add shortcut` joins",
+        "shape_unjoinable_stride": "A block output that no shortcut stride can match",
+        "shape_fc_then_conv": "A spatial layer after `fc` (flat input)",
+        "shape_pool_padding": "Pool padding larger than half the kernel",
+        "input_not_shape": "An input that is not C x H x W",
+        "missing_input": "A network without an input shape",
+        "add_outside_block": "`add shortcut` outside a block",
+    },
+    "Values": {
+        "zero_width": "Zero channels",
+        "negative_width": "Negative channels",
+        "zero_stride": "A zero stride",
+        "zero_repeat": "A stage repeated zero times",
+        "negative_repeat": "A negative repeat count, computed from a parameter",
+        "division_by_zero": "Division by zero in an expression",
+        "too_many_block_arguments": "More arguments than the block takes",
+        "size_limit": "A spec that would expand past the size bound",
+    },
+    "Definitions and networks": {
+        "duplicate_block": "A block defined twice",
+        "duplicate_network": "A network defined twice",
+        "duplicate_label": "Two layers whose labels give the same module name",
+        "alias_fixed_parameter": "Setting a parameter that an alias already fixed",
+        "network_needs_arguments": "The file's network needs arguments",
+        "every_network_needs_arguments": "Every network of the file needs arguments",
+        "several_networks": "Several networks and none named like the file",
+        "no_network": "A file that defines no network",
+        "empty": "An empty file",
+    },
+    "Files and `use`": {
+        "use_missing_file": "`use` of a file that does not exist",
+        "use_cycle": "Files that `use` each other",
+        "use_not_res": "`use` of a file that is not a .res spec",
+        "not_utf8": "A spec that is not UTF-8",
+        "directory": "A directory given as the spec",
+    },
+}
+
+
+def fixture_names() -> list[str]:
+    return sorted(path.name.removesuffix(".res") for path in FIXTURES.glob("*.res"))
+
+
+def run_check(name: str) -> tuple[int, str, str]:
+    """``resdsl check`` on one fixture, in process, from the repository root."""
+    out, err = io.StringIO(), io.StringIO()
+    cwd = Path.cwd()
+    os.chdir(ROOT)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.main(["check", f"tests/fixtures/errors/{name}.res"])
+    finally:
+        os.chdir(cwd)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _spec_text(name: str) -> str:
+    path = FIXTURES / f"{name}.res"
+    if path.is_dir():
+        return f"(tests/fixtures/errors/{name}.res is a directory)"
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    if not text:
+        return "(an empty file)"
+    lines = []
+    for line in text.splitlines():
+        # A line of thousands of parentheses tells the reader nothing more than its start.
+        lines.append(line if len(line) <= 100 else line[:100] + f"... ({len(line):,} characters)")
+    return "\n".join(lines)
+
+
+def render_docs() -> str:
+    """docs/errors.md, from the fixtures and their golden messages."""
+    parts = [
+        "# Diagnostics",
+        "",
+        "<!-- Generated by `python tests/test_diagnostics.py` from tests/fixtures/errors/: do not edit. -->",
+        "",
+        "Every error that a spec can cause is reported as `path:line:column: message`, then the",
+        "source line with a caret under the offending text, then notes (other places involved,",
+        "such as the block line behind a stage) and a hint. `resdsl check` prints diagnostics on",
+        "stderr and exits with status 1. Each example below is a spec from",
+        "`tests/fixtures/errors/` and the exact text that `resdsl check` prints for it; a test",
+        "keeps this page in step with the compiler.",
+        "",
+    ]
+    for section, entries in CATALOGUE.items():
+        parts += [f"## {section}", ""]
+        for name, title in entries.items():
+            golden = (FIXTURES / f"{name}.err").read_text(encoding="utf-8").rstrip("\n")
+            parts += [
+                f"### {title}",
+                "",
+                f"`tests/fixtures/errors/{name}.res`:",
+                "",
+                "```",
+                _spec_text(name),
+                "```",
+                "",
+                "```console",
+                f"$ resdsl check tests/fixtures/errors/{name}.res",
+                golden,
+                "```",
+                "",
+            ]
+    return "\n".join(parts).rstrip("\n") + "\n"
+
+
+def update() -> None:
+    """Rewrite every .err file and docs/errors.md from what the compiler prints now."""
+    for name in fixture_names():
+        code, _, err = run_check(name)
+        if code != 1:
+            raise SystemExit(f"{name}.res: expected exit 1, got {code}")
+        (FIXTURES / f"{name}.err").write_text(err, encoding="utf-8")
+    DOCS.write_text(render_docs(), encoding="utf-8")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _regenerate() -> None:
+    if UPDATE:
+        update()
+
+
+@pytest.mark.parametrize("name", fixture_names())
+def test_golden_diagnostic(name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    code = cli.main(["check", f"tests/fixtures/errors/{name}.res"])
+    captured = capsys.readouterr()
+    golden = FIXTURES / f"{name}.err"
+    assert golden.exists(), f"no golden file for {name}.res: run RESDSL_UPDATE_GOLDEN=1 pytest {__file__}"
+    assert code == 1
+    assert captured.out == ""
+    assert captured.err == golden.read_text(encoding="utf-8")
+    # Every diagnostic names its file first, so editors can jump to it.
+    assert captured.err.startswith("tests/fixtures/errors/")
+    assert "Traceback" not in captured.err
+
+
+def test_every_fixture_is_documented() -> None:
+    catalogued = {name for entries in CATALOGUE.values() for name in entries}
+    assert catalogued == set(fixture_names())
+
+
+def test_every_golden_file_has_a_fixture() -> None:
+    orphans = {path.stem for path in FIXTURES.glob("*.err")} - set(fixture_names())
+    assert not orphans
+
+
+def test_docs_are_up_to_date() -> None:
+    assert DOCS.read_text(encoding="utf-8") == render_docs(), "run: python tests/test_diagnostics.py"
+
+
+def test_size_bound_refuses_before_building(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The layer count is computed from the definitions, so a hundred million blocks
+    # are refused before a single graph node exists (rather than after minutes).
+    import resdsl
+
+    expand = sys.modules["resdsl.passes.expand"]
+
+    created: list[object] = []
+    real_new_node = expand.new_node
+
+    def counting_new_node(*args: object, **kwargs: object) -> int:
+        created.append(args[1] if len(args) > 1 else kwargs.get("layer"))
+        return real_new_node(*args, **kwargs)
+
+    monkeypatch.setattr(expand, "new_node", counting_new_node)
+    with pytest.raises(LimitError) as caught:
+        resdsl.compile(FIXTURES / "size_limit.res")
+    assert "100,000 layers" in caught.value.message
+    assert created == []
+    # The counter does see nodes when a network is built, so the check above can fail.
+    resdsl.compile_text("network n {\n input 3x32x32\n stage s: 1 x basic(16)\n}\n")
+    assert created
+
+
+def test_deep_nesting_is_a_spec_error_not_recursion() -> None:
+    import resdsl
+
+    text = "network n {\n input 3x32x32\n stage s: 1 x basic(" + "(" * 5000 + "16" + ")" * 5000 + ")\n}\n"
+    with pytest.raises(SpecError):
+        resdsl.compile_text(text)
+    for expression in ("-" * 5000 + "16", "16" + " + 1" * 5000, "16" + " * 1" * 5000):
+        with pytest.raises(LimitError):
+            resdsl.compile_text(f"network n {{\n input 3x32x32\n stage s: 1 x basic({expression})\n}}\n")
+
+
+if __name__ == "__main__":
+    update()
+    print(f"updated {len(fixture_names())} golden files and {DOCS.relative_to(ROOT)}", file=sys.stderr)
