@@ -71,12 +71,16 @@ def read_spec(path: Path, limits: Limits, used_at: Pos | None = None) -> Source:
     def fail(message: str, hint: str | None = None) -> UseError:
         return UseError(message, used_at, hint, file=None if used_at else shown)
 
-    if not path.exists():
+    try:
+        exists, is_dir = path.exists(), path.is_dir()
+    except OSError as error:  # ENAMETOOLONG and the like: exists() only swallows "not found"
+        raise fail(f"cannot read {shown}: {error.strerror or error}") from None
+    if not exists:
         hint = "give a path to a .res file, or the name of a shipped spec (resnet50)"
         if used_at is not None:
             hint = "'use' paths are relative to the file that contains the 'use' line"
         raise fail(f"no such file: {shown}" if used_at else "no such file", hint)
-    if path.is_dir():
+    if is_dir:
         raise fail(f"{named} is a directory, not a .res file")
     try:
         size = path.stat().st_size
@@ -148,7 +152,13 @@ class _Loader:
         self.done: dict[Path, Namespace] = {}
 
     def load(self, path: Path, used_at: Pos | None, chain: tuple[Path, ...]) -> Namespace:
-        resolved = path.resolve()
+        try:
+            resolved = path.resolve()
+        except (OSError, RuntimeError) as error:  # a symlink loop, a name too long for the OS
+            shown = _display(path)
+            raise UseError(
+                f"cannot read {shown}: {getattr(error, 'strerror', None) or error}", used_at, file=shown
+            ) from None
         if resolved in chain:
             cycle = " -> ".join(_display(p) for p in (*chain[chain.index(resolved) :], resolved))
             raise UseError(f"cyclic use: {cycle}", used_at)
@@ -167,6 +177,9 @@ class _Loader:
         for definition in module.definitions:
             if isinstance(definition, ast.Use):
                 target = path.parent / definition.path
+                if "\x00" in definition.path:
+                    # The OS cannot even look such a path up (Python raises ValueError).
+                    raise UseError("a 'use' path cannot contain a NUL character", definition.pos)
                 if target.suffix != ".res":
                     raise UseError(
                         f"'use' imports .res files; {definition.path!r} is not one",

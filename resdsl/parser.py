@@ -118,6 +118,9 @@ def parse(text: str, path: str = "<string>") -> ast.Module:
     """Parse the text of one file. Raises SpecSyntaxError (or LimitError)."""
     source = Source(path, text)
     _check_nesting(source)
+    if text.startswith("\ufeff"):
+        # Editors on Windows write a byte-order mark; a space keeps every column true.
+        text = " " + text[1:]
     try:
         tree = _parser().parse(text + "\n")
     except lark.exceptions.UnexpectedInput as error:
@@ -173,8 +176,13 @@ def _syntax_error(error: lark.exceptions.UnexpectedInput, source: Source) -> Spe
     if isinstance(error, lark.exceptions.UnexpectedCharacters):
         char = source.text[error.pos_in_stream] if error.pos_in_stream < len(source.text) else "?"
         pos = Pos(source, line, column, line, column + 1)
-        printable = char if char.isprintable() else repr(char)
-        return SpecSyntaxError(f"unexpected character '{printable}'; expected {_describe(set(error.allowed))}", pos)
+        shown = f"'{char}'" if char.isprintable() else repr(char)
+        hint = None
+        if char == "\r":
+            hint = "end lines with \\n or \\r\\n (this file seems to use old Mac \\r line endings)"
+        elif not char.isprintable() or char in "\u200b\u00a0":
+            hint = "remove the invisible character (pasted from a web page or word processor?)"
+        return SpecSyntaxError(f"unexpected character {shown}; expected {_describe(set(error.allowed))}", pos, hint)
 
     token = error.token if isinstance(error, lark.exceptions.UnexpectedToken) else None
     expected = set(getattr(error, "expected", ()) or ())

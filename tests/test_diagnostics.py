@@ -41,6 +41,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "syntax_misspelled_stage": "A misspelt keyword inside a network",
         "deep_nesting": "Nesting deeper than the bound (thousands of parentheses)",
         "deep_expression": "An expression chaining more operators than the bound",
+        "syntax_carriage_returns": "Old Mac line endings (a bare carriage return)",
     },
     "Unknown names": {
         "unknown_block": "A stage uses a block that does not exist",
@@ -81,6 +82,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "duplicate_block": "A block defined twice",
         "duplicate_network": "A network defined twice",
         "duplicate_label": "Two layers whose labels give the same module name",
+        "duplicate_stage": "Two stages of one name",
         "alias_fixed_parameter": "Setting a parameter that an alias already fixed",
         "network_needs_arguments": "The file's network needs arguments",
         "every_network_needs_arguments": "Every network of the file needs arguments",

@@ -34,6 +34,15 @@ def expand(network: Network) -> None:
     env = dict(instance.params)
     network.settings = _settings(definition, instance, env)
     stages = [item for item in definition.body if isinstance(item, ast.Stage)]
+    first_stage: dict[str, ast.Stage] = {}
+    for stage in stages:
+        # Two stages of one name would share module scopes (both hold 'S.0'), merging
+        # their blocks' layers into one module instead of failing at load time.
+        if stage.name in first_stage:
+            raise SpecError(
+                f"two stages are named '{stage.name}'", stage.name_pos, "give each stage its own name"
+            ).with_note("the other one", first_stage[stage.name].name_pos)
+        first_stage[stage.name] = stage
     plans = [_plan_stage(stage, instance, env) for stage in stages]
     _check_size(network, definition, plans)
 
