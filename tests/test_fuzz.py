@@ -340,3 +340,83 @@ def test_option_a_adds_no_parameters(spec: Spec) -> None:
     # The plain twin has no joins left; the residual ones have one per block.
     assert list(figures["none"].nodes("add")) == []
     assert len(list(figures["A"].nodes("add"))) == sum(stage.blocks for stage in figures["A"].stages if stage.block)
+
+
+# Audit: nothing from a spec reaches Python's code-running machinery --------------------
+
+#: Modules whose import would let text become code or commands.
+DANGEROUS_MODULES = {"importlib", "subprocess", "pickle", "marshal", "shelve", "ctypes", "code", "codeop", "runpy"}
+
+#: (file, construct) pairs allowed, each for a reason:
+#: - cli.py's __import__ loads backend subcommands from a fixed tuple of module names
+#:   written in the source, never from spec text or the command line.
+#: - resdsl/backends/torch*.py may exec forward() code that it generates from the IR;
+#:   every identifier in it comes from names that the naming pass validated (Python
+#:   identifiers, not keywords), so spec text cannot inject code. (Other helpers own
+#:   those files; the allowance covers them whether or not they exist yet.)
+AUDIT_ALLOWED = {("resdsl/cli.py", "__import__")}
+AUDIT_ALLOWED_FILES = ("resdsl/backends/torch",)
+
+
+def _audit(path: Path, tree: object) -> list[str]:
+    import ast
+
+    relative = path.relative_to(ROOT).as_posix()
+    if relative.startswith(AUDIT_ALLOWED_FILES):
+        return []
+    found: list[str] = []
+
+    def flag(node: ast.AST, what: str) -> None:
+        if (relative, what) not in AUDIT_ALLOWED:
+            found.append(f"{relative}:{node.lineno}: {what}")
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            for name in names:
+                if name.split(".")[0] in DANGEROUS_MODULES:
+                    flag(node, f"import {name}")
+        elif isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            if isinstance(func, ast.Name) and name in ("eval", "exec", "__import__", "breakpoint"):
+                flag(node, name)
+            elif (
+                isinstance(func, ast.Name)
+                and name == "compile"
+                and (len(node.args) >= 3 or any(k.arg == "mode" for k in node.keywords))
+            ):
+                flag(node, "compile")  # the builtin (code objects), not resdsl.compile
+            elif isinstance(func, ast.Name) and name in ("getattr", "setattr", "delattr"):
+                attribute = node.args[1] if len(node.args) > 1 else None
+                if not isinstance(attribute, ast.Constant):
+                    flag(node, f"{name} with a computed name")
+            elif isinstance(func, ast.Attribute) and name in ("system", "popen", "exec_module", "import_module"):
+                flag(node, name)
+            elif (
+                isinstance(func, ast.Attribute)
+                and name in ("Popen", "run", "check_output", "call")
+                and (isinstance(func.value, ast.Name) and func.value.id in ("subprocess", "os"))
+            ):
+                flag(node, f"{func.value.id}.{name}")
+    return found
+
+
+def test_no_spec_text_reaches_eval_exec_or_imports() -> None:
+    import ast
+
+    sources = sorted((ROOT / "resdsl").rglob("*.py"))
+    assert len(sources) > 10
+    problems = [problem for path in sources for problem in _audit(path, ast.parse(path.read_text(encoding="utf-8")))]
+    assert problems == [], "code-running constructs outside the allow-list:\n" + "\n".join(problems)
+
+
+def test_audit_catches_what_it_looks_for() -> None:
+    # The audit itself must be able to fail: feed it each forbidden construct.
+    import ast
+
+    fake = ROOT / "resdsl" / "fake.py"
+    for code in ("eval(text)", "exec(text)", "__import__(name)", "import importlib", "getattr(obj, name)",
+                 "os.system(cmd)", "compile(text, 'f', 'exec')", "from subprocess import run"):  # fmt: skip
+        assert _audit(fake, ast.parse(code)), code
+    assert _audit(fake, ast.parse("getattr(error, 'line', 1)\nresdsl.compile(path)")) == []
