@@ -10,6 +10,7 @@ column of the offending token.
 
 from __future__ import annotations
 
+import contextlib
 from functools import cache
 from pathlib import Path
 
@@ -161,7 +162,14 @@ def _check_nesting(source: Source) -> None:
 
 
 def _describe(terminals: set[str]) -> str:
+    terminals = set(terminals)
+    operator = {"ADD_OP", "MUL_OP"} <= terminals
+    if operator:
+        # Listing '*', '//' or '/', '+' or '-' one by one buries the other choices.
+        terminals -= {"ADD_OP", "MUL_OP"}
     names = sorted({_TERMINAL_NAMES.get(t, f"'{t.lower()}'") for t in terminals if not t.startswith("__")})
+    if operator:
+        names.append("an operator")
     if not names:
         return "something else"
     if len(names) == 1:
@@ -174,6 +182,7 @@ def _syntax_error(error: lark.exceptions.UnexpectedInput, source: Source) -> Spe
     line = max(1, min(getattr(error, "line", 1) or 1, len(lines)))
     column = max(1, getattr(error, "column", 1) or 1)
     if isinstance(error, lark.exceptions.UnexpectedCharacters):
+        allowed = _acceptable(getattr(error, "state", None), set(error.allowed))
         char = source.text[error.pos_in_stream] if error.pos_in_stream < len(source.text) else "?"
         pos = Pos(source, line, column, line, column + 1)
         shown = f"'{char}'" if char.isprintable() else repr(char)
@@ -182,10 +191,15 @@ def _syntax_error(error: lark.exceptions.UnexpectedInput, source: Source) -> Spe
             hint = "end lines with \\n or \\r\\n (this file seems to use old Mac \\r line endings)"
         elif not char.isprintable() or char in "\u200b\u00a0":
             hint = "remove the invisible character (pasted from a web page or word processor?)"
-        return SpecSyntaxError(f"unexpected character {shown}; expected {_describe(set(error.allowed))}", pos, hint)
+        return SpecSyntaxError(f"unexpected character {shown}; expected {_describe(allowed)}", pos, hint)
 
     token = error.token if isinstance(error, lark.exceptions.UnexpectedToken) else None
     expected = set(getattr(error, "expected", ()) or ())
+    # LALR merges lookaheads of similar states, so `expected` can offer ')' outside
+    # any parenthesis; `accepts` tries each terminal on a copy of the parser. Best
+    # effort: should it fail, the plain list is still right, only longer.
+    with contextlib.suppress(Exception):
+        expected = set(error.accepts or ()) or expected
     if token is None or token.type == "$END":
         line = len(lines)
         column = len(lines[-1]) + 1
@@ -214,6 +228,23 @@ def _syntax_error(error: lark.exceptions.UnexpectedInput, source: Source) -> Spe
     if word.isidentifier() and word not in KEYWORDS and (guess := closest(word, KEYWORDS)):
         hint = f"did you mean '{guess}'?"
     return SpecSyntaxError(message, pos, hint)
+
+
+def _acceptable(state, terminals: set[str]) -> set[str]:
+    """The terminals that the parser in `state` can really take next (see `accepts`)."""
+    if state is None:
+        return terminals
+    accepted = set()
+    for terminal in terminals:
+        try:
+            trial = state.copy()
+            trial.feed_token(Token(terminal, ""), terminal == "$END")
+        except lark.exceptions.UnexpectedToken:
+            continue
+        except Exception:  # an internal change in lark: fall back to the lexer's list
+            return terminals
+        accepted.add(terminal)
+    return accepted or terminals
 
 
 def _match_example(error: lark.exceptions.UnexpectedInput) -> tuple[str, str | None] | None:
