@@ -69,7 +69,10 @@ def as_int(value: Value, pos: Pos, what: str, *, minimum: int | None = 1) -> int
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(f"{what} must be an integer, got {describe(value)}", pos)
+        hint = None
+        if isinstance(value, float) and value == value and abs(value) != float("inf"):
+            hint = "'/' divides exactly; use '//' to round down to a whole number"
+        raise SpecError(f"{what} must be an integer, got {describe(value)}", pos, hint)
     if minimum is not None and value < minimum:
         bound = "positive" if minimum == 1 else f"at least {minimum}"
         raise SpecError(f"{what} must be {bound}, got {value}", pos)

@@ -290,13 +290,18 @@ def build_layer(statement: ast.Statement, env: Mapping[str, Value]) -> Layer:
             values[arg.name] = (evaluate(arg.value, env), arg.value.pos)
     missing = [name for name in kind.positional if name not in values]
     if missing:
-        raise SpecError(f"{kind.name} needs {' and '.join(missing)}", statement.pos, f"write: {kind.usage}")
+        wanted = " and ".join(_ARGUMENT_NAMES.get(name, name) for name in missing)
+        raise SpecError(f"{kind.name} needs {wanted}", statement.pos, f"write: {kind.usage}")
     return kind.build(values, statement.pos)
+
+
+#: How a missing positional argument is named in "conv needs ...".
+_ARGUMENT_NAMES = {"kernel": "a kernel size (KxK)", "out": "an output size (OUT)", "p": "a probability (P)"}
 
 
 def _build_add(statement: ast.Statement) -> Add:
     args = statement.args
     value = args[0].value if len(args) == 1 and isinstance(args[0], ast.Positional) else None
     if not (isinstance(value, ast.Name) and value.id == "shortcut"):
-        raise SpecError("the residual join is written 'add shortcut'", statement.pos)
+        raise SpecError("the residual join is written 'add shortcut'", statement.pos, "write: add shortcut")
     return Add()

@@ -37,7 +37,11 @@ def assign_names(network: Network) -> None:
         label = attrs["label"]
         if label is not None:
             if keyword.iskeyword(label):
-                raise SpecError(f"'{label}' is a Python keyword and cannot name a module", _label_pos(attrs))
+                raise SpecError(
+                    f"'{label}' is a Python keyword and cannot name a module",
+                    _label_pos(attrs),
+                    f"choose another label, such as '{label}_'",
+                )
             local = label
         else:
             local = FIXED_NAMES.get(kind, f"{kind}{counter[kind]}")
