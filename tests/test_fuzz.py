@@ -43,7 +43,7 @@ LIMITS = Limits(max_layers=3000)
 HANG_SECONDS = 20
 
 FUZZ = settings(
-    max_examples=int(os.environ.get("RESDSL_FUZZ_EXAMPLES", "150")),
+    max_examples=int(os.environ.get("RESDSL_FUZZ_EXAMPLES", "300")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -167,6 +167,32 @@ def test_mutated_specs_compile_or_give_spec_errors(text: str) -> None:
     assert isinstance(result, (Network, SpecError))
     if isinstance(result, SpecError) and result.pos is not None:
         assert result.pos.line >= 1 and result.pos.column >= 1
+
+
+NAMES = ["width", "stride", "n", "classes", "expansion", "groups", "shortcut", "basic", "bottleneck",
+         "bottleneck_v1_5", "conv", "bn", "relu", "fc", "A", "B", "C", "none", "true", "false", "x",
+         "input"]  # fmt: skip
+WORDS = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+(?:x[0-9]+)*")
+
+
+@st.composite
+def reworded_spec(draw: st.DrawFn) -> str:
+    """Mostly still grammatical: numbers and names swapped, so that later passes see the damage."""
+    parts = re.split(f"({WORDS.pattern})", draw(st.sampled_from(CORPUS)))
+    words = [k for k in range(1, len(parts), 2) if parts[k] not in ("network", "block", "stage", "use", "stem", "head")]
+    for _ in range(draw(st.integers(1, 3))):
+        k = draw(st.sampled_from(words))
+        if parts[k][0].isdigit():
+            parts[k] = draw(st.sampled_from([*NUMBERS, "1", "2", "3", "7", "0x3", "3x0", "1x1", "5x5", "64x64"]))
+        else:
+            parts[k] = draw(st.sampled_from(NAMES))
+    return "".join(parts)
+
+
+@FUZZ
+@given(reworded_spec())
+def test_reworded_specs_compile_or_give_spec_errors(text: str) -> None:
+    assert isinstance(compile_or_spec_error(text), (Network, SpecError))
 
 
 @FUZZ
