@@ -41,11 +41,22 @@ def add_spec_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-layers",
-        type=int,
+        type=_positive_int,
         metavar="N",
         default=Limits.max_layers,
         help=f"refuse specs that expand to more layers than this (default {Limits.max_layers:,})",
     )
+
+
+def _positive_int(text: str) -> int:
+    # A bound of 0 or less would blame every spec (exit 1) for a wrong command line (exit 2).
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def spec_params(args: argparse.Namespace) -> dict:

@@ -38,7 +38,11 @@ def shipped_specs() -> list[str]:
 def find_spec(spec: str | Path) -> Path:
     """A path as given, or else a shipped spec of that name."""
     path = Path(spec)
-    if isinstance(spec, Path) or path.suffix == ".res" or path.exists():
+    try:
+        exists = path.exists()
+    except OSError:  # a name too long for the OS: let read_spec report it as a UseError
+        return path
+    if isinstance(spec, Path) or path.suffix == ".res" or exists:
         return path
     shipped = specs_dir() / f"{spec}.res"
     if shipped.is_file():

@@ -74,7 +74,8 @@ def read_spec(path: Path, limits: Limits, used_at: Pos | None = None) -> Source:
     try:
         exists, is_dir = path.exists(), path.is_dir()
     except OSError as error:  # ENAMETOOLONG and the like: exists() only swallows "not found"
-        raise fail(f"cannot read {shown}: {error.strerror or error}") from None
+        reason = error.strerror or str(error)
+        raise fail(f"cannot read {shown}: {reason}" if used_at else f"cannot read: {reason}") from None
     if not exists:
         hint = "give a path to a .res file, or the name of a shipped spec (resnet50)"
         if used_at is not None:

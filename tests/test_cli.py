@@ -117,6 +117,27 @@ def test_missing_path(capsys: pytest.CaptureFixture[str]) -> None:
     assert err.startswith("nowhere/missing.res: no such file")
 
 
+def test_path_too_long_for_the_os(capsys: pytest.CaptureFixture[str]) -> None:
+    # os.stat raises ENAMETOOLONG rather than "not found": once a traceback.
+    name = "a" * 5000
+    code, out, err = run(["check", name], capsys)
+    assert (code, out) == (1, "")
+    assert err.startswith(f"{name}: cannot read: ") and "Traceback" not in err
+
+
+def test_max_layers_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    # A bound of 0 is the command line's mistake, not the spec's.
+    code, out, err = run(["check", "--max-layers", "0", GOOD], capsys)
+    assert (code, out) == (2, "")
+    assert "--max-layers: must be at least 1" in err
+
+
+def test_max_layers_is_applied(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["check", "--max-layers", "10", GOOD], capsys)
+    assert code == 1
+    assert "more than 10 layers" in err
+
+
 def test_unknown_shipped_name_suggests_one(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["check", "resnt50"], capsys)
     assert code == 1
