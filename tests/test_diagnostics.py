@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -139,6 +140,10 @@ def _spec_text(name: str) -> str:
     for line in text.splitlines():
         # A line of thousands of parentheses tells the reader nothing more than its start.
         lines.append(line if len(line) <= 100 else line[:100] + f"... ({len(line):,} characters)")
+    # Show the helper files a fixture imports, so that the example is complete.
+    for used in re.findall(r'^use "(lib/[^"]+)"', text, flags=re.M):
+        helper = (FIXTURES / used).read_text(encoding="utf-8").rstrip("\n")
+        lines += ["", f"# tests/fixtures/errors/{used}:", helper]
     return "\n".join(lines)
 
 
