@@ -52,6 +52,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "unknown_block_parameter": "A block argument that the block does not declare",
         "unknown_network_parameter": "A network argument that the network does not declare",
         "unknown_setting": "A misspelt network setting",
+        "unknown_setting_input": "A misspelt `input` (not reported as a missing input)",
         "unknown_setting_in_with": "A misspelt setting in a `with` override",
         "unknown_shortcut_option": "A shortcut option other than A, B, C or none",
         "unknown_network_in_alias": "An alias of a network that does not exist",

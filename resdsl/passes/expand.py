@@ -32,6 +32,18 @@ def expand(network: Network) -> None:
     instance: Instance = network.instance
     definition = instance.definition
     env = dict(instance.params)
+    for item in definition.body:
+        # A network's own lines are mostly settings, so a misspelt word here
+        # ('shortcuts B', 'inptu 3x32x32') is more likely a setting than a layer;
+        # checked first, so that 'inptu' is not reported as a missing input.
+        if isinstance(item, ast.Statement) and item.kind not in (*SETTINGS, *LAYER_KINDS, ADD_SHORTCUT):
+            raise unknown(
+                "setting or layer kind",
+                item.kind,
+                [*SETTINGS, *LAYER_KINDS],
+                item.kind_pos,
+                guess=SYNONYMS.get(item.kind.lower()),
+            )
     network.settings = _settings(definition, instance, env)
     stages = [item for item in definition.body if isinstance(item, ast.Stage)]
     first_stage: dict[str, ast.Stage] = {}
@@ -64,16 +76,6 @@ def expand(network: Network) -> None:
         if isinstance(item, ast.Statement):
             if item.kind in SETTINGS:
                 continue
-            if item.kind not in LAYER_KINDS and item.kind != ADD_SHORTCUT:
-                # A network's own lines are mostly settings, so a misspelt word
-                # here ('shortcuts B') is more likely a setting than a layer.
-                raise unknown(
-                    "setting or layer kind",
-                    item.kind,
-                    [*SETTINGS, *LAYER_KINDS],
-                    item.kind_pos,
-                    guess=SYNONYMS.get(item.kind.lower()),
-                )
             last = builder.layer(item, env, last, top["body"], trace)
         elif isinstance(item, ast.Section):
             for statement in item.body:
