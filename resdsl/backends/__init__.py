@@ -1,0 +1,1 @@
+"""Backends: lower the IR to torch modules (torch) or Graphviz figures (draw)."""

@@ -1,0 +1,68 @@
+"""``resdsl draw``: figures in the paper's style. Never imports torch."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from resdsl.cli import EXIT_OK, EXIT_SPEC, EXIT_USAGE, add_spec_options, compile_from_args
+from resdsl.errors import SpecError
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    draw = commands.add_parser(
+        "draw",
+        help="draw networks as Graphviz figures in the style of the paper's Fig. 3",
+        description="Draw one or more networks side by side: a column of layer boxes with the shortcuts as "
+        "arcs, dashed where they change dimensions. The output format follows the extension: .svg, .png, "
+        ".pdf (rendered by Graphviz's dot) or .dot (the source).",
+    )
+    draw.add_argument("specs", nargs="+", metavar="SPEC", help="a .res file, or a shipped spec's name")
+    draw.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write: .svg, .png, .pdf or .dot")
+    draw.add_argument(
+        "--detail",
+        choices=("layer", "block", "stage"),
+        default="layer",
+        help="one box per layer (Fig. 3, the default), per block, or per stage",
+    )
+    draw.add_argument(
+        "--direction", choices=("TB", "LR"), default="TB", help="top to bottom (default) or left to right"
+    )
+    draw.add_argument("--shapes", action="store_true", help="add output shapes and parameter counts to the boxes")
+    draw.add_argument(
+        "--all-layers",
+        action="store_true",
+        help="at layer detail, also draw BN, ReLU, dropout and flatten (Fig. 3 leaves them out)",
+    )
+    add_spec_options(draw)
+    draw.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from resdsl.backends.draw import FORMATS, DrawError, render, to_dot
+
+    if Path(args.output).suffix.lower() not in FORMATS:
+        print(
+            f"resdsl draw: error: cannot tell the format of '{args.output}': use one of {', '.join(FORMATS)}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    networks = []
+    failed = False
+    for spec in args.specs:
+        try:
+            networks.append(compile_from_args(spec, args))
+        except SpecError as error:
+            print(error, file=sys.stderr)
+            failed = True
+    if failed:
+        return EXIT_SPEC
+    dot = to_dot(networks, detail=args.detail, direction=args.direction, shapes=args.shapes, all_layers=args.all_layers)
+    try:
+        render(dot, args.output)
+    except DrawError as error:
+        print(f"resdsl draw: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(args.output)
+    return EXIT_OK
