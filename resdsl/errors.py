@@ -200,3 +200,7 @@ def unknown(
         hint = None
     owner = f" of {of}" if of else ""
     return UnknownNameError(f"unknown {what} '{name}'{owner}", pos, hint)
+
+
+class WeightsError(SpecError):
+    """A checkpoint that does not fit the network, or that cannot be read safely."""

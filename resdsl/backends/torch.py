@@ -1,0 +1,368 @@
+"""Torch backend: the IR becomes a ``torch.nn.Module``.
+
+The module tree follows the IR's names (top-level layers as attributes, stage ``S``
+an ``nn.Sequential`` of blocks ``S.0, S.1``...), so ``state_dict()`` keys are the
+spec's. Forward code is generated once per distinct block structure, like
+torch.fx's codegen: a straight-line function of ``self.<name>(...)`` calls and one
+addition, so that eager speed equals hand-written code and ``torch.compile``,
+``torch.export`` and ONNX export see plain Python. The generated text contains only
+module names the IR validated as Python identifiers and fixed templates; nothing
+from a spec is evaluated.
+"""
+
+from __future__ import annotations
+
+import itertools
+import keyword
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint as _checkpoint
+
+from resdsl.errors import LimitError, WeightsError
+from resdsl.ir import Network
+from resdsl.layers import (
+    Add,
+    AvgPool,
+    BatchNorm,
+    Conv,
+    Dropout,
+    Flatten,
+    Input,
+    Linear,
+    MaxPool,
+    Output,
+    Projection,
+    ReLU,
+    ZeroPad,
+)
+
+CHECKPOINT_OPTIONS = ("none", "stage", "block")
+
+
+class ZeroPadShortcut(nn.Module):
+    """Option A: subsample by the stride, append zero channels. No parameters."""
+
+    def __init__(self, stride: tuple[int, int], extra_channels: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.extra_channels = extra_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride != (1, 1):
+            x = x[:, :, :: self.stride[0], :: self.stride[1]]
+        return nn.functional.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}, extra_channels={self.extra_channels}"
+
+
+class Stage(nn.Sequential):
+    """A stage's blocks. Activation checkpointing ("stage" or "block") trades compute
+    for memory when training: activations inside are recomputed in backward. The
+    mode is a plain attribute fixed at build time, so tracing sees a constant."""
+
+    def __init__(self, *blocks: nn.Module, checkpoint: str = "none") -> None:
+        super().__init__(*blocks)
+        self.checkpoint = checkpoint
+
+    def _blocks(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self:
+            x = block(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.checkpoint == "none" or not (self.training and torch.is_grad_enabled()):
+            return self._blocks(x)
+        if self.checkpoint == "stage":
+            return _checkpoint(self._blocks, x, use_reentrant=False)
+        for block in self:
+            x = _checkpoint(block, x, use_reentrant=False)
+        return x
+
+
+def make_module(layer: Any, in_shape: tuple[int, ...]) -> nn.Module | None:
+    """The torch module for one IR layer (None for add, which is an expression)."""
+    match layer:
+        case Conv():
+            return nn.Conv2d(
+                in_shape[0],
+                layer.out_channels,
+                layer.kernel,
+                layer.stride,
+                layer.padding,
+                layer.dilation,
+                layer.groups,
+                bias=layer.bias,
+            )
+        case BatchNorm():
+            return nn.BatchNorm2d(in_shape[0]) if len(in_shape) == 3 else nn.BatchNorm1d(in_shape[0])
+        case ReLU():
+            return nn.ReLU(inplace=True)
+        case MaxPool():
+            return nn.MaxPool2d(layer.kernel, layer.stride, layer.padding)
+        case AvgPool():
+            if layer.is_global:
+                return nn.AdaptiveAvgPool2d((1, 1))
+            return nn.AvgPool2d(layer.kernel, layer.stride, layer.padding)
+        case Linear():
+            return nn.Linear(in_shape[0], layer.out_features, bias=layer.bias)
+        case Dropout():
+            return nn.Dropout(layer.p)
+        case Flatten():
+            return nn.Flatten(1)
+        case Projection():
+            return nn.Sequential(
+                nn.Conv2d(in_shape[0], layer.out_channels, 1, layer.stride, bias=False),
+                nn.BatchNorm2d(layer.out_channels),
+            )
+        case ZeroPad():
+            return ZeroPadShortcut(layer.stride, layer.extra_channels)
+        case Add() | Input() | Output():
+            return None
+    raise TypeError(f"no torch module for {layer!r}")  # pragma: no cover
+
+
+def _identifier(name: str) -> str:
+    if not name.isidentifier() or keyword.iskeyword(name):  # the naming pass guarantees this
+        raise ValueError(f"module name {name!r} is not an identifier")
+    return name
+
+
+def forward_source(steps: list[tuple[str, str | None, list[str]]]) -> str:
+    """Generated forward: `steps` are (output variable, module name or None for add, input variables)."""
+    lines = ["def forward(self, x):"]
+    for target, module, inputs in steps:
+        if module is None:
+            lines.append(f"    {target} = {inputs[0]} + {inputs[1]}")
+        else:
+            lines.append(f"    {target} = self.{_identifier(module)}({inputs[0]})")
+    lines.append(f"    return {steps[-1][0] if steps else 'x'}")
+    return "\n".join(lines) + "\n"
+
+
+_CLASSES: dict[tuple[str, str], type] = {}
+
+
+def _generated_class(kind: str, source: str) -> type:
+    """One nn.Module subclass per distinct forward (cached: blocks of a stage share one)."""
+    key = (kind, source)
+    if key not in _CLASSES:
+        namespace: dict[str, Any] = {}
+        exec(compile(source, f"<resdsl {kind}>", "exec"), {"torch": torch}, namespace)
+        cls = type(kind, (nn.Module,), {"forward": namespace["forward"], "__module__": __name__})
+        cls._resdsl_source = source
+        _CLASSES[key] = cls
+    return _CLASSES[key]
+
+
+def _steps(network: Network, nodes: list[int], entry: int, local) -> tuple[list, dict[str, nn.Module]]:
+    """Straight-line steps and the modules they call, for nodes whose input is `entry`."""
+    graph = network.graph
+    value = {entry: "x"}
+    steps, modules = [], {}
+    for index, node in enumerate(nodes):
+        attrs = graph.nodes[node]
+        preds = {graph.edges[p, node]["role"]: p for p in graph.predecessors(node)}
+        target = f"v{index}"
+        if attrs["layer"].kind == "add":
+            steps.append((target, None, [value[preds["main"]], value[preds["shortcut"]]]))
+        else:
+            name = local(attrs["name"])
+            source = preds["main"]
+            module = make_module(attrs["layer"], graph.nodes[source]["shape"])
+            modules[name] = module
+            steps.append((target, name, [value[source]]))
+        value[node] = target
+    return steps, modules
+
+
+def build(network: Network, *, checkpoint: str | None = None, zero_init_residual: bool | None = None) -> nn.Module:
+    """Build the module for a compiled network, initialised as the paper and torchvision do."""
+    if network.num_params > network.limits.max_params:
+        raise LimitError(
+            f"{network.name} has {network.num_params:,} parameters, more than the limit of "
+            f"{network.limits.max_params:,}",
+            network.pos,
+            "raise it with Limits(max_params=...) if this is intended",
+        )
+    mode = checkpoint or network.settings.checkpoint
+    if mode not in CHECKPOINT_OPTIONS:
+        raise ValueError(f"checkpoint must be one of {', '.join(CHECKPOINT_OPTIONS)}, not {mode!r}")
+    graph = network.graph
+    order = network.order()
+    blocks: dict[tuple[str, int], list[int]] = {}
+    top: list[int | str] = []  # top-level node ids and stage names, in execution order
+    for node in order:
+        scope = graph.nodes[node]["scope"]
+        kind = graph.nodes[node]["layer"].kind
+        if kind in ("input", "output"):
+            continue
+        if scope.stage is None:
+            top.append(node)
+        else:
+            if scope.stage not in top:
+                top.append(scope.stage)
+            blocks.setdefault((scope.stage, scope.index), []).append(node)
+
+    model_modules: dict[str, nn.Module] = {}
+    stage_blocks: dict[str, list[nn.Module]] = {}
+    for (stage, index), nodes in blocks.items():
+        prefix = f"{stage}.{index}."
+        entry = next(p for p in graph.predecessors(nodes[0]))
+        steps, modules = _steps(network, nodes, entry, lambda name, prefix=prefix: name.removeprefix(prefix))
+        cls = _generated_class(graph.nodes[nodes[0]]["scope"].block, forward_source(steps))
+        block = cls()
+        for name, module in modules.items():
+            block.add_module(name, module)
+        stage_blocks.setdefault(stage, []).append(block)
+
+    # The top level: its own layers, and each stage as one call.
+    steps: list[tuple[str, str | None, list[str]]] = []
+    current = "x"
+    for index, item in enumerate(top):
+        target = f"v{index}"
+        if isinstance(item, str):
+            model_modules[item] = Stage(*stage_blocks[item], checkpoint=mode)
+            steps.append((target, item, [current]))
+        else:
+            attrs = graph.nodes[item]
+            (pred,) = graph.predecessors(item)
+            model_modules[attrs["name"]] = make_module(attrs["layer"], graph.nodes[pred]["shape"])
+            steps.append((target, attrs["name"], [current]))
+        current = target
+    cls = _generated_class(_class_name(network.name), forward_source(steps))
+    model = cls()
+    for name, module in model_modules.items():
+        model.add_module(name, module)
+    _initialise(
+        model, network, network.settings.zero_init_residual if zero_init_residual is None else zero_init_residual
+    )
+    return model
+
+
+def _class_name(name: str) -> str:
+    parts = [part for part in name.split("_") if part]
+    cleaned = "".join(part[:1].upper() + part[1:] for part in parts)
+    return cleaned if cleaned.isidentifier() else "Network"
+
+
+def _initialise(model: nn.Module, network: Network, zero_init_residual: bool) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+    if zero_init_residual:
+        graph = network.graph
+        named = dict(model.named_modules())
+        for node, _ in network.nodes("add"):
+            (main,) = [p for p in graph.predecessors(node) if graph.edges[p, node]["role"] == "main"]
+            if graph.nodes[main]["layer"].kind == "bn":
+                nn.init.zeros_(named[graph.nodes[main]["name"]].weight)
+
+
+def read_weights(weights: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict from a mapping, a .safetensors file or a torch.save file (weights only)."""
+    if isinstance(weights, Mapping):
+        return dict(weights)
+    path = Path(weights)
+    shown = str(path)
+    if not path.is_file():
+        raise WeightsError(f"no such weights file: {shown}", file=shown)
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise WeightsError(
+                "reading .safetensors needs the safetensors package: pip install safetensors", file=shown
+            ) from None
+        return load_file(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise WeightsError(
+            "refused to load: the file holds Python objects other than tensors, which could run code "
+            f"({str(error).splitlines()[0][:200]})",
+            file=shown,
+            hint="save plain state dicts (torch.save(model.state_dict(), path)) or use .safetensors",
+        ) from None
+    except Exception as error:  # a truncated or foreign file
+        raise WeightsError(f"cannot read weights: {type(error).__name__}: {error}", file=shown) from None
+    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping):
+        raise WeightsError(f"expected a state dict, found {type(state).__name__}", file=shown)
+    return dict(state)
+
+
+def load_weights(model: nn.Module, weights: Any, *, source: str = "weights") -> None:
+    state = read_weights(weights)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [
+        f"{k} (checkpoint {tuple(state[k].shape)}, model {tuple(expected[k].shape)})"
+        for k in expected
+        if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("of the wrong shape", wrong)):
+            if keys:
+                shown = ", ".join(keys[:5]) + (f", ... ({len(keys) - 5} more)" if len(keys) > 5 else "")
+                parts.append(f"{len(keys)} {what}: {shown}")
+        raise WeightsError(
+            "the weights do not fit the network: " + "; ".join(parts),
+            file=str(weights) if isinstance(weights, str | Path) else None,
+            hint="module names come from the spec's labels; see docs/language.md, 'Naming'",
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def fold_for_inference(model: nn.Module) -> nn.Module:
+    """Eval mode with every BN folded into the convolution before it."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model.eval()
+    for parent in list(model.modules()):
+        children = list(parent.named_children())
+        for (name, child), (next_name, following) in itertools.pairwise(children):
+            if isinstance(child, nn.Conv2d) and isinstance(following, nn.BatchNorm2d):
+                setattr(parent, name, fuse_conv_bn_eval(child, following))
+                setattr(parent, next_name, nn.Identity())
+    return model
+
+
+def load(
+    spec: Any,
+    *,
+    network: str | None = None,
+    weights: Any = None,
+    for_inference: bool = False,
+    zero_init_residual: bool | None = None,
+    checkpoint: str | None = None,
+    limits: Any = None,
+    **params: Any,
+) -> nn.Module:
+    """Compile `spec` (a path, a shipped name, or a compiled Network) and build it."""
+    if isinstance(spec, Network):
+        compiled = spec
+    else:
+        from resdsl.compiler import compile
+
+        compiled = compile(spec, network=network, limits=limits, **params)
+    model = build(compiled, checkpoint=checkpoint, zero_init_residual=zero_init_residual)
+    model.resdsl_network = compiled.name
+    if weights is not None:
+        load_weights(model, weights)
+    if for_inference:
+        model = fold_for_inference(model)
+    return model

@@ -1,0 +1,174 @@
+"""The torch backend against its ground truth: torchvision's models and the IR's figures."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+import resdsl
+from resdsl.backends.torch import build, load
+from resdsl.errors import LimitError, WeightsError
+from resdsl.ir import Limits
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50, 101, 152])
+def test_torchvision_parity(depth: int) -> None:
+    torch.manual_seed(depth)
+    reference = getattr(torchvision.models, f"resnet{depth}")().eval()
+    model = load(f"torchvision/resnet{depth}").eval()
+    assert list(model.state_dict()) == list(reference.state_dict())
+    assert {k: v.shape for k, v in model.state_dict().items()} == {
+        k: v.shape for k, v in reference.state_dict().items()
+    }
+    model.load_state_dict(reference.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", resdsl.shipped_specs())
+def test_built_module_matches_the_ir(name: str) -> None:
+    network = resdsl.compile(name)
+    with torch.device("meta"):
+        model = build(network)
+    assert sum(p.numel() for p in model.parameters()) == network.num_params
+    with torch.device("meta"):
+        out = model.eval()(torch.empty(1, *network.input_shape, device="meta"))
+    assert tuple(out.shape[1:]) == network.output_shape
+
+
+def test_cifar_loss_falls() -> None:
+    torch.manual_seed(0)
+    model = load("cifar20").train()
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    losses = []
+    for _ in range(8):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_for_inference_matches_eval() -> None:
+    torch.manual_seed(0)
+    model = load("torchvision/resnet18")
+    for module in model.modules():  # non-trivial running statistics, so folding matters
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    reference = model.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = reference(x)
+    fast = load("torchvision/resnet18", weights=model.state_dict(), for_inference=True)
+    assert not fast.training
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_zero_init_residual() -> None:
+    model = load("torchvision/resnet50", zero_init_residual=True)
+    assert all(block.bn3.weight.abs().sum() == 0 for stage in (model.layer1, model.layer4) for block in stage)
+    assert model.bn1.weight.abs().sum() > 0
+    assert load("torchvision/resnet50").layer1[0].bn3.weight.abs().sum() > 0
+
+
+@pytest.mark.parametrize("mode", ["stage", "block"])
+def test_checkpointing_gives_the_same_gradients(mode: str) -> None:
+    torch.manual_seed(0)
+    plain = load("cifar20")
+    checkpointed = load("cifar20", checkpoint=mode, weights=plain.state_dict())
+    x = torch.randn(4, 3, 32, 32)
+    for model in (plain, checkpointed):
+        model.train()
+        model(x).square().mean().backward()
+    for (name, a), (_, b) in zip(plain.named_parameters(), checkpointed.named_parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6, msg=name)
+    assert list(plain.state_dict()) == list(checkpointed.state_dict())
+
+
+def test_weights_mismatch_is_a_clear_error(tmp_path: Path) -> None:
+    state = load("resnet18").state_dict()
+    path = tmp_path / "resnet18.pt"
+    torch.save(state, path)
+    with pytest.raises(WeightsError) as caught:
+        load("torchvision/resnet18", weights=path)
+    message = str(caught.value)
+    assert "missing" in message and "unexpected" in message and "layer1.0.conv1.weight" in message
+    state["fc.weight"] = torch.zeros(3, 3)
+    with pytest.raises(WeightsError, match=r"wrong shape: fc1?.weight"):
+        load("resnet18", weights={**load("resnet18").state_dict(), "fc1.weight": torch.zeros(3, 3)})
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("echo resdsl-test-would-run-code",))
+
+
+def test_code_carrying_pickle_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    with path.open("wb") as handle:
+        pickle.dump({"conv1.weight": _Payload()}, handle)
+    with pytest.raises(WeightsError, match="refused to load"):
+        load("cifar20", weights=path)
+
+
+def test_safetensors_weights(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    model = load("cifar20")
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    again = load("cifar20", weights=path)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_parameter_bound_is_checked_before_allocation() -> None:
+    network = resdsl.compile("vgg19", limits=Limits(max_params=1_000_000))
+    with pytest.raises(LimitError, match="143,667,240 parameters"):
+        build(network)
+    huge = resdsl.compile_text("network wide { input 3x8x8\n head { flatten; fc 1000000000 } }")
+    with pytest.raises(LimitError):
+        build(huge)
+
+
+def test_forward_is_generated_code_and_prints_readably() -> None:
+    model = load("cifar20")
+    source = type(model.conv2_x[0])._resdsl_source
+    assert "self.conv1(x)" in source and " + " in source
+    text = repr(model)
+    assert "(conv2_x): Stage(" in text and "(downsample): ZeroPadShortcut(" in text
+
+
+def test_torch_export_and_dynamo_see_one_graph() -> None:
+    model = load("cifar20").eval()
+    x = torch.randn(2, 3, 32, 32)
+    exported = torch.export.export(model, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(exported.module()(x), model(x))
+    explanation = torch._dynamo.explain(model)(x)
+    assert explanation.graph_break_count == 0
+    assert explanation.graph_count == 1
+
+
+def test_onnx_export_runs_in_onnxruntime(tmp_path: Path) -> None:
+    onnxruntime = pytest.importorskip("onnxruntime", reason="onnxruntime is in the [test] extra")
+    model = load("cifar20").eval()
+    x = torch.randn(2, 3, 32, 32)
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["output"], dynamo=False)
+    session = onnxruntime.InferenceSession(str(path))
+    (result,) = session.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(result), model(x), rtol=1e-4, atol=1e-4)
