@@ -52,3 +52,20 @@ def test_errors(tmp_path: Path, capsys) -> None:
     bad.write_text("network bad {\n    input 3x32x32\n    stage s: 0 x basic(16)\n}\n")
     assert main(["build", str(bad)]) == 1
     assert f"{bad}:3:14: a stage's repeat count must be positive" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("spec", ["cifar20", "torchvision/resnet18"])
+def test_py_export_reimports_with_equal_outputs(tmp_path: Path, spec: str) -> None:
+    import runpy
+
+    out = tmp_path / "model.py"
+    assert main(["build", spec, "-o", str(out)]) == 0
+    source = out.read_text()
+    assert "import resdsl" not in source and "from resdsl" not in source
+    exported = runpy.run_path(str(out))["Model"]().eval()
+    reference = load(spec).eval()
+    exported.load_state_dict(reference.state_dict(), strict=True)
+    assert list(exported.state_dict()) == list(reference.state_dict())
+    x = torch.randn(2, *resdsl.compile(spec).input_shape)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), reference(x))

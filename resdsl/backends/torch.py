@@ -12,10 +12,12 @@ from a spec is evaluated.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import keyword
 import pickle
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,46 +87,98 @@ class Stage(nn.Sequential):
         return x
 
 
-def make_module(layer: Any, in_shape: tuple[int, ...]) -> nn.Module | None:
-    """The torch module for one IR layer (None for add, which is an expression)."""
+@dataclass(frozen=True)
+class Ctor:
+    """How to construct one module: a class from :data:`CONSTRUCTORS` and its arguments.
+
+    One description serves both the built model and the exported .py source, so the
+    two cannot disagree.
+    """
+
+    name: str
+    args: tuple = ()
+    kwargs: tuple[tuple[str, Any], ...] = ()
+    children: tuple[Ctor, ...] = ()
+
+    def instantiate(self) -> nn.Module:
+        if self.children:
+            return CONSTRUCTORS[self.name](*(child.instantiate() for child in self.children))
+        return CONSTRUCTORS[self.name](*self.args, **dict(self.kwargs))
+
+    def source(self, indent: str = "") -> str:
+        prefix = "" if self.name == "ZeroPadShortcut" else "nn."
+        if self.children:
+            inner = ",\n".join(f"{indent}    {child.source(indent + '    ')}" for child in self.children)
+            return f"{prefix}{self.name}(\n{inner},\n{indent})"
+        parts = [repr(arg) for arg in self.args] + [f"{key}={value!r}" for key, value in self.kwargs]
+        return f"{prefix}{self.name}({', '.join(parts)})"
+
+
+CONSTRUCTORS: dict[str, type[nn.Module]] = {
+    "Conv2d": nn.Conv2d,
+    "BatchNorm1d": nn.BatchNorm1d,
+    "BatchNorm2d": nn.BatchNorm2d,
+    "ReLU": nn.ReLU,
+    "MaxPool2d": nn.MaxPool2d,
+    "AdaptiveAvgPool2d": nn.AdaptiveAvgPool2d,
+    "AvgPool2d": nn.AvgPool2d,
+    "Linear": nn.Linear,
+    "Dropout": nn.Dropout,
+    "Flatten": nn.Flatten,
+    "Sequential": nn.Sequential,
+    "ZeroPadShortcut": ZeroPadShortcut,
+}
+
+
+def module_ctor(layer: Any, in_shape: tuple[int, ...]) -> Ctor | None:
+    """How to construct the torch module of one IR layer (None for add, an expression)."""
     match layer:
         case Conv():
-            return nn.Conv2d(
-                in_shape[0],
-                layer.out_channels,
-                layer.kernel,
-                layer.stride,
-                layer.padding,
-                layer.dilation,
-                layer.groups,
-                bias=layer.bias,
+            return Ctor(
+                "Conv2d",
+                (in_shape[0], layer.out_channels, layer.kernel),
+                (
+                    ("stride", layer.stride),
+                    ("padding", layer.padding),
+                    ("dilation", layer.dilation),
+                    ("groups", layer.groups),
+                    ("bias", layer.bias),
+                ),
             )
         case BatchNorm():
-            return nn.BatchNorm2d(in_shape[0]) if len(in_shape) == 3 else nn.BatchNorm1d(in_shape[0])
+            return Ctor("BatchNorm2d" if len(in_shape) == 3 else "BatchNorm1d", (in_shape[0],))
         case ReLU():
-            return nn.ReLU(inplace=True)
+            return Ctor("ReLU", kwargs=(("inplace", True),))
         case MaxPool():
-            return nn.MaxPool2d(layer.kernel, layer.stride, layer.padding)
+            return Ctor("MaxPool2d", (layer.kernel,), (("stride", layer.stride), ("padding", layer.padding)))
         case AvgPool():
             if layer.is_global:
-                return nn.AdaptiveAvgPool2d((1, 1))
-            return nn.AvgPool2d(layer.kernel, layer.stride, layer.padding)
+                return Ctor("AdaptiveAvgPool2d", ((1, 1),))
+            return Ctor("AvgPool2d", (layer.kernel,), (("stride", layer.stride), ("padding", layer.padding)))
         case Linear():
-            return nn.Linear(in_shape[0], layer.out_features, bias=layer.bias)
+            return Ctor("Linear", (in_shape[0], layer.out_features), (("bias", layer.bias),))
         case Dropout():
-            return nn.Dropout(layer.p)
+            return Ctor("Dropout", (layer.p,))
         case Flatten():
-            return nn.Flatten(1)
+            return Ctor("Flatten", (1,))
         case Projection():
-            return nn.Sequential(
-                nn.Conv2d(in_shape[0], layer.out_channels, 1, layer.stride, bias=False),
-                nn.BatchNorm2d(layer.out_channels),
+            return Ctor(
+                "Sequential",
+                children=(
+                    Ctor("Conv2d", (in_shape[0], layer.out_channels, 1), (("stride", layer.stride), ("bias", False))),
+                    Ctor("BatchNorm2d", (layer.out_channels,)),
+                ),
             )
         case ZeroPad():
-            return ZeroPadShortcut(layer.stride, layer.extra_channels)
+            return Ctor("ZeroPadShortcut", (layer.stride, layer.extra_channels))
         case Add() | Input() | Output():
             return None
     raise TypeError(f"no torch module for {layer!r}")  # pragma: no cover
+
+
+def make_module(layer: Any, in_shape: tuple[int, ...]) -> nn.Module | None:
+    ctor = module_ctor(layer, in_shape)
+    return ctor.instantiate() if ctor else None
 
 
 def _identifier(name: str) -> str:
@@ -160,11 +214,11 @@ def _generated_class(kind: str, source: str) -> type:
     return _CLASSES[key]
 
 
-def _steps(network: Network, nodes: list[int], entry: int, local) -> tuple[list, dict[str, nn.Module]]:
+def _steps(network: Network, nodes: list[int], entry: int, local) -> tuple[list, list[tuple[str, Ctor]]]:
     """Straight-line steps and the modules they call, for nodes whose input is `entry`."""
     graph = network.graph
     value = {entry: "x"}
-    steps, modules = [], {}
+    steps, modules = [], []
     for index, node in enumerate(nodes):
         attrs = graph.nodes[node]
         preds = {graph.edges[p, node]["role"]: p for p in graph.predecessors(node)}
@@ -174,11 +228,67 @@ def _steps(network: Network, nodes: list[int], entry: int, local) -> tuple[list,
         else:
             name = local(attrs["name"])
             source = preds["main"]
-            module = make_module(attrs["layer"], graph.nodes[source]["shape"])
-            modules[name] = module
+            modules.append((name, module_ctor(attrs["layer"], graph.nodes[source]["shape"])))
             steps.append((target, name, [value[source]]))
         value[node] = target
     return steps, modules
+
+
+@dataclass
+class BlockPlan:
+    kind: str  # the block type's name
+    forward: str  # generated forward source
+    modules: list[tuple[str, Ctor]]
+
+
+@dataclass
+class ModelPlan:
+    """What to build, read off the IR: the top-level forward and every module's constructor."""
+
+    name: str
+    forward: str
+    items: list[tuple[str, Ctor | list[BlockPlan]]]  # a top-level layer, or a stage's blocks
+
+
+def plan(network: Network) -> ModelPlan:
+    graph = network.graph
+    blocks: dict[tuple[str, int], list[int]] = {}
+    top: list[int | str] = []  # top-level node ids and stage names, in execution order
+    for node in network.order():
+        scope = graph.nodes[node]["scope"]
+        if graph.nodes[node]["layer"].kind in ("input", "output"):
+            continue
+        if scope.stage is None:
+            top.append(node)
+        else:
+            if scope.stage not in top:
+                top.append(scope.stage)
+            blocks.setdefault((scope.stage, scope.index), []).append(node)
+
+    stage_blocks: dict[str, list[BlockPlan]] = {}
+    for (stage, index), nodes in blocks.items():
+        prefix = f"{stage}.{index}."
+        (entry,) = (p for p in graph.predecessors(nodes[0]))
+        steps, modules = _steps(network, nodes, entry, lambda name, prefix=prefix: name.removeprefix(prefix))
+        kind = graph.nodes[nodes[0]]["scope"].block
+        stage_blocks.setdefault(stage, []).append(BlockPlan(kind, forward_source(steps), modules))
+
+    # The top level: its own layers, and each stage as one call.
+    steps: list[tuple[str, str | None, list[str]]] = []
+    items: list[tuple[str, Ctor | list[BlockPlan]]] = []
+    current = "x"
+    for index, item in enumerate(top):
+        target = f"v{index}"
+        if isinstance(item, str):
+            items.append((item, stage_blocks[item]))
+            steps.append((target, item, [current]))
+        else:
+            attrs = graph.nodes[item]
+            (pred,) = graph.predecessors(item)
+            items.append((attrs["name"], module_ctor(attrs["layer"], graph.nodes[pred]["shape"])))
+            steps.append((target, attrs["name"], [current]))
+        current = target
+    return ModelPlan(_class_name(network.name), forward_source(steps), items)
 
 
 def build(network: Network, *, checkpoint: str | None = None, zero_init_residual: bool | None = None) -> nn.Module:
@@ -193,56 +303,72 @@ def build(network: Network, *, checkpoint: str | None = None, zero_init_residual
     mode = checkpoint or network.settings.checkpoint
     if mode not in CHECKPOINT_OPTIONS:
         raise ValueError(f"checkpoint must be one of {', '.join(CHECKPOINT_OPTIONS)}, not {mode!r}")
-    graph = network.graph
-    order = network.order()
-    blocks: dict[tuple[str, int], list[int]] = {}
-    top: list[int | str] = []  # top-level node ids and stage names, in execution order
-    for node in order:
-        scope = graph.nodes[node]["scope"]
-        kind = graph.nodes[node]["layer"].kind
-        if kind in ("input", "output"):
+    model_plan = plan(network)
+    model = _generated_class(model_plan.name, model_plan.forward)()
+    for name, item in model_plan.items:
+        if isinstance(item, Ctor):
+            model.add_module(name, item.instantiate())
             continue
-        if scope.stage is None:
-            top.append(node)
-        else:
-            if scope.stage not in top:
-                top.append(scope.stage)
-            blocks.setdefault((scope.stage, scope.index), []).append(node)
-
-    model_modules: dict[str, nn.Module] = {}
-    stage_blocks: dict[str, list[nn.Module]] = {}
-    for (stage, index), nodes in blocks.items():
-        prefix = f"{stage}.{index}."
-        entry = next(p for p in graph.predecessors(nodes[0]))
-        steps, modules = _steps(network, nodes, entry, lambda name, prefix=prefix: name.removeprefix(prefix))
-        cls = _generated_class(graph.nodes[nodes[0]]["scope"].block, forward_source(steps))
-        block = cls()
-        for name, module in modules.items():
-            block.add_module(name, module)
-        stage_blocks.setdefault(stage, []).append(block)
-
-    # The top level: its own layers, and each stage as one call.
-    steps: list[tuple[str, str | None, list[str]]] = []
-    current = "x"
-    for index, item in enumerate(top):
-        target = f"v{index}"
-        if isinstance(item, str):
-            model_modules[item] = Stage(*stage_blocks[item], checkpoint=mode)
-            steps.append((target, item, [current]))
-        else:
-            attrs = graph.nodes[item]
-            (pred,) = graph.predecessors(item)
-            model_modules[attrs["name"]] = make_module(attrs["layer"], graph.nodes[pred]["shape"])
-            steps.append((target, attrs["name"], [current]))
-        current = target
-    cls = _generated_class(_class_name(network.name), forward_source(steps))
-    model = cls()
-    for name, module in model_modules.items():
-        model.add_module(name, module)
-    _initialise(
-        model, network, network.settings.zero_init_residual if zero_init_residual is None else zero_init_residual
-    )
+        blocks = []
+        for block_plan in item:
+            block = _generated_class(block_plan.kind, block_plan.forward)()
+            for local, ctor in block_plan.modules:
+                block.add_module(local, ctor.instantiate())
+            blocks.append(block)
+        model.add_module(name, Stage(*blocks, checkpoint=mode))
+    if zero_init_residual is None:
+        zero_init_residual = network.settings.zero_init_residual
+    _initialise(model, network, zero_init_residual)
     return model
+
+
+def export_source(network: Network) -> str:
+    """A standalone PyTorch source file of the model that imports only torch.
+
+    Its ``Model`` class has the same modules, state_dict keys and forward code as
+    ``build(network)``; training-time checkpointing is left out.
+    """
+    model_plan = plan(network)
+    classes: dict[str, str] = {}  # forward source -> class name
+    lines = [
+        f'"""{network.name}: generated by resdsl from {network.path}. Imports only torch."""',
+        "",
+        "import torch",
+        "from torch import nn",
+        "",
+        "",
+        inspect.getsource(ZeroPadShortcut).rstrip(),
+        "",
+        "",
+        "def _block(block, **modules):",
+        "    for name, module in modules.items():",
+        "        block.add_module(name, module)",
+        "    return block",
+    ]
+    for _, item in model_plan.items:
+        for block_plan in item if isinstance(item, list) else ():
+            if block_plan.forward not in classes:
+                name = _class_name(block_plan.kind) + (f"{len(classes)}" if classes else "")
+                classes[block_plan.forward] = name
+                lines += ["", "", f"class {name}(nn.Module):", _indent(block_plan.forward)]
+    lines += ["", "", "class Model(nn.Module):", "    def __init__(self):", "        super().__init__()"]
+    for name, item in model_plan.items:
+        if isinstance(item, Ctor):
+            lines.append(f"        self.{name} = {item.source('        ')}")
+            continue
+        lines.append(f"        self.{name} = nn.Sequential(")
+        for block_plan in item:
+            lines.append(f"            _block(\n                {classes[block_plan.forward]}(),")
+            for local, ctor in block_plan.modules:
+                lines.append(f"                {local}={ctor.source('                ')},")
+            lines.append("            ),")
+        lines.append("        )")
+    lines += ["", _indent(model_plan.forward)]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _indent(source: str) -> str:
+    return "\n".join(f"    {line}" if line else line for line in source.rstrip().splitlines())
 
 
 def _class_name(name: str) -> str:

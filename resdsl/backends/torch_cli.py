@@ -17,6 +17,7 @@ SAVE_FORMATS = {
     ".safetensors": "a state dict (safetensors)",
     ".pt2": "a torch.export program",
     ".onnx": "an ONNX model",
+    ".py": "a standalone PyTorch source file (imports only torch)",
 }
 _EXTRAS = {".safetensors": "safetensors", ".onnx": "onnx onnxscript"}
 
@@ -165,5 +166,9 @@ def _save(model, network, example, path: Path, suffix: str) -> None:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     elif suffix == ".pt2":
         torch.export.save(torch.export.export(model, (example,)), str(path))
+    elif suffix == ".py":
+        from resdsl.backends.torch import export_source
+
+        path.write_text(export_source(network), encoding="utf-8")
     elif suffix == ".onnx":
         torch.onnx.export(model, (example,), str(path), input_names=["input"], output_names=["output"], dynamo=False)
