@@ -188,14 +188,28 @@ def _identifier(name: str) -> str:
 
 
 def forward_source(steps: list[tuple[str, str | None, list[str]]]) -> str:
-    """Generated forward: `steps` are (output variable, module name or None for add, input variables)."""
+    """Generated forward: `steps` are (output variable, module name or None for add, input variables).
+
+    A value's name is reused once its last reader has run, as hand-written code
+    reuses ``out``: the old tensor is released at once instead of living until
+    the function returns, which matters for peak memory.
+    """
+    last_use: dict[str, int] = {}
+    for index, (_, _, inputs) in enumerate(steps):
+        for name in inputs:
+            last_use[name] = index
+    current: dict[str, str] = {"x": "x"}  # step variable -> the Python name holding it
     lines = ["def forward(self, x):"]
-    for target, module, inputs in steps:
+    result = "x"
+    for index, (target, module, inputs) in enumerate(steps):
+        names = [current[name] for name in inputs]
+        free = [current[name] for name in inputs if last_use[name] == index]
+        result = current[target] = free[0] if free else target
         if module is None:
-            lines.append(f"    {target} = {inputs[0]} + {inputs[1]}")
+            lines.append(f"    {result} = {names[0]} + {names[1]}")
         else:
-            lines.append(f"    {target} = self.{_identifier(module)}({inputs[0]})")
-    lines.append(f"    return {steps[-1][0] if steps else 'x'}")
+            lines.append(f"    {result} = self.{_identifier(module)}({names[0]})")
+    lines.append(f"    return {result}")
     return "\n".join(lines) + "\n"
 
 
