@@ -172,3 +172,39 @@ def test_onnx_export_runs_in_onnxruntime(tmp_path: Path) -> None:
     (result,) = session.run(None, {"input": x.numpy()})
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(result), model(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_training_step(dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    model = load("cifar20").train()
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    with torch.autocast("cpu", dtype=dtype):
+        out = model(x)
+        loss = torch.nn.functional.cross_entropy(out, y)
+    assert out.dtype == dtype
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_channels_last_matches_contiguous() -> None:
+    torch.manual_seed(0)
+    model = load("torchvision/resnet18").eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+        model = model.to(memory_format=torch.channels_last)
+        got = model(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_distributed_data_parallel_step(tmp_path: Path) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        model = torch.nn.parallel.DistributedDataParallel(load("cifar20", checkpoint="block"))
+        model(torch.randn(2, 3, 32, 32)).sum().backward()
+        assert all(p.grad is not None for p in model.parameters())
+    finally:
+        dist.destroy_process_group()
