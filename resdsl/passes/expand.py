@@ -115,27 +115,27 @@ def _settings(definition: ast.Network, instance: Instance, env: Mapping[str, Val
     for size in shape:
         as_int(size, expr.pos, "every input size")
 
-    shortcut = "B"  # torchvision's choice, and the paper's for its deeper networks
-    if "shortcut" in written:
-        expr, _pos = written["shortcut"]
-        if not isinstance(expr, ast.Name) or expr.id not in SHORTCUT_OPTIONS:
-            word = expr.id if isinstance(expr, ast.Name) else describe(evaluate(expr, env))
-            raise unknown("shortcut option", word, SHORTCUT_OPTIONS, expr.pos)
-        shortcut = expr.id
-
+    # B is torchvision's choice, and the paper's for its deeper networks.
+    shortcut = _choice(written, "shortcut", SHORTCUT_OPTIONS, "B", env)
+    checkpoint = _choice(written, "checkpoint", CHECKPOINT_OPTIONS, "none", env)
     zero_init = False
     if "zero_init_residual" in written:
         expr, _ = written["zero_init_residual"]
         zero_init = as_bool(evaluate(expr, env), expr.pos, "zero_init_residual")
-
-    checkpoint = "none"
-    if "checkpoint" in written:
-        expr, _ = written["checkpoint"]
-        if not isinstance(expr, ast.Name) or expr.id not in CHECKPOINT_OPTIONS:
-            word = expr.id if isinstance(expr, ast.Name) else describe(evaluate(expr, env))
-            raise unknown("checkpoint option", word, CHECKPOINT_OPTIONS, expr.pos)
-        checkpoint = expr.id
     return Settings(shape, shortcut, zero_init, checkpoint)
+
+
+def _choice(
+    written: Mapping[str, tuple[ast.Expr, Pos]], name: str, options: tuple[str, ...], default: str, env
+) -> str:
+    """A setting whose value is one of a few words (shortcut A/B/C/none, checkpoint ...)."""
+    if name not in written:
+        return default
+    expr, _ = written[name]
+    if not isinstance(expr, ast.Name) or expr.id not in options:
+        word = expr.id if isinstance(expr, ast.Name) else describe(evaluate(expr, env))
+        raise unknown(f"{name} option", word, options, expr.pos)
+    return expr.id
 
 
 _SETTING_USAGE = {
