@@ -38,8 +38,13 @@ def _interleaved(first: Callable[[], object], second: Callable[[], object], repe
 
 
 def _row(figure: str, ours: float, theirs: float, target: str) -> dict:
-    return dict(figure=figure, resdsl=f"{ours * 1000:.1f} ms", reference=f"{theirs * 1000:.1f} ms",
-                ratio=ours / theirs, target=target)
+    return dict(
+        figure=figure,
+        resdsl=f"{ours * 1000:.1f} ms",
+        reference=f"{theirs * 1000:.1f} ms",
+        ratio=ours / theirs,
+        target=target,
+    )
 
 
 def rows(quick: bool = False) -> list[dict]:

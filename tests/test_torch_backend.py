@@ -146,7 +146,7 @@ def test_parameter_bound_is_checked_before_allocation() -> None:
 def test_forward_is_generated_code_and_prints_readably() -> None:
     model = load("cifar20")
     source = type(model.conv2_x[0])._resdsl_source
-    assert "self.conv1(x)" in source and " + " in source
+    assert "self.conv1(x)" in source and "v0 += x" in source  # torchvision's in-place join
     text = repr(model)
     assert "(conv2_x): Stage(" in text and "(downsample): ZeroPadShortcut(" in text
 
@@ -208,3 +208,14 @@ def test_distributed_data_parallel_step(tmp_path: Path) -> None:
         assert all(p.grad is not None for p in model.parameters())
     finally:
         dist.destroy_process_group()
+
+
+def test_join_after_relu_stays_out_of_place() -> None:
+    # ReLU saves its output for backward, so adding into it in place would corrupt the gradient.
+    text = "block post(w) { conv 3x3, w; bn; relu; add shortcut }\nnetwork t { input 4x8x8; stage s: 2 x post(4) }"
+    network = resdsl.compile_text(text)
+    model = build(network).train()
+    source = type(model.s[0])._resdsl_source
+    assert " += " not in source and " + x" in source
+    model(torch.randn(2, 4, 8, 8)).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())

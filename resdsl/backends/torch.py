@@ -187,6 +187,10 @@ def _identifier(name: str) -> str:
     return name
 
 
+#: An add step that may write into its main input (torchvision's ``out += identity``).
+INPLACE_ADD = "+="
+
+
 def forward_source(steps: list[tuple[str, str | None, list[str]]]) -> str:
     """Generated forward: `steps` are (output variable, module name or None for add, input variables).
 
@@ -204,6 +208,10 @@ def forward_source(steps: list[tuple[str, str | None, list[str]]]) -> str:
     for index, (target, module, inputs) in enumerate(steps):
         names = [current[name] for name in inputs]
         free = [current[name] for name in inputs if last_use[name] == index]
+        if module == INPLACE_ADD:
+            result = current[target] = names[0]
+            lines.append(f"    {result} += {names[1]}")
+            continue
         result = current[target] = free[0] if free else target
         if module is None:
             lines.append(f"    {result} = {names[0]} + {names[1]}")
@@ -238,7 +246,11 @@ def _steps(network: Network, nodes: list[int], entry: int, local) -> tuple[list,
         preds = {graph.edges[p, node]["role"]: p for p in graph.predecessors(node)}
         target = f"v{index}"
         if attrs["layer"].kind == "add":
-            steps.append((target, None, [value[preds["main"]], value[preds["shortcut"]]]))
+            main = preds["main"]
+            # In place saves a tensor per block, but only where autograd kept no copy of the
+            # main value: BN and conv save their inputs, not their outputs.
+            inplace = graph.nodes[main]["layer"].kind in ("bn", "conv") and graph.out_degree(main) == 1
+            steps.append((target, INPLACE_ADD if inplace else None, [value[main], value[preds["shortcut"]]]))
         else:
             name = local(attrs["name"])
             source = preds["main"]
