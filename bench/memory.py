@@ -5,6 +5,8 @@ batch, records its resident set size (RSS), runs one forward+backward+SGD step a
 reports how far the peak RSS rose above that baseline: the memory the step itself
 needs (activations, gradients, optimizer state), free of the torch library's own
 footprint. Configurations are launched alternately and the median is reported.
+bench/scale.py runs the same child under a memory budget to find the largest
+network that trains.
 
   python bench/memory.py            # the table alone
   python bench/run.py --only memory # the same rows inside the full table
@@ -21,39 +23,85 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 CHILD = r"""
-import json, resource, sys
+import json, resource, sys, time
 import torch
 sys.path.insert(0, {root!r})
 torch.manual_seed(0)
-torch.set_num_threads(1)
-kind, spec, batch, size, checkpoint = {args!r}
-if kind == "torchvision":
-    import torchvision
-    model = getattr(torchvision.models, spec)()
-else:
-    import resdsl
-    params = dict(network="cifar_resnet", n=int(spec)) if kind == "cifar" else dict()
-    path = "specs/lib/cifar.res" if kind == "cifar" else spec
-    model = resdsl.load(path, checkpoint=checkpoint, **params)
-model.train()
-x = torch.randn(batch, 3, size, size)
-y = torch.randint(0, 10, (batch,))
-optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-def rss_kb():
+if {threads}:
+    torch.set_num_threads({threads})
+
+def status_kb(field):
     for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-baseline = rss_kb()
-loss = torch.nn.functional.cross_entropy(model(x), y)
-loss.backward()
-optimizer.step()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps(dict(step_mb=(peak - baseline) / 1024, peak_mb=peak / 1024)))
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+
+kind, spec, batch, size, checkpoint, budget = {args!r}
+import resdsl, torchvision  # imported before the budget applies: it bounds the model and the step
+if budget:
+    # A hard ceiling instead of the kernel's OOM killer: past it, allocation fails
+    # with an error this process reports. RLIMIT_DATA counts private writable
+    # memory, which is what tensors and Python objects take.
+    headroom = budget - status_kb("VmRSS")
+    if headroom <= 0:
+        print(json.dumps(dict(ok=False, error="the budget is below the footprint of torch itself", peak_mb=0)))
+        sys.exit(0)
+    ceiling = status_kb("VmData") + headroom
+    resource.setrlimit(resource.RLIMIT_DATA, (ceiling, ceiling))
+start = time.perf_counter()
+try:
+    if kind == "torchvision":
+        model = getattr(torchvision.models, spec)()
+    else:
+        params = dict(network="cifar_resnet", n=int(spec)) if kind == "cifar" else dict()
+        path = "specs/lib/cifar.res" if kind == "cifar" else spec
+        model = resdsl.load(path, checkpoint=checkpoint, **params)
+    model.train()
+    built = time.perf_counter()
+    x = torch.randn(batch, 3, size, size)
+    y = torch.randint(0, 10, (batch,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    baseline = status_kb("VmRSS")
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    optimizer.step()
+except (MemoryError, RuntimeError) as error:
+    if not isinstance(error, MemoryError) and "allocate" not in str(error):
+        raise
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    reason = str(error).splitlines()[0].split("DefaultCPUAllocator: ")[-1][:160]
+    print(json.dumps(dict(ok=False, error=reason, peak_mb=peak / 2**20)))
+    sys.exit(0)
+stepped = time.perf_counter()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps(dict(
+    ok=True,
+    step_mb=(peak - baseline) / 2**20,
+    peak_mb=peak / 2**20,
+    build_s=built - start,
+    step_s=stepped - built,
+    params=sum(p.numel() for p in model.parameters()),
+)))
 """
 
 
-def measure(kind: str, spec: str, batch: int, size: int, checkpoint: str | None) -> dict:
-    code = CHILD.format(root=str(ROOT), args=(kind, spec, batch, size, checkpoint))
+def measure(
+    kind: str,
+    spec: str,
+    batch: int,
+    size: int,
+    checkpoint: str | None,
+    *,
+    budget_mb: float | None = None,
+    threads: int = 1,
+) -> dict:
+    """One training step in a fresh process: its memory (MB), build and step time, params.
+
+    With `budget_mb` the process may not grow past that much memory in all; a
+    network that needs more comes back as ``ok=False`` with the allocation error.
+    `threads` 0 leaves torch's default (all cores).
+    """
+    budget = int(budget_mb * 2**20) if budget_mb else 0
+    code = CHILD.format(root=str(ROOT), threads=threads, args=(kind, spec, batch, size, checkpoint, budget))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
         raise RuntimeError(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "child failed")

@@ -1,9 +1,12 @@
 """Measure resdsl against its peers: `python bench/run.py [--json] [--quick] [--only GROUP ...]`.
 
 Every comparison runs side by side in one process (or, for whole-process and
-peak-memory figures, in fresh child processes launched alternately), interleaved,
-and reports the median of several runs. Prints the machine, then one table:
-figure, resdsl, reference, ratio, target. Not a test: nothing here asserts.
+peak-memory figures, in fresh child processes launched alternately), in paired
+rounds of alternating order (bench/timing.py): the ratio is the median of the
+per-round ratios, with its 95% interval in brackets. Prints the machine, then one
+table: figure, resdsl, reference, ratio, target, verdict. A verdict is "ok" or
+"MISSED" only where the whole interval is on one side of the target, and "within
+noise" where the interval holds the target. Not a test: nothing here asserts.
 
 Groups:
   frontend  `resdsl check` as a process against `import torch`; compile time per
@@ -12,6 +15,10 @@ Groups:
             torchvision (bench/torch_runtime.py)
   memory    peak memory of a training step against torchvision, and of deep CIFAR
             networks with and without activation checkpointing (child processes)
+  scale     the largest CIFAR ResNet that trains one step in 80% of the free memory,
+            with and without checkpointing (bench/scale.py; the longest group)
+  gpu       the runtime table on a GPU with channels_last, autocast bf16,
+            torch.compile and training throughput; says so when there is no GPU
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.timing import paired  # noqa: E402
+
 
 @dataclass
 class Row:
@@ -42,12 +51,21 @@ class Row:
     ratio: float | None = None
     target: str = ""
     unit: str = ""
+    low: float | None = None  # the ratio's 95% interval, where it was timed in rounds
+    high: float | None = None
 
     @property
     def verdict(self) -> str:
-        if self.ratio is None or not self.target.startswith("<="):
+        if self.ratio is None or self.target[:2] not in ("<=", ">="):
             return ""
-        return "ok" if self.ratio <= float(self.target[2:]) else "MISSED"
+        bound = float(self.target[2:])
+        at_most = self.target.startswith("<=")
+        low, high = (self.low, self.high) if self.low is not None else (self.ratio, self.ratio)
+        if (high <= bound) if at_most else (low >= bound):
+            return "ok"
+        if (low > bound) if at_most else (high < bound):
+            return "MISSED"
+        return "within noise"
 
 
 def machine() -> dict:
@@ -62,7 +80,7 @@ def machine() -> dict:
 
         info["torch"] = torch.__version__
         info["threads"] = torch.get_num_threads()
-        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     except ImportError:  # pragma: no cover - torch is a dependency
         info["torch"] = "not installed"
     return info
@@ -78,19 +96,11 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def _run_process(argv: list[str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-    return time.perf_counter() - start
+def _process(argv: list[str]) -> Callable[[], None]:
+    def run() -> None:
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
 
-
-def _interleaved(commands: list[list[str]], repeats: int) -> list[float]:
-    """Median wall time of each command, run alternately so that load affects all alike."""
-    times: list[list[float]] = [[] for _ in commands]
-    for _ in range(repeats):
-        for index, argv in enumerate(commands):
-            times[index].append(_run_process(argv))
-    return [statistics.median(t) for t in times]
+    return run
 
 
 def bench_frontend(quick: bool) -> list[Row]:
@@ -98,14 +108,16 @@ def bench_frontend(quick: bool) -> list[Row]:
     repeats = 3 if quick else 7
     check = [sys.executable, "-m", "resdsl", "check", "specs/resnet152.res"]
     torch_import = [sys.executable, "-c", "import torch"]
-    check_s, torch_s = _interleaved([check, torch_import], repeats)
+    result = paired(_process(check), _process(torch_import), rounds=repeats)
     rows.append(
         Row(
             "`resdsl check resnet152` process vs `import torch` process",
-            f"{check_s * 1000:.0f} ms",
-            f"{torch_s * 1000:.0f} ms",
-            check_s / torch_s,
+            f"{result.ours * 1000:.0f} ms",
+            f"{result.reference * 1000:.0f} ms",
+            result.ratio,
             "<=0.25",
+            low=result.low,
+            high=result.high,
         )
     )
 
@@ -158,14 +170,15 @@ def _bench_draw(repeats: int) -> list[Row]:
         svg = [sys.executable, "-m", "resdsl", "draw", "specs/resnet152.res", "-o", f"{tmp}/r.svg", "--detail", "layer"]
         dot_source = [*svg[:-3], f"{tmp}/r.dot", "--detail", "layer"]
         try:
-            svg_s, dot_s = _interleaved([svg, dot_source], repeats)
+            result = paired(_process(svg), _process(dot_source), rounds=repeats)
         except subprocess.CalledProcessError:
             return [Row("`resdsl draw resnet152` (layer detail, SVG)", "failed: see `resdsl draw --help`")]
-    share = max(0.0, svg_s - dot_s) / svg_s
+    # Writing .dot runs everything but Graphviz, so the difference is dot's own time.
+    share = max(0.0, 1 - 1 / result.ratio)
     return [
         Row(
             "`resdsl draw resnet152 -o x.svg --detail layer` process",
-            f"{svg_s * 1000:.0f} ms",
+            f"{result.ours * 1000:.0f} ms",
             target="a few seconds",
             unit=f"dot's share {share:.0%}",
         )
@@ -173,14 +186,9 @@ def _bench_draw(repeats: int) -> list[Row]:
 
 
 def bench_runtime(quick: bool) -> list[Row]:
-    try:
-        from bench import torch_runtime
-    except ImportError as error:
-        return [Row("runtime against torchvision", f"not measured: {error}")]
-    measure: Callable | None = getattr(torch_runtime, "rows", None)
-    if measure is None:
-        return [Row("runtime against torchvision", "see `python bench/torch_runtime.py`")]
-    return [Row(**row) for row in measure(quick=quick)]
+    from bench import torch_runtime
+
+    return [Row(**row) for row in torch_runtime.rows(quick=quick)]
 
 
 def bench_memory(quick: bool) -> list[Row]:
@@ -189,7 +197,25 @@ def bench_memory(quick: bool) -> list[Row]:
     return [Row(**row) for row in memory.rows(quick=quick)]
 
 
-GROUPS = {"frontend": bench_frontend, "runtime": bench_runtime, "memory": bench_memory}
+def bench_scale(quick: bool) -> list[Row]:
+    from bench import scale
+
+    return [Row(**row) for row in scale.rows(quick=quick)]
+
+
+def bench_gpu(quick: bool) -> list[Row]:
+    from bench import torch_runtime
+
+    return [Row(**row) for row in torch_runtime.gpu_rows(quick=quick)]
+
+
+GROUPS = {
+    "frontend": bench_frontend,
+    "runtime": bench_runtime,
+    "memory": bench_memory,
+    "scale": bench_scale,
+    "gpu": bench_gpu,
+}
 
 
 def main() -> int:
@@ -218,7 +244,7 @@ def table(rows: list[Row]) -> str:
             r.figure,
             r.resdsl + (f" ({r.unit})" if r.unit else ""),
             r.reference,
-            f"{r.ratio:.2f}" if r.ratio is not None else "",
+            _ratio(r),
             r.target,
             r.verdict,
         )
@@ -227,6 +253,14 @@ def table(rows: list[Row]) -> str:
     lines = ["| " + " | ".join(row) + " |" for row in cells]
     lines.insert(1, "|" + "|".join("---" for _ in header) + "|")
     return "\n".join(lines)
+
+
+def _ratio(row: Row) -> str:
+    if row.ratio is None:
+        return ""
+    if row.low is None or row.high is None:
+        return f"{row.ratio:.2f}"
+    return f"{row.ratio:.2f} [{row.low:.2f}, {row.high:.2f}]"
 
 
 if __name__ == "__main__":
