@@ -39,7 +39,7 @@ class Setup:
     model: str = "resnet50"  # torchvision's name; resdsl builds specs/torchvision/<model>.res
     batch: int = 8
     size: int = 224
-    rounds: int = 11
+    rounds: int = 21
     variants: bool = False  # channels_last, autocast bf16, torch.compile, throughput under them
     compile_backend: str = "inductor"
     compile_training: bool = True  # also compile the training step (minutes of compilation)

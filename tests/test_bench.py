@@ -165,6 +165,16 @@ def test_memory_child_reports_a_step_and_the_network_it_built(cifar18_step) -> N
     assert cifar18_step["step_s"] > 0 and cifar18_step["build_s"] > 0
 
 
+def test_memory_child_is_blind_to_its_parents_memory(cifar18_step) -> None:
+    """Linux carries getrusage's peak RSS across exec: a child launched by a parent
+    holding 1.5 GB once reported 1.5 GB steps. The child reads its own VmHWM."""
+    held = b"\x01" * (1536 * 2**20)
+    beside_a_big_parent = memory.measure("cifar", "3", 32, 32, "none")
+    assert len(held) and beside_a_big_parent["ok"]
+    assert abs(beside_a_big_parent["step_mb"] - cifar18_step["step_mb"]) < 0.25 * cifar18_step["step_mb"] + 20
+    assert beside_a_big_parent["peak_mb"] < cifar18_step["peak_mb"] + 200
+
+
 def test_memory_child_under_a_budget_fails_cleanly_or_fits(cifar18_step) -> None:
     """Below what the step needs, allocation fails inside the child, which says so;
     with room to spare the same step trains."""
