@@ -7,7 +7,8 @@ Each pair of models shares its weights; every figure comes from
 interval). Targets from the torch backend issue: eager forward and
 forward+backward ratio <= 1.00, for_inference against torchvision's eager eval
 model <= 0.85, resdsl.load of resnet152 against torchvision.models.resnet152()
-<= 1.10, and training throughput at least torchvision's.
+<= 1.10 (and likewise loading a checkpoint), and training throughput at least
+torchvision's.
 
 On a GPU the table adds the settings people train with (``--variants`` adds them
 on the CPU too): channels_last, autocast bf16, torch.compile, training
@@ -156,10 +157,21 @@ def rows(quick: bool = False, device: str = "cpu", setup: Setup | None = None) -
     if setup.device == "cuda":
         out.append(_cuda_memory_row(setup, x, y))
     if setup.load_time:
-        result = paired(
-            lambda: resdsl.load("resnet152"), lambda: torchvision.models.resnet152(), rounds=3 if quick else 5
-        )
-        out.append(_row("resdsl.load('resnet152') vs torchvision.models.resnet152()", result, "<=1.10"))
+        out.extend(_load_rows(3 if quick else 9))
+    return out
+
+
+def _load_rows(rounds: int) -> list[dict]:
+    """Building a model, and building it from a checkpoint, against torchvision's constructor."""
+    result = paired(lambda: resdsl.load("resnet152"), lambda: torchvision.models.resnet152(), rounds=rounds)
+    out = [_row("resdsl.load('resnet152') vs torchvision.models.resnet152()", result, "<=1.10")]
+    state = torchvision.models.resnet50().state_dict()
+
+    def reference() -> None:
+        torchvision.models.resnet50().load_state_dict(state)
+
+    result = paired(lambda: resdsl.load("torchvision/resnet50", weights=state), reference, rounds=rounds)
+    out.append(_row("resdsl.load(resnet50, weights=) vs resnet50() + load_state_dict", result, "<=1.10"))
     return out
 
 

@@ -302,7 +302,7 @@ def test_ctrl_c_ends_quietly() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert process.returncode == 128 + signal.SIGINT
+    assert process.returncode == 128 + signal.SIGINT, err[-2000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
 
 

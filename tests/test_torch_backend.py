@@ -84,6 +84,57 @@ def test_zero_init_residual() -> None:
     assert load("torchvision/resnet50").layer1[0].bn3.weight.abs().sum() > 0
 
 
+@pytest.mark.parametrize("spec", ["torchvision/resnet50", "cifar20", "vgg19"])
+def test_every_tensor_is_initialised_as_documented(spec: str) -> None:
+    """Modules are allocated uninitialised (meta, then to_empty) and initialised once:
+    nothing may keep whatever the allocator left there."""
+    torch.manual_seed(0)
+    model = load(spec)
+    seen: set[str] = set()
+    for prefix, module in model.named_modules():
+        names = {f"{prefix}.{name}".lstrip(".") for name, _ in module.named_parameters(recurse=False)}
+        names |= {f"{prefix}.{name}".lstrip(".") for name, _ in module.named_buffers(recurse=False)}
+        seen |= names
+        if isinstance(module, torch.nn.Conv2d):
+            fan_out = module.out_channels * module.kernel_size[0] * module.kernel_size[1] // module.groups
+            if module.weight.numel() >= 20_000:  # enough samples for the standard deviation to be close
+                assert module.weight.std().item() == pytest.approx((2 / fan_out) ** 0.5, rel=0.05), prefix
+            assert module.weight.mean().abs().item() < 4 * (2 / fan_out) ** 0.5 / module.weight.numel() ** 0.5
+            assert module.bias is None or not module.bias.any()
+        elif isinstance(module, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
+            assert torch.equal(module.weight, torch.ones_like(module.weight)), prefix
+            assert not module.bias.any() and not module.running_mean.any(), prefix
+            assert torch.equal(module.running_var, torch.ones_like(module.running_var)), prefix
+            assert module.num_batches_tracked.item() == 0, prefix
+        elif isinstance(module, torch.nn.Linear):
+            bound = (1 + 1e-6) / module.in_features**0.5  # float32 rounding at the edge
+            assert module.weight.abs().max().item() <= bound and module.weight.std().item() > bound / 3, prefix
+            assert module.bias.abs().max().item() <= bound, prefix
+    assert seen == set(model.state_dict()) | {name for name, _ in model.named_parameters()}
+    torch.manual_seed(0)
+    again = load(spec)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_device_argument_and_ambient_device() -> None:
+    assert {p.device.type for p in load("cifar20", device="meta").parameters()} == {"meta"}
+    with torch.device("meta"):
+        assert {p.device.type for p in load("cifar20").parameters()} == {"meta"}
+    assert {p.device.type for p in load("cifar20", device="cpu").parameters()} == {"cpu"}
+
+
+def test_weights_replace_initialisation_entirely() -> None:
+    """With weights= nothing is initialised first; every tensor is the checkpoint's."""
+    reference = torchvision.models.resnet18()
+    with torch.no_grad():
+        for tensor in reference.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.uniform_(-1, 1)
+    model = load("torchvision/resnet18", weights=reference.state_dict())
+    for (name, a), b in zip(model.state_dict().items(), reference.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 @pytest.mark.parametrize("mode", ["stage", "block"])
 def test_checkpointing_gives_the_same_gradients(mode: str) -> None:
     torch.manual_seed(0)
