@@ -171,7 +171,8 @@ def test_memory_child_is_blind_to_its_parents_memory(cifar18_step) -> None:
     held = b"\x01" * (1536 * 2**20)
     beside_a_big_parent = memory.measure("cifar", "3", 32, 32, "none")
     assert len(held) and beside_a_big_parent["ok"]
-    assert abs(beside_a_big_parent["step_mb"] - cifar18_step["step_mb"]) < 0.25 * cifar18_step["step_mb"] + 20
+    # The child pins glibc's mmap threshold, so the same step measures the same to a few percent.
+    assert abs(beside_a_big_parent["step_mb"] - cifar18_step["step_mb"]) < 0.05 * cifar18_step["step_mb"] + 2
     assert beside_a_big_parent["peak_mb"] < cifar18_step["peak_mb"] + 200
 
 
