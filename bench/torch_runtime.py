@@ -114,6 +114,8 @@ def rows(quick: bool = False, device: str = "cpu", setup: Setup | None = None) -
     torch.manual_seed(0)
     if setup.device == "cpu":
         torch.set_flush_denormal(True)  # slowly drifting weights must not fall into slow denormal arithmetic
+    else:
+        torch.backends.cudnn.benchmark = True  # fixed input sizes, as in a training run; both sides alike
     sync = torch.cuda.synchronize if setup.device == "cuda" else None
     ours, reference = _pair(setup)
     x = torch.randn(setup.batch, 3, setup.size, setup.size, device=setup.device)
