@@ -143,9 +143,10 @@ def bench_frontend(quick: bool) -> list[Row]:
     # The figure is deepest against shallowest; a small network's fixed costs
     # (parsing the prelude) flatter that ratio, so the cheapest depth is shown too.
     deepest, shallowest = max(per_layer), min(per_layer)
-    cheapest = min(per_layer, key=per_layer.get)
-    for other, label in ((shallowest, "the shallowest"), (cheapest, "the cheapest")):
-        if other == deepest or (label == "the cheapest" and other == shallowest):
+    others = {shallowest: "the shallowest"}
+    others.setdefault(min(per_layer, key=per_layer.get), "the cheapest")
+    for other, label in others.items():
+        if other == deepest:
             continue
         rows.append(
             Row(

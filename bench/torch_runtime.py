@@ -96,17 +96,30 @@ def _train_step(
     `forward` replaces the model's own call (a torch.compile wrapper of it).
     """
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    context = (lambda: torch.autocast(x.device.type, dtype=torch.bfloat16)) if autocast else nullcontext
     forward = forward if forward is not None else model
 
     def run() -> None:
         optimizer.zero_grad(set_to_none=True)
-        with context():
+        with _autocast(x, autocast):
             loss = torch.nn.functional.cross_entropy(forward(x), y)
         loss.backward()
         optimizer.step()
 
     return run
+
+
+def _forward_backward(model: torch.nn.Module, x: torch.Tensor, autocast: bool = False) -> Callable[[], None]:
+    def run() -> None:
+        model.zero_grad(set_to_none=True)
+        with _autocast(x, autocast):
+            out = model(x)
+        out.float().sum().backward()
+
+    return run
+
+
+def _autocast(x: torch.Tensor, enabled: bool):
+    return torch.autocast(x.device.type, dtype=torch.bfloat16) if enabled else nullcontext()
 
 
 def rows(quick: bool = False, device: str = "cpu", setup: Setup | None = None) -> list[dict]:
@@ -135,15 +148,8 @@ def rows(quick: bool = False, device: str = "cpu", setup: Setup | None = None) -
 
     ours.train(), reference.train()
 
-    def forward_backward(model: torch.nn.Module) -> Callable[[], None]:
-        def run() -> None:
-            model.zero_grad(set_to_none=True)
-            model(x).sum().backward()
-
-        return run
-
     train_rounds = max(3, setup.rounds // 2)
-    result = compare(forward_backward(ours), forward_backward(reference), train_rounds)
+    result = compare(_forward_backward(ours, x), _forward_backward(reference, x), train_rounds)
     out.append(_row(f"{name} eager forward+backward ({shape})", result, "<=1.00"))
     result = compare(_train_step(ours, x, y, False), _train_step(reference, x, y, False), train_rounds)
     out.append(_throughput_row(f"{name} training throughput, SGD step, fp32 ({shape})", result, setup.batch))
@@ -184,20 +190,9 @@ def _variant_rows(setup: Setup, x: torch.Tensor, y: torch.Tensor, compare: Calla
     ours, reference = (m.to(memory_format=torch.channels_last).train() for m in _pair(setup))
     x_last = x.contiguous(memory_format=torch.channels_last)
 
-    def forward_backward(model: torch.nn.Module, autocast: bool) -> Callable[[], None]:
-        context = (lambda: torch.autocast(x.device.type, dtype=torch.bfloat16)) if autocast else nullcontext
-
-        def run() -> None:
-            model.zero_grad(set_to_none=True)
-            with context():
-                out = model(x_last)
-            out.float().sum().backward()
-
-        return run
-
-    result = compare(forward_backward(ours, False), forward_backward(reference, False), train_rounds)
+    result = compare(_forward_backward(ours, x_last), _forward_backward(reference, x_last), train_rounds)
     out.append(_row(f"{setup.model} forward+backward, channels_last ({shape})", result, "<=1.00"))
-    result = compare(forward_backward(ours, True), forward_backward(reference, True), train_rounds)
+    result = compare(_forward_backward(ours, x_last, True), _forward_backward(reference, x_last, True), train_rounds)
     out.append(_row(f"{setup.model} forward+backward, channels_last + autocast bf16 ({shape})", result, "<=1.00"))
     result = compare(_train_step(ours, x_last, y, True), _train_step(reference, x_last, y, True), train_rounds)
     out.append(
