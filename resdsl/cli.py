@@ -13,69 +13,18 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
+from resdsl.backends import draw_cli, torch_cli
+from resdsl.cli_support import (
+    EXIT_OK,
+    EXIT_SPEC,
+    EXIT_USAGE,
+    UsageError,
+    add_spec_options,
+    compile_from_args,
+)
 from resdsl.errors import CompilerBug, SpecError
-from resdsl.frontend import parse_param
-from resdsl.ir import Limits, Network
-
-EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """A command line that cannot be carried out as written (exit 2)."""
-
-
-def add_spec_options(parser: argparse.ArgumentParser) -> None:
-    """The options every subcommand that compiles a spec shares."""
-    parser.add_argument(
-        "--network", metavar="NAME", help="which network of the file (default: the one named like the file)"
-    )
-    parser.add_argument(
-        "--param",
-        "-p",
-        metavar="NAME=VALUE",
-        action="append",
-        default=[],
-        help="set a network parameter, e.g. --param classes=10 (repeatable)",
-    )
-    parser.add_argument(
-        "--max-layers",
-        type=_positive_int,
-        metavar="N",
-        default=Limits.max_layers,
-        help=f"refuse specs that expand to more layers than this (default {Limits.max_layers:,})",
-    )
-
-
-def _positive_int(text: str) -> int:
-    # A bound of 0 or less would blame every spec (exit 1) for a wrong command line (exit 2).
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def spec_params(args: argparse.Namespace) -> dict:
-    params = {}
-    for text in args.param:
-        try:
-            name, value = parse_param(text)
-        except ValueError as error:
-            raise UsageError(f"--param: {error}") from None
-        params[name] = value
-    return params
-
-
-def compile_from_args(spec: str, args: argparse.Namespace) -> Network:
-    from resdsl.compiler import compile
-
-    limits = replace(Limits(), max_layers=args.max_layers)
-    return compile(spec, network=args.network, limits=limits, **spec_params(args))
-
+from resdsl.ir import Network
 
 def _shape(shape: Sequence[int]) -> str:
     return "x".join(map(str, shape))
@@ -174,25 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print a JSON list instead of text")
     check.set_defaults(run=cmd_check)
 
-    for register in _backend_commands():
+    for register in SUBCOMMANDS:
         register(commands)
     return parser
 
 
-def _backend_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
-    """Subcommands contributed by backends (each module registers its own)."""
-    registrations = []
-    for module_name in ("resdsl.backends.torch_cli", "resdsl.backends.draw_cli"):
-        try:
-            module = __import__(module_name, fromlist=["register"])
-        except ModuleNotFoundError as error:
-            # Only the backend module (or its package) being absent is tolerated;
-            # a missing dependency inside it is a real error.
-            if error.name is None or not module_name.startswith(error.name):
-                raise
-            continue
-        registrations.append(module.register)
-    return registrations
+#: Every subcommand besides ``check``, in the order ``resdsl --help`` lists them. Each
+#: module's ``register`` adds its parser; none imports torch until its command runs.
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    torch_cli.register,
+    draw_cli.register,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -380,13 +380,11 @@ def test_option_a_adds_no_parameters(spec: Spec) -> None:
 DANGEROUS_MODULES = {"importlib", "subprocess", "pickle", "marshal", "shelve", "ctypes", "code", "codeop", "runpy"}
 
 #: (file, construct) pairs allowed, each for a reason:
-#: - cli.py's __import__ loads backend subcommands from a fixed tuple of module names
-#:   written in the source, never from spec text or the command line.
 #: - resdsl/backends/torch*.py may exec forward() code that it generates from the IR;
 #:   every identifier in it comes from names that the naming pass validated (Python
 #:   identifiers, not keywords), so spec text cannot inject code. (Other helpers own
 #:   those files; the allowance covers them whether or not they exist yet.)
-AUDIT_ALLOWED = {("resdsl/cli.py", "__import__")}
+AUDIT_ALLOWED: set[tuple[str, str]] = set()
 AUDIT_ALLOWED_FILES = ("resdsl/backends/torch",)
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from resdsl.cli import EXIT_OK, EXIT_SPEC, EXIT_USAGE, add_spec_options, compile_from_args
+from resdsl.cli_support import EXIT_OK, EXIT_SPEC, EXIT_USAGE, add_spec_options, compile_from_args
 from resdsl.errors import SpecError
 
 

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from resdsl.cli import EXIT_OK, UsageError, add_spec_options, compile_from_args
+from resdsl.cli_support import EXIT_OK, UsageError, add_spec_options, compile_from_args
 
 SAVE_FORMATS = {
     ".pt": "a state dict (torch.save)",

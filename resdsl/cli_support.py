@@ -1,0 +1,70 @@
+"""What every ``resdsl`` subcommand shares: exit codes, usage errors, the spec options.
+
+Subcommand modules import this, never :mod:`resdsl.cli`, which imports them: the
+command table in ``resdsl.cli`` is the one place that lists them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+from resdsl.frontend import parse_param
+from resdsl.ir import Limits, Network
+
+EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A command line that cannot be carried out as written (exit 2)."""
+
+
+def add_spec_options(parser: argparse.ArgumentParser) -> None:
+    """The options every subcommand that compiles a spec shares."""
+    parser.add_argument(
+        "--network", metavar="NAME", help="which network of the file (default: the one named like the file)"
+    )
+    parser.add_argument(
+        "--param",
+        "-p",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="set a network parameter, e.g. --param classes=10 (repeatable)",
+    )
+    parser.add_argument(
+        "--max-layers",
+        type=_positive_int,
+        metavar="N",
+        default=Limits.max_layers,
+        help=f"refuse specs that expand to more layers than this (default {Limits.max_layers:,})",
+    )
+
+
+def _positive_int(text: str) -> int:
+    # A bound of 0 or less would blame every spec (exit 1) for a wrong command line (exit 2).
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def spec_params(args: argparse.Namespace) -> dict:
+    params = {}
+    for text in args.param:
+        try:
+            name, value = parse_param(text)
+        except ValueError as error:
+            raise UsageError(f"--param: {error}") from None
+        params[name] = value
+    return params
+
+
+def compile_from_args(spec: str, args: argparse.Namespace) -> Network:
+    from resdsl.compiler import compile
+
+    limits = replace(Limits(), max_layers=args.max_layers)
+    return compile(spec, network=args.network, limits=limits, **spec_params(args))
