@@ -26,6 +26,7 @@ from resdsl.cli_support import (
 from resdsl.errors import CompilerBug, SpecError
 from resdsl.ir import Network
 
+
 def _shape(shape: Sequence[int]) -> str:
     return "x".join(map(str, shape))
 

@@ -1,28 +1,40 @@
 """The intermediate representation: a network as a networkx DiGraph of layers.
 
-Nodes are integers, numbered in creation order. Every node carries:
+Nodes are integers, numbered in creation order. As in torch.fx, every node has
+ordered inputs (``inputs``, a tuple of node ids: a join's first input is the value it
+joins onto) and one of a small set of kinds (:data:`resdsl.layers.NODE_KINDS`).
+Graph edges mirror ``inputs`` for networkx's algorithms; :func:`new_node` and
+:func:`set_inputs` keep the two in step. Every node carries:
 
 ========== ===================================================================
 key        meaning (and the pass that writes it)
 ========== ===================================================================
 layer      the typed layer (:mod:`resdsl.layers`); ``layer.kind`` is the node kind
+inputs     the ordered input node ids (expand; insert_shortcuts rewires joins)
 pos        the source position of the statement it came from (expand)
 trace      the instantiation chain, outermost first: :class:`Frame` tuples for
-           network aliases and the stage line that expanded a block (expand)
-scope      :class:`Scope`: section, stage, block index and type (expand)
-label      the user's label (``conv1: conv ...``) or None (expand)
-branch     ``"main"`` or ``"shortcut"``: which path of its block it lies on (expand)
+           network aliases, stage lines and blocks used inside blocks (expand)
+scope      :class:`Scope`: section, stage, block index and type of the stage-level
+           block the node belongs to (expand)
+block      the :class:`BlockInstance` (innermost) the node belongs to, or None (expand)
+path       the module path of its naming scope, e.g. ``layer1.0.se`` (expand)
+label      the user's label (``conv1: conv ...``), possibly a dotted path, or None (expand)
+written    the kind as the statement wrote it (``bn`` under ``norm gn(32)``): names
+           count by it (expand)
+role       ``"main"``, ``"branch"`` (inside a side branch) or ``"shortcut"`` (a
+           projection's or zero-pad's layers) (expand, insert_shortcuts)
 shape      the output shape, ``(C, H, W)`` or ``(F,)`` (infer_shapes)
-shortcut   on ``add`` nodes: the :class:`~resdsl.passes.shortcuts.ShortcutPlan` (validate)
 name       the qualified module name, e.g. ``layer1.0.conv1`` (assign_names)
 params     the number of trainable parameters (count_cost)
 macs       multiply-accumulates for one input (count_cost)
 ========== ===================================================================
 
-Edges carry ``role`` (``"main"`` or ``"shortcut"``: the two inputs of an add) and
-``shape`` (the tensor that flows along them, written by infer_shapes).
+Edges carry ``shape`` (the tensor that flows along them, written by infer_shapes).
+Block structure (where each block starts, where its shortcut is tapped and joined,
+its stride and shortcut plan) is computed once, in :attr:`Network.blocks`, and
+backends read it from there.
 
-Backends read these keys; they never re-derive shapes or names.
+Backends read these keys; they never re-derive shapes, block structure or names.
 """
 
 from __future__ import annotations
@@ -69,6 +81,44 @@ class Settings:
     shortcut: str  # "A", "B", "C" or "none"
     zero_init_residual: bool = False
     checkpoint: str = "none"  # "none", "stage" or "block": activation checkpointing in the torch backend
+    projection: str | None = None  # the block type that projects shortcuts; None: 1x1 conv + bn
+    norm: str = "bn"  # the kind every `bn` statement builds (the `norm` setting)
+    act: str = "relu"  # the kind every `relu` statement builds (the `act` setting)
+    norm_layer: Any = None  # the layer `bn` statements build instead, or None
+    act_layer: Any = None  # the layer `relu` statements build instead, or None
+
+
+@dataclass
+class BlockInstance:
+    """One instance of a block type in the network: a stage's repetition, or a block
+    used inside another block. Written by expand (entry, tap, join, nodes) and by
+    the shortcut passes (plan, shortcut_nodes, stride); backends read it.
+    """
+
+    id: int
+    type: str  # the block type's name
+    path: str  # its module path, e.g. "layer1.0" or "layer1.0.se"
+    parent: int | None  # the enclosing block instance's id
+    stage: str | None
+    index: int | None  # the repetition within its stage (stage-level blocks)
+    block_index: int | None  # 0-based over the network's stage-level blocks
+    args: tuple[tuple[str, Any], ...]
+    pos: Pos  # the statement or stage line that instantiated it
+    entry: int = -1  # the node whose value enters the block
+    exit: int = -1  # the node whose value leaves it
+    tap: int | None = None  # where `tap shortcut` reads; None: the entry
+    join: int | None = None  # the `add shortcut` node (removed under shortcut none)
+    plan: Any = None  # the ShortcutPlan of the join (validate)
+    shortcut_nodes: tuple[int, ...] = ()  # the projection's or zero-pad's nodes (insert_shortcuts)
+    nodes: list[int] = field(default_factory=list)  # every node of the block, nested ones included
+    stride: tuple[int, int] = (1, 1)  # the spatial reduction from entry to exit (structure pass)
+    names: Any = field(default=None, repr=False)  # its naming scope (expand; resolved by assign_names)
+    tap_pos: Pos | None = field(default=None, repr=False)
+
+    @property
+    def shortcut_source(self) -> int:
+        """Where a projection or zero-pad reads: the tap, else the block's input."""
+        return self.tap if self.tap is not None else self.entry
 
 
 @dataclass(frozen=True)
@@ -89,7 +139,7 @@ class StageSummary:
 class Limits:
     """Bounds checked before work is done."""
 
-    max_layers: int = 100_000
+    max_layers: int = 100_000  # layers of the whole network, stem and head included
     max_params: int = 2_000_000_000  # checked by resdsl.load before any tensor is allocated
     max_use_depth: int = 32
     max_file_bytes: int = 4 * 1024 * 1024
@@ -114,6 +164,7 @@ class Network:
     num_params: int = 0
     macs: int = 0
     stages: tuple[StageSummary, ...] = ()
+    blocks: list[BlockInstance] = field(default_factory=list)
     # What the expand pass reads (the front end's resolved definition); not part of the result.
     instance: Any = field(default=None, repr=False)
 
@@ -140,23 +191,49 @@ class Network:
                 yield node, data[node]
 
     def layer_count(self) -> int:
-        """Layers with weights (conv and fc, not shortcuts): the "34" of ResNet-34."""
+        """Layers with weights on the main path (conv and fc, not shortcuts or side
+        branches): the "34" of ResNet-34."""
         return sum(
             1
             for _, attrs in self.graph.nodes(data=True)
-            if attrs["layer"].kind in ("conv", "fc") and attrs.get("branch") != "shortcut"
+            if attrs["layer"].kind in ("conv", "fc") and attrs.get("role") == "main"
         )
+
+    def stage_blocks(self) -> list[BlockInstance]:
+        """The stage-level block instances, in order."""
+        return [block for block in self.blocks if block.parent is None and block.stage is not None]
+
+    def __repr__(self) -> str:
+        return f"<Network {self.summary()}>"
 
     def summary(self) -> str:
         shape = "x".join(map(str, self.output_shape))
         return f"{self.name}: {self.num_params:,} params, {self.macs / 1e9:.3f} GMACs, output {shape}"
 
 
-def new_node(graph: nx.DiGraph, layer: Layer, **attrs: Any) -> int:
+def new_node(graph: nx.DiGraph, layer: Layer, inputs: tuple[int, ...] = (), **attrs: Any) -> int:
     node = graph.graph.get("next_id", 0)
     graph.graph["next_id"] = node + 1
-    graph.add_node(node, layer=layer, **attrs)
+    graph.add_node(node, layer=layer, inputs=tuple(inputs), **attrs)
+    for source in inputs:
+        graph.add_edge(source, node)
     return node
+
+
+def set_inputs(graph: nx.DiGraph, node: int, inputs: tuple[int, ...]) -> None:
+    """Rewire a node's ordered inputs, keeping the graph's edges in step."""
+    for source in set(graph.nodes[node]["inputs"]) - set(inputs):
+        graph.remove_edge(source, node)
+    graph.nodes[node]["inputs"] = tuple(inputs)
+    for source in inputs:
+        if not graph.has_edge(source, node):
+            shape = graph.nodes[source].get("shape")
+            graph.add_edge(source, node, **({"shape": shape} if shape is not None else {}))
+
+
+def readers(graph: nx.DiGraph, node: int) -> list[int]:
+    """The nodes that read `node`'s value."""
+    return list(graph.successors(node))
 
 
 def node_error(graph: nx.DiGraph, node: int, message: str, hint: str | None = None, cls=SpecError) -> SpecError:

@@ -1,236 +1,949 @@
-"""The layer kinds: typed IR node payloads, and how statements become them.
+"""The layer kinds: one class per kind, owning everything about it.
 
-Each IR node's ``layer`` attribute is one of the frozen dataclasses below; its
-``kind`` is the node kind (torch.fx keeps a similar small, fixed set of ops).
-:data:`LAYER_KINDS` is the registry of kinds a spec may write: it maps the kind's
-name to its argument schema and constructor, and lists the known names on a miss.
-``zeropad`` and ``projection`` are not written in specs: the shortcut pass inserts
-them where ``add shortcut`` needs them.
+Each IR node's ``layer`` attribute is an instance of one of the frozen dataclasses
+below, and ``layer.kind`` is the node kind (torch.fx keeps a similar small set of
+ops). A kind's class is the one place that says, for that kind:
+
+- how a spec writes it: :attr:`Layer.arguments`, its schema, and :attr:`Layer.usage`;
+- its shape rule (:meth:`Layer.output_shape`) and its cost (:meth:`Layer.cost`);
+- how the torch backend builds it (:meth:`Layer.constructor`, a :class:`Ctor` naming a
+  class that :mod:`resdsl.backends.torch_modules` resolves) and initialises it
+  (:meth:`Layer.initialise`);
+- what it computes, written independently with ``torch.nn.functional``
+  (:meth:`Layer.reference`, run by the reference interpreter :mod:`resdsl.interpret`);
+- its label in figures (:meth:`Layer.figure_label`).
+
+A class is its own registration (as sqlglot's expressions are): defining a subclass
+with ``spelled = True`` adds it to :data:`LAYER_KINDS`, which lists the known names on
+a miss. The torch-facing methods import torch when called, so this module (and
+``import resdsl``) never does. Joins (``add``, ``mul``, ``cat``), ``zeropad``,
+``input`` and ``output`` are node kinds that specs do not write as layers.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
 from resdsl import syntax as ast
 from resdsl.errors import Pos, SpecError, unknown
-from resdsl.evaluate import Value, as_bool, as_int, as_pair, as_probability, evaluate
+from resdsl.evaluate import Value, as_bool, as_float, as_int, as_pair, as_probability, evaluate
 
 Pair = tuple[int, int]
 Shape = tuple[int, ...]
 
-
-@dataclass(frozen=True)
-class Input:
-    kind: ClassVar[str] = "input"
-    shape: Shape
-
-
-@dataclass(frozen=True)
-class Output:
-    kind: ClassVar[str] = "output"
+#: Every node kind, spelled or not, in definition order (the docs list them so).
+NODE_KINDS: dict[str, type[Layer]] = {}
+#: The kinds a spec may write as a layer statement.
+LAYER_KINDS: dict[str, type[Layer]] = {}
 
 
-@dataclass(frozen=True)
-class Conv:
-    kind: ClassVar[str] = "conv"
-    kernel: Pair
-    out_channels: int
-    stride: Pair = (1, 1)
-    padding: Pair = (0, 0)
-    dilation: Pair = (1, 1)
-    groups: int = 1
-    bias: bool = False
+class ShapeProblem(Exception):
+    """A shape rule's complaint; the shape pass reports it as a ShapeError at the node."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 @dataclass(frozen=True)
-class BatchNorm:
-    kind: ClassVar[str] = "bn"
-
-
-@dataclass(frozen=True)
-class ReLU:
-    kind: ClassVar[str] = "relu"
-
-
-@dataclass(frozen=True)
-class MaxPool:
-    kind: ClassVar[str] = "maxpool"
-    kernel: Pair
-    stride: Pair
-    padding: Pair
-
-
-@dataclass(frozen=True)
-class AvgPool:
-    """``avgpool`` alone is global (to 1x1); ``avgpool KxK`` is a windowed pool."""
-
-    kind: ClassVar[str] = "avgpool"
-    kernel: Pair | None = None
-    stride: Pair = (1, 1)
-    padding: Pair = (0, 0)
-
-    @property
-    def is_global(self) -> bool:
-        return self.kernel is None
-
-
-@dataclass(frozen=True)
-class Linear:
-    kind: ClassVar[str] = "fc"
-    out_features: int
-    bias: bool = True
-
-
-@dataclass(frozen=True)
-class Dropout:
-    kind: ClassVar[str] = "dropout"
-    p: float
-
-
-@dataclass(frozen=True)
-class Flatten:
-    kind: ClassVar[str] = "flatten"
-
-
-@dataclass(frozen=True)
-class Add:
-    """The residual join: main branch + shortcut (``add shortcut``)."""
-
-    kind: ClassVar[str] = "add"
-
-
-@dataclass(frozen=True)
-class ZeroPad:
-    """Option A's parameter-free shortcut: subsample by `stride`, append zero channels."""
-
-    kind: ClassVar[str] = "zeropad"
-    stride: Pair
-    extra_channels: int
-
-
-@dataclass(frozen=True)
-class Projection:
-    """Options B and C: a 1x1 convolution with the stride, then BN (torchvision's downsample)."""
-
-    kind: ClassVar[str] = "projection"
-    out_channels: int
-    stride: Pair
-
-
-Layer = (
-    Input
-    | Output
-    | Conv
-    | BatchNorm
-    | ReLU
-    | MaxPool
-    | AvgPool
-    | Linear
-    | Dropout
-    | Flatten
-    | Add
-    | ZeroPad
-    | Projection
-)
-
-#: Every node kind of the IR, in the order the docs list them.
-NODE_KINDS = tuple(cls.kind for cls in Layer.__args__)
-
-# Building layers from statements --------------------------------------------
-
-
-@dataclass(frozen=True)
-class LayerKind:
-    """A kind a spec may write: its positional and keyword arguments."""
+class Ctor:
+    """How the torch backend constructs one module: a class name that
+    :func:`resdsl.backends.torch_modules.resolve` knows, and its arguments. One
+    description serves the built model and the exported .py source alike."""
 
     name: str
-    positional: tuple[str, ...]  # required positional arguments, in order
-    keywords: tuple[str, ...]  # optional keyword arguments
-    build: Callable[[dict[str, tuple[Value, Pos]], Pos], Layer]
-    optional_positional: tuple[str, ...] = ()
-    usage: str = ""
+    args: tuple = ()
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+    def source(self) -> str:
+        parts = [repr(arg) for arg in self.args] + [f"{key}={value!r}" for key, value in self.kwargs]
+        return f"{self.name}({', '.join(parts)})"
+
+
+@dataclass(frozen=True)
+class Argument:
+    """One argument of a layer kind: its name (the keyword, and the dataclass field),
+    how its value is checked, and whether it may or must be written positionally."""
+
+    name: str
+    convert: Callable[[Value, Pos, str], Any]
+    what: str
+    positional: bool = False
+    required: bool = False
+
+
+def _pair(minimum: int | None = 1) -> Callable[[Value, Pos, str], Pair]:
+    return lambda value, pos, what: as_pair(value, pos, what, minimum=minimum)
+
+
+def _int(minimum: int | None = 1) -> Callable[[Value, Pos, str], int]:
+    return lambda value, pos, what: as_int(value, pos, what, minimum=minimum)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """The base of every node kind."""
+
+    kind: ClassVar[str] = ""
+    #: Whether specs write this kind as a layer statement.
+    spelled: ClassVar[bool] = False
+    arguments: ClassVar[tuple[Argument, ...]] = ()
+    usage: ClassVar[str] = ""
+    #: The output is the input itself (a view or the same tensor): never overwrite it in place.
+    aliases_input: ClassVar[bool] = False
+    #: Autograd keeps the output for backward (ReLU, sigmoid): never overwrite it in place.
+    saves_output: ClassVar[bool] = False
+    #: How many inputs the node takes (None: two or more, for joins).
+    arity: ClassVar[int | None] = 1
+    #: A normalisation layer: what the ``norm`` setting replaces.
+    is_norm: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.kind:
+            NODE_KINDS[cls.kind] = cls
+            if cls.spelled:
+                LAYER_KINDS[cls.kind] = cls
+
+    @classmethod
+    def from_arguments(cls, values: Mapping[str, tuple[Value, Pos]], pos: Pos) -> Layer:
+        """The layer for checked argument values; a kind with derived defaults overrides this."""
+        converted = {
+            argument.name: argument.convert(*values[argument.name], argument.what)
+            for argument in cls.arguments
+            if argument.name in values
+        }
+        return cls(**converted)
+
+    # Shapes and cost ---------------------------------------------------------------
+
+    def output_shape(self, inputs: list[Shape]) -> Shape:
+        return inputs[0]
+
+    def cost(self, inputs: list[Shape], output: Shape) -> tuple[int, int]:
+        """(trainable parameters, multiply-accumulates for one input). MACs count
+        convolutions and fully connected layers only (the paper's convention)."""
+        return 0, 0
+
+    # Torch ------------------------------------------------------------------------
+
+    def constructor(self, inputs: list[Shape]) -> Ctor | None:
+        """The module to build, or None where the generated forward computes the node inline."""
+        return None
+
+    def initialise(self, module: Any) -> None:
+        """Set every parameter and buffer of a freshly allocated module."""
+        if any(True for _ in module.parameters()) or any(True for _ in module.buffers()):
+            module.reset_parameters()
+
+    def reference(self, inputs: list[Any], tensors: Mapping[str, Any], training: bool) -> Any:
+        """What the node computes, with torch.nn.functional and the module's tensors."""
+        raise NotImplementedError(self.kind)  # pragma: no cover - every kind overrides it
+
+    # Figures ----------------------------------------------------------------------
+
+    def figure_label(self) -> str:
+        return self.kind
+
+    def describe(self) -> str:
+        """The layer as a spec writes it (for tables and hover)."""
+        parts = []
+        values = vars(self)
+        for field in fields(self):
+            value = values[field.name]
+            if isinstance(value, tuple) and len(value) == 2 and value[0] == value[1]:
+                value = value[0]
+            parts.append(f"{field.name}={_word(value)}")
+        return f"{self.kind} {', '.join(parts)}".rstrip()
+
+
+def _word(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "x".join(map(str, value))
+    return str(value)
+
+
+def spatial(kind: str, shape: Shape) -> tuple[int, int, int]:
+    if len(shape) != 3:
+        raise ShapeProblem(
+            f"{kind} needs a C x H x W input, but its input is flat ({shape[0]} features)",
+            "spatial layers must come before the first fc",
+        )
+    return shape  # type: ignore[return-value]
+
+
+def window(size: int, kernel: int, stride: int, padding: int, dilation: int = 1, ceil_mode: bool = False) -> int:
+    """torch.nn.Conv2d / MaxPool2d / AvgPool2d output size."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    if not ceil_mode:
+        return span // stride + 1
+    out = -(-span // stride) + 1
+    # PyTorch drops a last window that would start in the right padding.
+    if (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def windowed(
+    kind: str,
+    shape: Shape,
+    channels: int,
+    kernel: Pair,
+    stride: Pair,
+    padding: Pair,
+    dilation: Pair = (1, 1),
+    ceil_mode: bool = False,
+) -> Shape:
+    _, height, width = spatial(kind, shape)
+    out_h = window(height, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
+    out_w = window(width, kernel[1], stride[1], padding[1], dilation[1], ceil_mode)
+    if out_h < 1 or out_w < 1:
+        raise ShapeProblem(
+            f"{kind} {kernel[0]}x{kernel[1]} (stride {stride[0]}, padding {padding[0]}) on a {height}x{width} input "
+            f"gives a {max(0, out_h)}x{max(0, out_w)} output: the spatial size reaches zero",
+            "use a larger input, fewer downsampling stages or more padding",
+        )
+    return (channels, out_h, out_w)
+
+
+def _check_pool_padding(kind: str, kernel: Pair, padding: Pair) -> None:
+    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+        raise ShapeProblem(
+            f"{kind} padding {padding[0]} is more than half its {kernel[0]}x{kernel[1]} kernel",
+            f"PyTorch allows at most padding={kernel[0] // 2} here",
+        )
 
 
 def _same_padding(kernel: Pair, dilation: Pair = (1, 1)) -> Pair:
     return (dilation[0] * (kernel[0] // 2), dilation[1] * (kernel[1] // 2))
 
 
-def _build_conv(args: dict[str, tuple[Value, Pos]], pos: Pos) -> Conv:
-    kernel = as_pair(*args["kernel"], "the kernel size")
-    out = as_int(*args["out"], "the number of output channels")
-    stride = as_pair(*args["stride"], "stride") if "stride" in args else (1, 1)
-    dilation = as_pair(*args["dilation"], "dilation") if "dilation" in args else (1, 1)
-    padding = as_pair(*args["padding"], "padding", minimum=0) if "padding" in args else _same_padding(kernel, dilation)
-    groups = as_int(*args["groups"], "groups") if "groups" in args else 1
-    bias = as_bool(*args["bias"], "bias") if "bias" in args else False
-    return Conv(kernel, out, stride, padding, dilation, groups, bias)
+def _functional() -> Any:
+    import torch.nn.functional as functional
+
+    return functional
 
 
-def _build_maxpool(args: dict[str, tuple[Value, Pos]], pos: Pos) -> MaxPool:
-    kernel = as_pair(*args["kernel"], "the kernel size")
-    stride = as_pair(*args["stride"], "stride") if "stride" in args else (1, 1)
-    padding = as_pair(*args["padding"], "padding", minimum=0) if "padding" in args else _same_padding(kernel)
-    return MaxPool(kernel, stride, padding)
+# Graph ends -------------------------------------------------------------------------
 
 
-def _build_avgpool(args: dict[str, tuple[Value, Pos]], pos: Pos) -> AvgPool:
-    if "kernel" not in args:
-        for name in ("stride", "padding"):
-            if name in args:
-                raise SpecError(
-                    f"the global avgpool takes no {name}", args[name][1], "give a kernel: avgpool 7x7, stride=1"
-                )
-        return AvgPool()
-    kernel = as_pair(*args["kernel"], "the kernel size")
-    stride = as_pair(*args["stride"], "stride") if "stride" in args else (1, 1)
-    padding = as_pair(*args["padding"], "padding", minimum=0) if "padding" in args else (0, 0)
-    return AvgPool(kernel, stride, padding)
+@dataclass(frozen=True)
+class Input(Layer):
+    kind: ClassVar[str] = "input"
+    arity: ClassVar[int | None] = 0
+    shape: Shape = ()
+
+    def output_shape(self, inputs: list[Shape]) -> Shape:
+        return self.shape
+
+    def reference(self, inputs, tensors, training):  # pragma: no cover - the interpreter feeds it
+        raise TypeError("the input node is fed, not computed")
 
 
-def _build_fc(args: dict[str, tuple[Value, Pos]], pos: Pos) -> Linear:
-    out = as_int(*args["out"], "the number of outputs")
-    bias = as_bool(*args["bias"], "bias") if "bias" in args else True
-    return Linear(out, bias)
+@dataclass(frozen=True)
+class Output(Layer):
+    kind: ClassVar[str] = "output"
+    aliases_input: ClassVar[bool] = True
+
+    def reference(self, inputs, tensors, training):
+        return inputs[0]
 
 
-def _build_dropout(args: dict[str, tuple[Value, Pos]], pos: Pos) -> Dropout:
-    return Dropout(as_probability(*args["p"], "the dropout probability"))
+# Convolutions and fully connected layers ---------------------------------------------
 
 
-LAYER_KINDS: dict[str, LayerKind] = {
-    kind.name: kind
-    for kind in (
-        LayerKind(
-            "conv",
-            ("kernel", "out"),
-            ("stride", "padding", "dilation", "groups", "bias"),
-            _build_conv,
-            usage="conv KxK, OUT[, stride=S, padding=P, dilation=D, groups=G, bias=true]",
-        ),
-        LayerKind("bn", (), (), lambda args, pos: BatchNorm(), usage="bn"),
-        LayerKind("relu", (), (), lambda args, pos: ReLU(), usage="relu"),
-        LayerKind(
-            "maxpool", ("kernel",), ("stride", "padding"), _build_maxpool, usage="maxpool KxK[, stride=S, padding=P]"
-        ),
-        LayerKind(
-            "avgpool",
-            (),
-            ("stride", "padding"),
-            _build_avgpool,
-            optional_positional=("kernel",),
-            usage="avgpool (global) or avgpool KxK[, stride=S, padding=P]",
-        ),
-        LayerKind("fc", ("out",), ("bias",), _build_fc, usage="fc OUT[, bias=false]"),
-        LayerKind("dropout", ("p",), (), _build_dropout, usage="dropout P"),
-        LayerKind("flatten", (), (), lambda args, pos: Flatten(), usage="flatten"),
+@dataclass(frozen=True)
+class Conv(Layer):
+    kind: ClassVar[str] = "conv"
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("kernel", _pair(), "the kernel size", positional=True, required=True),
+        Argument("out_channels", _int(), "the number of output channels", positional=True, required=True),
+        Argument("stride", _pair(), "stride"),
+        Argument("padding", _pair(0), "padding"),
+        Argument("dilation", _pair(), "dilation"),
+        Argument("groups", _int(), "groups"),
+        Argument("bias", as_bool, "bias"),
     )
-}
+    usage: ClassVar[str] = "conv KxK, OUT[, stride=S, padding=P, dilation=D, groups=G, bias=true]"
+    kernel: Pair = (1, 1)
+    out_channels: int = 1
+    stride: Pair = (1, 1)
+    padding: Pair | None = None  # None: "same" for odd kernels, dilation * (K // 2)
+    dilation: Pair = (1, 1)
+    groups: int = 1
+    bias: bool = False
 
-#: The one statement that is not a layer kind of its own: the residual join.
+    def __post_init__(self) -> None:
+        if self.padding is None:
+            object.__setattr__(self, "padding", _same_padding(self.kernel, self.dilation))
+
+    def output_shape(self, inputs):
+        (shape,) = inputs
+        channels = spatial("conv", shape)[0]
+        if channels % self.groups or self.out_channels % self.groups:
+            raise ShapeProblem(
+                f"a conv with groups={self.groups} needs input and output channels divisible by {self.groups}, "
+                f"but they are {channels} and {self.out_channels}"
+            )
+        return windowed("conv", shape, self.out_channels, self.kernel, self.stride, self.padding, self.dilation)
+
+    def cost(self, inputs, output):
+        weights = self.out_channels * (inputs[0][0] // self.groups) * self.kernel[0] * self.kernel[1]
+        return weights + (self.out_channels if self.bias else 0), weights * output[1] * output[2]
+
+    def constructor(self, inputs):
+        return Ctor(
+            "nn.Conv2d",
+            (inputs[0][0], self.out_channels, self.kernel),
+            (
+                ("stride", self.stride),
+                ("padding", self.padding),
+                ("dilation", self.dilation),
+                ("groups", self.groups),
+                ("bias", self.bias),
+            ),
+        )
+
+    def initialise(self, module):
+        from torch import nn
+
+        # He et al. (2015b), as the paper and torchvision initialise convolutions.
+        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def reference(self, inputs, tensors, training):
+        return _functional().conv2d(
+            inputs[0], tensors["weight"], tensors.get("bias"), self.stride, self.padding, self.dilation, self.groups
+        )
+
+    def figure_label(self):
+        label = f"{self.kernel[0]}x{self.kernel[1]} conv, {self.out_channels}"
+        if self.stride != (1, 1):
+            label += f", /{self.stride[0]}"
+        if self.groups > 1:
+            label += f", groups {self.groups}"
+        return label
+
+
+@dataclass(frozen=True)
+class Linear(Layer):
+    kind: ClassVar[str] = "fc"
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("out_features", _int(), "the number of outputs", positional=True, required=True),
+        Argument("bias", as_bool, "bias"),
+    )
+    usage: ClassVar[str] = "fc OUT[, bias=false]"
+    out_features: int = 1
+    bias: bool = True
+
+    def output_shape(self, inputs):
+        if len(inputs[0]) != 1:  # pragma: no cover - expand puts a flatten before the first fc
+            raise ShapeProblem("fc needs a flat input")
+        return (self.out_features,)
+
+    def cost(self, inputs, output):
+        weights = inputs[0][0] * self.out_features
+        return weights + (self.out_features if self.bias else 0), weights
+
+    def constructor(self, inputs):
+        return Ctor("nn.Linear", (inputs[0][0], self.out_features), (("bias", self.bias),))
+
+    def reference(self, inputs, tensors, training):
+        return _functional().linear(inputs[0], tensors["weight"], tensors.get("bias"))
+
+    def figure_label(self):
+        return f"fc {self.out_features}"
+
+
+@dataclass(frozen=True)
+class ChannelConv(Layer):
+    """ECA's 1-D convolution across channels (Wang et al., 2020), at every position:
+    ``channel_conv K`` is timm's EcaModule ``conv`` (no bias, "same" padding)."""
+
+    kind: ClassVar[str] = "channel_conv"
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("kernel", _int(), "the kernel size", positional=True, required=True),
+    )
+    usage: ClassVar[str] = "channel_conv K (K odd)"
+    kernel: int = 3
+
+    @classmethod
+    def from_arguments(cls, values, pos):
+        layer = super().from_arguments(values, pos)
+        if layer.kernel % 2 == 0:
+            raise SpecError(
+                f"channel_conv needs an odd kernel, got {layer.kernel}",
+                values["kernel"][1],
+                "ECA rounds its kernel up to the next odd number",
+            )
+        return layer
+
+    def output_shape(self, inputs):
+        spatial("channel_conv", inputs[0])
+        return inputs[0]
+
+    def cost(self, inputs, output):
+        return self.kernel, self.kernel * output[0] * output[1] * output[2]
+
+    def constructor(self, inputs):
+        return Ctor("ChannelConv", (self.kernel,))
+
+    def initialise(self, module):
+        from torch import nn
+
+        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def reference(self, inputs, tensors, training):
+        (x,) = inputs
+        n, c, h, w = x.shape
+        rows = x.permute(0, 2, 3, 1).reshape(n * h * w, 1, c)
+        out = _functional().conv1d(rows, tensors["weight"], padding=(self.kernel - 1) // 2)
+        return out.reshape(n, h, w, c).permute(0, 3, 1, 2)
+
+    def figure_label(self):
+        return f"channel conv {self.kernel}"
+
+
+# Normalisation ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchNorm(Layer):
+    kind: ClassVar[str] = "bn"
+    spelled: ClassVar[bool] = True
+    usage: ClassVar[str] = "bn"
+    is_norm: ClassVar[bool] = True
+
+    def cost(self, inputs, output):
+        return 2 * inputs[0][0], 0
+
+    def constructor(self, inputs):
+        return Ctor("nn.BatchNorm2d" if len(inputs[0]) == 3 else "nn.BatchNorm1d", (inputs[0][0],))
+
+    def reference(self, inputs, tensors, training):
+        # Batch statistics in training (running ones are copies: the reference never
+        # updates the model's buffers), running statistics in eval.
+        running_mean, running_var = tensors["running_mean"], tensors["running_var"]
+        if training:
+            running_mean, running_var = running_mean.clone(), running_var.clone()
+        return _functional().batch_norm(
+            inputs[0], running_mean, running_var, tensors["weight"], tensors["bias"], training, 0.1, 1e-5
+        )
+
+
+@dataclass(frozen=True)
+class GroupNorm(Layer):
+    kind: ClassVar[str] = "gn"
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("groups", _int(), "the number of groups", positional=True, required=True),
+        Argument("eps", lambda v, p, w: as_float(v, p, w, minimum=0), "eps"),
+    )
+    usage: ClassVar[str] = "gn GROUPS[, eps=1e-5]"
+    is_norm: ClassVar[bool] = True
+    groups: int = 32
+    eps: float = 1e-5
+
+    def output_shape(self, inputs):
+        channels = spatial("gn", inputs[0])[0]
+        if channels % self.groups:
+            raise ShapeProblem(
+                f"gn {self.groups} needs channels divisible by {self.groups}, but there are {channels}",
+                "choose a number of groups that divides every width it normalises",
+            )
+        return inputs[0]
+
+    def cost(self, inputs, output):
+        return 2 * inputs[0][0], 0
+
+    def constructor(self, inputs):
+        return Ctor("nn.GroupNorm", (self.groups, inputs[0][0]), (("eps", self.eps),))
+
+    def reference(self, inputs, tensors, training):
+        return _functional().group_norm(inputs[0], self.groups, tensors["weight"], tensors["bias"], self.eps)
+
+    def figure_label(self):
+        return f"gn {self.groups}"
+
+
+@dataclass(frozen=True)
+class LayerNorm(Layer):
+    """A layer norm over channels at each position (timm's LayerNorm2d)."""
+
+    kind: ClassVar[str] = "ln"
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (Argument("eps", lambda v, p, w: as_float(v, p, w, minimum=0), "eps"),)
+    usage: ClassVar[str] = "ln[, eps=1e-6]"
+    is_norm: ClassVar[bool] = True
+    eps: float = 1e-6
+
+    def cost(self, inputs, output):
+        return 2 * inputs[0][0], 0
+
+    def constructor(self, inputs):
+        if len(inputs[0]) == 1:
+            return Ctor("nn.LayerNorm", (inputs[0][0],), (("eps", self.eps),))
+        return Ctor("LayerNorm2d", (inputs[0][0],), (("eps", self.eps),))
+
+    def reference(self, inputs, tensors, training):
+        (x,) = inputs
+        functional = _functional()
+        if x.dim() == 2:
+            return functional.layer_norm(x, x.shape[1:], tensors["weight"], tensors["bias"], self.eps)
+        mean = x.mean(1, keepdim=True)
+        var = x.var(1, keepdim=True, unbiased=False)
+        normalised = (x - mean) / (var + self.eps).sqrt()
+        return normalised * tensors["weight"][:, None, None] + tensors["bias"][:, None, None]
+
+
+# Activations ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReLU(Layer):
+    kind: ClassVar[str] = "relu"
+    spelled: ClassVar[bool] = True
+    usage: ClassVar[str] = "relu"
+    saves_output: ClassVar[bool] = True
+
+    def constructor(self, inputs):
+        return Ctor("nn.ReLU")
+
+    def reference(self, inputs, tensors, training):
+        return inputs[0].clamp_min(0)
+
+
+@dataclass(frozen=True)
+class Activation(Layer):
+    """An activation without arguments; each subclass names its torch module and rule."""
+
+    module: ClassVar[str] = ""
+
+    def constructor(self, inputs):
+        return Ctor(self.module)
+
+
+@dataclass(frozen=True)
+class Sigmoid(Activation):
+    kind: ClassVar[str] = "sigmoid"
+    spelled: ClassVar[bool] = True
+    usage: ClassVar[str] = "sigmoid"
+    saves_output: ClassVar[bool] = True
+    module: ClassVar[str] = "nn.Sigmoid"
+
+    def reference(self, inputs, tensors, training):
+        return 1 / (1 + (-inputs[0]).exp())
+
+
+@dataclass(frozen=True)
+class Tanh(Activation):
+    kind: ClassVar[str] = "tanh"
+    spelled: ClassVar[bool] = True
+    usage: ClassVar[str] = "tanh"
+    saves_output: ClassVar[bool] = True
+    module: ClassVar[str] = "nn.Tanh"
+
+    def reference(self, inputs, tensors, training):
+        x = inputs[0]
+        return (x.exp() - (-x).exp()) / (x.exp() + (-x).exp())
+
+
+@dataclass(frozen=True)
+class SiLU(Activation):
+    kind: ClassVar[str] = "silu"
+    spelled: ClassVar[bool] = True
+    usage: ClassVar[str] = "silu"
+    module: ClassVar[str] = "nn.SiLU"
+
+    def reference(self, inputs, tensors, training):
+        return inputs[0] / (1 + (-inputs[0]).exp())
+
+
+@dataclass(frozen=True)
+class GELU(Activation):
+    kind: ClassVar[str] = "gelu"
+    spelled: ClassVar[bool] = True
+    usage: ClassVar[str] = "gelu"
+    module: ClassVar[str] = "nn.GELU"
+
+    def reference(self, inputs, tensors, training):
+        x = inputs[0]
+        return 0.5 * x * (1 + (x / math.sqrt(2)).erf())
+
+
+@dataclass(frozen=True)
+class HardSigmoid(Activation):
+    kind: ClassVar[str] = "hardsigmoid"
+    spelled: ClassVar[bool] = True
+    usage: ClassVar[str] = "hardsigmoid"
+    module: ClassVar[str] = "nn.Hardsigmoid"
+
+    def reference(self, inputs, tensors, training):
+        return (inputs[0] / 6 + 0.5).clamp(0, 1)
+
+
+@dataclass(frozen=True)
+class HardSwish(Activation):
+    kind: ClassVar[str] = "hardswish"
+    spelled: ClassVar[bool] = True
+    usage: ClassVar[str] = "hardswish"
+    module: ClassVar[str] = "nn.Hardswish"
+
+    def reference(self, inputs, tensors, training):
+        x = inputs[0]
+        return x * (x + 3).clamp(0, 6) / 6
+
+
+@dataclass(frozen=True)
+class LeakyReLU(Layer):
+    kind: ClassVar[str] = "leaky_relu"
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("slope", lambda v, p, w: as_float(v, p, w, minimum=0), "the negative slope", positional=True),
+    )
+    usage: ClassVar[str] = "leaky_relu[ SLOPE] (default 0.01)"
+    slope: float = 0.01
+
+    def constructor(self, inputs):
+        return Ctor("nn.LeakyReLU", (self.slope,))
+
+    def reference(self, inputs, tensors, training):
+        x = inputs[0]
+        return x.clamp_min(0) + self.slope * x.clamp_max(0)
+
+    def figure_label(self):
+        return f"leaky relu {self.slope:g}"
+
+
+@dataclass(frozen=True)
+class Identity(Layer):
+    """Passes its input on: a placeholder where a choice writes nothing (avg_down's
+    first layer when the stride is 1). It holds a position in numbered names."""
+
+    kind: ClassVar[str] = "identity"
+    spelled: ClassVar[bool] = True
+    usage: ClassVar[str] = "identity"
+    aliases_input: ClassVar[bool] = True
+
+    def reference(self, inputs, tensors, training):
+        return inputs[0]
+
+
+# Pooling ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MaxPool(Layer):
+    kind: ClassVar[str] = "maxpool"
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("kernel", _pair(), "the kernel size", positional=True, required=True),
+        Argument("stride", _pair(), "stride"),
+        Argument("padding", _pair(0), "padding"),
+        Argument("ceil_mode", as_bool, "ceil_mode"),
+    )
+    usage: ClassVar[str] = "maxpool KxK[, stride=S, padding=P, ceil_mode=true]"
+    kernel: Pair = (1, 1)
+    stride: Pair = (1, 1)
+    padding: Pair | None = None  # None: K // 2
+    ceil_mode: bool = False
+
+    def __post_init__(self) -> None:
+        if self.padding is None:
+            object.__setattr__(self, "padding", _same_padding(self.kernel))
+
+    def output_shape(self, inputs):
+        _check_pool_padding("maxpool", self.kernel, self.padding)
+        shape = inputs[0]
+        return windowed(
+            "maxpool",
+            shape,
+            spatial("maxpool", shape)[0],
+            self.kernel,
+            self.stride,
+            self.padding,
+            (1, 1),
+            self.ceil_mode,
+        )
+
+    def constructor(self, inputs):
+        kwargs: tuple = (("stride", self.stride), ("padding", self.padding))
+        if self.ceil_mode:
+            kwargs += (("ceil_mode", True),)
+        return Ctor("nn.MaxPool2d", (self.kernel,), kwargs)
+
+    def reference(self, inputs, tensors, training):
+        return _functional().max_pool2d(inputs[0], self.kernel, self.stride, self.padding, ceil_mode=self.ceil_mode)
+
+    def figure_label(self):
+        label = f"{self.kernel[0]}x{self.kernel[1]} max pool"
+        return label + (f", /{self.stride[0]}" if self.stride != (1, 1) else "")
+
+
+@dataclass(frozen=True)
+class AvgPool(Layer):
+    """``avgpool`` alone is global (to C x 1 x 1); ``avgpool KxK`` is a windowed pool."""
+
+    kind: ClassVar[str] = "avgpool"
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("kernel", _pair(), "the kernel size", positional=True),
+        Argument("stride", _pair(), "stride"),
+        Argument("padding", _pair(0), "padding"),
+        Argument("ceil_mode", as_bool, "ceil_mode"),
+        Argument("count_include_pad", as_bool, "count_include_pad"),
+    )
+    usage: ClassVar[str] = (
+        "avgpool (global) or avgpool KxK[, stride=S, padding=P, ceil_mode=true, count_include_pad=false]"
+    )
+    kernel: Pair | None = None
+    stride: Pair = (1, 1)
+    padding: Pair = (0, 0)
+    ceil_mode: bool = False
+    count_include_pad: bool = True
+
+    @classmethod
+    def from_arguments(cls, values, pos):
+        if "kernel" not in values:
+            for name in ("stride", "padding", "ceil_mode", "count_include_pad"):
+                if name in values:
+                    raise SpecError(
+                        f"the global avgpool takes no {name}", values[name][1], "give a kernel: avgpool 2x2, stride=2"
+                    )
+        return super().from_arguments(values, pos)
+
+    @property
+    def is_global(self) -> bool:
+        return self.kernel is None
+
+    def output_shape(self, inputs):
+        shape = inputs[0]
+        channels = spatial("avgpool", shape)[0]
+        if self.is_global:
+            return (channels, 1, 1)
+        _check_pool_padding("avgpool", self.kernel, self.padding)
+        return windowed("avgpool", shape, channels, self.kernel, self.stride, self.padding, (1, 1), self.ceil_mode)
+
+    def constructor(self, inputs):
+        if self.is_global:
+            return Ctor("nn.AdaptiveAvgPool2d", ((1, 1),))
+        kwargs: tuple = (("stride", self.stride), ("padding", self.padding))
+        if self.ceil_mode:
+            kwargs += (("ceil_mode", True),)
+        if not self.count_include_pad:
+            kwargs += (("count_include_pad", False),)
+        return Ctor("nn.AvgPool2d", (self.kernel,), kwargs)
+
+    def reference(self, inputs, tensors, training):
+        x = inputs[0]
+        if self.is_global:
+            return x.mean((2, 3), keepdim=True)
+        return _functional().avg_pool2d(
+            x, self.kernel, self.stride, self.padding, self.ceil_mode, self.count_include_pad
+        )
+
+    def figure_label(self):
+        if self.is_global:
+            return "avg pool"
+        label = f"{self.kernel[0]}x{self.kernel[1]} avg pool"
+        return label + (f", /{self.stride[0]}" if self.stride != (1, 1) else "")
+
+
+# Regularisation and reshaping ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dropout(Layer):
+    kind: ClassVar[str] = "dropout"
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("p", as_probability, "the dropout probability", positional=True, required=True),
+    )
+    usage: ClassVar[str] = "dropout P"
+    aliases_input: ClassVar[bool] = True  # in eval mode
+    p: float = 0.5
+
+    def constructor(self, inputs):
+        return Ctor("nn.Dropout", (self.p,))
+
+    def reference(self, inputs, tensors, training):
+        if training and self.p > 0:
+            raise NotImplementedError("the reference runs dropout only in eval mode or with p = 0")
+        return inputs[0]
+
+    def figure_label(self):
+        return f"dropout {self.p:g}"
+
+
+@dataclass(frozen=True)
+class DropPath(Layer):
+    """Stochastic depth (Huang et al., 2016): in training, each sample's branch is
+    dropped with probability P and kept ones are scaled by 1 / (1 - P); the identity
+    in eval mode."""
+
+    kind: ClassVar[str] = "drop_path"
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("p", as_probability, "the drop path probability", positional=True, required=True),
+    )
+    usage: ClassVar[str] = "drop_path P"
+    aliases_input: ClassVar[bool] = True  # in eval mode
+    p: float = 0.0
+
+    def constructor(self, inputs):
+        return Ctor("DropPath", (self.p,))
+
+    def reference(self, inputs, tensors, training):
+        if training and self.p > 0:
+            raise NotImplementedError("the reference runs drop path only in eval mode or with p = 0")
+        return inputs[0]
+
+    def figure_label(self):
+        return f"drop path {self.p:.3g}"
+
+
+@dataclass(frozen=True)
+class Flatten(Layer):
+    kind: ClassVar[str] = "flatten"
+    spelled: ClassVar[bool] = True
+    usage: ClassVar[str] = "flatten"
+    aliases_input: ClassVar[bool] = True  # a view
+
+    def output_shape(self, inputs):
+        return (math.prod(inputs[0]),)
+
+    def constructor(self, inputs):
+        return Ctor("nn.Flatten", (1,))
+
+    def reference(self, inputs, tensors, training):
+        return inputs[0].reshape(inputs[0].shape[0], -1)
+
+
+# Joins and shortcuts ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Add(Layer):
+    """A sum of two or more values of one shape: the residual join (``add shortcut``) or
+    an ``add { ... }`` branch."""
+
+    kind: ClassVar[str] = "add"
+    arity: ClassVar[int | None] = None
+
+    def output_shape(self, inputs):
+        first = inputs[0]
+        for other in inputs[1:]:
+            if other != first:
+                raise ShapeProblem(f"cannot add {_shape(other)} to {_shape(first)}: the shapes differ")
+        return first
+
+    def reference(self, inputs, tensors, training):
+        total = inputs[0]
+        for other in inputs[1:]:
+            total = total + other
+        return total
+
+    def figure_label(self):
+        return "+"
+
+
+@dataclass(frozen=True)
+class Mul(Layer):
+    """The current value times a branch's output, which may be C x 1 x 1 (a gate per
+    channel, broadcast over positions: squeeze-and-excitation) or the same shape."""
+
+    kind: ClassVar[str] = "mul"
+    arity: ClassVar[int | None] = None
+
+    def output_shape(self, inputs):
+        first = inputs[0]
+        for other in inputs[1:]:
+            gate = len(first) == 3 and other == (first[0], 1, 1)
+            if other != first and not gate:
+                raise ShapeProblem(
+                    f"cannot multiply {_shape(first)} by {_shape(other)}",
+                    f"the branch must end at {_shape(first)} or at {first[0]}x1x1 (one factor per channel)",
+                )
+        return first
+
+    def reference(self, inputs, tensors, training):
+        product = inputs[0]
+        for other in inputs[1:]:
+            product = product * other
+        return product
+
+    def figure_label(self):
+        return "×"
+
+
+@dataclass(frozen=True)
+class Cat(Layer):
+    """Values concatenated along channels."""
+
+    kind: ClassVar[str] = "cat"
+    arity: ClassVar[int | None] = None
+
+    def output_shape(self, inputs):
+        first = inputs[0]
+        for other in inputs[1:]:
+            if len(other) != len(first) or other[1:] != first[1:]:
+                raise ShapeProblem(
+                    f"cannot concatenate {_shape(other)} to {_shape(first)}: the sizes after the channels differ"
+                )
+        return (sum(shape[0] for shape in inputs), *first[1:])
+
+    def reference(self, inputs, tensors, training):
+        import torch
+
+        return torch.cat(inputs, 1)
+
+    def figure_label(self):
+        return "concat"
+
+
+@dataclass(frozen=True)
+class ZeroPad(Layer):
+    """Option A's parameter-free shortcut: subsample by `stride`, append zero channels."""
+
+    kind: ClassVar[str] = "zeropad"
+    stride: Pair = (1, 1)
+    extra_channels: int = 0
+
+    def output_shape(self, inputs):
+        channels, height, width = inputs[0]
+        return (channels + self.extra_channels, -(-height // self.stride[0]), -(-width // self.stride[1]))
+
+    def constructor(self, inputs):
+        return Ctor("ZeroPadShortcut", (self.stride, self.extra_channels))
+
+    def reference(self, inputs, tensors, training):
+        x = inputs[0][:, :, :: self.stride[0], :: self.stride[1]]
+        return _functional().pad(x, (0, 0, 0, 0, 0, self.extra_channels))
+
+    def figure_label(self):
+        return "zero-pad" + (f", /{self.stride[0]}" if self.stride != (1, 1) else "")
+
+
+def _shape(shape: Shape) -> str:
+    return "x".join(map(str, shape))
+
+
+# Statements to layers ------------------------------------------------------------
+
+#: The residual join, written ``add shortcut``, and where a shortcut starts, ``tap shortcut``.
 ADD_SHORTCUT = "add"
+TAP_SHORTCUT = "tap"
+#: Branch joins, written ``mul { ... }`` and so on.
+JOINS: dict[str, type[Layer]] = {"add": Add, "mul": Mul, "cat": Cat}
 
 #: Other frameworks' names for our layer kinds: no spelling distance leads from
 #: "batchnorm" to "bn", so users coming from PyTorch or Keras get told directly.
@@ -239,6 +952,10 @@ SYNONYMS = {
     "batchnorm2d": "bn",
     "batch_norm": "bn",
     "bn2d": "bn",
+    "groupnorm": "gn",
+    "group_norm": "gn",
+    "layernorm": "ln",
+    "layer_norm": "ln",
     "linear": "fc",
     "dense": "fc",
     "conv2d": "conv",
@@ -248,60 +965,65 @@ SYNONYMS = {
     "avgpool2d": "avgpool",
     "avg_pool": "avgpool",
     "adaptiveavgpool2d": "avgpool",
+    "swish": "silu",
+    "leakyrelu": "leaky_relu",
+    "droppath": "drop_path",
+    "stochastic_depth": "drop_path",
+    "eca": "channel_conv",
     "shortcut": "add",
     "residual": "add",
 }
 
+#: How a missing positional argument is named in "conv needs ...".
+_ARGUMENT_NAMES = {
+    "kernel": "a kernel size (KxK)",
+    "out_channels": "an output size (OUT)",
+    "out_features": "an output size (OUT)",
+    "p": "a probability (P)",
+    "groups": "a number of groups",
+}
 
-def build_layer(statement: ast.Statement, env: Mapping[str, Value]) -> Layer:
-    """Evaluate a layer statement's arguments in `env` and build its typed layer."""
-    if statement.kind == ADD_SHORTCUT:
-        return _build_add(statement)
-    kind = LAYER_KINDS.get(statement.kind)
+#: Keyword spellings that differ from the field they set (``conv 3x3, 64, out=...`` is not one).
+_KEYWORD_FIELDS = {"out": "out_channels"}
+
+
+def layer_kind(name: str, pos: Pos, extra: tuple[str, ...] = ()) -> type[Layer]:
+    kind = LAYER_KINDS.get(name)
     if kind is None:
-        raise unknown(
-            "layer kind",
-            statement.kind,
-            [*LAYER_KINDS, ADD_SHORTCUT],
-            statement.kind_pos,
-            guess=SYNONYMS.get(statement.kind.lower()),
-        )
-    names = kind.positional + kind.optional_positional
+        raise unknown("layer kind", name, [*LAYER_KINDS, *extra], pos, guess=SYNONYMS.get(name.lower()))
+    return kind
+
+
+def build_layer(kind: type[Layer], args: tuple[ast.Arg, ...], env: Mapping[str, Value], pos: Pos) -> Layer:
+    """Evaluate a layer statement's arguments in `env` and build its typed layer."""
+    positional = [argument for argument in kind.arguments if argument.positional]
+    keywords = {argument.name: argument for argument in kind.arguments}
     values: dict[str, tuple[Value, Pos]] = {}
     positional_seen = 0
-    for arg in statement.args:
+    for arg in args:
         if isinstance(arg, ast.Positional):
-            if positional_seen >= len(names):
+            if positional_seen >= len(positional):
+                required = sum(1 for argument in positional if argument.required)
                 raise SpecError(
-                    f"too many arguments for {kind.name}: takes {len(kind.positional) or 'none'} before keywords",
+                    f"too many arguments for {kind.kind}: takes {required or 'none'} before keywords",
                     arg.pos,
                     f"write: {kind.usage}",
                 )
-            values[names[positional_seen]] = (evaluate(arg.value, env), arg.value.pos)
+            values[positional[positional_seen].name] = (evaluate(arg.value, env), arg.value.pos)
             positional_seen += 1
-        else:
-            if arg.name not in kind.keywords:
-                err = unknown("keyword argument", arg.name, kind.keywords, arg.name_pos, of=kind.name)
-                if not kind.keywords:
-                    err.hint = f"{kind.name} takes no keywords"
-                raise err
-            if arg.name in values:
-                raise SpecError(f"{arg.name} is given twice", arg.name_pos)
-            values[arg.name] = (evaluate(arg.value, env), arg.value.pos)
-    missing = [name for name in kind.positional if name not in values]
+            continue
+        name = _KEYWORD_FIELDS.get(arg.name, arg.name)
+        if name not in keywords or keywords[name].required:
+            allowed = [a.name for a in kind.arguments if not a.required]
+            err = unknown("keyword argument", arg.name, allowed, arg.name_pos, of=kind.kind)
+            if not allowed:
+                err.hint = f"{kind.kind} takes no keywords"
+            raise err
+        if name in values:
+            raise SpecError(f"{arg.name} is given twice", arg.name_pos)
+        values[name] = (evaluate(arg.value, env), arg.value.pos)
+    missing = [argument.name for argument in kind.arguments if argument.required and argument.name not in values]
     if missing:
         wanted = " and ".join(_ARGUMENT_NAMES.get(name, name) for name in missing)
-        raise SpecError(f"{kind.name} needs {wanted}", statement.pos, f"write: {kind.usage}")
-    return kind.build(values, statement.pos)
-
-
-#: How a missing positional argument is named in "conv needs ...".
-_ARGUMENT_NAMES = {"kernel": "a kernel size (KxK)", "out": "an output size (OUT)", "p": "a probability (P)"}
-
-
-def _build_add(statement: ast.Statement) -> Add:
-    args = statement.args
-    value = args[0].value if len(args) == 1 and isinstance(args[0], ast.Positional) else None
-    if not (isinstance(value, ast.Name) and value.id == "shortcut"):
-        raise SpecError("the residual join is written 'add shortcut'", statement.pos, "write: add shortcut")
-    return Add()
+        raise SpecError(f"{kind.kind} needs {wanted}", pos, f"write: {kind.usage}")
+    return kind.from_arguments(values, pos)

@@ -28,7 +28,7 @@ MAX_EXPRESSION_DEPTH = 100
 #: recursion limit whatever the spec holds.
 MAX_EXPRESSION_TREE_DEPTH = 200
 
-KEYWORDS = ("use", "block", "network", "stage", "stem", "head", "with")
+KEYWORDS = ("use", "block", "network", "stage", "stem", "head", "with", "if", "else", "and", "or", "not")
 
 # What each terminal is called in "expected ..." messages.
 _TERMINAL_NAMES = {
@@ -47,7 +47,14 @@ _TERMINAL_NAMES = {
     "COLON": "':'",
     "EQUAL": "'='",
     "ADD_OP": "'+' or '-'",
-    "MUL_OP": "'*', '//' or '/'",
+    "MUL_OP": "'*', '//', '/' or '%'",
+    "COMPARE": "a comparison",
+    "CALL": "a call such as min(a, b)",
+    "IF": "'if'",
+    "ELSE": "'else'",
+    "AND": "'and'",
+    "OR": "'or'",
+    "NOT": "'not'",
     "X": "'x'",
     "STEM": "'stem'",
     "HEAD": "'head'",
@@ -165,8 +172,8 @@ def _describe(terminals: set[str]) -> str:
     terminals = set(terminals)
     operator = {"ADD_OP", "MUL_OP"} <= terminals
     if operator:
-        # Listing '*', '//' or '/', '+' or '-' one by one buries the other choices.
-        terminals -= {"ADD_OP", "MUL_OP"}
+        # Listing '*', '//' or '/', '+' or '-', comparisons, 'and'... one by one buries the other choices.
+        terminals -= {"ADD_OP", "MUL_OP", "COMPARE", "AND", "OR"}
     names = sorted({_TERMINAL_NAMES.get(t, f"'{t.lower()}'") for t in terminals if not t.startswith("__")})
     if operator:
         names.append("an operator")
@@ -339,10 +346,45 @@ class _ToAst(Transformer_NonRecursive):
     def section(self, meta, kind: Token, body):
         return ast.Section(str(kind), body, self._pos(meta))
 
-    def stage(self, meta, name: Token, repeat, block: Token, args):
+    def stage(self, meta, name: Token, repeat, block, args=None):
+        if isinstance(block, ast.Call):
+            return ast.Stage(
+                str(name), repeat, block.name, block.args, self._pos(meta), self._tpos(name), block.name_pos
+            )
         return ast.Stage(
             str(name), repeat, str(block), args or (), self._pos(meta), self._tpos(name), self._tpos(block)
         )
+
+    def call(self, meta, token: Token, *args):
+        name = str(token)[:-1]
+        name_pos = Pos(self.source, token.line, token.column, token.line, token.column + len(name))
+        return ast.Call(name, _args(args), self._pos(meta), name_pos)
+
+    def call_statement(self, meta, label, call: ast.Call):
+        return ast.Statement(
+            call.name,
+            call.args,
+            str(label) if label is not None else None,
+            self._pos(meta),
+            call.name_pos,
+            self._tpos(label) if label is not None else None,
+            called=True,
+        )
+
+    def branch(self, meta, label, join: Token, body):
+        return ast.Branch(
+            str(join),
+            body,
+            str(label) if label is not None else None,
+            self._pos(meta),
+            self._tpos(join),
+            self._tpos(label) if label is not None else None,
+        )
+
+    def if_statement(self, meta, _if, condition, then, _else=None, otherwise=None):
+        if isinstance(otherwise, ast.If):
+            otherwise = (otherwise,)
+        return ast.If(condition, then, otherwise or (), self._pos(meta))
 
     def statement(self, meta, label, kind: Token, *args):
         return ast.Statement(

@@ -36,7 +36,7 @@ class Name:
 
 @dataclass(frozen=True)
 class BinOp:
-    op: str  # + - * // /
+    op: str  # + - * // / % == != < <= > >= and or
     left: Expr
     right: Expr
     pos: Pos
@@ -44,12 +44,22 @@ class BinOp:
 
 @dataclass(frozen=True)
 class Unary:
-    op: str  # + -
+    op: str  # + - not
     operand: Expr
     pos: Pos
 
 
-Expr = Number | Dims | Name | BinOp | Unary
+@dataclass(frozen=True)
+class Call:
+    """``min(a, b)`` in an expression, ``gn(32)`` as a setting's value, ``se(256)`` as a statement."""
+
+    name: str
+    args: tuple[Arg, ...]
+    pos: Pos
+    name_pos: Pos
+
+
+Expr = Number | Dims | Name | BinOp | Unary | Call
 
 # Arguments, statements and definitions ---------------------------------------
 
@@ -80,7 +90,8 @@ class Param:
 
 @dataclass(frozen=True)
 class Statement:
-    """``[label:] kind arg, arg, name=arg``: a layer, or in a network body a setting."""
+    """``[label:] kind arg, arg, name=arg``: a layer, a block used in place (``se(256)``,
+    written with parentheses), or in a network body a setting."""
 
     kind: str
     args: tuple[Arg, ...]
@@ -88,6 +99,33 @@ class Statement:
     pos: Pos
     kind_pos: Pos
     label_pos: Pos | None = None
+    called: bool = False  # written as a call, ``kind(args)``
+
+
+@dataclass(frozen=True)
+class Branch:
+    """``[label:] mul { ... }``: a side branch that reads the current value and is joined
+    back to it by ``join`` (``mul``, ``add`` or ``cat``)."""
+
+    join: str
+    body: tuple[BodyItem, ...]
+    label: str | None
+    pos: Pos
+    join_pos: Pos
+    label_pos: Pos | None = None
+
+
+@dataclass(frozen=True)
+class If:
+    """``if EXPR { ... } else { ... }``: statements chosen when the network is compiled."""
+
+    condition: Expr
+    then: tuple[BodyItem, ...]
+    otherwise: tuple[BodyItem, ...]
+    pos: Pos
+
+
+BodyItem = Statement | Branch | If
 
 
 @dataclass(frozen=True)
@@ -104,7 +142,7 @@ class Section:
     """``stem { ... }`` or ``head { ... }``."""
 
     kind: str  # "stem" | "head"
-    body: tuple[Statement, ...]
+    body: tuple[BodyItem, ...]
     pos: Pos
 
 
@@ -131,12 +169,12 @@ class Use:
 class Block:
     name: str
     params: tuple[Param, ...]
-    body: tuple[Statement, ...]
+    body: tuple[BodyItem, ...]
     pos: Pos
     name_pos: Pos
 
 
-NetworkItem = Statement | Section | Stage
+NetworkItem = Statement | Branch | If | Section | Stage
 
 
 @dataclass(frozen=True)

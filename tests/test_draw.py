@@ -88,7 +88,7 @@ def test_rendered_svg_has_the_expected_nodes_and_edges(tmp_path: Path) -> None:
     root = ET.parse(out).getroot()
     groups = [(g.get("class") or "").split()[0] for g in root.iter(f"{SVG}g")]
     network = resdsl.compile(FIXTURES / "tiny.res")
-    drawn_layers = sum(1 for _, a in network.nodes() if draw.layer_label(a["layer"]) is not None)
+    drawn_layers = sum(1 for _, a in network.nodes() if a["role"] == "main" and draw.layer_label(a["layer"]) is not None)
     assert groups.count("node") == drawn_layers + 1  # + the "image" box
     # The column's links between consecutive boxes, plus one arc per shortcut.
     assert groups.count("edge") == drawn_layers + len(list(network.nodes("add")))

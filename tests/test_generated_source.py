@@ -12,9 +12,9 @@ import pytest
 
 pytest.importorskip("torch", reason="the torch backend generates the sources audited here")
 
-from resdsl.backends.torch import _CLASSES, build, export_source  # noqa: E402
-from resdsl.cli import main  # noqa: E402
-from resdsl.compiler import compile, compile_text  # noqa: E402
+from resdsl.backends.torch import _CLASSES, build, export_source
+from resdsl.cli import main
+from resdsl.compiler import compile, compile_text
 
 HOSTILE_NAME = 'x""";__import__("os").system("touch PWNED");"""y'
 
@@ -32,8 +32,13 @@ def audit_generated(source: str) -> list[str]:
             while isinstance(func, ast.Attribute):
                 func = func.value
             root = func.id if isinstance(func, ast.Name) else None
-            if root in ("eval", "exec", "__import__", "compile", "open", "getattr", "globals", "breakpoint"):
+            if root in ("eval", "exec", "__import__", "compile", "open", "globals", "breakpoint", "setattr"):
                 problems.append(f"line {node.lineno}: calls {root}")
+            elif root == "getattr" and not (
+                len(node.args) == 2 and isinstance(node.args[1], ast.Constant) and str(node.args[1].value).isdigit()
+            ):
+                # Only numbered submodules (`stages.0`) are reached with getattr, by a literal.
+                problems.append(f"line {node.lineno}: getattr with a computed or non-numeric name")
         elif isinstance(node, ast.Import | ast.ImportFrom):
             names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
             problems += [f"line {node.lineno}: imports {name}" for name in names if name.split(".")[0] != "torch"]
@@ -108,4 +113,7 @@ def test_the_audit_can_fail() -> None:
     assert audit_generated("__import__('os').system('x')")
     assert audit_generated("import os")
     assert audit_generated("eval('1')")
+    assert audit_generated("getattr(self, name)")
+    assert audit_generated("getattr(self, '__class__')")
+    assert audit_generated("getattr(self.stages, '0')") == []
     assert audit_generated('"""doc"""\nimport torch\nx = torch.zeros(1)') == []

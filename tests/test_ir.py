@@ -6,7 +6,7 @@ import networkx as nx
 import pytest
 
 import resdsl
-from resdsl.layers import NODE_KINDS, Conv, Projection, ZeroPad
+from resdsl.layers import NODE_KINDS, Conv, ZeroPad
 
 SMALL = """
 network small(option_width=16) {{
@@ -37,15 +37,17 @@ def test_every_node_has_the_documented_keys() -> None:
     assert nx.is_directed_acyclic_graph(graph)
     for _, attrs in graph.nodes(data=True):
         assert attrs["layer"].kind in NODE_KINDS
-        for key in ("pos", "trace", "scope", "label", "branch", "shape", "name", "params", "macs"):
+        for key in ("inputs", "pos", "trace", "scope", "block", "label", "written", "role", "shape", "name", "params", "macs"):
             assert key in attrs, key
+        # Edges mirror the ordered inputs exactly.
+        assert sorted(graph.predecessors(_)) == sorted(set(attrs["inputs"]))
     for _, _, attrs in graph.edges(data=True):
-        assert attrs["role"] in ("main", "shortcut")
         assert "shape" in attrs
-    for node, attrs in network.nodes("add"):
-        roles = sorted(graph.edges[pred, node]["role"] for pred in graph.predecessors(node))
-        assert roles == ["main", "shortcut"]
+    for _node, attrs in network.nodes("add"):
+        assert len(attrs["inputs"]) == 2
         assert "shortcut" in attrs
+    joins = {block.join for block in network.blocks}
+    assert {node for node, _ in network.nodes("add")} == joins
 
 
 def test_positions_point_into_the_sources() -> None:
@@ -72,32 +74,38 @@ def test_shortcut_options(option: str, adds: int, identity: int, zeropads: int, 
     graph = network.graph
     add_nodes = [node for node, _ in network.nodes("add")]
     assert len(add_nodes) == adds
-    fed_directly = [
-        n
-        for n in add_nodes
-        for p in graph.predecessors(n)
-        if graph.nodes[p]["branch"] == "main" and graph.edges[p, n]["role"] == "shortcut"
-    ]
+    # The second input of a join is the shortcut: the block's own input for an identity.
+    entries = {block.join: block.entry for block in network.blocks}
+    fed_directly = [n for n in add_nodes if graph.nodes[n]["inputs"][1] == entries[n]]
     assert len(fed_directly) == identity
     assert len(list(network.nodes("zeropad"))) == zeropads
-    assert len(list(network.nodes("projection"))) == projections
+    plans = [block.plan.kind for block in network.blocks if block.plan is not None]
+    assert plans.count("projection") == projections
+    projected = [node for node, attrs in network.nodes() if attrs["role"] == "shortcut" and attrs["layer"].kind == "conv"]
+    assert len(projected) == projections
     assert network.output_shape == (10,)
 
 
 def test_zero_padding_and_projection_shapes() -> None:
-    for option, kind in (("A", ZeroPad), ("B", Projection)):
-        network = compile_small(option)
-        ((node, attrs),) = network.nodes(kind.kind)
-        assert attrs["layer"].stride == (2, 2)
-        assert attrs["shape"] == (32, 16, 16)
-        assert attrs["name"] == "b.0.downsample"
-        assert attrs["branch"] == "shortcut"
-        (source,) = network.graph.predecessors(node)
-        assert network.graph.nodes[source]["shape"] == (16, 32, 32)
-    ((_, padded),) = compile_small("A").nodes("zeropad")
-    assert padded["layer"].extra_channels == 16 and padded["params"] == 0
-    ((_, projected),) = compile_small("B").nodes("projection")
-    assert projected["params"] == 16 * 32 + 2 * 32
+    network = compile_small("A")
+    ((_node, attrs),) = network.nodes(ZeroPad.kind)
+    assert attrs["layer"].stride == (2, 2)
+    assert attrs["shape"] == (32, 16, 16)
+    assert attrs["name"] == "b.0.downsample"
+    assert attrs["role"] == "shortcut"
+    (source,) = attrs["inputs"]
+    assert network.graph.nodes[source]["shape"] == (16, 32, 32)
+    assert attrs["layer"].extra_channels == 16 and attrs["params"] == 0
+    # Option B: the default projection is the prelude's 1x1 conv with the stride, then BN,
+    # at downsample.0 and downsample.1 (torchvision's names).
+    network = compile_small("B")
+    (block,) = [block for block in network.blocks if block.plan.kind == "projection"]
+    conv, bn = (network.graph.nodes[node] for node in block.shortcut_nodes)
+    assert (conv["name"], bn["name"]) == ("b.0.downsample.0", "b.0.downsample.1")
+    assert conv["layer"].stride == (2, 2) and conv["layer"].kernel == (1, 1)
+    assert bn["shape"] == (32, 16, 16)
+    assert conv["params"] + bn["params"] == 16 * 32 + 2 * 32
+    assert block.stride == (2, 2) and block.path == "b.0"
 
 
 def test_stride_reaches_only_the_first_repetition() -> None:
@@ -167,7 +175,7 @@ def test_grouped_bottleneck_and_widths() -> None:
     }
     """
     network = resdsl.compile_text(text)
-    convs = [attrs["layer"] for _, attrs in network.nodes("conv")]
+    convs = [attrs["layer"] for _, attrs in network.nodes("conv") if attrs["role"] == "main"]
     assert [c.out_channels for c in convs] == [128, 128, 256]
     assert convs[1].groups == 32
     assert isinstance(convs[1], Conv)

@@ -88,10 +88,12 @@ def test_cifar_plain_twins(depth: int) -> None:
 def test_plain_imagenet_is_resnet_less_its_projections(depth: int) -> None:
     plain = resdsl.compile(f"plain{depth}")
     residual = resdsl.compile(f"resnet{depth}")
-    projections = list(residual.nodes("projection"))
-    assert len(projections) == 3  # conv3_1, conv4_1, conv5_1
-    assert plain.num_params == residual.num_params - sum(attrs["params"] for _, attrs in projections)
-    assert not list(plain.nodes("add")) and not list(plain.nodes("projection"))
+    projected = [block for block in residual.blocks if block.shortcut_nodes]
+    assert [block.path for block in projected] == ["conv3_x.0", "conv4_x.0", "conv5_x.0"]
+    projection_params = sum(residual.graph.nodes[n]["params"] for b in projected for n in b.shortcut_nodes)
+    assert plain.num_params == residual.num_params - projection_params
+    assert not list(plain.nodes("add"))
+    assert not [attrs for _, attrs in plain.nodes() if attrs["role"] == "shortcut"]
     assert plain.output_shape == residual.output_shape
 
 

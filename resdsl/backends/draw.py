@@ -128,9 +128,9 @@ def _column(
             continue
         if layer.kind == "output":
             continue
-        if attrs["branch"] == "shortcut":
-            if detail != "layer":  # a block's or stage's figures include its shortcut's
-                boxes[-1].params += attrs["params"]
+        if attrs["role"] != "main":
+            # A shortcut's or a side branch's layers: their figures count in the box above.
+            boxes[-1].params += attrs["params"]
             continue
         if detail == "layer" or scope.block is None:
             label = _full_label(layer) if all_layers else layer_label(layer)
@@ -164,20 +164,15 @@ def _column(
             boxes[-1].shape = attrs["shape"]
             boxes[-1].params += attrs["params"]
             drawn_in[node] = boxes[-1].key
-        if layer.kind == "add" and detail == "layer":
-            plan = attrs["shortcut"]
-            source = _shortcut_source(network, node)
-            arcs.append((drawn_in[source], drawn_in[node], plan.changes_dimensions))
+    if detail == "layer":
+        for block in network.blocks:
+            if block.join is None:
+                continue
+            # The block structure says where each shortcut starts: an identity carries
+            # the block's input, a projection or zero-pad reads the tap.
+            source = block.entry if block.plan.kind == "identity" else block.shortcut_source
+            arcs.append((drawn_in[source], drawn_in[block.join], block.plan.changes_dimensions))
     return boxes, arcs
-
-
-def _shortcut_source(network: Network, add: int) -> int:
-    """The main-branch node whose output the shortcut of `add` carries."""
-    graph = network.graph
-    (node,) = [p for p in graph.predecessors(add) if graph.edges[p, add]["role"] == "shortcut"]
-    while graph.nodes[node]["branch"] == "shortcut":
-        (node,) = graph.predecessors(node)
-    return node
 
 
 def to_dot(

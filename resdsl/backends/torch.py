@@ -1,13 +1,23 @@
 """Torch backend: the IR becomes a ``torch.nn.Module``.
 
 The module tree follows the IR's names (top-level layers as attributes, stage ``S``
-an ``nn.Sequential`` of blocks ``S.0, S.1``...), so ``state_dict()`` keys are the
-spec's. Forward code is generated once per distinct block structure, like
-torch.fx's codegen: a straight-line function of ``self.<name>(...)`` calls and one
-addition, so that eager speed equals hand-written code and ``torch.compile``,
-``torch.export`` and ONNX export see plain Python. The generated text contains only
-module names the IR validated as Python identifiers and fixed templates; nothing
-from a spec is evaluated.
+a :class:`~resdsl.backends.torch_modules.Stage` of blocks ``S.0, S.1``..., dotted
+names nested as paths), so ``state_dict()`` keys are the spec's. Forward code is
+generated once per distinct block structure, as torch.fx's codegen does: a
+straight-line function of module calls and joins (``+``, ``*``, ``torch.cat``) over
+the IR's dataflow, so that eager speed equals hand-written code and
+``torch.compile``, ``torch.export`` and ONNX export see plain Python.
+
+Two decisions come from the IR's dataflow, never from module order: an operation
+runs in place (ReLU, ``+=``) only where no later node reads the value it overwrites
+and autograd kept no reference to it; and a BN folds into a convolution for
+inference only where that convolution alone feeds it and nothing else reads the
+convolution.
+
+The generated text holds module paths made of segments that the naming pass
+validated (identifiers that are not keywords, or numbers), quoted with ``repr``
+where they are not identifiers, and fixed templates; nothing from a spec is
+evaluated.
 """
 
 from __future__ import annotations
@@ -23,201 +33,96 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint as _checkpoint
 
+from resdsl.backends.torch_modules import Container, Stage, resolve
+from resdsl.backends.torch_modules import ZeroPadShortcut as ZeroPadShortcut
 from resdsl.errors import LimitError, WeightsError
-from resdsl.ir import Network
-from resdsl.layers import (
-    Add,
-    AvgPool,
-    BatchNorm,
-    Conv,
-    Dropout,
-    Flatten,
-    Input,
-    Linear,
-    MaxPool,
-    Output,
-    Projection,
-    ReLU,
-    ZeroPad,
-)
+from resdsl.ir import BlockInstance, Network
+from resdsl.layers import Ctor
 
 CHECKPOINT_OPTIONS = ("none", "stage", "block")
 
 
-class ZeroPadShortcut(nn.Module):
-    """Option A: subsample by the stride, append zero channels. No parameters."""
-
-    def __init__(self, stride: tuple[int, int], extra_channels: int) -> None:
-        super().__init__()
-        self.stride = stride
-        self.extra_channels = extra_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stride != (1, 1):
-            x = x[:, :, :: self.stride[0], :: self.stride[1]]
-        return nn.functional.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
-
-    def extra_repr(self) -> str:
-        return f"stride={self.stride}, extra_channels={self.extra_channels}"
+def _segment_ok(segment: str) -> bool:
+    return segment.isdigit() or (segment.isidentifier() and not keyword.iskeyword(segment))
 
 
-class Stage(nn.Sequential):
-    """A stage's blocks. Activation checkpointing ("stage" or "block") trades compute
-    for memory when training: activations inside are recomputed in backward. The
-    mode is a plain attribute fixed at build time, so tracing sees a constant."""
+def _access(path: str, root: str = "self") -> str:
+    """Python that reaches a submodule: ``self.layer1`` or ``getattr(self.stages, '0')``."""
+    expression = root
+    for segment in path.split("."):
+        if not _segment_ok(segment):  # the naming pass guarantees this
+            raise ValueError(f"module path {path!r} has a segment that is not a name or a number")
+        expression = f"{expression}.{segment}" if segment.isidentifier() else f"getattr({expression}, {segment!r})"
+    return expression
 
-    def __init__(self, *blocks: nn.Module, checkpoint: str = "none") -> None:
-        super().__init__(*blocks)
-        self.checkpoint = checkpoint
 
-    def _blocks(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self:
-            x = block(x)
-        return x
+def install(root: nn.Module, path: str, module: nn.Module) -> None:
+    """Register `module` at the dotted `path` under `root`, making containers on the way."""
+    *parents, last = path.split(".")
+    parent = root
+    for segment in parents:
+        child = parent._modules.get(segment)
+        if child is None:
+            child = Container()
+            parent.add_module(segment, child)
+        parent = child
+    parent.add_module(last, module)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.checkpoint == "none" or not (self.training and torch.is_grad_enabled()):
-            return self._blocks(x)
-        if self.checkpoint == "stage":
-            return _checkpoint(self._blocks, x, use_reentrant=False)
-        for block in self:
-            x = _checkpoint(block, x, use_reentrant=False)
-        return x
+
+# Steps: what the generated forward does ---------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Ctor:
-    """How to construct one module: a class from :data:`CONSTRUCTORS` and its arguments.
+class Step:
+    """One line of a generated forward: ``target = op(inputs)``.
 
-    One description serves both the built model and the exported .py source, so the
-    two cannot disagree.
+    ``op`` is ``call`` (a module at ``module``), ``add``, ``iadd`` (in place into the
+    first input), ``mul``, ``cat`` or ``alias`` (no code: the target is the input).
     """
 
-    name: str
-    args: tuple = ()
-    kwargs: tuple[tuple[str, Any], ...] = ()
-    children: tuple[Ctor, ...] = ()
-
-    def instantiate(self) -> nn.Module:
-        if self.children:
-            return CONSTRUCTORS[self.name](*(child.instantiate() for child in self.children))
-        return CONSTRUCTORS[self.name](*self.args, **dict(self.kwargs))
-
-    def source(self, indent: str = "") -> str:
-        prefix = "" if self.name == "ZeroPadShortcut" else "nn."
-        if self.children:
-            inner = ",\n".join(f"{indent}    {child.source(indent + '    ')}" for child in self.children)
-            return f"{prefix}{self.name}(\n{inner},\n{indent})"
-        parts = [repr(arg) for arg in self.args] + [f"{key}={value!r}" for key, value in self.kwargs]
-        return f"{prefix}{self.name}({', '.join(parts)})"
+    target: str
+    op: str
+    inputs: tuple[str, ...]
+    module: str | None = None
 
 
-CONSTRUCTORS: dict[str, type[nn.Module]] = {
-    "Conv2d": nn.Conv2d,
-    "BatchNorm1d": nn.BatchNorm1d,
-    "BatchNorm2d": nn.BatchNorm2d,
-    "ReLU": nn.ReLU,
-    "MaxPool2d": nn.MaxPool2d,
-    "AdaptiveAvgPool2d": nn.AdaptiveAvgPool2d,
-    "AvgPool2d": nn.AvgPool2d,
-    "Linear": nn.Linear,
-    "Dropout": nn.Dropout,
-    "Flatten": nn.Flatten,
-    "Sequential": nn.Sequential,
-    "ZeroPadShortcut": ZeroPadShortcut,
-}
-
-
-def module_ctor(layer: Any, in_shape: tuple[int, ...]) -> Ctor | None:
-    """How to construct the torch module of one IR layer (None for add, an expression)."""
-    match layer:
-        case Conv():
-            return Ctor(
-                "Conv2d",
-                (in_shape[0], layer.out_channels, layer.kernel),
-                (
-                    ("stride", layer.stride),
-                    ("padding", layer.padding),
-                    ("dilation", layer.dilation),
-                    ("groups", layer.groups),
-                    ("bias", layer.bias),
-                ),
-            )
-        case BatchNorm():
-            return Ctor("BatchNorm2d" if len(in_shape) == 3 else "BatchNorm1d", (in_shape[0],))
-        case ReLU():
-            return Ctor("ReLU", kwargs=(("inplace", True),))
-        case MaxPool():
-            return Ctor("MaxPool2d", (layer.kernel,), (("stride", layer.stride), ("padding", layer.padding)))
-        case AvgPool():
-            if layer.is_global:
-                return Ctor("AdaptiveAvgPool2d", ((1, 1),))
-            return Ctor("AvgPool2d", (layer.kernel,), (("stride", layer.stride), ("padding", layer.padding)))
-        case Linear():
-            return Ctor("Linear", (in_shape[0], layer.out_features), (("bias", layer.bias),))
-        case Dropout():
-            return Ctor("Dropout", (layer.p,))
-        case Flatten():
-            return Ctor("Flatten", (1,))
-        case Projection():
-            return Ctor(
-                "Sequential",
-                children=(
-                    Ctor("Conv2d", (in_shape[0], layer.out_channels, 1), (("stride", layer.stride), ("bias", False))),
-                    Ctor("BatchNorm2d", (layer.out_channels,)),
-                ),
-            )
-        case ZeroPad():
-            return Ctor("ZeroPadShortcut", (layer.stride, layer.extra_channels))
-        case Add() | Input() | Output():
-            return None
-    raise TypeError(f"no torch module for {layer!r}")  # pragma: no cover
-
-
-def make_module(layer: Any, in_shape: tuple[int, ...]) -> nn.Module | None:
-    ctor = module_ctor(layer, in_shape)
-    return ctor.instantiate() if ctor else None
-
-
-def _identifier(name: str) -> str:
-    if not name.isidentifier() or keyword.iskeyword(name):  # the naming pass guarantees this
-        raise ValueError(f"module name {name!r} is not an identifier")
-    return name
-
-
-#: An add step that may write into its main input (torchvision's ``out += identity``).
-INPLACE_ADD = "+="
-
-
-def forward_source(steps: list[tuple[str, str | None, list[str]]]) -> str:
-    """Generated forward: `steps` are (output variable, module name or None for add, input variables).
-
-    A value's name is reused once its last reader has run, as hand-written code
-    reuses ``out``: the old tensor is released at once instead of living until
-    the function returns, which matters for peak memory.
-    """
+def forward_source(steps: list[Step], result: str) -> str:
+    """The generated forward. A value's name is reused once its last reader has run,
+    as hand-written code reuses ``out``: the old tensor is released at once instead of
+    living until the function returns, which matters for peak memory."""
     last_use: dict[str, int] = {}
-    for index, (_, _, inputs) in enumerate(steps):
-        for name in inputs:
+    for index, step in enumerate(steps):
+        for name in step.inputs:
             last_use[name] = index
+    last_use[result] = len(steps)
     current: dict[str, str] = {"x": "x"}  # step variable -> the Python name holding it
     lines = ["def forward(self, x):"]
-    result = "x"
-    for index, (target, module, inputs) in enumerate(steps):
-        names = [current[name] for name in inputs]
-        free = [current[name] for name in inputs if last_use[name] == index]
-        if module == INPLACE_ADD:
-            result = current[target] = names[0]
-            lines.append(f"    {result} += {names[1]}")
+    for index, step in enumerate(steps):
+        names = [current[name] for name in step.inputs]
+        if step.op == "alias":
+            current[step.target] = names[0]
             continue
-        result = current[target] = free[0] if free else target
-        if module is None:
-            lines.append(f"    {result} = {names[0]} + {names[1]}")
-        else:
-            lines.append(f"    {result} = self.{_identifier(module)}({names[0]})")
-    lines.append(f"    return {result}")
+        if step.op == "iadd":
+            current[step.target] = names[0]
+            lines.append(f"    {names[0]} += {names[1]}")
+            continue
+        free = [current[name] for name in step.inputs if last_use.get(name) == index and current[name] != "x"]
+        # Reuse a freed name, unless another live value still holds the same tensor (an alias).
+        live_names = {current[name] for name, use in last_use.items() if use > index and name in current}
+        free = [name for name in free if name not in live_names]
+        target = current[step.target] = free[0] if free else step.target
+        if step.op == "call":
+            lines.append(f"    {target} = {_access(step.module)}({names[0]})")
+        elif step.op == "add":
+            lines.append(f"    {target} = {' + '.join(names)}")
+        elif step.op == "mul":
+            lines.append(f"    {target} = {' * '.join(names)}")
+        elif step.op == "cat":
+            lines.append(f"    {target} = torch.cat(({', '.join(names)},), 1)")
+        else:  # pragma: no cover - the planner makes only the ops above
+            raise ValueError(f"unknown step {step.op!r}")
+    lines.append(f"    return {current[result]}")
     return "\n".join(lines) + "\n"
 
 
@@ -230,34 +135,83 @@ def _generated_class(kind: str, source: str) -> type:
     if key not in _CLASSES:
         namespace: dict[str, Any] = {}
         exec(compile(source, f"<resdsl {kind}>", "exec"), {"torch": torch}, namespace)
-        cls = type(kind, (nn.Module,), {"forward": namespace["forward"], "__module__": __name__})
+        cls = type(_class_name(kind), (nn.Module,), {"forward": namespace["forward"], "__module__": __name__})
         cls._resdsl_source = source
         _CLASSES[key] = cls
     return _CLASSES[key]
 
 
-def _steps(network: Network, nodes: list[int], entry: int, local) -> tuple[list, list[tuple[str, Ctor]]]:
-    """Straight-line steps and the modules they call, for nodes whose input is `entry`."""
-    graph = network.graph
-    value = {entry: "x"}
-    steps, modules = [], []
-    for index, node in enumerate(nodes):
-        attrs = graph.nodes[node]
-        preds = {graph.edges[p, node]["role"]: p for p in graph.predecessors(node)}
-        target = f"v{index}"
-        if attrs["layer"].kind == "add":
-            main = preds["main"]
-            # In place saves a tensor per block, but only where autograd kept no copy of the
-            # main value: BN and conv save their inputs, not their outputs.
-            inplace = graph.nodes[main]["layer"].kind in ("bn", "conv") and graph.out_degree(main) == 1
-            steps.append((target, INPLACE_ADD if inplace else None, [value[main], value[preds["shortcut"]]]))
-        else:
-            name = local(attrs["name"])
-            source = preds["main"]
-            modules.append((name, module_ctor(attrs["layer"], graph.nodes[source]["shape"])))
-            steps.append((target, name, [value[source]]))
-        value[node] = target
-    return steps, modules
+#: Producers whose output may be overwritten in place: autograd kept no reference to
+#: it (ReLU and sigmoid keep their outputs) and it is not another value's alias.
+def _writable(layer: Any) -> bool:
+    return layer.kind not in ("input", "output") and not layer.aliases_input and not layer.saves_output
+
+
+class _Planner:
+    """Reads the IR once: every module's constructor and every forward's steps."""
+
+    def __init__(self, network: Network) -> None:
+        self.network = network
+        self.graph = network.graph
+        self.order_index = {node: index for index, node in enumerate(network.order())}
+
+    def ctor(self, node: int, in_place: bool) -> Ctor | None:
+        attrs = self.graph.nodes[node]
+        inputs = [self.graph.nodes[source]["shape"] for source in attrs["inputs"]]
+        ctor = attrs["layer"].constructor(inputs)
+        if ctor is not None and in_place and attrs["layer"].kind == "relu":
+            ctor = Ctor(ctor.name, ctor.args, (*ctor.kwargs, ("inplace", True)))
+        return ctor
+
+    def in_place_ok(self, node: int, operand: int, local: set[int]) -> bool:
+        """Whether `node` may overwrite `operand`'s value: nothing else reads it, it was
+        made in this function, and autograd did not keep it."""
+        graph = self.graph
+        return (
+            operand in local
+            and graph.out_degree(operand) == 1
+            and _writable(graph.nodes[operand]["layer"])
+            and operand != node
+        )
+
+    def steps(
+        self, nodes: list[int], entry: int, strip: str
+    ) -> tuple[list[Step], list[tuple[str, Ctor]], dict[int, str]]:
+        """Steps and modules for `nodes` (in execution order) whose outside input is `entry`."""
+        graph = self.graph
+        value = {entry: "x"}
+        local: set[int] = set()
+        steps: list[Step] = []
+        modules: list[tuple[str, Ctor]] = []
+        for index, node in enumerate(nodes):
+            attrs = graph.nodes[node]
+            layer = attrs["layer"]
+            target = f"v{index}"
+            inputs = attrs["inputs"]
+            names = tuple(value[source] for source in inputs)
+            kind = layer.kind
+            if kind in ("add", "mul", "cat"):
+                if (
+                    kind == "add"
+                    and len(inputs) == 2
+                    and inputs[0] != inputs[1]
+                    and self.in_place_ok(node, inputs[0], local)
+                ):
+                    steps.append(Step(target, "iadd", names))
+                else:
+                    steps.append(Step(target, kind, names))
+            else:
+                in_place = self.in_place_ok(node, inputs[0], local)
+                ctor = self.ctor(node, in_place)
+                if ctor is None:
+                    steps.append(Step(target, "alias", names))
+                else:
+                    local_name = attrs["name"].removeprefix(strip)
+                    modules.append((local_name, ctor))
+                    steps.append(Step(target, "call", names, local_name))
+            value[node] = target
+            local.add(node)
+        return steps, modules, value
 
 
 @dataclass
@@ -278,43 +232,73 @@ class ModelPlan:
 
 def plan(network: Network) -> ModelPlan:
     graph = network.graph
-    blocks: dict[tuple[str, int], list[int]] = {}
-    top: list[int | str] = []  # top-level node ids and stage names, in execution order
-    for node in network.order():
-        scope = graph.nodes[node]["scope"]
-        if graph.nodes[node]["layer"].kind in ("input", "output"):
-            continue
-        if scope.stage is None:
-            top.append(node)
-        else:
-            if scope.stage not in top:
-                top.append(scope.stage)
-            blocks.setdefault((scope.stage, scope.index), []).append(node)
+    planner = _Planner(network)
+    order = network.order()
+    stage_blocks: dict[str, list[BlockInstance]] = {}
+    for block in network.stage_blocks():
+        stage_blocks.setdefault(block.stage, []).append(block)
+    in_stage = {node for block in network.stage_blocks() for node in block.nodes}
 
-    stage_blocks: dict[str, list[BlockPlan]] = {}
-    for (stage, index), nodes in blocks.items():
-        prefix = f"{stage}.{index}."
-        (entry,) = (p for p in graph.predecessors(nodes[0]))
-        steps, modules = _steps(network, nodes, entry, lambda name, prefix=prefix: name.removeprefix(prefix))
-        kind = graph.nodes[nodes[0]]["scope"].block
-        stage_blocks.setdefault(stage, []).append(BlockPlan(kind, forward_source(steps), modules))
+    plans: dict[str, list[BlockPlan]] = {}
+    for stage, blocks in stage_blocks.items():
+        for block in blocks:
+            nodes = [node for node in order if node in set(block.nodes)]
+            steps, modules, value = planner.steps(nodes, block.entry, block.path + ".")
+            forward = forward_source(steps, value[block.exit])
+            plans.setdefault(stage, []).append(BlockPlan(block.type, forward, modules))
 
     # The top level: its own layers, and each stage as one call.
-    steps: list[tuple[str, str | None, list[str]]] = []
+    (entry,) = [node for node in order if graph.nodes[node]["layer"].kind == "input"]
+    value = {entry: "x"}
+    local: set[int] = set()
+    steps: list[Step] = []
     items: list[tuple[str, Ctor | list[BlockPlan]]] = []
-    current = "x"
-    for index, item in enumerate(top):
-        target = f"v{index}"
-        if isinstance(item, str):
-            items.append((item, stage_blocks[item]))
-            steps.append((target, item, [current]))
+    stage_done: set[str] = set()
+    for node in order:
+        attrs = graph.nodes[node]
+        kind = attrs["layer"].kind
+        if node == entry:
+            continue
+        target = f"v{len(steps)}"
+        if node in in_stage:
+            stage = attrs["scope"].stage
+            if stage in stage_done:
+                continue
+            stage_done.add(stage)
+            blocks = stage_blocks[stage]
+            items.append((stage, plans[stage]))
+            steps.append(Step(target, "call", (value[blocks[0].entry],), stage))
+            value[blocks[-1].exit] = target
+            continue
+        inputs = attrs["inputs"]
+        names = tuple(value[source] for source in inputs)
+        if kind == "output":
+            steps.append(Step(target, "alias", names))
+        elif kind in ("add", "mul", "cat"):
+            if (
+                kind == "add"
+                and len(inputs) == 2
+                and inputs[0] != inputs[1]
+                and planner.in_place_ok(node, inputs[0], local)
+            ):
+                steps.append(Step(target, "iadd", names))
+            else:
+                steps.append(Step(target, kind, names))
         else:
-            attrs = graph.nodes[item]
-            (pred,) = graph.predecessors(item)
-            items.append((attrs["name"], module_ctor(attrs["layer"], graph.nodes[pred]["shape"])))
-            steps.append((target, attrs["name"], [current]))
-        current = target
-    return ModelPlan(_class_name(network.name), forward_source(steps), items)
+            ctor = planner.ctor(node, planner.in_place_ok(node, inputs[0], local))
+            if ctor is None:
+                steps.append(Step(target, "alias", names))
+            else:
+                items.append((attrs["name"], ctor))
+                steps.append(Step(target, "call", names, attrs["name"]))
+        value[node] = target
+        local.add(node)
+    (output,) = [node for node in order if graph.nodes[node]["layer"].kind == "output"]
+    return ModelPlan(_class_name(network.name), forward_source(steps, value[output]), items)
+
+
+def _instantiate(ctor: Ctor) -> nn.Module:
+    return resolve(ctor.name)(*ctor.args, **dict(ctor.kwargs))
 
 
 def build(
@@ -349,15 +333,15 @@ def build(
         model = _generated_class(model_plan.name, model_plan.forward)()
         for name, item in model_plan.items:
             if isinstance(item, Ctor):
-                model.add_module(name, item.instantiate())
+                install(model, name, _instantiate(item))
                 continue
             blocks = []
             for block_plan in item:
                 block = _generated_class(block_plan.kind, block_plan.forward)()
                 for local, ctor in block_plan.modules:
-                    block.add_module(local, ctor.instantiate())
+                    install(block, local, _instantiate(ctor))
                 blocks.append(block)
-            model.add_module(name, Stage(*blocks, checkpoint=mode))
+            install(model, name, Stage(*blocks, checkpoint=mode))
     model.to_empty(device=target)
     if initialise:
         if zero_init_residual is None:
@@ -372,9 +356,15 @@ def export_source(network: Network) -> str:
     Its ``Model`` class has the same modules, state_dict keys and forward code as
     ``build(network)``; training-time checkpointing is left out.
     """
+    from resdsl.backends import torch_modules
+
     model_plan = plan(network)
     classes: dict[str, str] = {}  # forward source -> class name
-    taken = {"Model", "ZeroPadShortcut", "Stage"}
+    taken = {"Model", "Stage", *torch_modules.CUSTOM_MODULES}
+    used = {"Container", "Stage"}
+    for _, item in model_plan.items:
+        ctors = [item] if isinstance(item, Ctor) else [ctor for plan_ in item for _, ctor in plan_.modules]
+        used |= {ctor.name for ctor in ctors if not ctor.name.startswith("nn.")}
     lines = [
         # The network's name and the spec's path are text from outside: they reach the
         # generated source only as the repr of a str, which Python reads back as that str.
@@ -382,14 +372,26 @@ def export_source(network: Network) -> str:
         "",
         "import torch",
         "from torch import nn",
+        "from torch.utils.checkpoint import checkpoint as _checkpoint",
+    ]
+    for name, cls in torch_modules.CUSTOM_MODULES.items():
+        if name in used:
+            lines += ["", "", inspect.getsource(cls).rstrip()]
+    lines += [
         "",
         "",
-        inspect.getsource(ZeroPadShortcut).rstrip(),
+        "def _install(root, path, module):",
+        "    *parents, last = path.split('.')",
+        "    for segment in parents:",
+        "        if segment not in root._modules:",
+        "            root.add_module(segment, Container())",
+        "        root = root._modules[segment]",
+        "    root.add_module(last, module)",
         "",
         "",
-        "def _block(block, **modules):",
-        "    for name, module in modules.items():",
-        "        block.add_module(name, module)",
+        "def _block(block, *modules):",
+        "    for path, module in modules:",
+        "        _install(block, path, module)",
         "    return block",
     ]
     for _, item in model_plan.items:
@@ -404,15 +406,15 @@ def export_source(network: Network) -> str:
     lines += ["", "", "class Model(nn.Module):", "    def __init__(self):", "        super().__init__()"]
     for name, item in model_plan.items:
         if isinstance(item, Ctor):
-            lines.append(f"        self.{name} = {item.source('        ')}")
+            lines.append(f"        _install(self, {name!r}, {item.source()})")
             continue
-        lines.append(f"        self.{name} = nn.Sequential(")
+        lines.append(f"        _install(self, {name!r}, Stage(")
         for block_plan in item:
             lines.append(f"            _block(\n                {classes[block_plan.forward]}(),")
             for local, ctor in block_plan.modules:
-                lines.append(f"                {local}={ctor.source('                ')},")
+                lines.append(f"                ({local!r}, {ctor.source()}),")
             lines.append("            ),")
-        lines.append("        )")
+        lines.append("        ))")
     lines += ["", _indent(model_plan.forward)]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -429,26 +431,31 @@ def _class_name(name: str) -> str:
 
 
 def _initialise(model: nn.Module, network: Network, zero_init_residual: bool) -> None:
-    """Every parameter and buffer, once: the modules were allocated uninitialised."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
-            module.reset_parameters()  # weight 1, bias 0, running mean 0 and variance 1
-        elif isinstance(module, nn.Linear):
-            module.reset_parameters()  # PyTorch's default, which torchvision keeps for fc
-        elif any(True for _ in itertools.chain(module.parameters(recurse=False), module.buffers(recurse=False))):
-            # A new module kind must say how it starts, or it would keep uninitialised memory.
-            raise TypeError(f"no initialisation for {type(module).__name__}")  # pragma: no cover
+    """Every parameter and buffer, once, by its layer kind: the modules were allocated
+    uninitialised."""
+    graph = network.graph
+    modules = dict(model.named_modules())
+    done: set[str] = set()
+    for node in network.order():
+        attrs = graph.nodes[node]
+        module = modules.get(attrs["name"])
+        if module is None or attrs["name"] in done:
+            continue
+        done.add(attrs["name"])
+        attrs["layer"].initialise(module)
+    for name, module in modules.items():
+        if name in done or isinstance(module, Container | Stage) or module is model:
+            continue
+        if any(True for _ in itertools.chain(module.parameters(recurse=False), module.buffers(recurse=False))):
+            # A module no layer kind owns would keep uninitialised memory.
+            raise TypeError(f"no initialisation for {name} ({type(module).__name__})")  # pragma: no cover
     if zero_init_residual:
-        graph = network.graph
-        named = dict(model.named_modules())
-        for node, _ in network.nodes("add"):
-            (main,) = [p for p in graph.predecessors(node) if graph.edges[p, node]["role"] == "main"]
-            if graph.nodes[main]["layer"].kind == "bn":
-                nn.init.zeros_(named[graph.nodes[main]["name"]].weight)
+        for block in network.blocks:
+            if block.join is None:
+                continue
+            main = graph.nodes[block.join]["inputs"][0]
+            if graph.nodes[main]["layer"].is_norm:
+                nn.init.zeros_(modules[graph.nodes[main]["name"]].weight)
 
 
 def read_weights(weights: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -509,24 +516,41 @@ def load_weights(model: nn.Module, weights: Any, *, source: str = "weights") -> 
     model.load_state_dict(state, strict=True)
 
 
-def fold_for_inference(model: nn.Module) -> nn.Module:
-    """Eval mode, every BN folded into the convolution before it, channels_last weights.
+def fold_for_inference(model: nn.Module, network: Network) -> nn.Module:
+    """Eval mode, every foldable BN folded into its convolution, channels_last weights.
 
-    Measured on the CPU (bench/torch_runtime.py): folding alone saves the BN passes;
-    channels_last lets oneDNN pick its blocked convolution kernels, the larger gain.
+    Folding follows the IR's dataflow: a BN folds into a convolution only where that
+    convolution alone feeds the BN and nothing else reads the convolution's output
+    (a BN after a residual add, or a convolution whose output a branch also reads,
+    stays as it is). Measured on the CPU (bench/torch_runtime.py): folding alone saves
+    the BN passes; channels_last lets oneDNN pick its blocked convolution kernels.
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+    graph = network.graph
     model.eval()
-    for parent in list(model.modules()):
-        children = list(parent.named_children())
-        # Modules are registered in execution order, so a conv directly followed by
-        # its BN is adjacent here, in a block as in a projection's Sequential.
-        for (name, child), (next_name, following) in itertools.pairwise(children):
-            if isinstance(child, nn.Conv2d) and isinstance(following, nn.BatchNorm2d):
-                setattr(parent, name, fuse_conv_bn_eval(child, following))
-                setattr(parent, next_name, nn.Identity())
+    modules = dict(model.named_modules())
+    for node in network.order():
+        attrs = graph.nodes[node]
+        if attrs["layer"].kind != "bn" or len(attrs["inputs"]) != 1:
+            continue
+        (source,) = attrs["inputs"]
+        if graph.nodes[source]["layer"].kind != "conv" or graph.out_degree(source) != 1:
+            continue
+        conv, bn = modules.get(graph.nodes[source]["name"]), modules.get(attrs["name"])
+        if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):
+            continue
+        _replace_module(model, graph.nodes[source]["name"], fuse_conv_bn_eval(conv, bn))
+        _replace_module(model, attrs["name"], nn.Identity())
     return model.to(memory_format=torch.channels_last)
+
+
+def _replace_module(model: nn.Module, path: str, module: nn.Module) -> None:
+    *parents, last = path.split(".")
+    parent = model
+    for segment in parents:
+        parent = parent._modules[segment]
+    parent._modules[last] = module
 
 
 def load(
@@ -560,5 +584,5 @@ def load(
     if weights is not None:
         load_weights(model, weights)
     if for_inference:
-        model = fold_for_inference(model)
+        model = fold_for_inference(model, compiled)
     return model

@@ -70,7 +70,7 @@ def _rows(network, detail: str) -> list[dict]:
         row = rows.setdefault(key, {"module": key, "kind": kind, "shape": None, "params": 0, "macs": 0})
         row["params"] += attrs["params"]
         row["macs"] += attrs["macs"]
-        if attrs["branch"] == "main" or row["shape"] is None:  # a block's output is its main branch's
+        if attrs["role"] == "main" or row["shape"] is None:  # a block's output is its main branch's
             row["shape"] = list(attrs["shape"])
     return list(rows.values())
 

@@ -16,6 +16,7 @@ from resdsl.passes.expand import expand
 from resdsl.passes.naming import assign_names
 from resdsl.passes.shapes import infer_shapes
 from resdsl.passes.shortcuts import insert_shortcuts, validate
+from resdsl.passes.structure import block_structure
 
 Pass = Callable[[Network], None]
 
@@ -24,6 +25,7 @@ PASSES: tuple[Pass, ...] = (
     infer_shapes,
     validate,
     insert_shortcuts,
+    block_structure,
     assign_names,
     count_cost,
 )

@@ -1,10 +1,11 @@
-"""Pass 6: exact parameter counts and multiply-accumulates.
+"""Pass 7: exact parameter counts and multiply-accumulates.
 
-MACs count the multiply-accumulates of convolutions and fully connected layers
-(including projection shortcuts) for one input image: the paper's "FLOPs
-(multiply-adds)" and torchvision's ``_ops``. BN, ReLU, pooling and additions are
-not counted, by the same convention. Parameters are trainable ones (BN's running
-statistics are buffers, not parameters).
+MACs count the multiply-accumulates of convolutions (ECA's channel convolution
+included) and fully connected layers, shortcuts and side branches included, for one
+input image: the paper's "FLOPs (multiply-adds)" and torchvision's ``_ops``. BN,
+activations, pooling, joins are not counted, by the same convention. Parameters are
+trainable ones (BN's running statistics are buffers, not parameters). Each kind's
+:meth:`~resdsl.layers.Layer.cost` is its one rule.
 
 Writes ``params`` and ``macs`` on every node, and the network's totals and
 per-stage figures.
@@ -13,25 +14,6 @@ per-stage figures.
 from __future__ import annotations
 
 from resdsl.ir import Network, StageSummary
-from resdsl.layers import BatchNorm, Conv, Layer, Linear, Projection, Shape
-
-
-def layer_cost(layer: Layer, in_shape: Shape, out_shape: Shape) -> tuple[int, int]:
-    """(params, MACs) of one layer."""
-    match layer:
-        case Conv():
-            weights = layer.out_channels * (in_shape[0] // layer.groups) * layer.kernel[0] * layer.kernel[1]
-            params = weights + (layer.out_channels if layer.bias else 0)
-            return params, weights * out_shape[1] * out_shape[2]
-        case Projection():
-            weights = layer.out_channels * in_shape[0]
-            return weights + 2 * layer.out_channels, weights * out_shape[1] * out_shape[2]
-        case BatchNorm():
-            return 2 * in_shape[0], 0
-        case Linear():
-            weights = in_shape[0] * layer.out_features
-            return weights + (layer.out_features if layer.bias else 0), weights
-    return 0, 0
 
 
 def count_cost(network: Network) -> None:
@@ -40,11 +22,8 @@ def count_cost(network: Network) -> None:
     total_params = total_macs = 0
     for node in network.order():
         attrs = graph.nodes[node]
-        preds = list(graph.predecessors(node))
-        in_shape = graph.nodes[preds[0]]["shape"] if preds else attrs["shape"]
-        if attrs["layer"].kind == "add":
-            in_shape = attrs["shape"]
-        params, macs = layer_cost(attrs["layer"], in_shape, attrs["shape"])
+        inputs = [graph.nodes[source]["shape"] for source in attrs["inputs"]]
+        params, macs = attrs["layer"].cost(inputs, attrs["shape"]) if inputs else (0, 0)
         attrs["params"], attrs["macs"] = params, macs
         total_params += params
         total_macs += macs

@@ -2,30 +2,101 @@
 
 Settings are evaluated and overrides applied; stages repeat their block, a
 ``stride`` argument reaching only the first repetition (the paper's conv3_1,
-conv4_1, conv5_1); each block's statements become nodes, and ``add shortcut``
-becomes an ``add`` node fed by the main branch and by the block's input. Under
-``shortcut none`` the add stays for now: the shortcut pass removes it once shapes
-are known, so validation sees every block the same way.
+conv4_1, conv5_1); each block's statements become nodes with ordered inputs:
 
-The size bound is checked from the definitions before a single node exists.
+- a layer reads the current value and becomes it;
+- a block used inside a block (``se: se(256)``) expands in place, its modules under
+  its label;
+- a branch (``mul { ... }``) reads the current value, and a join node (``mul``,
+  ``add``, ``cat``) combines the current value with the branch's output;
+- ``if`` picks its statements now, at compile time;
+- ``tap shortcut`` records where the shortcut will read; ``add shortcut`` becomes an
+  ``add`` node fed by the current value and, for now, the tap (or the block's input).
+
+What feeds each ``add shortcut`` is decided once shapes are known (passes 3 and 4);
+the expander stays on the network so that the shortcut pass can expand a
+projection block (``projection avg_down``) with the same rules.
+
+Every block instance is recorded in :attr:`Network.blocks`. The size bound is
+checked from the definitions before a single node exists.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import networkx as nx
 
 from resdsl import syntax as ast
 from resdsl.errors import LimitError, Note, Pos, SpecError, UnknownNameError, unknown
 from resdsl.evaluate import Value, as_bool, as_int, describe, evaluate
-from resdsl.frontend import Instance, _bind
-from resdsl.ir import Frame, Network, Scope, Settings, new_node
-from resdsl.layers import ADD_SHORTCUT, LAYER_KINDS, SYNONYMS, Add, Flatten, Input, Linear, Output, build_layer
+from resdsl.frontend import Instance, Namespace
+from resdsl.ir import BlockInstance, Frame, Network, Scope, Settings, new_node
+from resdsl.layers import (
+    ADD_SHORTCUT,
+    JOINS,
+    LAYER_KINDS,
+    SYNONYMS,
+    TAP_SHORTCUT,
+    Activation,
+    Add,
+    Flatten,
+    Identity,
+    Input,
+    Layer,
+    LeakyReLU,
+    Linear,
+    Output,
+    ReLU,
+    build_layer,
+    layer_kind,
+)
 
 SHORTCUT_OPTIONS = ("A", "B", "C", "none")
 CHECKPOINT_OPTIONS = ("none", "stage", "block")
-SETTINGS = ("input", "shortcut", "zero_init_residual", "checkpoint")
+SETTINGS = ("input", "shortcut", "zero_init_residual", "checkpoint", "projection", "norm", "act")
+
+#: Names every block may read: where it stands in its network (LANGUAGE-2, section 4).
+POSITION_NAMES = ("block_index", "block_count", "stage_index", "stage_count", "repeat")
+
+#: The projection used where no ``projection`` setting names one: the prelude's
+#: 1x1 convolution with the stride, then BN (the paper's option B, torchvision's downsample).
+DEFAULT_PROJECTION = "conv_bn_projection"
+
+#: Deepest chain of blocks used inside blocks.
+MAX_BLOCK_NESTING = 32
+
+
+@dataclass(eq=False)
+class NameScope:
+    """Where a node's module name is rooted. The naming pass resolves it to a path:
+    ``label`` when given (a dotted path, relative to the parent), else the block
+    type numbered within the parent (``se1``). A projection's scope numbers its
+    unlabelled layers by position, as ``nn.Sequential`` does."""
+
+    parent: NameScope | None
+    label: str | None = None
+    written: str = ""
+    by_position: bool = False
+    pos: Pos | None = None
+
+
+@dataclass
+class _Context:
+    """Where statements are being expanded."""
+
+    env: dict[str, Value]
+    names: NameScope
+    scope: Scope
+    block: BlockInstance | None
+    trace: tuple[Frame, ...]
+    role: str = "main"
+    top_level: bool = True  # not inside a block or branch: the first fc flattens
+    nesting: tuple[str, ...] = ()  # the block types being expanded, outermost first
+    blame: Any = None  # the stage (or statement) that instantiated the block, for errors
 
 
 def expand(network: Network) -> None:
@@ -36,7 +107,11 @@ def expand(network: Network) -> None:
         # A network's own lines are mostly settings, so a misspelt word here
         # ('shortcuts B', 'inptu 3x32x32') is more likely a setting than a layer;
         # checked first, so that 'inptu' is not reported as a missing input.
-        if isinstance(item, ast.Statement) and item.kind not in (*SETTINGS, *LAYER_KINDS, ADD_SHORTCUT):
+        if (
+            isinstance(item, ast.Statement)
+            and item.kind not in (*SETTINGS, *LAYER_KINDS, ADD_SHORTCUT, TAP_SHORTCUT)
+            and item.kind not in instance.namespace.blocks
+        ):
             raise unknown(
                 "setting or layer kind",
                 item.kind,
@@ -44,46 +119,529 @@ def expand(network: Network) -> None:
                 item.kind_pos,
                 guess=SYNONYMS.get(item.kind.lower()),
             )
-    network.settings = _settings(definition, instance, env)
-    stages = [item for item in definition.body if isinstance(item, ast.Stage)]
-    first_stage: dict[str, ast.Stage] = {}
-    for stage in stages:
-        # Two stages of one name would share module scopes (both hold 'S.0'), merging
-        # their blocks' layers into one module instead of failing at load time.
-        if stage.name in first_stage:
-            raise SpecError(
-                f"two stages are named '{stage.name}'", stage.name_pos, "give each stage its own name"
-            ).with_note("the other one", first_stage[stage.name].name_pos)
-        first_stage[stage.name] = stage
-    plans = [_plan_stage(stage, instance, env) for stage in stages]
-    _check_size(network, definition, plans)
+    expander = Expander(network, instance)
+    network.settings = expander.settings = _settings(definition, instance, env)
+    expander.run(env)
+    network.instance = expander  # the shortcut pass expands projection blocks with it
 
-    graph = network.graph
-    trace = instance.trace
-    top = {"stem": Scope("stem"), "head": Scope("head"), "body": Scope("body")}
-    last = new_node(
-        graph,
-        Input(network.settings.input_shape),
-        pos=instance.pos,
-        trace=trace,
-        scope=top["body"],
-        label=None,
-        branch="main",
-    )
-    builder = _Builder(graph, trace)
-    plan_of = dict(zip(map(id, stages), plans, strict=True))
-    for item in definition.body:
-        if isinstance(item, ast.Statement):
-            if item.kind in SETTINGS:
+
+class Expander:
+    """Turns statements into nodes, one block instance at a time."""
+
+    def __init__(self, network: Network, instance: Instance) -> None:
+        self.network = network
+        self.instance = instance
+        self.namespace: Namespace = instance.namespace
+        self.graph: nx.DiGraph = network.graph
+        self.settings: Settings
+        self.seen_flatten = False
+        # Layers built from one statement under the same values of the names it reads:
+        # blocks repeat, and evaluating each statement once per distinct binding keeps
+        # compile time linear in the network's size.
+        self.layer_cache: dict[tuple, Layer] = {}
+        self.free_names: dict[int, frozenset[str]] = {}
+        self.block_contexts: dict[int, _Context] = {}
+
+    # The network ------------------------------------------------------------------
+
+    def run(self, env: dict[str, Value]) -> None:
+        definition = self.instance.definition
+        stages = [item for item in definition.body if isinstance(item, ast.Stage)]
+        first_stage: dict[str, ast.Stage] = {}
+        for stage in stages:
+            # Two stages of one name would share module scopes (both hold 'S.0'), merging
+            # their blocks' layers into one module instead of failing at load time.
+            if stage.name in first_stage:
+                raise SpecError(
+                    f"two stages are named '{stage.name}'", stage.name_pos, "give each stage its own name"
+                ).with_note("the other one", first_stage[stage.name].name_pos)
+            first_stage[stage.name] = stage
+        repeats = [self._repeat(stage, env) for stage in stages]
+        self._check_size(definition, stages, repeats)
+
+        trace = self.instance.trace
+        root = NameScope(None)
+        top = {"stem": Scope("stem"), "head": Scope("head"), "body": Scope("body")}
+        value = new_node(
+            self.graph,
+            Input(self.settings.input_shape),
+            pos=self.instance.pos,
+            trace=trace,
+            scope=top["body"],
+            block=None,
+            names=root,
+            label=None,
+            written="input",
+            role="main",
+        )
+        context = _Context(env, root, top["body"], None, trace)
+        block_count = sum(repeats)
+        block_index = 0
+        stage_index = 0
+        for item in definition.body:
+            if isinstance(item, ast.Statement) and item.kind in SETTINGS:
                 continue
-            last = builder.layer(item, env, last, top["body"], trace)
-        elif isinstance(item, ast.Section):
-            for statement in item.body:
-                last = builder.layer(statement, env, last, top[item.kind], trace)
-        else:
-            last = builder.stage(item, plan_of[id(item)], last)
-    new_node(graph, Output(), pos=definition.pos, trace=trace, scope=top["body"], label=None, branch="main")
-    graph.add_edge(last, graph.graph["next_id"] - 1, role="main")
+            if isinstance(item, ast.Section):
+                value = self.body(item.body, value, _replace(context, scope=top[item.kind]))
+            elif isinstance(item, ast.Stage):
+                value = self.stage(
+                    item, repeats[stage_index], value, context, block_index, block_count, stage_index, len(stages)
+                )
+                block_index += repeats[stage_index]
+                stage_index += 1
+            else:
+                value = self.body((item,), value, context)
+        new_node(
+            self.graph,
+            Output(),
+            (value,),
+            pos=definition.pos,
+            trace=trace,
+            scope=top["body"],
+            block=None,
+            names=root,
+            label=None,
+            written="output",
+            role="main",
+        )
+
+    def _repeat(self, stage: ast.Stage, env: Mapping[str, Value]) -> int:
+        if stage.block not in self.namespace.blocks:
+            raise unknown("block", stage.block, self.namespace.blocks, stage.block_pos)
+        if stage.repeat is None:
+            return 1
+        return as_int(evaluate(stage.repeat, env), stage.repeat.pos, "a stage's repeat count")
+
+    def stage(
+        self,
+        stage: ast.Stage,
+        repeat: int,
+        value: int,
+        context: _Context,
+        block_index: int,
+        block_count: int,
+        stage_index: int,
+        stage_count: int,
+    ) -> int:
+        block, _ = self.namespace.blocks[stage.block]
+        trace = (*context.trace, Frame(f"stage '{stage.name}'", stage.pos))
+        for index in range(repeat):
+            position = {
+                "block_index": block_index + index,
+                "block_count": block_count,
+                "stage_index": stage_index,
+                "stage_count": stage_count,
+                "repeat": index,
+            }
+            stage_env = {**context.env, **position}
+            given = self._arguments(block, stage.args, stage_env, stage)
+            if index > 0 and "stride" in given:
+                # The paper's rule: only a stage's first block changes the resolution.
+                given["stride"] = (1, None)
+            try:
+                bound = self._bind(block, given, position)
+            except SpecError as error:
+                if error.pos == block.name_pos:  # a missing argument: point at the stage that omitted it
+                    error.notes.insert(0, _note_defined(block))
+                    error.pos = stage.block_pos
+                raise
+            scope = Scope(
+                "stage",
+                stage.name,
+                index,
+                block.name,
+                tuple((k, v) for k, v in bound.items() if k not in POSITION_NAMES),
+            )
+            names = NameScope(context.names, f"{stage.name}.{index}", block.name, pos=stage.name_pos)
+            instance_context = _replace(
+                context,
+                env=bound,
+                names=names,
+                scope=scope,
+                trace=trace,
+                top_level=False,
+                nesting=(block.name,),
+                blame=stage,
+            )
+            try:
+                value = self.block_instance(
+                    block, bound, value, instance_context, stage.name, index, block_index + index, stage.pos
+                )
+            except SpecError as error:
+                raise _blame_stage(error, stage, block) from None
+        return value
+
+    # Blocks -----------------------------------------------------------------------
+
+    def block_instance(
+        self,
+        block: ast.Block,
+        bound: dict[str, Value],
+        value: int,
+        context: _Context,
+        stage: str | None,
+        index: int | None,
+        block_index: int | None,
+        pos: Pos,
+    ) -> int:
+        instance = BlockInstance(
+            id=len(self.network.blocks),
+            type=block.name,
+            path="",  # the naming pass writes it
+            parent=context.block.id if context.block is not None else None,
+            stage=stage,
+            index=index,
+            block_index=block_index,
+            args=tuple((k, v) for k, v in bound.items() if k not in POSITION_NAMES),
+            pos=pos,
+            entry=value,
+        )
+        instance.names = context.names
+        self.network.blocks.append(instance)
+        inner = _replace(context, block=instance, role="main" if context.role != "shortcut" else "shortcut")
+        self.block_contexts[instance.id] = inner
+        exit_value = self.body(block.body, value, inner)
+        if instance.tap is not None and instance.join is None:
+            raise SpecError(
+                f"block '{block.name}' taps its shortcut but never adds it",
+                self._tap_pos(instance),
+                "end the block's residual branch with: add shortcut",
+            )
+        instance.exit = exit_value
+        return exit_value
+
+    def _tap_pos(self, instance: BlockInstance) -> Pos:
+        return instance.tap_pos or instance.pos
+
+    def _arguments(
+        self, block: ast.Block, args: tuple[ast.Arg, ...], env: Mapping[str, Value], where: Any
+    ) -> dict[str, tuple[Value, Pos | None]]:
+        given: dict[str, tuple[Value, Pos | None]] = {}
+        params = [p.name for p in block.params]
+        positional = 0
+        for arg in args:
+            if isinstance(arg, ast.Positional):
+                if positional >= len(params):
+                    raise SpecError(
+                        f"too many arguments for block '{block.name}': it takes {len(params)}",
+                        arg.pos,
+                    ).with_note(f"block '{block.name}' is defined here", block.pos)
+                key = params[positional]
+                positional += 1
+            else:
+                key = arg.name
+                if key not in params:
+                    raise unknown("parameter", key, params, arg.name_pos, of=f"block '{block.name}'")
+            if key in given:
+                raise SpecError(f"parameter '{key}' is given twice", arg.pos)
+            given[key] = (evaluate(arg.value, env), arg.pos)
+        return given
+
+    def _bind(
+        self, block: ast.Block, given: Mapping[str, tuple[Value, Pos | None]], position: Mapping[str, Value]
+    ) -> dict[str, Value]:
+        # Defaults may read earlier parameters and where the block stands (block_index...).
+        env: dict[str, Value] = dict(position)
+        for param in block.params:
+            if param.name in given:
+                env[param.name] = given[param.name][0]
+            elif param.default is not None:
+                env[param.name] = evaluate(param.default, env)
+            else:
+                raise SpecError(
+                    f"block '{block.name}' needs a value for parameter '{param.name}'",
+                    block.name_pos,
+                    f"give it, e.g. {param.name}=...",
+                )
+        return env
+
+    # Statements ---------------------------------------------------------------------
+
+    def body(self, items: tuple, value: int, context: _Context) -> int:
+        for item in items:
+            if isinstance(item, ast.If):
+                condition = evaluate(item.condition, context.env)
+                chosen = as_bool(condition, item.condition.pos, "the condition of 'if'")
+                value = self.body(item.then if chosen else item.otherwise, value, context)
+            elif isinstance(item, ast.Branch):
+                value = self.branch(item, value, context)
+            else:
+                value = self.statement(item, value, context)
+        return value
+
+    def branch(self, branch: ast.Branch, value: int, context: _Context) -> int:
+        join = JOINS.get(branch.join)
+        if join is None:
+            raise unknown("branch join", branch.join, JOINS, branch.join_pos, guess=SYNONYMS.get(branch.join))
+        names = context.names
+        if branch.label is not None:
+            names = NameScope(context.names, branch.label, "branch", pos=branch.label_pos)
+        inner = _replace(
+            context, names=names, role="branch" if context.role == "main" else context.role, top_level=False
+        )
+        result = self.body(branch.body, value, inner)
+        if result == value:
+            raise SpecError(
+                f"this '{branch.join}' branch has no layers: it would {branch.join} the value with itself",
+                branch.pos,
+                "write the branch's layers inside the braces",
+            )
+        return self._node(join(), (value, result), branch, context, label=None, written=branch.join)
+
+    def statement(self, statement: ast.Statement, value: int, context: _Context) -> int:
+        kind = statement.kind
+        if kind in SETTINGS and context.block is not None:
+            raise SpecError(f"the setting '{kind}' belongs in a network, not in a block", statement.kind_pos)
+        if kind in (ADD_SHORTCUT, TAP_SHORTCUT) and not statement.called:
+            return self.shortcut_statement(statement, value, context)
+        if kind in self.namespace.blocks and kind not in LAYER_KINDS:
+            return self.nested_block(statement, value, context)
+        layer = self._layer(statement, context)
+        if isinstance(layer, Flatten):
+            self.seen_flatten = True
+        if isinstance(layer, Linear) and not self.seen_flatten and context.top_level:
+            # The first fc flattens what comes before it, as torchvision's forward does.
+            self.seen_flatten = True
+            value = self._node(Flatten(), (value,), statement, context, label=None, written="flatten")
+        return self._node(layer, (value,), statement, context, label=statement.label, written=kind)
+
+    def _layer(self, statement: ast.Statement, context: _Context) -> Layer:
+        kind_name = statement.kind
+        settings = self.settings
+        if kind_name == "bn" and settings.norm_layer is not None and not statement.args:
+            return settings.norm_layer
+        if kind_name == "relu" and settings.act_layer is not None and not statement.args:
+            return settings.act_layer
+        kind = layer_kind(kind_name, statement.kind_pos, (ADD_SHORTCUT, TAP_SHORTCUT, *self.namespace.blocks))
+        names = self._free_names(statement)
+        key = (id(statement), tuple((name, context.env.get(name)) for name in names))
+        layer = self.layer_cache.get(key)
+        if layer is None:
+            layer = build_layer(kind, statement.args, context.env, statement.pos)
+            self.layer_cache[key] = layer
+        return layer
+
+    def _free_names(self, statement: ast.Statement) -> frozenset[str]:
+        names = self.free_names.get(id(statement))
+        if names is None:
+            found: set[str] = set()
+            stack: list[Any] = [arg.value for arg in statement.args]
+            while stack:
+                expr = stack.pop()
+                if isinstance(expr, ast.Name):
+                    found.add(expr.id)
+                elif isinstance(expr, ast.BinOp):
+                    stack += [expr.left, expr.right]
+                elif isinstance(expr, ast.Unary):
+                    stack.append(expr.operand)
+                elif isinstance(expr, ast.Call):
+                    stack += [arg.value for arg in expr.args]
+            names = self.free_names[id(statement)] = frozenset(sorted(found))
+        return names
+
+    def shortcut_statement(self, statement: ast.Statement, value: int, context: _Context) -> int:
+        kind = statement.kind
+        written = f"{kind} shortcut"
+        args = statement.args
+        target = args[0].value if len(args) == 1 and isinstance(args[0], ast.Positional) else None
+        if not (isinstance(target, ast.Name) and target.id == "shortcut"):
+            if kind == ADD_SHORTCUT:
+                raise SpecError(
+                    "the residual join is written 'add shortcut'",
+                    statement.pos,
+                    "write: add shortcut (or add { LAYERS } for a branch added in place)",
+                )
+            raise SpecError("where the shortcut starts is written 'tap shortcut'", statement.pos, "write: tap shortcut")
+        if statement.label is not None:
+            raise SpecError(f"'{written}' cannot have a label", statement.label_pos)
+        block = context.block
+        if block is None or context.role == "shortcut":
+            raise SpecError(
+                f"'{written}' is only allowed inside a block", statement.pos, "define a block and use it in a stage"
+            )
+        if kind == TAP_SHORTCUT:
+            if block.join is not None:
+                raise SpecError(
+                    "'tap shortcut' after 'add shortcut': the shortcut has already been added", statement.pos
+                ).with_note("added here", self.graph.nodes[block.join]["pos"])
+            if block.tap is not None:
+                raise SpecError(
+                    "the block taps its shortcut twice", statement.pos, "a block's shortcut starts at one place"
+                ).with_note(
+                    "first tapped here",
+                    block.tap_pos,  # type: ignore[attr-defined]
+                )
+            if context.role != "main":
+                raise SpecError(
+                    "'tap shortcut' must stand on the block's main path, not inside a branch", statement.pos
+                )
+            block.tap = value
+            block.tap_pos = statement.pos
+            return value
+        if block.join is not None:
+            raise (
+                SpecError(
+                    f"block '{block.type}' has two 'add shortcut' joins; a block has one shortcut",
+                    statement.pos,
+                ).with_note("the first is here", self.graph.nodes[block.join]["pos"])
+            )
+        if context.role != "main":
+            raise SpecError("'add shortcut' must stand on the block's main path, not inside a branch", statement.pos)
+        if value == block.entry:
+            raise SpecError(
+                "'add shortcut' needs a layer before it: it joins the block's output with its input",
+                statement.pos,
+            )
+        node = self._node(Add(), (value, block.shortcut_source), statement, context, label=None, written="add")
+        self.graph.nodes[node]["pending_shortcut"] = True
+        block.join = node
+        return node
+
+    def nested_block(self, statement: ast.Statement, value: int, context: _Context) -> int:
+        block, _ = self.namespace.blocks[statement.kind]
+        if block.name in context.nesting:
+            chain = " -> ".join([*context.nesting, block.name])
+            raise SpecError(f"block '{block.name}' uses itself: {chain}", statement.kind_pos)
+        if len(context.nesting) >= MAX_BLOCK_NESTING:
+            raise LimitError(f"blocks nested deeper than {MAX_BLOCK_NESTING} levels", statement.kind_pos)
+        given = self._arguments(block, statement.args, context.env, statement)
+        position = {name: context.env[name] for name in POSITION_NAMES if name in context.env}
+        try:
+            bound = self._bind(block, given, position)
+        except SpecError as error:
+            if error.pos == block.name_pos:
+                error.notes.insert(0, _note_defined(block))
+                error.pos = statement.kind_pos
+            raise
+        names = NameScope(context.names, statement.label, block.name, pos=statement.label_pos or statement.kind_pos)
+        inner = _replace(
+            context,
+            env=bound,
+            names=names,
+            trace=(*context.trace, Frame(f"block '{block.name}'", statement.pos)),
+            top_level=False,
+            nesting=(*context.nesting, block.name),
+        )
+        return self.block_instance(block, bound, value, inner, None, None, None, statement.pos)
+
+    def projection(
+        self, block_type: str, out: int, stride: tuple[int, int], source: int, owner: BlockInstance
+    ) -> tuple[int, list[int]]:
+        """Expand a projection block for `owner`'s shortcut, reading `source`. Returns
+        the projection's output node and the nodes it made."""
+        block, _ = self.namespace.blocks[block_type]
+        context = self.block_contexts[owner.id]
+        first = self.graph.graph["next_id"]
+        names = NameScope(owner.names, "downsample", block.name, by_position=True)
+        inner = _replace(
+            context,
+            env=self._bind(
+                block, {"out": (out, None), "stride": (stride[0] if stride[0] == stride[1] else stride, None)}, {}
+            ),
+            names=names,
+            role="shortcut",
+            top_level=False,
+            block=owner,
+            trace=(*context.trace, Frame(f"projection '{block.name}'", block.pos)),
+        )
+        value = self.body(block.body, source, inner)
+        made = list(range(first, self.graph.graph["next_id"]))
+        return value, made
+
+    def _node(
+        self,
+        layer: Layer,
+        inputs: tuple[int, ...],
+        statement: Any,
+        context: _Context,
+        *,
+        label: str | None,
+        written: str,
+    ) -> int:
+        node = new_node(
+            self.graph,
+            layer,
+            inputs,
+            pos=statement.pos,
+            trace=context.trace,
+            scope=context.scope,
+            block=context.block.id if context.block is not None else None,
+            names=context.names,
+            label=label,
+            label_pos=getattr(statement, "label_pos", None),
+            written=written,
+            role=context.role,
+        )
+        block_id = context.block.id if context.block is not None else None
+        while block_id is not None:
+            enclosing = self.network.blocks[block_id]
+            enclosing.nodes.append(node)
+            block_id = enclosing.parent
+        return node
+
+    # The size bound ------------------------------------------------------------------
+
+    def _check_size(self, definition: ast.Network, stages: list[ast.Stage], repeats: list[int]) -> None:
+        """An upper bound on the layers the network expands to, from the definitions
+        alone: each statement counts once (both sides of an `if`), a block used inside
+        a block counts its own size, and each block may add a projection."""
+        limit = self.network.limits.max_layers
+        sizes: dict[str, int] = {}
+        projection = self.settings.projection or DEFAULT_PROJECTION
+        projection_size = (
+            self._items_size(self.namespace.blocks[projection][0].body, sizes, ())
+            if projection in self.namespace.blocks
+            else 2
+        )
+        total = 0
+        stage_iter = iter(zip(stages, repeats, strict=True))
+        for item in definition.body:
+            if isinstance(item, ast.Stage):
+                stage, repeat = next(stage_iter)
+                block = self.namespace.blocks[stage.block][0]
+                added = repeat * (self._items_size(block.body, sizes, ()) + projection_size)
+                where = stage.pos
+            elif isinstance(item, ast.Section):
+                added = self._items_size(item.body, sizes, ())
+                where = item.pos
+            elif isinstance(item, ast.Statement) and item.kind in SETTINGS:
+                continue
+            else:
+                added = self._items_size((item,), sizes, ())
+                where = item.pos
+            total += added
+            if total > limit:
+                raise LimitError(
+                    f"the network would have more than {limit:,} layers (this line alone adds up to {added:,})",
+                    where,
+                    "raise the bound with --max-layers N (Limits(max_layers=N) in the API) if this is intended",
+                )
+
+    def _items_size(self, items: tuple, sizes: dict[str, int], nesting: tuple[str, ...]) -> int:
+        total = 0
+        for item in items:
+            if isinstance(item, ast.If):
+                total += self._items_size(item.then, sizes, nesting) + self._items_size(item.otherwise, sizes, nesting)
+            elif isinstance(item, ast.Branch):
+                total += 1 + self._items_size(item.body, sizes, nesting)
+            elif item.kind in self.namespace.blocks and item.kind not in LAYER_KINDS:
+                if item.kind in nesting or len(nesting) >= MAX_BLOCK_NESTING:
+                    continue  # reported when it is expanded
+                if item.kind not in sizes:
+                    sizes[item.kind] = self._items_size(
+                        self.namespace.blocks[item.kind][0].body, sizes, (*nesting, item.kind)
+                    )
+                total += sizes[item.kind] + 2
+            else:
+                total += 2  # a layer, and the flatten an fc may bring
+        return total
+
+
+def _replace(context: _Context, **changes: Any) -> _Context:
+    return dataclasses.replace(context, **changes)
+
+
+# Settings -------------------------------------------------------------------------------
 
 
 def _settings(definition: ast.Network, instance: Instance, env: Mapping[str, Value]) -> Settings:
@@ -122,12 +680,72 @@ def _settings(definition: ast.Network, instance: Instance, env: Mapping[str, Val
     if "zero_init_residual" in written:
         expr, _ = written["zero_init_residual"]
         zero_init = as_bool(evaluate(expr, env), expr.pos, "zero_init_residual")
-    return Settings(shape, shortcut, zero_init, checkpoint)
+    projection = None
+    if "projection" in written:
+        projection = _projection(written["projection"][0], instance.namespace)
+    norm_layer = _replacement(written, "norm", env, lambda kind: kind.is_norm, "a norm: bn, gn(32) or ln")
+    act_layer = _replacement(written, "act", env, _is_activation, "an activation: relu, silu, gelu, leaky_relu(0.1)...")
+    return Settings(
+        shape,
+        shortcut,
+        zero_init,
+        checkpoint,
+        projection,
+        norm_layer.kind if norm_layer is not None else "bn",
+        act_layer.kind if act_layer is not None else "relu",
+        norm_layer,
+        act_layer,
+    )
 
 
-def _choice(
-    written: Mapping[str, tuple[ast.Expr, Pos]], name: str, options: tuple[str, ...], default: str, env
-) -> str:
+def _is_activation(kind: type[Layer]) -> bool:
+    return issubclass(kind, Activation | ReLU | LeakyReLU | Identity)
+
+
+def _replacement(
+    written: Mapping[str, tuple[ast.Expr, Pos]], name: str, env: Mapping[str, Value], accepts, usage: str
+) -> Layer | None:
+    """The layer that every `bn` (for `norm`) or `relu` (for `act`) statement builds."""
+    if name not in written:
+        return None
+    expr, _ = written[name]
+    if isinstance(expr, ast.Name):
+        kind_name, args, kind_pos = expr.id, (), expr.pos
+    elif isinstance(expr, ast.Call):
+        kind_name, args, kind_pos = expr.name, expr.args, expr.name_pos
+    else:
+        raise SpecError(
+            f"the setting '{name}' takes a layer kind, got {describe(evaluate(expr, env))}",
+            expr.pos,
+            f"write: {name} {usage.split(': ')[1].split(',')[0]}",
+        )
+    kind = layer_kind(kind_name, kind_pos)
+    if not accepts(kind):
+        raise SpecError(f"'{kind_name}' cannot be the network's {name}", kind_pos, f"{name} takes {usage}")
+    layer = build_layer(kind, args, env, expr.pos)
+    if type(layer).kind == ("bn" if name == "norm" else "relu") and not args:
+        return None
+    return layer
+
+
+def _projection(expr: ast.Expr, namespace: Namespace) -> str:
+    if not isinstance(expr, ast.Name):
+        raise SpecError("the setting 'projection' names a block type", expr.pos, "write: projection avg_down")
+    if expr.id not in namespace.blocks:
+        raise unknown("block", expr.id, namespace.blocks, expr.pos)
+    block, _ = namespace.blocks[expr.id]
+    names = [p.name for p in block.params]
+    required = [p.name for p in block.params if p.default is None]
+    if names[:2] != ["out", "stride"] or any(name not in ("out", "stride") for name in required):
+        raise SpecError(
+            f"a projection block takes (out, stride), but block '{block.name}' takes ({', '.join(names)})",
+            expr.pos,
+            f"define it as: block {block.name}(out, stride) {{ ... }}",
+        ).with_note(f"block '{block.name}' is defined here", block.name_pos)
+    return expr.id
+
+
+def _choice(written: Mapping[str, tuple[ast.Expr, Pos]], name: str, options: tuple[str, ...], default: str, env) -> str:
     """A setting whose value is one of a few words (shortcut A/B/C/none, checkpoint ...)."""
     if name not in written:
         return default
@@ -143,171 +761,27 @@ _SETTING_USAGE = {
     "shortcut": "write: shortcut A, B, C or none",
     "zero_init_residual": "write: zero_init_residual true",
     "checkpoint": "write: checkpoint none, stage or block",
+    "projection": "write: projection BLOCK, a block taking (out, stride)",
+    "norm": "write: norm gn(32) (every bn becomes that norm)",
+    "act": "write: act silu (every relu becomes that activation)",
 }
-
-
-class _StagePlan:
-    """A stage's block, repeat count and per-repetition bindings, before any node exists."""
-
-    def __init__(
-        self, stage: ast.Stage, block: ast.Block, repeat: int, first: dict[str, Value], rest: dict[str, Value]
-    ) -> None:
-        self.stage, self.block, self.repeat, self.first, self.rest = stage, block, repeat, first, rest
-
-    @property
-    def layers(self) -> int:
-        return self.repeat * (len(self.block.body) + 1)  # + 1: a shortcut layer per block, at most
-
-
-def _plan_stage(stage: ast.Stage, instance: Instance, env: Mapping[str, Value]) -> _StagePlan:
-    if stage.block not in instance.namespace.blocks:
-        raise unknown("block", stage.block, instance.namespace.blocks, stage.block_pos)
-    block, _ = instance.namespace.blocks[stage.block]
-    repeat = 1
-    if stage.repeat is not None:
-        repeat = as_int(evaluate(stage.repeat, env), stage.repeat.pos, "a stage's repeat count")
-    given: dict[str, tuple[Value, Pos | None]] = {}
-    params = [p.name for p in block.params]
-    positional = 0
-    for arg in stage.args:
-        if isinstance(arg, ast.Positional):
-            if positional >= len(params):
-                raise SpecError(
-                    f"too many arguments for block '{block.name}': it takes {len(params)}",
-                    arg.pos,
-                ).with_note(f"block '{block.name}' is defined here", block.pos)
-            key = params[positional]
-            positional += 1
-        else:
-            key = arg.name
-            if key not in params:
-                raise unknown("parameter", key, params, arg.name_pos, of=f"block '{block.name}'")
-        if key in given:
-            raise SpecError(f"parameter '{key}' is given twice", arg.pos)
-        given[key] = (evaluate(arg.value, env), arg.pos)
-    try:
-        first = _bind(block.params, given, block, f"block '{block.name}'")
-    except SpecError as error:
-        if error.pos == block.name_pos:  # a missing argument: point at the stage that omitted it
-            error.notes.insert(0, _note_defined(block))
-            error.pos = stage.block_pos
-        raise
-    rest = first
-    if "stride" in given:
-        rest = _bind(block.params, {**given, "stride": (1, None)}, block, f"block '{block.name}'")
-    return _StagePlan(stage, block, repeat, first, rest)
 
 
 def _note_defined(block: ast.Block) -> Note:
     return Note(f"block '{block.name}' is defined here", block.pos)
 
 
-def _check_size(network: Network, definition: ast.Network, plans: list[_StagePlan]) -> None:
-    limit = network.limits.max_layers
-    total = 0
-    for plan in plans:
-        total += plan.layers
-        if total > limit:
-            raise LimitError(
-                f"the network would have more than {limit:,} layers (this stage alone adds {plan.layers:,})",
-                plan.stage.pos,
-                "raise the bound with --max-layers N (Limits(max_layers=N) in the API) if this is intended",
-            )
-
-
-class _Builder:
-    """Turns statements into nodes and edges, one block instance at a time."""
-
-    def __init__(self, graph: nx.DiGraph, trace: tuple[Frame, ...]) -> None:
-        self.graph = graph
-        self.trace = trace
-        self.seen_fc = False
-        self.cache: dict[tuple[int, tuple], list] = {}
-
-    def layer(self, statement: ast.Statement, env: Mapping[str, Value], last: int, scope: Scope, trace) -> int:
-        if statement.kind == "add":
-            raise SpecError(
-                "'add shortcut' is only allowed inside a block", statement.pos, "define a block and use it in a stage"
-            )
-        layer = build_layer(statement, env)
-        return self._append(layer, statement, last, scope, trace)
-
-    def _append(self, layer, statement: ast.Statement, last: int, scope: Scope, trace, branch: str = "main") -> int:
-        graph = self.graph
-        if isinstance(layer, Flatten):
-            self.seen_fc = True
-        if isinstance(layer, Linear) and not self.seen_fc:
-            # The first fc flattens what comes before it, as torchvision's forward does.
-            self.seen_fc = True
-            flat = new_node(graph, Flatten(), pos=statement.pos, trace=trace, scope=scope, label=None, branch=branch)
-            graph.add_edge(last, flat, role="main")
-            last = flat
-        node = new_node(graph, layer, pos=statement.pos, trace=trace, scope=scope, label=statement.label, branch=branch)
-        graph.add_edge(last, node, role="main")
-        return node
-
-    def stage(self, stage: ast.Stage, plan: _StagePlan, last: int) -> int:
-        trace = (*self.trace, Frame(f"stage '{stage.name}'", stage.pos))
-        block = plan.block
-        for index in range(plan.repeat):
-            bound = plan.first if index == 0 else plan.rest
-            scope = Scope("stage", stage.name, index, block.name, tuple(bound.items()))
-            try:
-                layers = self._block_layers(block, bound)
-            except SpecError as error:
-                raise _blame_stage(error, stage, block) from None
-            block_input = last
-            added: ast.Statement | None = None
-            for statement, layer in layers:
-                if isinstance(layer, Add):
-                    if added is not None:
-                        raise (
-                            SpecError(
-                                f"block '{block.name}' has two 'add shortcut' joins; a block has one shortcut",
-                                statement.pos,
-                            )
-                            .with_note("the first is here", added.pos)
-                            .with_note(f"used by stage '{stage.name}'", stage.pos)
-                        )
-                    added = statement
-                    if last == block_input:
-                        raise SpecError(
-                            "'add shortcut' needs a layer before it: it joins the block's output with its input",
-                            statement.pos,
-                        ).with_note(f"used by stage '{stage.name}'", stage.pos)
-                    node = new_node(
-                        self.graph,
-                        layer,
-                        pos=statement.pos,
-                        trace=trace,
-                        scope=scope,
-                        label=statement.label,
-                        branch="main",
-                    )
-                    self.graph.add_edge(last, node, role="main")
-                    self.graph.add_edge(block_input, node, role="shortcut")
-                    last = node
-                else:
-                    last = self._append(layer, statement, last, scope, trace)
-        return last
-
-    def _block_layers(self, block: ast.Block, bound: dict[str, Value]) -> list:
-        key = (id(block), tuple(bound.items()))
-        if key not in self.cache:
-            self.cache[key] = [(statement, _build_block_layer(block, statement, bound)) for statement in block.body]
-        return self.cache[key]
-
-
-def _build_block_layer(block: ast.Block, statement: ast.Statement, env: Mapping[str, Value]):
-    if statement.kind in SETTINGS:
-        raise SpecError(f"the setting '{statement.kind}' belongs in a network, not in a block", statement.kind_pos)
-    return build_layer(statement, env)
-
-
 def _blame_stage(error: SpecError, stage: ast.Stage, block: ast.Block) -> SpecError:
     """Report a block's bad value at the stage that passed it; a bad name stays in the block."""
-    if isinstance(error, UnknownNameError):
-        return error.with_note(f"block '{block.name}' is used by stage '{stage.name}'", stage.pos)
+    if isinstance(error, UnknownNameError) or getattr(error, "_blamed", False):
+        if not getattr(error, "_blamed", False):
+            error.with_note(f"block '{block.name}' is used by stage '{stage.name}'", stage.pos)
+        error._blamed = True  # type: ignore[attr-defined]
+        return error
     error.notes.insert(0, Note(f"in block '{block.name}'", error.pos))
     error.pos = stage.pos
+    error._blamed = True  # type: ignore[attr-defined]
     return error
+
+
+__all__ = ["SETTINGS", "Expander", "NameScope", "expand"]

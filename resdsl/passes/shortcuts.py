@@ -5,23 +5,30 @@ shortcut`` (the paper's section 3.3 and Table 3):
 
 - ``A``: identity; where dimensions increase, subsample by the stride and pad the
   new channels with zeros (parameter-free);
-- ``B``: identity; a 1x1 projection (conv with the stride, then BN) where shapes differ;
+- ``B``: identity; a projection where shapes differ;
 - ``C``: a projection on every shortcut;
 - ``none``: no shortcut; the add disappears (the plain network).
 
-``validate`` plans every join and stores the plan under the add node's
-``shortcut`` key, reporting the joins no option can make; ``insert_shortcuts``
-then materialises the plans.
+An identity carries the block's input; a projection or a zero-pad reads the value
+at ``tap shortcut`` when the block taps one (pre-activation blocks), else the
+block's input. The projection is the block type the ``projection`` setting names,
+by default the prelude's ``conv_bn_projection`` (1x1 convolution with the stride,
+then BN).
+
+``validate`` plans every join and stores the plan on its block (and under the add
+node's ``shortcut`` key), reporting the joins no option can make;
+``insert_shortcuts`` then materialises the plans.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from resdsl.errors import ShapeError
-from resdsl.ir import Network, new_node, node_error
-from resdsl.layers import Pair, Projection, Shape, ZeroPad
-from resdsl.passes.shapes import ShapeProblem, output_shape
+from resdsl.errors import ShapeError, SpecError
+from resdsl.ir import BlockInstance, Network, new_node, node_error, set_inputs
+from resdsl.layers import Pair, Shape, ShapeProblem, ZeroPad
+from resdsl.passes.expand import DEFAULT_PROJECTION, Expander
+from resdsl.passes.shapes import infer_node
 
 
 @dataclass(frozen=True)
@@ -32,13 +39,14 @@ class ShortcutPlan:
     stride: Pair = (1, 1)
     in_shape: Shape = ()
     out_shape: Shape = ()
+    projection: str | None = None  # the projection block's type, for ``projection``
 
     @property
     def changes_dimensions(self) -> bool:
         return self.in_shape != self.out_shape
 
 
-def _stride_between(shortcut: Shape, main: Shape) -> Pair:
+def stride_between(shortcut: Shape, main: Shape) -> Pair:
     """The stride s with ceil(H / s) == H' (and likewise W), as a strided 1x1 conv gives."""
     strides = []
     for size, target in zip(shortcut[1:], main[1:], strict=True):
@@ -53,67 +61,135 @@ def _stride_between(shortcut: Shape, main: Shape) -> Pair:
     return (strides[0], strides[1])
 
 
-def plan_shortcut(option: str, shortcut: Shape, main: Shape) -> ShortcutPlan:
-    """Decide what carries a block's input (`shortcut`) to its join with `main`."""
+def plan_shortcut(option: str, block_input: Shape, main: Shape, tapped: Shape | None = None) -> ShortcutPlan:
+    """Decide what carries a block's input to its join with `main`. `tapped` is the
+    shape at ``tap shortcut`` (what a projection or zero-pad reads), if tapped."""
+    source = tapped if tapped is not None else block_input
     if option == "none":
-        return ShortcutPlan("none", in_shape=shortcut, out_shape=main)
-    if len(shortcut) != 3 or len(main) != 3:
+        return ShortcutPlan("none", in_shape=source, out_shape=main)
+    if len(source) != 3 or len(main) != 3 or len(block_input) != 3:
         raise ShapeProblem("'add shortcut' joins C x H x W tensors, but one side is flat")
-    stride = _stride_between(shortcut, main)
-    same = shortcut == main
-    if option == "C" or (option == "B" and not same):
-        return ShortcutPlan("projection", stride, shortcut, main)
-    if same:
-        return ShortcutPlan("identity", stride, shortcut, main)
-    if option == "A":
-        if main[0] < shortcut[0]:
-            raise ShapeProblem(
-                f"option A cannot shrink channels: the shortcut carries {shortcut[0]} but the block outputs {main[0]}",
-                "use shortcut B or C, whose 1x1 projection can reduce channels",
-            )
-        return ShortcutPlan("zeropad", stride, shortcut, main)
-    raise ValueError(f"unknown shortcut option {option!r}")  # pragma: no cover - expand checks the option
+    same = block_input == main
+    if same and option != "C":
+        return ShortcutPlan("identity", (1, 1), block_input, main)
+    stride = stride_between(source, main)
+    if option in ("B", "C"):
+        return ShortcutPlan("projection", stride, source, main)
+    if main[0] < source[0]:
+        raise ShapeProblem(
+            f"option A cannot shrink channels: the shortcut carries {source[0]} but the block outputs {main[0]}",
+            "use shortcut B or C, whose 1x1 projection can reduce channels",
+        )
+    return ShortcutPlan("zeropad", stride, source, main)
 
 
 def validate(network: Network) -> None:
     graph = network.graph
     option = network.settings.shortcut
-    for node, attrs in network.nodes("add"):
-        inputs = {graph.edges[pred, node]["role"]: graph.nodes[pred]["shape"] for pred in graph.predecessors(node)}
+    projection = network.settings.projection or DEFAULT_PROJECTION
+    for block in network.blocks:
+        if block.join is None:
+            continue
+        main = graph.nodes[block.join]["inputs"][0]
+        tapped = graph.nodes[block.tap]["shape"] if block.tap is not None else None
         try:
-            attrs["shortcut"] = plan_shortcut(option, inputs["shortcut"], inputs["main"])
+            plan = plan_shortcut(option, graph.nodes[block.entry]["shape"], graph.nodes[main]["shape"], tapped)
         except ShapeProblem as problem:
-            raise node_error(graph, node, str(problem), problem.hint, ShapeError) from None
+            raise node_error(graph, block.join, str(problem), problem.hint, ShapeError) from None
+        if plan.kind == "projection":
+            plan = ShortcutPlan(plan.kind, plan.stride, plan.in_shape, plan.out_shape, projection)
+        block.plan = plan
+        graph.nodes[block.join]["shortcut"] = plan
 
 
 def insert_shortcuts(network: Network) -> None:
     graph = network.graph
-    for add, attrs in list(network.nodes("add")):
-        plan: ShortcutPlan = attrs["shortcut"]
-        preds = {graph.edges[pred, add]["role"]: pred for pred in graph.predecessors(add)}
-        source, main = preds["shortcut"], preds["main"]
+    expander: Expander = network.instance
+    replaced: dict[int, int] = {}  # removed joins -> the value that takes their place
+    for block in list(network.blocks):
+        if block.join is None:
+            continue
+        plan: ShortcutPlan = block.plan
+        join = block.join
+        graph.nodes[join]["pending_shortcut"] = False
+        main = graph.nodes[join]["inputs"][0]
         if plan.kind == "none":
-            for succ in list(graph.successors(add)):
-                graph.add_edge(main, succ, **graph.edges[add, succ])
-            graph.remove_node(add)
+            for reader in list(graph.successors(join)):
+                inputs = tuple(main if source == join else source for source in graph.nodes[reader]["inputs"])
+                set_inputs(graph, reader, inputs)
+            graph.remove_node(join)
+            replaced[join] = main
+            block.join = None
             continue
         if plan.kind == "identity":
+            set_inputs(graph, join, (main, block.entry))
             continue
+        source = block.shortcut_source
         if plan.kind == "zeropad":
-            layer = ZeroPad(plan.stride, plan.out_shape[0] - plan.in_shape[0])
+            attrs = graph.nodes[join]
+            node = new_node(
+                graph,
+                ZeroPad(plan.stride, plan.out_shape[0] - plan.in_shape[0]),
+                (source,),
+                pos=attrs["pos"],
+                trace=attrs["trace"],
+                scope=attrs["scope"],
+                block=block.id,
+                names=block.names,
+                label="downsample",
+                label_pos=None,
+                written="zeropad",
+                role="shortcut",
+            )
+            _add_to_blocks(network, block, node)
+            infer_node(graph, node)
+            made = [node]
         else:
-            layer = Projection(plan.out_shape[0], plan.stride)
-        shape = output_shape(layer, plan.in_shape)
-        node = new_node(
+            node, made = _project(network, expander, block, plan, source)
+        set_inputs(graph, join, (main, node))
+        block.shortcut_nodes = tuple(made)
+    if replaced:
+        for block in network.blocks:
+            block.entry = _follow(replaced, block.entry)
+            block.exit = _follow(replaced, block.exit)
+            if block.tap is not None:
+                block.tap = _follow(replaced, block.tap)
+            block.nodes = [node for node in block.nodes if node not in replaced]
+
+
+def _follow(replaced: dict[int, int], node: int) -> int:
+    while node in replaced:
+        node = replaced[node]
+    return node
+
+
+def _add_to_blocks(network: Network, block: BlockInstance, node: int) -> None:
+    current: BlockInstance | None = block
+    while current is not None:
+        current.nodes.append(node)
+        current = network.blocks[current.parent] if current.parent is not None else None
+
+
+def _project(network: Network, expander: Expander, block: BlockInstance, plan: ShortcutPlan, source: int):
+    graph = network.graph
+    assert plan.projection is not None
+    try:
+        node, made = expander.projection(plan.projection, plan.out_shape[0], plan.stride, source, block)
+    except SpecError as error:
+        raise error.with_note(f"in the projection of block '{block.type}'", block.pos) from None
+    for new in made:
+        infer_node(graph, new)
+    shape = graph.nodes[node]["shape"] if node != source else plan.in_shape
+    if node == source or shape != plan.out_shape:
+        got = "nothing" if node == source else "x".join(map(str, shape))
+        raise node_error(
             graph,
-            layer,
-            pos=attrs["pos"],
-            trace=attrs["trace"],
-            scope=attrs["scope"],
-            label=None,
-            branch="shortcut",
-            shape=shape,
+            block.join,
+            f"projection '{plan.projection}' gives {got} for this shortcut, but the block outputs "
+            f"{'x'.join(map(str, plan.out_shape))}",
+            "a projection block must map its input to (out, H / stride, W / stride)",
+            ShapeError,
+        ).with_note(
+            f"projection '{plan.projection}' is defined here", expander.namespace.blocks[plan.projection][0].pos
         )
-        graph.remove_edge(source, add)
-        graph.add_edge(source, node, role="main", shape=plan.in_shape)
-        graph.add_edge(node, add, role="shortcut", shape=shape)
+    return node, made

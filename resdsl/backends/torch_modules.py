@@ -1,0 +1,113 @@
+"""The torch modules resdsl builds that ``torch.nn`` lacks, and the one table that
+turns a :class:`~resdsl.layers.Ctor` name into a class.
+
+Each class here is also copied, by its source, into a standalone ``.py`` export,
+so each imports only torch and refers to nothing else in resdsl.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint as _checkpoint
+
+
+class ZeroPadShortcut(nn.Module):
+    """Option A: subsample by the stride, append zero channels. No parameters."""
+
+    def __init__(self, stride: tuple[int, int], extra_channels: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.extra_channels = extra_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride != (1, 1):
+            x = x[:, :, :: self.stride[0], :: self.stride[1]]
+        return nn.functional.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}, extra_channels={self.extra_channels}"
+
+
+class ChannelConv(nn.Conv1d):
+    """ECA's convolution across channels at every position (timm's EcaModule.conv):
+    its weight is (1, 1, K), so checkpoints of EcaModule load into it."""
+
+    def __init__(self, kernel_size: int) -> None:
+        super().__init__(1, 1, kernel_size, padding=(kernel_size - 1) // 2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        rows = x.permute(0, 2, 3, 1).reshape(n * h * w, 1, c)
+        return super().forward(rows).reshape(n, h, w, c).permute(0, 3, 1, 2)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample (Huang et al., 2016), as timm's DropPath."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask.div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """A layer norm over channels at every position of an N x C x H x W tensor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class Container(nn.Module):
+    """A module that only holds others: a path segment of a dotted name (``conv1`` in
+    ``conv1.0``). It is never called."""
+
+
+class Stage(nn.Sequential):
+    """A stage's blocks. Activation checkpointing ("stage" or "block") trades compute
+    for memory when training: activations inside are recomputed in backward. The
+    mode is a plain attribute fixed at build time, so tracing sees a constant."""
+
+    def __init__(self, *blocks: nn.Module, checkpoint: str = "none") -> None:
+        super().__init__(*blocks)
+        self.checkpoint = checkpoint
+
+    def _blocks(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self:
+            x = block(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.checkpoint == "none" or not (self.training and torch.is_grad_enabled()):
+            return self._blocks(x)
+        if self.checkpoint == "stage":
+            return _checkpoint(self._blocks, x, use_reentrant=False)
+        for block in self:
+            x = _checkpoint(block, x, use_reentrant=False)
+        return x
+
+
+#: Classes a Ctor may name besides torch.nn's own ("nn.Conv2d").
+CUSTOM_MODULES: dict[str, type[nn.Module]] = {
+    cls.__name__: cls for cls in (ZeroPadShortcut, ChannelConv, DropPath, LayerNorm2d, Container, Stage)
+}
+
+
+def resolve(name: str) -> type[nn.Module]:
+    """The class a Ctor names: ``nn.X`` from torch.nn, or one of :data:`CUSTOM_MODULES`.
+    Names come from resdsl's layer kinds, never from a spec."""
+    cls = vars(nn).get(name[3:]) if name.startswith("nn.") else CUSTOM_MODULES.get(name)
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise KeyError(f"no module class {name!r}")
+    return cls
