@@ -1,0 +1,54 @@
+"""The reference interpreter: run the IR directly, node by node.
+
+Like torch.fx's Interpreter, it walks the graph in execution order and computes
+each node from its ordered inputs, here with each layer kind's
+:meth:`~resdsl.layers.Layer.reference` (``torch.nn.functional``). It shares no code
+with the torch backend's generated forward: it is the oracle that the built module
+is checked against (tests/test_oracle.py), in eval and in train mode, and against
+which ``for_inference`` is checked too.
+
+The tensors come from a state dict (a built module's, or any with the spec's keys);
+each node reads those under its name (``layer1.0.conv1.weight`` for the node named
+``layer1.0.conv1``). BN running statistics are read, never updated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from resdsl.ir import Network
+
+
+def run(network: Network, state: Mapping[str, Any], x: Any, *, training: bool = False) -> Any:
+    """The network's output for input `x`, computed from the IR and `state`.
+
+    `training` selects batch statistics for BN; dropout and drop path are only
+    supported at p = 0 in training (their randomness is not reproduced).
+    """
+    graph = network.graph
+    by_module: dict[str, dict[str, Any]] = {}
+    for key, tensor in state.items():
+        module, _, attribute = key.rpartition(".")
+        by_module.setdefault(module, {})[attribute] = tensor
+    values: dict[int, Any] = {}
+    remaining_readers = dict.fromkeys(graph.nodes, 0)
+    for node in graph.nodes:
+        for source in graph.nodes[node]["inputs"]:
+            remaining_readers[source] += 1
+    result = None
+    for node in network.order():
+        attrs = graph.nodes[node]
+        layer = attrs["layer"]
+        if layer.kind == "input":
+            values[node] = x
+            continue
+        inputs = [values[source] for source in attrs["inputs"]]
+        values[node] = layer.reference(inputs, by_module.get(attrs["name"], {}), training)
+        for source in attrs["inputs"]:
+            remaining_readers[source] -= 1
+            if remaining_readers[source] == 0:
+                del values[source]  # keep memory to what is live, as deep networks need
+        if layer.kind == "output":
+            result = values[node]
+    return result
