@@ -92,6 +92,8 @@ class Layer:
     spelled: ClassVar[bool] = False
     arguments: ClassVar[tuple[Argument, ...]] = ()
     usage: ClassVar[str] = ""
+    #: A statement that uses the kind (tests/test_kinds.py builds and checks it).
+    example: ClassVar[str] = ""
     #: The output is the input itself (a view or the same tensor): never overwrite it in place.
     aliases_input: ClassVar[bool] = False
     #: Autograd keeps the output for backward (ReLU, sigmoid): never overwrite it in place.
@@ -260,6 +262,7 @@ class Output(Layer):
 @dataclass(frozen=True)
 class Conv(Layer):
     kind: ClassVar[str] = "conv"
+    example: ClassVar[str] = "conv 3x3, 8, stride=2, groups=2, bias=true"
     spelled: ClassVar[bool] = True
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("kernel", _pair(), "the kernel size", positional=True, required=True),
@@ -335,6 +338,7 @@ class Conv(Layer):
 @dataclass(frozen=True)
 class Linear(Layer):
     kind: ClassVar[str] = "fc"
+    example: ClassVar[str] = "fc 7"
     spelled: ClassVar[bool] = True
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("out_features", _int(), "the number of outputs", positional=True, required=True),
@@ -369,6 +373,7 @@ class ChannelConv(Layer):
     ``channel_conv K`` is timm's EcaModule ``conv`` (no bias, "same" padding)."""
 
     kind: ClassVar[str] = "channel_conv"
+    example: ClassVar[str] = "channel_conv 3"
     spelled: ClassVar[bool] = True
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("kernel", _int(), "the kernel size", positional=True, required=True),
@@ -419,6 +424,7 @@ class ChannelConv(Layer):
 @dataclass(frozen=True)
 class BatchNorm(Layer):
     kind: ClassVar[str] = "bn"
+    example: ClassVar[str] = "bn"
     spelled: ClassVar[bool] = True
     usage: ClassVar[str] = "bn"
     is_norm: ClassVar[bool] = True
@@ -443,6 +449,7 @@ class BatchNorm(Layer):
 @dataclass(frozen=True)
 class GroupNorm(Layer):
     kind: ClassVar[str] = "gn"
+    example: ClassVar[str] = "gn 2"
     spelled: ClassVar[bool] = True
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("groups", _int(), "the number of groups", positional=True, required=True),
@@ -480,6 +487,7 @@ class LayerNorm(Layer):
     """A layer norm over channels at each position (timm's LayerNorm2d)."""
 
     kind: ClassVar[str] = "ln"
+    example: ClassVar[str] = "ln"
     spelled: ClassVar[bool] = True
     arguments: ClassVar[tuple[Argument, ...]] = (Argument("eps", lambda v, p, w: as_float(v, p, w, minimum=0), "eps"),)
     usage: ClassVar[str] = "ln[, eps=1e-6]"
@@ -511,6 +519,7 @@ class LayerNorm(Layer):
 @dataclass(frozen=True)
 class ReLU(Layer):
     kind: ClassVar[str] = "relu"
+    example: ClassVar[str] = "relu"
     spelled: ClassVar[bool] = True
     usage: ClassVar[str] = "relu"
     saves_output: ClassVar[bool] = True
@@ -535,6 +544,7 @@ class Activation(Layer):
 @dataclass(frozen=True)
 class Sigmoid(Activation):
     kind: ClassVar[str] = "sigmoid"
+    example: ClassVar[str] = "sigmoid"
     spelled: ClassVar[bool] = True
     usage: ClassVar[str] = "sigmoid"
     saves_output: ClassVar[bool] = True
@@ -547,6 +557,7 @@ class Sigmoid(Activation):
 @dataclass(frozen=True)
 class Tanh(Activation):
     kind: ClassVar[str] = "tanh"
+    example: ClassVar[str] = "tanh"
     spelled: ClassVar[bool] = True
     usage: ClassVar[str] = "tanh"
     saves_output: ClassVar[bool] = True
@@ -560,6 +571,7 @@ class Tanh(Activation):
 @dataclass(frozen=True)
 class SiLU(Activation):
     kind: ClassVar[str] = "silu"
+    example: ClassVar[str] = "silu"
     spelled: ClassVar[bool] = True
     usage: ClassVar[str] = "silu"
     module: ClassVar[str] = "nn.SiLU"
@@ -571,6 +583,7 @@ class SiLU(Activation):
 @dataclass(frozen=True)
 class GELU(Activation):
     kind: ClassVar[str] = "gelu"
+    example: ClassVar[str] = "gelu"
     spelled: ClassVar[bool] = True
     usage: ClassVar[str] = "gelu"
     module: ClassVar[str] = "nn.GELU"
@@ -583,6 +596,7 @@ class GELU(Activation):
 @dataclass(frozen=True)
 class HardSigmoid(Activation):
     kind: ClassVar[str] = "hardsigmoid"
+    example: ClassVar[str] = "hardsigmoid"
     spelled: ClassVar[bool] = True
     usage: ClassVar[str] = "hardsigmoid"
     module: ClassVar[str] = "nn.Hardsigmoid"
@@ -594,6 +608,7 @@ class HardSigmoid(Activation):
 @dataclass(frozen=True)
 class HardSwish(Activation):
     kind: ClassVar[str] = "hardswish"
+    example: ClassVar[str] = "hardswish"
     spelled: ClassVar[bool] = True
     usage: ClassVar[str] = "hardswish"
     module: ClassVar[str] = "nn.Hardswish"
@@ -606,6 +621,7 @@ class HardSwish(Activation):
 @dataclass(frozen=True)
 class LeakyReLU(Layer):
     kind: ClassVar[str] = "leaky_relu"
+    example: ClassVar[str] = "leaky_relu 0.2"
     spelled: ClassVar[bool] = True
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("slope", lambda v, p, w: as_float(v, p, w, minimum=0), "the negative slope", positional=True),
@@ -630,6 +646,7 @@ class Identity(Layer):
     first layer when the stride is 1). It holds a position in numbered names."""
 
     kind: ClassVar[str] = "identity"
+    example: ClassVar[str] = "identity"
     spelled: ClassVar[bool] = True
     usage: ClassVar[str] = "identity"
     aliases_input: ClassVar[bool] = True
@@ -644,6 +661,7 @@ class Identity(Layer):
 @dataclass(frozen=True)
 class MaxPool(Layer):
     kind: ClassVar[str] = "maxpool"
+    example: ClassVar[str] = "maxpool 3x3, stride=2, ceil_mode=true"
     spelled: ClassVar[bool] = True
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("kernel", _pair(), "the kernel size", positional=True, required=True),
@@ -694,6 +712,7 @@ class AvgPool(Layer):
     """``avgpool`` alone is global (to C x 1 x 1); ``avgpool KxK`` is a windowed pool."""
 
     kind: ClassVar[str] = "avgpool"
+    example: ClassVar[str] = "avgpool 3x3, stride=2, padding=1, ceil_mode=true, count_include_pad=false"
     spelled: ClassVar[bool] = True
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("kernel", _pair(), "the kernel size", positional=True),
@@ -764,6 +783,7 @@ class AvgPool(Layer):
 @dataclass(frozen=True)
 class Dropout(Layer):
     kind: ClassVar[str] = "dropout"
+    example: ClassVar[str] = "dropout 0.25"
     spelled: ClassVar[bool] = True
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("p", as_probability, "the dropout probability", positional=True, required=True),
@@ -791,6 +811,7 @@ class DropPath(Layer):
     in eval mode."""
 
     kind: ClassVar[str] = "drop_path"
+    example: ClassVar[str] = "drop_path 0.1"
     spelled: ClassVar[bool] = True
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("p", as_probability, "the drop path probability", positional=True, required=True),
@@ -814,6 +835,7 @@ class DropPath(Layer):
 @dataclass(frozen=True)
 class Flatten(Layer):
     kind: ClassVar[str] = "flatten"
+    example: ClassVar[str] = "flatten"
     spelled: ClassVar[bool] = True
     usage: ClassVar[str] = "flatten"
     aliases_input: ClassVar[bool] = True  # a view
