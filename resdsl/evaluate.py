@@ -60,7 +60,10 @@ def evaluate(expr: ast.Expr, env: Mapping[str, Value]) -> Value:
             if op == "*":
                 return a * b
             if b == 0:
-                raise SpecError("division by zero" if op != "%" else "remainder of a division by zero", right.pos)
+                hint = None
+                if "block_count" in _names_in(right):
+                    hint = "a network of one block has block_count - 1 == 0; guard it: max(block_count - 1, 1)"
+                raise SpecError("division by zero" if op != "%" else "remainder of a division by zero", right.pos, hint)
             if op == "//":
                 return a // b
             if op == "%":
@@ -77,6 +80,22 @@ def evaluate(expr: ast.Expr, env: Mapping[str, Value]) -> Value:
                 values.append((_number(evaluate(arg.value, env), arg.value.pos), arg.value.pos))
             return function.apply(values, pos)
     raise TypeError(f"not an expression: {expr!r}")  # pragma: no cover - the parser builds only the above
+
+
+def _names_in(expr: ast.Expr) -> set[str]:
+    found: set[str] = set()
+    stack: list = [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Name):
+            found.add(node.id)
+        elif isinstance(node, ast.BinOp):
+            stack += [node.left, node.right]
+        elif isinstance(node, ast.Unary):
+            stack.append(node.operand)
+        elif isinstance(node, ast.Call):
+            stack += [arg.value for arg in node.args]
+    return found
 
 
 _COMPARISONS: dict[str, Callable[[int | float, int | float], bool]] = {

@@ -18,7 +18,7 @@ import lark
 from lark import Token, Transformer_NonRecursive, v_args
 
 from resdsl import syntax as ast
-from resdsl.errors import LimitError, Pos, Source, SpecSyntaxError, closest
+from resdsl.errors import LimitError, Pos, Source, SpecError, SpecSyntaxError, closest
 
 #: Deepest nesting of parentheses and braces accepted.
 MAX_EXPRESSION_DEPTH = 100
@@ -136,8 +136,8 @@ def parse(text: str, path: str = "<string>") -> ast.Module:
     try:
         return _ToAst(source).transform(tree)
     except lark.exceptions.VisitError as error:
-        # Lark wraps what a transformer method raises; a LimitError is the spec's fault.
-        if isinstance(error.orig_exc, LimitError):
+        # Lark wraps what a transformer method raises; a SpecError is the spec's fault.
+        if isinstance(error.orig_exc, SpecError):
             raise error.orig_exc from None
         raise
 
@@ -309,6 +309,16 @@ class _ToAst(Transformer_NonRecursive):
     def _tpos(self, token: Token) -> Pos:
         return Pos(self.source, token.line, token.column, token.end_line, token.end_column)
 
+    def _plain(self, token: Token, what: str) -> str:
+        """A name that is not a module path: dots are for labels and stage names only."""
+        if "." in token:
+            raise SpecSyntaxError(
+                f"a {what} is a plain name, not a path: '{token}'",
+                self._tpos(token),
+                "dotted names are allowed only as labels and stage names (module paths)",
+            )
+        return str(token)
+
     def start(self, meta, *definitions):
         return ast.Module(self.source, list(definitions))
 
@@ -316,21 +326,21 @@ class _ToAst(Transformer_NonRecursive):
         return ast.Use(string.value[1:-1], self._pos(meta))
 
     def block(self, meta, name: Token, params, body):
-        return ast.Block(str(name), params or (), body, self._pos(meta), self._tpos(name))
+        return ast.Block(self._plain(name, "block name"), params or (), body, self._pos(meta), self._tpos(name))
 
     def network(self, meta, name: Token, params, body):
-        return ast.Network(str(name), params or (), body, self._pos(meta), self._tpos(name))
+        return ast.Network(self._plain(name, "network name"), params or (), body, self._pos(meta), self._tpos(name))
 
     def network_alias(self, meta, name: Token, base: Token, args, overrides):
         return ast.NetworkAlias(
-            str(name), str(base), args or (), overrides or (), self._pos(meta), self._tpos(name), self._tpos(base)
+            self._plain(name, "network name"), self._plain(base, "network name"), args or (), overrides or (), self._pos(meta), self._tpos(name), self._tpos(base)
         )
 
     def params(self, meta, *params):
         return _args(params)
 
     def param(self, meta, name: Token, default):
-        return ast.Param(str(name), default, self._pos(meta))
+        return ast.Param(self._plain(name, "parameter name"), default, self._pos(meta))
 
     def overrides(self, meta, *overrides):
         return _args(overrides)
@@ -403,7 +413,7 @@ class _ToAst(Transformer_NonRecursive):
         return ast.Positional(value, self._pos(meta))
 
     def keyword(self, meta, name: Token, value):
-        return ast.Keyword(str(name), value, self._pos(meta), self._tpos(name))
+        return ast.Keyword(self._plain(name, "keyword"), value, self._pos(meta), self._tpos(name))
 
     def binop(self, meta, left, op: Token, right):
         return self._nest(ast.BinOp(str(op), left, right, self._pos(meta)), left, right)

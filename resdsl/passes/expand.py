@@ -382,7 +382,7 @@ class Expander:
         result = self.body(branch.body, value, inner)
         if result == value:
             raise SpecError(
-                f"this '{branch.join}' branch has no layers: it would {branch.join} the value with itself",
+                f"this '{branch.join}' branch has no layers: it would join the value with itself",
                 branch.pos,
                 "write the branch's layers inside the braces",
             )
