@@ -141,6 +141,7 @@ class Expander:
         self.layer_cache: dict[tuple, Layer] = {}
         self.free_names: dict[int, frozenset[str]] = {}
         self.block_contexts: dict[int, _Context] = {}
+        self.projection_size = 2  # nodes a projection can add (set by _check_size)
 
     # The network ------------------------------------------------------------------
 
@@ -588,18 +589,16 @@ class Expander:
         limit = self.network.limits.max_layers
         sizes: dict[str, int] = {}
         projection = self.settings.projection or DEFAULT_PROJECTION
-        projection_size = (
-            self._items_size(self.namespace.blocks[projection][0].body, sizes, ())
-            if projection in self.namespace.blocks
-            else 2
-        )
+        self.projection_size = 2
+        if projection in self.namespace.blocks:
+            self.projection_size = self._items_size(self.namespace.blocks[projection][0].body, sizes, ())
         total = 0
         stage_iter = iter(zip(stages, repeats, strict=True))
         for item in definition.body:
             if isinstance(item, ast.Stage):
                 stage, repeat = next(stage_iter)
                 block = self.namespace.blocks[stage.block][0]
-                added = repeat * (self._items_size(block.body, sizes, ()) + projection_size)
+                added = repeat * self._items_size(block.body, sizes, ())
                 where = stage.pos
             elif isinstance(item, ast.Section):
                 added = self._items_size(item.body, sizes, ())
@@ -618,6 +617,7 @@ class Expander:
                 )
 
     def _items_size(self, items: tuple, sizes: dict[str, int], nesting: tuple[str, ...]) -> int:
+        """Nodes that `items` can expand to, at most (a projection counted where a block joins its shortcut)."""
         total = 0
         for item in items:
             if isinstance(item, ast.If):
@@ -628,12 +628,13 @@ class Expander:
                 if item.kind in nesting or len(nesting) >= MAX_BLOCK_NESTING:
                     continue  # reported when it is expanded
                 if item.kind not in sizes:
-                    sizes[item.kind] = self._items_size(
-                        self.namespace.blocks[item.kind][0].body, sizes, (*nesting, item.kind)
-                    )
-                total += sizes[item.kind] + 2
+                    block = self.namespace.blocks[item.kind][0]
+                    sizes[item.kind] = self._items_size(block.body, sizes, (*nesting, item.kind))
+                total += sizes[item.kind]
+            elif item.kind == ADD_SHORTCUT:
+                total += 1 + self.projection_size
             else:
-                total += 2  # a layer, and the flatten an fc may bring
+                total += 2 if item.kind == "fc" else 1  # an fc may bring a flatten
         return total
 
 
