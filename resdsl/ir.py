@@ -39,6 +39,7 @@ Backends read these keys; they never re-derive shapes, block structure or names.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -171,15 +172,30 @@ class Network:
     def order(self) -> list[int]:
         """The nodes in execution order: topological, ties broken by creation.
 
-        Cached: every pass walks the graph in this order, and sorting dominated
-        compile time on deep networks. Passes only add nodes and edges or remove
-        them, so the node and edge counts and the next id tell a stale cache.
+        Cached under the graph's version, which every change through this module
+        (:func:`new_node`, :func:`set_inputs`, :func:`remove_node`) bumps: every pass
+        walks the graph in this order, and sorting dominated compile time on deep
+        networks.
         """
         graph = self.graph
-        key = (graph.number_of_nodes(), graph.number_of_edges(), graph.graph.get("next_id"))
+        key = graph.graph.get("version", 0)
         cached = graph.graph.get("order")
         if cached is None or cached[0] != key:
-            cached = (key, list(nx.lexicographical_topological_sort(graph)))
+            successors = graph.succ
+            pending = {node: len(predecessors) for node, predecessors in graph.pred.items()}
+            ready = [node for node, count in pending.items() if count == 0]
+            heapq.heapify(ready)
+            order: list[int] = []
+            while ready:
+                node = heapq.heappop(ready)
+                order.append(node)
+                for reader in successors[node]:
+                    pending[reader] -= 1
+                    if pending[reader] == 0:
+                        heapq.heappush(ready, reader)
+            if len(order) != len(pending):  # pragma: no cover - expand builds no cycles
+                raise ValueError("the IR has a cycle")
+            cached = (key, order)
             graph.graph["order"] = cached
         return cached[1]
 
@@ -214,6 +230,7 @@ class Network:
 def new_node(graph: nx.DiGraph, layer: Layer, inputs: tuple[int, ...] = (), **attrs: Any) -> int:
     node = graph.graph.get("next_id", 0)
     graph.graph["next_id"] = node + 1
+    _touch(graph)
     graph.add_node(node, layer=layer, inputs=tuple(inputs), **attrs)
     for source in inputs:
         graph.add_edge(source, node)
@@ -222,6 +239,7 @@ def new_node(graph: nx.DiGraph, layer: Layer, inputs: tuple[int, ...] = (), **at
 
 def set_inputs(graph: nx.DiGraph, node: int, inputs: tuple[int, ...]) -> None:
     """Rewire a node's ordered inputs, keeping the graph's edges in step."""
+    _touch(graph)
     for source in set(graph.nodes[node]["inputs"]) - set(inputs):
         graph.remove_edge(source, node)
     graph.nodes[node]["inputs"] = tuple(inputs)
@@ -229,6 +247,15 @@ def set_inputs(graph: nx.DiGraph, node: int, inputs: tuple[int, ...]) -> None:
         if not graph.has_edge(source, node):
             shape = graph.nodes[source].get("shape")
             graph.add_edge(source, node, **({"shape": shape} if shape is not None else {}))
+
+
+def remove_node(graph: nx.DiGraph, node: int) -> None:
+    _touch(graph)
+    graph.remove_node(node)
+
+
+def _touch(graph: nx.DiGraph) -> None:
+    graph.graph["version"] = graph.graph.get("version", 0) + 1
 
 
 def readers(graph: nx.DiGraph, node: int) -> list[int]:

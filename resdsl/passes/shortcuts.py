@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from resdsl.errors import ShapeError, SpecError
-from resdsl.ir import BlockInstance, Network, new_node, node_error, set_inputs
+from resdsl.ir import BlockInstance, Network, new_node, node_error, remove_node, set_inputs
 from resdsl.layers import Pair, Shape, ShapeProblem, ZeroPad
 from resdsl.passes.expand import DEFAULT_PROJECTION, Expander
 from resdsl.passes.shapes import infer_node
@@ -117,7 +117,7 @@ def insert_shortcuts(network: Network) -> None:
             for reader in list(graph.successors(join)):
                 inputs = tuple(main if source == join else source for source in graph.nodes[reader]["inputs"])
                 set_inputs(graph, reader, inputs)
-            graph.remove_node(join)
+            remove_node(graph, join)
             replaced[join] = main
             block.join = None
             continue
