@@ -27,6 +27,7 @@ from resdsl.errors import CompilerBug, SpecError
 from resdsl.ir import Network
 from resdsl.train import cli as train_cli
 
+
 def _shape(shape: Sequence[int]) -> str:
     return "x".join(map(str, shape))
 

@@ -48,7 +48,8 @@ def learnable_images(count: int, classes: int, side: int, seed: int) -> tuple[np
 
 
 def _rows(images: np.ndarray) -> np.ndarray:
-    return images.reshape(len(images), -1)  # N x 3 x H x W as it lies: the red plane, green, blue
+    # N x 3 x H x W as it lies: each row the red plane, then green, then blue.
+    return images.reshape(len(images), int(np.prod(images.shape[1:])))
 
 
 def _dump(content: dict) -> bytes:

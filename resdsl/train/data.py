@@ -85,6 +85,8 @@ class _ArraysOnly(pickle.Unpickler):
             ("numpy", "dtype"),
             # How protocol 2 writes bytes under Python 3 (a pure conversion, as the files' own readers do).
             ("_codecs", "encode"),
+            ("__builtin__", "bytes"),
+            ("builtins", "bytes"),
         }
     )
 

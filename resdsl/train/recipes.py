@@ -109,9 +109,12 @@ def _duration(value: Any) -> int | str:
 
 
 def _durations(value: Any) -> list[int | str]:
-    if not isinstance(value, list):
-        raise ValueError("a list of durations, such as [32000, 48000] or ['30 epochs', '60 epochs']")
-    return [_duration(item) for item in value]
+    try:
+        if not isinstance(value, list):
+            raise ValueError
+        return [_duration(item) for item in value]
+    except ValueError:
+        raise ValueError("a list of durations, such as [32000, 48000] or ['30 epochs', '60 epochs']") from None
 
 
 def _int_pair(value: Any) -> list[int]:
@@ -552,8 +555,10 @@ def _checked(key: str, value: Any, pos: Pos | None, origin: str) -> Any:
     try:
         return KEYS[key].check(value)
     except ValueError as error:
-        shown = "null" if value is None else repr(value) if isinstance(value, str) else yaml.safe_dump(value).strip()
-        shown = shown.removesuffix("\n...")
+        if value is None or isinstance(value, str):
+            shown = "null" if value is None else repr(value)
+        else:
+            shown = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("\n...")
         raise RecipeError(
             f"'{key}' must be {error}, not {shown}",
             pos,
