@@ -186,7 +186,8 @@ def read_cifar(path: str | Path, dataset: str) -> CifarArrays:
         if 3 * side * side != data.shape[1]:
             raise DataError(f"rows of {data.shape[1]} values are not 3 square colour planes", file=str(path))
         # A row holds the red plane, then green, then blue, each row-major: N x 3 x H x W as it lies.
-        tensor = torch.from_numpy(data.reshape(-1, 3, side, side).copy())
+        # concatenate made a fresh array, so the tensor shares it: no further copy of the data set.
+        tensor = torch.from_numpy(data.reshape(-1, 3, side, side))
         return tensor, torch.tensor(labels, dtype=torch.int64)
 
     train_images, train_labels = split(train_names)
@@ -343,8 +344,12 @@ class CifarData(TrainingData):
         held = round(count * holdout)
         split_order = torch.randperm(count, generator=torch.Generator().manual_seed(mix(seed, -1)))
         train_index, val_index = split_order[held:].sort().values, split_order[:held].sort().values
-        self.train_images = arrays.train_images[train_index].to(device)
-        self.train_labels = arrays.train_labels[train_index].to(device)
+        if held:
+            self.train_images = arrays.train_images[train_index].to(device)
+            self.train_labels = arrays.train_labels[train_index].to(device)
+        else:  # the whole set, without a copy of it on the CPU
+            self.train_images = arrays.train_images.to(device)
+            self.train_labels = arrays.train_labels.to(device)
         self.eval_sets = {"test": (arrays.test_images.to(device), arrays.test_labels.to(device))}
         if held:
             self.eval_sets = {

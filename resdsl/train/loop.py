@@ -124,10 +124,9 @@ class Processes:
 
     def sum(self, *values: torch.Tensor) -> list[torch.Tensor]:
         """Values summed over the processes (as float64, so counts stay exact)."""
-        stacked = torch.stack([v.detach().double().reshape(()) for v in values])
+        # One tensor on this process's device (NCCL reduces only GPU tensors; gloo takes CPU ones).
+        stacked = torch.stack([v.detach().to(self.device, torch.float64).reshape(()) for v in values])
         if self.distributed:
-            if self.device.type != "cuda":
-                stacked = stacked.cpu()
             dist.all_reduce(stacked)
         return list(stacked.cpu())
 
