@@ -178,7 +178,10 @@ def peaks(spec: str, data: Path, steps: int) -> dict:
             "--steps",
             str(steps),
         ]
-        output = subprocess.run(command, capture_output=True, text=True, check=True, env=os.environ.copy())
+        # A fixed mmap threshold (as bench/memory.py): glibc's dynamic one keeps freed blocks in the
+        # heap depending on allocation history, which made the peak vary by tens of MB run to run.
+        environment = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+        output = subprocess.run(command, capture_output=True, text=True, check=True, env=environment)
         result[kind] = json.loads(output.stdout.strip().splitlines()[-1])
     return result
 
@@ -199,21 +202,27 @@ def main() -> None:
     parser.add_argument("--spec", default="cifar20")
     parser.add_argument("--quick", action="store_true", help="fewer rounds and a smaller data set")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--rounds", type=int, help="paired rounds (default 8; 4 with --quick)")
+    parser.add_argument("--steps", type=int, help="training steps per round and side (default 10; 4 with --quick)")
+    parser.add_argument("--threads", type=int, help="torch threads (default torch's)")
     parser.add_argument("--child", choices=("loop", "bare"), help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--steps", type=int, default=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        print(json.dumps(child_peak(args.child, args.spec, args.data, args.steps)))
-        return
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.child:
+        print(json.dumps(child_peak(args.child, args.spec, args.data, args.steps or 5)))
+        return
 
     gpu = torch.cuda.is_available()
     train_images = 10000 if args.quick or not gpu else 50000
     rounds, steps = (4, 4) if args.quick else (8, 10)
     if gpu:
         rounds, steps = 10, 50
+    rounds, steps = args.rounds or rounds, args.steps or steps
     report: dict = {"machine": machine(), "spec": args.spec, "train_images": train_images}
     with tempfile.TemporaryDirectory() as folder:
         data = write_cifar_sized(Path(folder), train_images, 2000)

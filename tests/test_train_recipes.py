@@ -165,3 +165,15 @@ def test_every_key_is_documented_with_type_default_and_resume_safety():
     for name, key in KEYS.items():
         cells = [cell.strip() for cell in rows[name].strip("|").split("|")]
         assert cells[3] == ("yes" if key.resume_safe else "no"), name
+
+
+def test_registering_the_commands_imports_neither_torch_nor_matplotlib():
+    code = (
+        "import sys, resdsl.cli; resdsl.cli.build_parser(); "
+        "from resdsl.train.recipes import load_recipe; load_recipe('cifar10-paper'); "
+        "print(sorted(m for m in ('torch', 'matplotlib', 'tqdm') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT)}
+    )
+    assert result.stdout.strip() == "[]", result.stderr

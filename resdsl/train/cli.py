@@ -12,10 +12,12 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from resdsl.cli_support import EXIT_OK, EXIT_SPEC, UsageError, add_spec_options, spec_params
 from resdsl.errors import SpecError
+from resdsl.ir import Limits
 
 
 def register_train(commands: argparse._SubParsersAction) -> None:
@@ -132,6 +134,7 @@ def _train(args: argparse.Namespace) -> int:
         network=args.network,
         resume=args.resume,
         command=shlex.join(["resdsl", *sys.argv[1:]]),
+        limits=replace(Limits(), max_layers=args.max_layers),
     )
     trainer = Trainer(options)
     try:

@@ -321,6 +321,7 @@ class RunOptions:
     network: str | None = None
     resume: bool = False
     command: str = ""
+    limits: Any = None  # resdsl.Limits, from --max-layers
 
 
 class Stop(Exception):
@@ -354,7 +355,8 @@ class Trainer:
             )
         if recipe["sync_batchnorm"] and device.type != "cuda" and processes.distributed:
             raise recipe.error("sync_batchnorm", "'sync_batchnorm' needs GPUs (NCCL); this run is on the CPU")
-        self.network = resdsl.compile(self.options.spec, network=self.options.network, **self.options.params)
+        options = self.options
+        self.network = resdsl.compile(options.spec, network=options.network, limits=options.limits, **options.params)
         self.spec = spec_record(self.network, self.options.params)
 
         saved = self._read_saved() if self.options.resume else None
