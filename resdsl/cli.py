@@ -25,6 +25,8 @@ from resdsl.cli_support import (
 )
 from resdsl.errors import CompilerBug, SpecError
 from resdsl.ir import Network
+from resdsl.train import cli as train_cli
+
 
 
 def _shape(shape: Sequence[int]) -> str:
@@ -134,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     torch_cli.register,
     draw_cli.register,
+    train_cli.register_train,
+    train_cli.register_eval,
+    train_cli.register_plot,
 )
 
 
