@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
+from resdsl import fmt
 from resdsl.backends import draw_cli, torch_cli
 from resdsl.cli_support import (
     EXIT_OK,
@@ -133,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     torch_cli.register,
     draw_cli.register,
+    fmt.register,
 )
 
 
