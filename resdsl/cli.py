@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from resdsl import fmt
+from resdsl import fmt, lsp
 from resdsl.backends import draw_cli, torch_cli
 from resdsl.cli_support import (
     EXIT_OK,
@@ -135,6 +135,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     torch_cli.register,
     draw_cli.register,
     fmt.register,
+    lsp.register,
 )
 
 
