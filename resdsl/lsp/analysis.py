@@ -137,6 +137,9 @@ def _analyze(text: str, path: Path) -> Analysis:
             namespace = load_text(text, shown)
         except SpecError as error:
             result.errors.append(error)
+            # Completion and hover on names still need the blocks in scope while the
+            # user is typing: read them from the text without the offending line.
+            _define_despite(result, text, shown, error)
             return result
         for name, (definition, _) in namespace.blocks.items():
             result.definitions[name] = _definition(result, "block", definition)
@@ -161,6 +164,25 @@ def _analyze(text: str, path: Path) -> Analysis:
     for network in result.networks:
         _index(result, network)
     return result
+
+
+def _define_despite(result: Analysis, text: str, shown: str, error: SpecError) -> None:
+    from resdsl.frontend import load_text
+
+    lines = text.splitlines()
+    attempts = []
+    if error.path == shown and error.line is not None and 1 <= error.line <= len(lines):
+        attempts.append("\n".join(line if number != error.line else "" for number, line in enumerate(lines, 1)))
+    attempts.append("")  # the prelude alone
+    for attempt in attempts:
+        try:
+            namespace = load_text(attempt, shown)
+        except SpecError:
+            continue
+        for kind, table in (("block", namespace.blocks), ("network", namespace.networks)):
+            for name, (definition, _) in table.items():
+                result.definitions[name] = _definition(result, kind, definition)
+        return
 
 
 def _definition(result: Analysis, kind: str, definition: Any) -> Definition:

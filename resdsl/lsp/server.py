@@ -8,6 +8,8 @@ and, for errors inside files it ``use``s, to those files (and to the ``use`` lin
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 from lsprotocol import types as lsp
@@ -131,7 +133,8 @@ def publish(uri: str) -> None:
     for stale in _published.get(uri, set()) - others:
         server.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=stale, diagnostics=[]))
     _published[uri] = others
-    for path, items in by_file.items():
+    # The document's own diagnostics go last: a client that has them has the others.
+    for path, items in sorted(by_file.items(), key=lambda entry: entry[0] == result.path):
         target = uri if path == result.path else _uri(path)
         server.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=target, diagnostics=items))
 
@@ -222,4 +225,7 @@ def formatting(ls: LanguageServer, params: lsp.DocumentFormattingParams) -> list
 
 def main() -> int:
     server.start_io()
+    # pygls closes standard output when the client says `exit`; the command line's
+    # final flush must not find it closed.
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (open until the process ends)
     return 0
