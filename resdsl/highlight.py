@@ -81,22 +81,22 @@ def rules() -> tuple[Rule, ...]:
         Rule(
             "block-definition",
             rf"\b(block)([ \t]+)({_NAME})",
-            (_keyword("definition"), _space(), Group("entity.name.type.block.resdsl", "Name.Class")),
+            (_keyword("other.definition"), _space(), Group("entity.name.type.block.resdsl", "Name.Class")),
         ),
         Rule(
             "network-definition",
             rf"\b(network)([ \t]+)({_NAME})",
-            (_keyword("definition"), _space(), Group("entity.name.function.network.resdsl", "Name.Function")),
+            (_keyword("other.definition"), _space(), Group("entity.name.function.network.resdsl", "Name.Function")),
         ),
         Rule(
             "stage",
             rf"\b(stage)([ \t]+)({_DOTTED})",
-            (_keyword("definition"), _space(), Group("entity.name.section.stage.resdsl", "Name.Namespace")),
+            (_keyword("other.definition"), _space(), Group("entity.name.section.stage.resdsl", "Name.Namespace")),
         ),
         Rule(
             "shortcut-statement",
             rf"\b({_words(vocabulary.SHORTCUT_STATEMENTS)})([ \t]+)(shortcut)\b",
-            (_keyword("statement"), _space(), _keyword("statement")),
+            (_keyword("other.statement"), _space(), _keyword("other.statement")),
         ),
         Rule(
             "join",

@@ -85,6 +85,12 @@ async def _diagnostics_for(client: LanguageClient, uri: str) -> list[lsp.Diagnos
             return list(params.diagnostics)
 
 
+def _hover_params(uri: str, line: int, character: int) -> lsp.HoverParams:
+    return lsp.HoverParams(
+        text_document=lsp.TextDocumentIdentifier(uri=uri), position=lsp.Position(line=line, character=character)
+    )
+
+
 def _line_of(text: str, needle: str) -> int:
     """0-based line of the first line containing `needle`."""
     return next(index for index, line in enumerate(text.splitlines()) if needle in line)
