@@ -44,6 +44,9 @@ LINE_WIDTH = 100
 INDENT = "    "
 CONTINUATION_INDENT = INDENT * 2
 
+#: Exit status when the formatter itself fails (as the command line's CompilerBug).
+EXIT_BUG = 3
+
 # Token kinds.
 NAME, SIZE, NUMBER, STRING, OP, EQUAL = "NAME", "SIZE", "NUMBER", "STRING", "OP", "EQUAL"
 LBRACE, RBRACE, LPAR, RPAR, COMMA, COLON = "LBRACE", "RBRACE", "LPAR", "RPAR", "COMMA", "COLON"
@@ -469,11 +472,16 @@ def cmd_fmt(args: argparse.Namespace) -> int:
             formatted = format_text(text, str(path))
         except UnicodeDecodeError:
             print(f"{path}: not UTF-8 text; left as it was", file=sys.stderr)
-            status = EXIT_SPEC
+            status = max(status, EXIT_SPEC)
             continue
         except SpecError as error:
             print(error, file=sys.stderr)
-            status = EXIT_SPEC
+            status = max(status, EXIT_SPEC)
+            continue
+        except CompilerBug as error:
+            # Our fault, not the spec's: say so, keep the file, go on with the others.
+            print(f"{error}\n(this is a bug in resdsl, not in your spec: please report it)", file=sys.stderr)
+            status = EXIT_BUG
             continue
         if formatted == text:
             continue
@@ -486,7 +494,7 @@ def cmd_fmt(args: argparse.Namespace) -> int:
             path.write_text(formatted, encoding="utf-8")
             print(f"reformatted {path}", file=sys.stderr)
     if args.check and changed:
-        status = EXIT_SPEC
+        status = max(status, EXIT_SPEC)
     return status
 
 
