@@ -338,3 +338,15 @@ def test_the_server_never_imports_torch(tmp_path: Path) -> None:
         check=True,
     )
     assert out.stdout.strip() == "False"
+
+
+def test_an_edit_to_comments_alone_reuses_the_compiled_network(tmp_path: Path) -> None:
+    from resdsl.lsp import analysis
+
+    path = tmp_path / "small.res"
+    first = analysis.analyze(GOOD, path)
+    commented = analysis.analyze(GOOD.replace("    bn\n", "    bn  # normalise\n", 1), path)
+    assert commented.networks is first.networks  # nothing compiled again
+    assert "# normalise" in commented.text
+    changed = analysis.analyze(GOOD.replace("2 x basic(16)", "3 x basic(16)"), path)
+    assert changed.networks[0].num_params > first.networks[0].num_params

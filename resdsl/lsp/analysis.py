@@ -16,7 +16,7 @@ import os
 import re
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,7 @@ class Analysis:
     nodes_by_line: dict[tuple[Path, int], list[tuple[str, dict[str, Any]]]] = field(default_factory=dict)
     # (absolute path, line) of a stage statement -> [(network, stage name)]
     stages_by_line: dict[tuple[Path, int], list[tuple[Network, str]]] = field(default_factory=dict)
+    _resolved: dict[str, Path] = field(default_factory=dict, repr=False)
 
     def site(self, pos: Pos) -> Site:
         return Site(self.resolve(pos.path), pos.line, pos.column, pos.end_line, pos.end_column)
@@ -79,6 +80,12 @@ class Analysis:
         """The absolute path of a file as a diagnostic names it."""
         if shown is None:
             return self.path
+        # Every IR node asks: a few files, thousands of nodes.
+        if shown not in self._resolved:
+            self._resolved[shown] = self._resolve(shown)
+        return self._resolved[shown]
+
+    def _resolve(self, shown: str) -> Path:
         if shown == PRELUDE:
             return prelude_path()
         candidate = Path(shown)
@@ -106,9 +113,20 @@ def _working_directory(path: Path) -> Iterator[None]:
 _cache: OrderedDict[tuple[str, str], Analysis] = OrderedDict()
 
 
+# The latest analysis of each path, by its text less comments.
+_by_code: dict[str, tuple[str, Analysis]] = {}
+
+_COMMENT_OR_STRING = re.compile(r'("[^"\n]*")|[ \t]*#[^\n]*|[ \t]+$', re.MULTILINE)
+
+
+def _without_comments(text: str) -> str:
+    return _COMMENT_OR_STRING.sub(lambda match: match.group(1) or "", text)
+
+
 def clear_cache() -> None:
     """Forget every analysis (a file on disk changed: what `use`s it must be compiled again)."""
     _cache.clear()
+    _by_code.clear()
 
 
 def analyze(text: str, path: str | Path) -> Analysis:
@@ -117,7 +135,14 @@ def analyze(text: str, path: str | Path) -> Analysis:
     if key in _cache:
         _cache.move_to_end(key)
         return _cache[key]
-    result = _analyze(text, Path(os.path.abspath(path)))
+    code = _without_comments(text)
+    previous = _by_code.get(str(path))
+    if previous is not None and previous[0] == code:
+        # Only comments changed, every token where it was: the compiled result stands.
+        result = replace(previous[1], text=text)
+    else:
+        result = _analyze(text, Path(os.path.abspath(path)))
+    _by_code[str(path)] = (code, result)
     _cache[key] = result
     while len(_cache) > CACHE_SIZE:
         _cache.popitem(last=False)
