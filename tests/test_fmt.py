@@ -284,3 +284,12 @@ def test_standard_input_to_standard_output(monkeypatch, capsys) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO(MESSY))
     assert main(["fmt", "-"]) == 0
     assert capsys.readouterr().out == CANONICAL
+
+
+def test_resdsl_examples_in_the_docs_are_formatted() -> None:
+    examples = []
+    for document in (ROOT / "README.md", ROOT / "docs" / "editors.md"):
+        examples += re.findall(r"```resdsl\n(.*?)```", document.read_text(encoding="utf-8"), flags=re.S)
+    assert len(examples) >= 2
+    for example in examples:
+        assert fmt.format_text(example) == example
