@@ -400,12 +400,13 @@ def _shape(node: object) -> object:
     if isinstance(node, (Pos, Source)):
         return None
     if is_dataclass(node) and not isinstance(node, type):
+        values = vars(node)  # the AST's dataclasses keep their fields in __dict__
         return (
             type(node).__name__,
             tuple(
-                (item.name, _shape(getattr(node, item.name)))
+                (item.name, _shape(values[item.name]))
                 for item in fields(node)
-                if not isinstance(getattr(node, item.name), (Pos, Source))
+                if not isinstance(values[item.name], (Pos, Source))
             ),
         )
     if isinstance(node, (list, tuple)):

@@ -60,7 +60,7 @@ class Rule:
 
 
 def _space() -> Group:
-    return Group("", "Whitespace")
+    return Group("", "Text.Whitespace")
 
 
 def _keyword(kind: str = "other") -> Group:
@@ -72,7 +72,7 @@ def rules() -> tuple[Rule, ...]:
     settings = _words(vocabulary.settings())
     return (
         Rule("comment", r"(#.*)", (Group("comment.line.number-sign.resdsl", "Comment.Single"),)),
-        Rule("string", r'("[^"\n]*")', (Group("string.quoted.double.resdsl", "String.Double"),)),
+        Rule("string", r'("[^"\n]*")', (Group("string.quoted.double.resdsl", "Literal.String.Double"),)),
         Rule(
             "continuation",
             r"(\\)(?=[ \t]*$)",
@@ -161,13 +161,13 @@ def rules() -> tuple[Rule, ...]:
             (Group("variable.parameter.resdsl", "Name.Variable"),),
         ),
         Rule("call", rf"\b({_NAME})(?=\()", (Group("entity.name.function.call.resdsl", "Name.Function"),)),
-        Rule("size", r"\b([0-9]+(?:x[0-9]+)+)\b", (Group("constant.numeric.size.resdsl", "Number"),)),
+        Rule("size", r"\b([0-9]+(?:x[0-9]+)+)\b", (Group("constant.numeric.size.resdsl", "Literal.Number"),)),
         Rule(
             "real",
             r"((?:\b[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|\b[0-9]+[eE][-+]?[0-9]+)",
-            (Group("constant.numeric.float.resdsl", "Number.Float"),),
+            (Group("constant.numeric.float.resdsl", "Literal.Number.Float"),),
         ),
-        Rule("integer", r"\b([0-9]+)\b", (Group("constant.numeric.integer.resdsl", "Number.Integer"),)),
+        Rule("integer", r"\b([0-9]+)\b", (Group("constant.numeric.integer.resdsl", "Literal.Number.Integer"),)),
         Rule(
             "comparison",
             r"(==|!=|<=|>=|<|>)",

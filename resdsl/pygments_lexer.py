@@ -10,21 +10,19 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import pygments.token
 from pygments.lexer import RegexLexer, bygroups
-from pygments.token import Text, Whitespace
+from pygments.token import STANDARD_TYPES, Text, Whitespace, _TokenType
 
 from resdsl.highlight import rules
 
+#: Pygments' token types by their dotted names ("Literal.Number.Float").
+_TOKEN_TYPES = {str(token).removeprefix("Token."): token for token in STANDARD_TYPES}
 
-def _token_type(dotted: str) -> pygments.token._TokenType:
-    # Resolved as attributes of pygments.token, where `Number` is Literal.Number: a
-    # plain string_to_tokentype("Number") would make a new, unstyled Token.Number.
-    first, *rest = dotted.split(".")
-    token = getattr(pygments.token, first)
-    for part in rest:
-        token = getattr(token, part)
-    return token
+
+def _token_type(dotted: str) -> _TokenType:
+    # A lookup, not string_to_tokentype: that would make a new, unstyled type of any
+    # name it is given ("Number" would not be Literal.Number).
+    return _TOKEN_TYPES[dotted]
 
 
 def _action(groups):
