@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
+from resdsl import fmt, lsp
 from resdsl.backends import draw_cli, torch_cli
 from resdsl.cli_support import (
     EXIT_OK,
@@ -139,6 +140,8 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     train_cli.register_train,
     train_cli.register_eval,
     train_cli.register_plot,
+    fmt.register,
+    lsp.register,
 )
 
 
