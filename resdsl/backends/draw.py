@@ -23,9 +23,11 @@ and ``stage`` (one box per stage).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -433,10 +435,50 @@ def to_dot(
     return columns_to_dot(columns, direction=direction, shapes=shapes)
 
 
+def _quote(text: str) -> str:
+    # Labels carry Graphviz's own "\\n" line breaks on purpose; only quotes need escaping.
+    return '"' + text.replace('"', '\\"') + '"'
+
+
+@functools.lru_cache(maxsize=512)
+def _attribute_text(items: tuple[tuple[str, str], ...]) -> str:
+    return " [" + " ".join(f"{key}={_quote(value)}" for key, value in items) + "]" if items else ""
+
+
+class _Writer:
+    """DOT statements as lines. The graphviz package quotes every attribute afresh,
+    which dominated drawing a deep network; figures repeat a few attribute sets."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.indent = "\t"
+
+    def node(self, name: str, label: str | None = None, **attrs: str) -> None:
+        items = (("label", label),) if label is not None else ()
+        self.lines.append(f"{self.indent}{_quote(name)}{_attribute_text(items + tuple(attrs.items()))}\n")
+
+    def edge(self, tail: str, head: str, **attrs: str) -> None:
+        self.lines.append(f"{self.indent}{_quote(tail)} -> {_quote(head)}{_attribute_text(tuple(attrs.items()))}\n")
+
+    @contextlib.contextmanager
+    def subgraph(self, name: str = "", **attrs: str) -> Iterator[_Writer]:
+        self.lines.append(f"{self.indent}subgraph {name + ' ' if name else ''}{{\n")
+        outer = self.indent
+        self.indent += "\t"
+        for key, value in attrs.items():
+            self.lines.append(f"{self.indent}{key}={_quote(value)}\n")
+        try:
+            yield self
+        finally:
+            self.indent = outer
+            self.lines.append(f"{self.indent}}}\n")
+
+
 def columns_to_dot(columns: list[Column], *, direction: str = "TB", shapes: bool = False) -> graphviz.Digraph:
+    """Lay the columns out side by side: titles in one row, aligned output sizes in one row each."""
     dot = graphviz.Digraph(
         "resdsl",
-        graph_attr={"rankdir": direction, "newrank": "true", "nodesep": "0.25", "ranksep": "0.18"},
+        graph_attr={"rankdir": direction, "newrank": "true", "nodesep": "0.25", "ranksep": "0.18", "pad": "0.3"},
     )
     dot.attr(
         "node",
@@ -450,6 +492,7 @@ def columns_to_dot(columns: list[Column], *, direction: str = "TB", shapes: bool
         margin="0.06,0.02",
     )
     dot.attr("edge", arrowsize="0.5", penwidth="0.8")
+    out = _Writer()
     side = "e" if direction == "TB" else "s"
     aligned = _aligned_sizes(columns)
     # The box that opens each aligned size: the column's blank space goes just above it.
@@ -457,8 +500,7 @@ def columns_to_dot(columns: list[Column], *, direction: str = "TB", shapes: bool
     size_label: dict[tuple[int, int], str] = {}
     for number, column in enumerate(columns):
         prefix = f"c{number}_"
-        with dot.subgraph(name=f"cluster_{number}") as sub:
-            sub.attr(peripheries="0", label="")
+        with out.subgraph(f"cluster_{number}", peripheries="0", label="") as sub:
             sub.node(
                 f"{prefix}title",
                 f"{column.title}\\n{column.subtitle}",
@@ -472,52 +514,50 @@ def columns_to_dot(columns: list[Column], *, direction: str = "TB", shapes: bool
                 style = _NODE_STYLE.get(box.style, {})
                 sub.node(box.key, _decorate(box, shapes), fillcolor=box.fill, group=prefix, **style)
             sub.edge(f"{prefix}title", column.boxes[0].key, style="invis", weight="100")
-            joined = {}
+            joined: dict[tuple[str, str | None], list[Branch]] = {}
             for branch in column.branches:
                 joined.setdefault((branch.source, branch.join), []).append(branch)
             for index, (upper, lower) in enumerate(itertools.pairwise(column.boxes), start=1):
                 weight = "1" if (number, index) in opens else "100"
-                branches = joined.get((upper.key, lower.key))
+                branches = joined.pop((upper.key, lower.key), None)
                 if branches:
-                    _branches(dot, sub, branches, upper.key, lower.key, prefix, weight, shapes)
+                    _branches(sub, branches, upper.key, lower.key, prefix, weight, shapes)
                 else:
                     sub.edge(upper.key, lower.key, weight=weight)
             for index, size in column.size_changes():
                 label = f"{prefix}size{index}"
                 size_label[(number, index)] = label
                 sub.node(label, f"output size: {size}", shape="plaintext", style="", fontsize="10", width="0")
-            for branch in column.branches:
-                if (branch.source, branch.join) in joined and branch.join is not None:
-                    continue
-                # A branch whose join is not the next box (no such spec today): drawn plainly.
-                _branch_boxes(sub, branch, shapes)
+            for branches in joined.values():
+                # A branch whose join is not the next box (no spec makes one today): drawn plainly.
+                for branch in branches:
+                    _branch_boxes(sub, branch, shapes)
         for arc in column.arcs:
-            _arc(dot, arc, side)
+            _arc(out, arc, side)
     # Every "output size" note stands left of its box; boxes reaching a shared size share a rank.
     rows: list[list[tuple[int, int]]] = [places for _, places in sorted(aligned.items())]
     in_rows = {place for places in rows for place in places}
     rows += [[place] for place in size_label if place not in in_rows]
     for places in rows:
-        with dot.subgraph() as row:
-            row.attr(rank="same")
-            chain = []
-            for number, index in sorted(places):
-                chain += [size_label[(number, index)], columns[number].boxes[index].key]
-            for name in chain:
-                row.node(name)
-            for left, right in itertools.pairwise(chain):
-                row.edge(left, right, style="invis")
-    with dot.subgraph() as titles:
-        titles.attr(rank="same")
-        keys = [f"c{number}_title" for number in range(len(columns))]
-        for key in keys:
-            titles.node(key)
-        for left, right in itertools.pairwise(keys):
-            titles.edge(left, right, style="invis")
+        chain = []
+        for number, index in sorted(places):
+            chain += [size_label[(number, index)], columns[number].boxes[index].key]
+        _same_rank(out, chain)
+    _same_rank(out, [f"c{number}_title" for number in range(len(columns))])
+    dot.body.extend(out.lines)
     return dot
 
 
-def _branch_boxes(sub: graphviz.Digraph, branch: Branch, shapes: bool) -> list[str]:
+def _same_rank(out: _Writer, names: list[str]) -> None:
+    """One rank, in this order from left to right."""
+    with out.subgraph(rank="same") as row:
+        if len(names) == 1:
+            row.node(names[0])
+        for left, right in itertools.pairwise(names):
+            row.edge(left, right, style="invis")
+
+
+def _branch_boxes(sub: _Writer, branch: Branch, shapes: bool) -> None:
     for box in branch.boxes:
         sub.node(box.key, _decorate(box, shapes), fillcolor=box.fill, **{"class": "branch"})
     chain = [branch.source, *(box.key for box in branch.boxes)]
@@ -525,21 +565,13 @@ def _branch_boxes(sub: graphviz.Digraph, branch: Branch, shapes: bool) -> list[s
         chain.append(branch.join)
     for upper, lower in itertools.pairwise(chain):
         sub.edge(upper, lower, weight="1", **{"class": "branch"})
-    return chain
 
 
 def _branches(
-    dot: graphviz.Digraph,
-    sub: graphviz.Digraph,
-    branches: list[Branch],
-    source: str,
-    join: str,
-    prefix: str,
-    weight: str,
-    shapes: bool,
+    sub: _Writer, branches: list[Branch], source: str, join: str, prefix: str, weight: str, shapes: bool
 ) -> None:
     """Side branches left of the main column, which runs straight from their source to
-    their join past invisible spacers, one beside each branch box."""
+    their join through spacers, one beside each branch box."""
     length = max(len(branch.boxes) for branch in branches)
     spacers = [f"{join}_s{step}" for step in range(length)]
     for spacer in spacers:
@@ -547,20 +579,17 @@ def _branches(
         sub.node(spacer, "", shape="point", style="filled", color="black", width="0.012", group=prefix)
     path = [source, *spacers, join]
     for upper, lower in itertools.pairwise(path):
-        # Unclipped, the segments meet at the spacers and read as one line.
-        ends = {"headclip": "false"} if lower != join else {}
+        ends = {} if lower == join else {"arrowhead": "none", "headclip": "false"}
         if upper != source:
             ends["tailclip"] = "false"
-        sub.edge(upper, lower, weight=weight, **ends, **({} if lower == join else {"arrowhead": "none"}))
+        sub.edge(upper, lower, weight=weight, **ends)
     for branch in branches:
         _branch_boxes(sub, branch, shapes)
         for box, spacer in zip(branch.boxes, spacers):
-            with dot.subgraph() as row:
-                row.attr(rank="same")
-                row.edge(box.key, spacer, style="invis")
+            _same_rank(sub, [box.key, spacer])
 
 
-def _arc(dot: graphviz.Digraph, arc: Arc, side: str) -> None:
+def _arc(out: _Writer, arc: Arc, side: str) -> None:
     attrs = {
         "style": "dashed" if arc.changes_dimensions else "solid",
         "constraint": "false",
@@ -574,7 +603,7 @@ def _arc(dot: graphviz.Digraph, arc: Arc, side: str) -> None:
     if arc.label:
         attrs.update(xlabel=arc.label, fontname="Helvetica", fontsize="9", fontcolor=_PROJECTION_BLUE)
     # Shortcuts curve beside the column without pulling boxes out of line.
-    dot.edge(arc.source, arc.target, **attrs)
+    out.edge(arc.source, arc.target, **attrs)
 
 
 def render(dot: graphviz.Digraph, path: str | Path) -> Path:
