@@ -351,7 +351,7 @@ class _Reader:
                 continue
             label = plan.projection if written and plan.kind == "projection" and plan.projection else ""
             arc = Arc(start, end, plan.kind, plan.changes_dimensions, label, block.path)
-            for node in block.shortcut_nodes:
+            for node in block.shortcut_nodes if self.detail == "layer" else ():  # else in the block's box
                 if node in self.data:
                     shortcut = self.data[node]
                     arc.params += shortcut["params"]
