@@ -14,11 +14,12 @@ import html
 import json
 from collections.abc import Sequence
 from dataclasses import asdict
-from importlib import resources
+from pathlib import Path
 
 from resdsl.backends.draw import DETAILS, Box, figure
 from resdsl.ir import Network
 
+_SCRIPT = Path(__file__).with_name("draw_html.js")
 # The page may load nothing: inline script and style only.
 _POLICY = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
 _STYLE = """
@@ -93,7 +94,7 @@ def to_html(networks: Sequence[Network], *, detail: str = "layer", all_layers: b
         )
     # "</" never appears inside the script element, whatever a name holds.
     payload = json.dumps({"columns": columns, "collapsed": collapsed}, separators=(",", ":")).replace("</", "<\\/")
-    script = resources.files("resdsl.backends").joinpath("draw_html.js").read_text(encoding="utf-8")
+    script = _SCRIPT.read_text(encoding="utf-8")
     title = html.escape(", ".join(network.name for network in networks))
     return f"""<!DOCTYPE html>
 <html lang="en">
