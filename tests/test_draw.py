@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from resdsl.backends import draw
 from resdsl.cli import main
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "draw"
+SPECS = Path(__file__).resolve().parent.parent / "specs"
 SVG = "{http://www.w3.org/2000/svg}"
 
 
@@ -24,16 +26,37 @@ def _dot_source(*specs: str, **options) -> str:
 
 
 def _shortcut_edges(source: str) -> list[str]:
-    return [line for line in source.splitlines() if "class=shortcut" in line]
+    return [line for line in source.splitlines() if 'class="shortcut' in line]
 
 
 def _changing_joins(network: resdsl.Network) -> int:
-    return sum(1 for _, attrs in network.nodes("add") if attrs["shortcut"].changes_dimensions)
+    return sum(1 for block in network.blocks if block.join is not None and block.plan.changes_dimensions)
 
 
-def test_golden_dot() -> None:
-    source = _dot_source(str(FIXTURES / "tiny.res"))
-    expected = FIXTURES / "tiny.dot"
+def _with_shortcut(option: str) -> resdsl.Network:
+    spec = SPECS / "resnet18.res"
+    return resdsl.compile_text(f'use "{spec}"\nnetwork r18{option} = resnet18 with shortcut {option}', path="x.res")
+
+
+def _branch_networks() -> list[resdsl.Network]:
+    return [resdsl.compile(FIXTURES / "branches.res", network=name) for name in ("se_net", "preact_net")]
+
+
+GOLDEN = {
+    "tiny.dot": lambda: draw.to_dot([resdsl.compile(FIXTURES / "tiny.res")]),
+    "fig3.dot": lambda: draw.to_dot([resdsl.compile(name) for name in ("vgg19", "plain34", "resnet34")]),
+    "branches.dot": lambda: draw.to_dot(_branch_networks()),
+    "cifar_blocks.dot": lambda: draw.to_dot(
+        [resdsl.compile("cifar20"), resdsl.compile("cifar_plain20")], detail="block"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_golden_dot(name: str) -> None:
+    # RESDSL_UPDATE_GOLDEN=1 rewrites them; look at the rendered figure before committing one.
+    source = GOLDEN[name]().source
+    expected = FIXTURES / name
     if os.environ.get("RESDSL_UPDATE_GOLDEN"):
         expected.write_text(source, encoding="utf-8")
     assert source == expected.read_text(encoding="utf-8")
@@ -43,9 +66,33 @@ def test_golden_dot() -> None:
 def test_dashed_exactly_where_dimensions_change(spec: str, dashed: int) -> None:
     network = resdsl.compile(spec)
     edges = _shortcut_edges(_dot_source(spec))
-    assert len(edges) == len(list(network.nodes("add")))
-    assert sum("dashed" in edge for edge in edges) == dashed == _changing_joins(network)
-    assert all("solid" in edge for edge in edges if "dashed" not in edge)
+    assert len(edges) == sum(1 for block in network.blocks if block.join is not None)
+    assert sum('style="dashed"' in edge for edge in edges) == dashed == _changing_joins(network)
+    assert all('style="solid"' in edge for edge in edges if "dashed" not in edge)
+
+
+def test_options_a_b_and_c_look_different() -> None:
+    kinds = {}
+    for option in "ABC":
+        edges = _shortcut_edges(draw.to_dot([_with_shortcut(option)]).source)
+        kinds[option] = [edge.split('class="shortcut ')[1].split('"')[0] for edge in edges]
+    # resnet18: 8 blocks, 3 of which change dimensions.
+    assert kinds["A"].count("zeropad") == 3 and kinds["A"].count("identity") == 5
+    assert kinds["B"].count("projection") == 3 and kinds["B"].count("identity") == 5
+    assert kinds["C"] == ["projection"] * 8
+    for option in "BC":  # projections are drawn in their own colour, zero-padding in grey
+        source = draw.to_dot([_with_shortcut(option)]).source
+        projections = [edge for edge in _shortcut_edges(source) if "projection" in edge]
+        assert all("#1f5fa8" in edge for edge in projections)
+
+
+@pytest.mark.parametrize("detail", ["block", "stage"])
+def test_residual_and_plain_differ_at_coarser_details(detail: str) -> None:
+    residual = _shortcut_edges(_dot_source("cifar20", detail=detail))
+    plain = _shortcut_edges(_dot_source("cifar_plain20", detail=detail))
+    assert plain == []
+    assert len(residual) == (9 if detail == "block" else 3)
+    assert sum('style="dashed"' in edge for edge in residual) == 2
 
 
 def test_layer_detail_draws_the_papers_boxes() -> None:
@@ -53,32 +100,129 @@ def test_layer_detail_draws_the_papers_boxes() -> None:
     # Fig. 3: 33 convolutions + the fc are the 34 weighted layers; one pool, one avg pool.
     assert source.count("conv, ") == 33
     assert source.count('"fc 1000"') == 1
-    assert '"pool, /2"' in source and '"avg pool"' in source
+    assert '"3x3 max pool, /2"' in source and '"avg pool"' in source
     assert source.count("3x3 conv, 128, /2") == 1
-    assert "output size: 56" in source and "output size: 7" in source
-    boxes, _ = draw._column(resdsl.compile("resnet34"), "x", "layer", True)
-    labels = [box.label for box in boxes]
+    for size in (224, 112, 56, 28, 14, 7, 1):
+        assert source.count(f'"output size: {size}"') == 1
+    assert "labelloc" not in source  # titles are nodes at the top, not cluster captions
+    column = draw.figure(resdsl.compile("resnet34"), all_layers=True)
+    labels = [box.label for box in column.boxes]
     # Every main-branch conv has its BN; the three projections' are part of their arcs.
     assert labels.count("bn") == 33 and labels.count("relu") == 33 and labels.count("flatten") == 1
+    assert labels.count("+") == 16
 
 
-@pytest.mark.parametrize("detail", ["block", "stage"])
-def test_coarser_details_keep_the_figures(detail: str) -> None:
-    network = resdsl.compile("resnet50")
-    boxes, _ = draw._column(network, "x", detail, False)
-    assert sum(box.params for box in boxes) == network.num_params
-    labels = [box.label for box in boxes]
-    if detail == "stage":
-        assert "conv3_x: 4 x bottleneck(128), /2" in labels
-        assert len([label for label in labels if "bottleneck" in label]) == 4
-    else:
-        assert len([label for label in labels if "bottleneck" in label]) == 3 + 4 + 6 + 3
+@pytest.mark.parametrize("detail", ["layer", "block", "stage"])
+@pytest.mark.parametrize("spec", ["resnet50", "branches"])
+def test_every_detail_keeps_the_figures(detail: str, spec: str) -> None:
+    networks = _branch_networks() if spec == "branches" else [resdsl.compile(spec)]
+    for network in networks:
+        column = draw.figure(network, detail=detail)
+        boxes = column.boxes + [box for branch in column.branches for box in branch.boxes]
+        params = sum(box.params for box in boxes) + sum(arc.params for arc in column.arcs)
+        macs = sum(box.macs for box in boxes) + sum(arc.macs for arc in column.arcs)
+        assert (params, macs) == (network.num_params, network.macs)
+    if spec == "resnet50":
+        labels = [box.label for box in draw.figure(networks[0], detail=detail).boxes]
+        if detail == "stage":
+            assert "conv3_x: 4 x bottleneck(128), /2" in labels
+            assert len([label for label in labels if "bottleneck" in label]) == 4
+        elif detail == "block":
+            assert len([label for label in labels if "bottleneck" in label]) == 3 + 4 + 6 + 3
+            assert "conv4_x.0: bottleneck(256), /2" in labels
+
+
+def test_side_branches_taps_projections_and_drop_path() -> None:
+    se_net, preact_net = _branch_networks()
+    column = draw.figure(se_net)
+    # One squeeze-and-excitation branch per block, beside the column, joined at a "×".
+    assert [[box.label for box in branch.boxes] for branch in column.branches][:1] == [
+        ["avg pool", "1x1 conv, 4", "1x1 conv, 16"]
+    ]
+    assert len(column.branches) == 4
+    joins = {box.key: box for box in column.boxes if box.style == "join"}
+    assert {branch.join for branch in column.branches} == set(joins)
+    assert all(joins[branch.join].label == "×" for branch in column.branches)
+    # Drop path is marked in every block, with its scheduled rate.
+    markers = [box.label for box in column.boxes if box.style == "marker"]
+    assert markers == ["drop path 0", "drop path 0.0333", "drop path 0.0667", "drop path 0.1"]
+    # The written projection is named on its arc; identities are not.
+    assert [(arc.kind, arc.label) for arc in column.arcs] == [
+        ("identity", ""),
+        ("identity", ""),
+        ("projection", "avg_down"),
+        ("identity", ""),
+    ]
+    source = draw.to_dot([se_net]).source
+    assert source.count('xlabel="avg_down"') == 1
+    assert source.count('class="branch"') == 4 * 3 + 4 * 4  # the boxes and the edges into, along and out
+
+    column = draw.figure(preact_net)
+    by_key = {box.key: box for box in column.boxes}
+    preacts = [box for box in column.boxes if box.style == "preact"]
+    assert [box.label for box in preacts] == ["bn, relu"] * 4
+    # The projection reads the tap (after the pre-activation); identities carry the block's input.
+    projection = next(arc for arc in column.arcs if arc.kind == "projection")
+    assert by_key[projection.source].style == "preact" and projection.label == "conv_proj"
+    identities = [arc for arc in column.arcs if arc.kind == "identity"]
+    assert len(identities) == 3 and all(by_key[arc.source].style != "preact" for arc in identities)
 
 
 def test_side_by_side_columns() -> None:
     source = _dot_source("vgg19", "plain34", "resnet34")
     assert source.count("subgraph cluster_") == 3
     assert len(_shortcut_edges(source)) == 16
+
+
+def _svg_boxes(path: Path) -> dict[str, tuple[float, float, float, float]]:
+    """Each node's bounding box (left, top, right, bottom) in the rendered SVG."""
+    boxes = {}
+    for group in ET.parse(path).getroot().iter(f"{SVG}g"):
+        if (group.get("class") or "").split()[:1] != ["node"]:
+            continue
+        key = group.find(f"{SVG}title").text
+        xs, ys = [], []
+        for shape in group:
+            numbers = shape.get("points") or shape.get("d") or ""
+            values = [float(v) for v in numbers.replace("M", " ").replace("C", " ").replace(",", " ").split()]
+            xs += values[0::2]
+            ys += values[1::2]
+            if shape.tag == f"{SVG}text":
+                xs.append(float(shape.get("x")))
+                ys.append(float(shape.get("y")))
+        boxes[key] = (min(xs), min(ys), max(xs), max(ys))
+    return boxes
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed (CI installs it)")
+def test_rendered_fig3_reads_like_the_papers(tmp_path: Path) -> None:
+    out = tmp_path / "fig3.svg"
+    assert main(["draw", "vgg19", "plain34", "resnet34", "-o", str(out)]) == 0
+    boxes = _svg_boxes(out)
+    columns = [
+        draw.figure(resdsl.compile(name), prefix=f"c{number}_")
+        for number, name in enumerate(("vgg19", "plain34", "resnet34"))
+    ]
+    tops = {key: box[1] for key, box in boxes.items()}
+    # Titles at the top, in one row.
+    assert len({round(tops[f"c{n}_title"]) for n in range(3)}) == 1
+    assert all(tops[f"c{n}_title"] < tops[box.key] for n, column in enumerate(columns) for box in column.boxes)
+    # Columns aligned by stage: the boxes that reach each output size share a row.
+    for size in (224, 112, 56, 28, 14, 7, 1):
+        opening = [next(column.boxes[i].key for i, s in column.size_changes() if s == size) for column in columns]
+        assert len({round(tops[key]) for key in opening}) == 1, size
+    # No blank gaps in ResNet-34 from conv2_x on, where its column is the longest (above,
+    # VGG's convolutions at 224 and 112 push its 7x7 conv and pool down, as in the paper).
+    steps = {round(tops[b.key] - tops[a.key]) for a, b in itertools.pairwise(columns[2].boxes[2:])}
+    assert len(steps) == 1, steps
+    # Each "output size" note is left of its own column and right of the column before it.
+    for number, column in enumerate(columns):
+        for index, _ in column.size_changes():
+            note = boxes[f"c{number}_size{index}"]
+            box = boxes[column.boxes[index].key]
+            assert note[2] <= box[0] and abs(note[3] - (box[1] + box[3]) / 2) < 8  # the text's baseline
+            if number:
+                assert note[0] > max(boxes[b.key][2] for b in columns[number - 1].boxes)
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed (CI installs it)")
@@ -88,10 +232,16 @@ def test_rendered_svg_has_the_expected_nodes_and_edges(tmp_path: Path) -> None:
     root = ET.parse(out).getroot()
     groups = [(g.get("class") or "").split()[0] for g in root.iter(f"{SVG}g")]
     network = resdsl.compile(FIXTURES / "tiny.res")
-    drawn_layers = sum(1 for _, a in network.nodes() if a["role"] == "main" and draw.layer_label(a["layer"]) is not None)
-    assert groups.count("node") == drawn_layers + 1  # + the "image" box
-    # The column's links between consecutive boxes, plus one arc per shortcut.
-    assert groups.count("edge") == drawn_layers + len(list(network.nodes("add")))
+    drawn_layers = sum(
+        1 for _, a in network.nodes() if a["role"] == "main" and draw.layer_label(a["layer"]) is not None
+    )
+    notes = len(draw.figure(network).size_changes())
+    # The image box, the title, one "output size" note per size.
+    assert groups.count("node") == drawn_layers + 1 + 1 + notes
+    # The column's links between consecutive boxes, plus one arc per shortcut (invisible ones are not drawn).
+    edges = [(g.get("class") or "") for g in root.iter(f"{SVG}g") if (g.get("class") or "").startswith("edge")]
+    assert len([e for e in edges if "shortcut" not in e]) == drawn_layers
+    assert sorted(e for e in edges if "shortcut" in e) == ["edge shortcut identity", "edge shortcut projection"]
     dashed = [p for p in root.iter(f"{SVG}path") if p.get("stroke-dasharray")]
     assert len(dashed) == _changing_joins(network) == 1
 

@@ -2,7 +2,13 @@
 
 - fig3.svg: VGG-19, the 34-layer plain network and ResNet-34 side by side (the paper's Fig. 3);
 - basic_block.svg and bottleneck_block.svg: one block of each kind with every layer (Fig. 2 and Fig. 5);
-- resnet50_stages.svg: ResNet-50 at stage detail with shapes and parameters (Table 1).
+- resnet50_stages.svg: ResNet-50 at stage detail with shapes and parameters (Table 1);
+- branches.svg: squeeze-and-excitation branches, drop path and a written projection
+  (avg_down) beside a pre-activation network whose projection starts at its tap
+  (tests/fixtures/draw/branches.res);
+- cifar_blocks.svg: ResNet-20 and its plain twin at block detail;
+- options_abc.svg: ResNet-18 with shortcut options A, B and C;
+- fig3.html: the interactive Fig. 3 (`resdsl draw ... -o fig3.html`).
 """
 
 from __future__ import annotations
@@ -15,6 +21,10 @@ sys.path.insert(0, str(HERE.parent.parent))
 
 import resdsl  # noqa: E402
 from resdsl.backends.draw import render, to_dot  # noqa: E402
+from resdsl.backends.draw_html import to_html  # noqa: E402
+
+SPECS = HERE.parent.parent / "specs"
+BRANCHES = HERE.parent.parent / "tests" / "fixtures" / "draw" / "branches.res"
 
 BLOCK = """
 network {name} {{
@@ -39,9 +49,25 @@ def main() -> None:
             shapes=True,
         ),
         "resnet50_stages.svg": to_dot([resdsl.compile("resnet50")], detail="stage", shapes=True),
+        "branches.svg": to_dot(
+            [resdsl.compile(BRANCHES, network=name) for name in ("se_net", "preact_net")],
+        ),
+        "cifar_blocks.svg": to_dot([resdsl.compile("cifar20"), resdsl.compile("cifar_plain20")], detail="block"),
+        "options_abc.svg": to_dot(
+            [
+                resdsl.compile_text(
+                    f'use "{SPECS / "resnet18.res"}"\nnetwork resnet18_{option} = resnet18 with shortcut {option}',
+                    path=str(HERE / "options.res"),
+                )
+                for option in "ABC"
+            ]
+        ),
     }
     for name, dot in figures.items():
         print(render(dot, HERE / name))
+    page = HERE / "fig3.html"
+    page.write_text(to_html([resdsl.compile(name) for name in ("vgg19", "plain34", "resnet34")]), encoding="utf-8")
+    print(page)
 
 
 if __name__ == "__main__":

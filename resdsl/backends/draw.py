@@ -1,27 +1,40 @@
 """Graphviz backend: networks drawn in the style of the paper's Figure 3.
 
-A column of boxes ("3x3 conv, 128, /2"), the shortcuts as arcs beside it: solid
-where they are identities, dashed where they change dimensions (projection or
-zero-padding). Reads names, shapes and shortcut plans from the IR; never imports
-torch and never re-derives a shape.
+A column of boxes ("3x3 conv, 128, /2") under the network's title, the shortcuts as
+arcs beside it: solid where they are identities, dashed where they change
+dimensions, blue where a projection computes them (labelled with the projection
+block's name when the spec chose one). Side branches (squeeze-and-excitation's
+``mul { ... }``) are drawn as a short column beside the main one, joined at a
+circle; a shortcut tapped after a pre-activation starts at its tap; drop path is a
+dashed marker. "output size" notes stand left of their own column where the
+spatial size changes, and several networks side by side are aligned by them.
+
+The figure is built in two steps: :func:`figure` reads the IR into a
+:class:`Column` (boxes, branches, arcs; linear in the network's size), and
+:func:`to_dot` lays the columns out with Graphviz. :mod:`resdsl.backends.draw_html`
+draws the same columns as an interactive page. Everything is read from the IR's
+documented keys and :attr:`Network.blocks`; nothing here imports torch or
+re-derives a shape, a stride or a block boundary.
 
 Detail levels: ``layer`` (one box per conv, pool and fc, as Fig. 3; with
-``all_layers`` also BN, ReLU and the rest), ``block`` (one box per block) and
-``stage`` (one box per stage).
+``all_layers`` also norms, activations and joins), ``block`` (one box per block)
+and ``stage`` (one box per stage).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
 import shutil
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import graphviz
 
-from resdsl.ir import Network
-from resdsl.layers import AvgPool, Conv, Dropout, Flatten, Linear, MaxPool
+from resdsl.ir import BlockInstance, Network
 
 DETAILS = ("layer", "block", "stage")
 FORMATS = (".svg", ".png", ".pdf", ".dot")
@@ -29,10 +42,18 @@ INSTALL_HINT = (
     "Graphviz's 'dot' program is needed to render .svg, .png and .pdf: apt-get install graphviz (or write .dot)"
 )
 
+#: The kinds Fig. 3 draws as boxes at layer detail; the others fold into the box above.
+SHOWN_KINDS = frozenset({"conv", "fc", "maxpool", "avgpool", "channel_conv"})
+#: Joins drawn as circles where a side branch comes back.
+JOIN_KINDS = frozenset({"add", "mul", "cat"})
+
 # Fig. 3's palette: convolutions by width, pools and fc set apart.
 _FILL = {64: "#f4e8d0", 128: "#e3ecd6", 256: "#dbe6f1", 512: "#eadcec"}
 _POOL_FILL = "#f0f0f0"
 _FC_FILL = "#fde2c8"
+_BRANCH_FILL = "#fbf6d9"
+_ARC_GREY = "#555555"
+_PROJECTION_BLUE = "#1f5fa8"
 
 
 class DrawError(Exception):
@@ -40,63 +61,334 @@ class DrawError(Exception):
 
 
 @dataclass
-class _Box:
-    key: str  # the Graphviz node id
+class Box:
+    """One drawn box and the figures of every node folded into it."""
+
+    key: str  # the Graphviz node id, unique in the figure
     label: str
     fill: str
+    style: str = "layer"  # "image", "layer", "join", "marker" (drop path), "preact" or "group"
     shape: tuple[int, ...] | None = None
     params: int = 0
+    macs: int = 0
+    names: list[str] = field(default_factory=list)  # module names, the drawn layer's first
+    stage: str | None = None  # the stage it belongs to (the interactive figure collapses by it)
+    block: str | None = None  # the stage-level block's module path
+
+    def add(self, attrs: dict[str, Any]) -> None:
+        self.params += attrs["params"]
+        self.macs += attrs["macs"]
+        if attrs["layer"].kind not in ("input", "output"):
+            self.names.append(attrs["name"])
 
 
-def _size(pair: tuple[int, int]) -> str:
-    return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
+@dataclass
+class Branch:
+    """A side branch: the boxes it draws beside the main column, from the value it
+    reads (``source``) to the join that consumes it."""
+
+    source: str
+    boxes: list[Box] = field(default_factory=list)
+    join: str | None = None
+    folded: list[str] = field(default_factory=list)  # labels of layers no box showed yet
+
+
+@dataclass
+class Arc:
+    """A shortcut: from the box whose value it reads to the box of its join."""
+
+    source: str
+    target: str
+    kind: str  # the ShortcutPlan's kind: identity, zeropad or projection
+    changes_dimensions: bool
+    label: str = ""  # the projection block's name where the spec chose one
+    block: str = ""  # the block's module path
+    params: int = 0
+    macs: int = 0
+    names: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Column:
+    """One network's figure before layout."""
+
+    title: str
+    subtitle: str
+    boxes: list[Box]  # the main column, top to bottom
+    branches: list[Branch]
+    arcs: list[Arc]
+
+    def size_changes(self) -> list[tuple[int, int]]:
+        """(box index, size) where the spatial output size changes, the first box included."""
+        changes = []
+        previous = None
+        for index, box in enumerate(self.boxes):
+            if box.shape is None:
+                continue
+            size = box.shape[1] if len(box.shape) == 3 else 1  # a flat output is 1x1
+            if size != previous:
+                changes.append((index, size))
+            previous = size
+        return changes
+
+
+def _count(number: int) -> str:
+    """143.7M, 3.66G, 24.1K: three significant figures or so, as a person reads them."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if number >= scale:
+            return f"{number / scale:.{2 if scale == 1e9 else 1}f}{suffix}"
+    return str(number)
 
 
 def layer_label(layer) -> str | None:
-    """The paper's wording for a layer, or None for those Fig. 3 leaves out."""
-    match layer:
-        case Conv():
-            text = f"{layer.kernel[0]}x{layer.kernel[1]} conv, {layer.out_channels}"
-            if layer.groups > 1:
-                text += f", g{layer.groups}"
-            if layer.stride != (1, 1):
-                text += f", /{_size(layer.stride)}"
-            return text
-        case MaxPool():
-            return "pool, /" + _size(layer.stride) if layer.stride != (1, 1) else "pool"
-        case AvgPool():
-            return "avg pool" if layer.is_global else f"{layer.kernel[0]}x{layer.kernel[1]} avg pool"
-        case Linear():
-            return f"fc {layer.out_features}"
-    return None
-
-
-def _full_label(layer) -> str:
-    label = layer_label(layer)
-    if label is not None:
-        return label
-    match layer:
-        case Dropout():
-            return f"dropout {layer.p:g}"
-        case Flatten():
-            return "flatten"
-    return layer.kind
+    """The paper's wording for a layer Fig. 3 draws, or None for those it leaves out."""
+    return layer.figure_label() if layer.kind in SHOWN_KINDS else None
 
 
 def _fill(layer) -> str:
-    if isinstance(layer, Conv):
-        return _FILL.get(layer.out_channels, _FILL.get(min(_FILL, key=lambda w: abs(w - layer.out_channels))))
-    if isinstance(layer, Linear):
+    if layer.kind == "conv":
+        width = layer.out_channels
+        return _FILL.get(width) or _FILL[min(_FILL, key=lambda w: abs(w - width))]
+    if layer.kind == "fc":
         return _FC_FILL
     return _POOL_FILL
+
+
+def _first_argument(block: BlockInstance) -> str:
+    return f"{block.type}({block.args[0][1]})" if block.args else f"{block.type}()"
+
+
+def _stride_text(stride: tuple[int, int]) -> str:
+    if stride == (1, 1):
+        return ""
+    return f", /{stride[0]}" if stride[0] == stride[1] else f", /{stride[0]}x{stride[1]}"
+
+
+class _Reader:
+    """Reads one network's IR into a Column, in one pass over its nodes."""
+
+    def __init__(self, network: Network, prefix: str, detail: str, all_layers: bool) -> None:
+        self.network = network
+        self.prefix = prefix
+        self.detail = detail
+        self.all_layers = all_layers
+        self.data = network.graph.nodes
+        self.by_id = {block.id: block for block in network.blocks}
+        self.outermost: dict[int, BlockInstance] = {}
+        for block in network.blocks:
+            top = block
+            while top.parent is not None:
+                top = self.by_id[top.parent]
+            self.outermost[block.id] = top
+        self.shortcut_joins = {block.join for block in network.blocks if block.join is not None}
+        self.shortcut_nodes = {node: block for block in network.blocks for node in block.shortcut_nodes}
+        self.before_tap = self._before_taps()
+        self.boxes: list[Box] = []
+        self.branches: list[Branch] = []
+        self.branch_of: dict[int, Branch] = {}
+        self.drawn_in: dict[int, str] = {}
+        self.groups: dict[Any, Box] = {}
+
+    def _before_taps(self) -> set[int]:
+        """The pre-activation layers: from a block's entry (exclusive) to its tap."""
+        nodes: set[int] = set()
+        for block in self.network.blocks:
+            if block.tap is None or block.tap == block.entry:
+                continue
+            node, steps = block.tap, 0
+            while node != block.entry and steps <= len(block.nodes):
+                nodes.add(node)
+                node = self.data[node]["inputs"][0]
+                steps += 1
+        return nodes
+
+    def block_of(self, attrs: dict[str, Any]) -> BlockInstance | None:
+        ref = attrs.get("block")
+        if ref is None:
+            return None
+        return self.by_id[ref] if isinstance(ref, int) else ref
+
+    def _new_box(self, node: int, attrs: dict[str, Any], label: str, fill: str, style: str = "layer") -> Box:
+        block = self.block_of(attrs)
+        top = self.outermost[block.id] if block is not None else None
+        box = Box(
+            f"{self.prefix}n{node}",
+            label,
+            fill,
+            style,
+            attrs["shape"],
+            stage=top.stage if top is not None else None,
+            block=top.path if top is not None else None,
+        )
+        box.add(attrs)
+        return box
+
+    def read(self) -> Column:
+        network = self.network
+        for node in network.order():
+            attrs = self.data[node]
+            kind = attrs["layer"].kind
+            if kind == "input":
+                image = Box(f"{self.prefix}image", "image", "white", "image", network.input_shape)
+                self.boxes.append(image)
+                self.drawn_in[node] = image.key
+            elif kind == "output":
+                continue
+            elif self.detail != "layer" and self.block_of(attrs) is not None:
+                self._group(node, attrs)
+            elif attrs["role"] == "shortcut":
+                continue  # drawn as its arc
+            elif attrs["role"] == "branch":
+                self._branch_layer(node, attrs)
+            else:
+                self._main_layer(node, attrs)
+        for branch in self.branches:
+            if not branch.boxes:  # every layer of the branch folds: one box says what they are
+                branch.boxes.append(Box(f"{branch.source}_b", ", ".join(branch.folded), _BRANCH_FILL))
+        title = network.name
+        subtitle = f"{_count(network.num_params)} params, {_count(network.macs)} MACs"
+        return Column(title, subtitle, self.boxes, self.branches, self._arcs())
+
+    def _shown(self, layer) -> bool:
+        return self.all_layers or layer.kind in SHOWN_KINDS
+
+    def _main_layer(self, node: int, attrs: dict[str, Any]) -> None:
+        layer = attrs["layer"]
+        inputs = attrs["inputs"]
+        # A shortcut's add folds into the box above (Fig. 3), unless that box is another
+        # join, which would then read as the shortcut's.
+        folds = node in self.shortcut_joins and not self.all_layers and self.boxes[-1].style != "join"
+        if layer.kind in JOIN_KINDS and not folds:
+            # A join: side branches come back to it; a shortcut's add shows at all_layers only.
+            label = layer.figure_label()
+            box = self._new_box(node, attrs, label, "white", "join" if len(label) == 1 else "layer")
+            for source in inputs[1:]:
+                branch = self.branch_of.get(source)
+                if branch is not None:
+                    branch.join = box.key
+        elif layer.kind == "drop_path":
+            box = self._new_box(node, attrs, layer.figure_label(), "white", "marker")
+        elif self._shown(layer):
+            box = self._new_box(node, attrs, layer.figure_label(), _fill(layer))
+        elif node in self.before_tap:
+            # A pre-activation: it is where a tapped shortcut starts, so it gets a box.
+            last = self.boxes[-1]
+            if last.style == "preact" and self.drawn_in.get(inputs[0]) == last.key:
+                last.label += f", {layer.figure_label()}"
+                last.add(attrs)
+                self.drawn_in[node] = last.key
+                return
+            box = self._new_box(node, attrs, layer.figure_label(), _POOL_FILL, "preact")
+        else:
+            self.boxes[-1].add(attrs)  # folded into the box above, figures included
+            self.drawn_in[node] = self.boxes[-1].key
+            return
+        self.boxes.append(box)
+        self.drawn_in[node] = box.key
+
+    def _branch_layer(self, node: int, attrs: dict[str, Any]) -> None:
+        layer = attrs["layer"]
+        source = attrs["inputs"][0]
+        branch = self.branch_of.get(source)
+        if branch is None:
+            branch = Branch(self.drawn_in[source])
+            self.branches.append(branch)
+        self.branch_of[node] = branch
+        if self._shown(layer) or layer.kind == "drop_path":
+            box = self._new_box(node, attrs, layer.figure_label(), _BRANCH_FILL)
+            branch.boxes.append(box)
+            self.drawn_in[node] = box.key
+        elif branch.boxes:
+            branch.boxes[-1].add(attrs)
+            self.drawn_in[node] = branch.boxes[-1].key
+        else:
+            branch.folded.append(layer.figure_label())
+            self.drawn_in[node] = branch.source
+
+    def _group(self, node: int, attrs: dict[str, Any]) -> None:
+        """Block or stage detail: every node of a block, branches and shortcuts included,
+        counts in its block's (or stage's) box."""
+        top = self.outermost[self.block_of(attrs).id]
+        key = top.id if self.detail == "block" else top.stage
+        box = self.groups.get(key)
+        if box is None:
+            if self.detail == "block":
+                label = f"{top.path}: {_first_argument(top)}{_stride_text(top.stride)}"
+            else:
+                count = next((s.blocks for s in self.network.stages if s.name == top.stage), 1)
+                label = f"{top.stage}: {count} x {_first_argument(top)}{_stride_text(top.stride)}"
+            box = Box(f"{self.prefix}g{node}", label, "", "group", attrs["shape"], stage=top.stage)
+            box.block = top.path if self.detail == "block" else None
+            self.groups[key] = box
+            self.boxes.append(box)
+        layer = attrs["layer"]
+        if not box.fill and layer.kind == "conv":
+            box.fill = _fill(layer)
+        if layer.kind == "drop_path" and attrs["role"] == "main" and self.detail == "block":
+            box.label += f"\\n{layer.figure_label()}"
+        if attrs["role"] == "main":
+            box.shape = attrs["shape"]
+        box.add(attrs)
+        self.drawn_in[node] = box.key
+
+    def _arcs(self) -> list[Arc]:
+        arcs: list[Arc] = []
+        written = self.network.settings.projection is not None
+        stage_arcs: dict[str, Arc] = {}
+        for block in self.network.blocks:
+            if block.join is None or block.plan is None or block.join not in self.drawn_in:
+                continue
+            plan = block.plan
+            if self.detail == "layer":
+                # An identity carries the block's input; a projection or zero-pad reads the tap.
+                source = block.entry if plan.kind == "identity" else block.shortcut_source
+            elif block.parent is None:
+                source = block.entry  # from the box before the block's (or stage's) own
+            else:
+                continue  # a block inside a block: inside its box
+            start, end = self.drawn_in.get(source), self.drawn_in[block.join]
+            if start is None or start == end:
+                continue
+            label = plan.projection if written and plan.kind == "projection" and plan.projection else ""
+            arc = Arc(start, end, plan.kind, plan.changes_dimensions, label, block.path)
+            for node in block.shortcut_nodes if self.detail == "layer" else ():  # else in the block's box
+                if node in self.data:
+                    shortcut = self.data[node]
+                    arc.params += shortcut["params"]
+                    arc.macs += shortcut["macs"]
+                    arc.names.append(shortcut["name"])
+            if self.detail == "stage":
+                # One arc per stage, into the stage's box: dashed if any of its shortcuts
+                # changes dimensions, a projection if any block projects.
+                previous = stage_arcs.get(end)
+                if previous is None:
+                    stage_arcs[end] = arc
+                    arcs.append(arc)
+                else:
+                    previous.changes_dimensions |= arc.changes_dimensions
+                    if arc.kind == "projection":
+                        previous.kind = "projection"
+                        previous.label = previous.label or arc.label
+                    previous.params += arc.params
+                    previous.macs += arc.macs
+                continue
+            arcs.append(arc)
+        return arcs
+
+
+def figure(network: Network, prefix: str = "c0_", detail: str = "layer", all_layers: bool = False) -> Column:
+    """One network's boxes, side branches and shortcut arcs, read from its IR."""
+    if detail not in DETAILS:
+        raise ValueError(f"detail must be one of {', '.join(DETAILS)}")
+    return _Reader(network, prefix, detail, all_layers).read()
 
 
 def _shape_text(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
 
 
-def _decorate(box: _Box, shapes: bool) -> str:
-    if not shapes or box.shape is None:
+def _decorate(box: Box, shapes: bool) -> str:
+    if not shapes or box.shape is None or box.style == "join":
         return box.label
     extra = _shape_text(box.shape)
     if box.params:
@@ -104,75 +396,28 @@ def _decorate(box: _Box, shapes: bool) -> str:
     return f"{box.label}\\n{extra}"
 
 
-def _signature(network: Network, scope) -> str:
-    args = dict(scope.args)
-    shown = [str(v) for k, v in args.items() if k not in ("stride",)][:1]
-    return f"{scope.block}({', '.join(shown)})"
+def _aligned_sizes(columns: list[Column]) -> dict[tuple[int, int], list[tuple[int, int]]]:
+    """For each output size shared by several columns with the same input size,
+    (column, box index) of the box where each of them reaches it, keyed by (input size,
+    size). Only columns whose sizes only ever shrink take part: their shared sizes come
+    in the same order, so the alignment is consistent."""
+    by_size: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for number, column in enumerate(columns):
+        changes = column.size_changes()
+        sizes = [size for _, size in changes]
+        if not sizes or any(later >= earlier for earlier, later in itertools.pairwise(sizes)):
+            continue
+        for index, size in changes:
+            by_size.setdefault((sizes[0], size), []).append((number, index))
+    return {key: places for key, places in by_size.items() if len(places) > 1}
 
 
-def _column(
-    network: Network, prefix: str, detail: str, all_layers: bool
-) -> tuple[list[_Box], list[tuple[str, str, bool]]]:
-    """The boxes of one network top to bottom, and its shortcut arcs (from, to, changes dimensions)."""
-    graph = network.graph
-    boxes: list[_Box] = [_Box(f"{prefix}image", "image", "white", network.input_shape)]
-    arcs: list[tuple[str, str, bool]] = []
-    # The box each main-branch node is drawn in: shortcut arcs run between boxes.
-    drawn_in: dict[int, str] = {}
-    current_group = None
-    for node in network.order():
-        attrs = graph.nodes[node]
-        layer, scope = attrs["layer"], attrs["scope"]
-        if layer.kind == "input":
-            drawn_in[node] = boxes[0].key
-            continue
-        if layer.kind == "output":
-            continue
-        if attrs["role"] != "main":
-            # A shortcut's or a side branch's layers: their figures count in the box above.
-            boxes[-1].params += attrs["params"]
-            continue
-        if detail == "layer" or scope.block is None:
-            label = _full_label(layer) if all_layers else layer_label(layer)
-            if label is None:  # folded into the box above, figures included
-                boxes[-1].params += attrs["params"]
-                drawn_in[node] = boxes[-1].key
-            else:
-                boxes.append(_Box(f"{prefix}n{node}", label, _fill(layer), attrs["shape"], attrs["params"]))
-                drawn_in[node] = boxes[-1].key
-        else:
-            group = (scope.stage, scope.index) if detail == "block" else scope.stage
-            if group != current_group:
-                current_group = group
-                if detail == "block":
-                    label = f"{scope.stage}.{scope.index}: {_signature(network, scope)}"
-                else:
-                    stage = next(s for s in network.stages if s.name == scope.stage)
-                    label = f"{scope.stage}: {stage.blocks} x {_signature(network, scope)}"
-                    stride = dict(scope.args).get("stride")
-                    if isinstance(stride, int) and stride > 1:
-                        label += f", /{stride}"
-                first_conv = next(
-                    (
-                        graph.nodes[n]["layer"]
-                        for n in network.order()
-                        if graph.nodes[n]["scope"] is scope and isinstance(graph.nodes[n]["layer"], Conv)
-                    ),
-                    None,
-                )
-                boxes.append(_Box(f"{prefix}n{node}", label, _fill(first_conv) if first_conv else _POOL_FILL))
-            boxes[-1].shape = attrs["shape"]
-            boxes[-1].params += attrs["params"]
-            drawn_in[node] = boxes[-1].key
-    if detail == "layer":
-        for block in network.blocks:
-            if block.join is None:
-                continue
-            # The block structure says where each shortcut starts: an identity carries
-            # the block's input, a projection or zero-pad reads the tap.
-            source = block.entry if block.plan.kind == "identity" else block.shortcut_source
-            arcs.append((drawn_in[source], drawn_in[block.join], block.plan.changes_dimensions))
-    return boxes, arcs
+_NODE_STYLE = {
+    "image": {"style": "rounded", "color": "#888888"},
+    "join": {"shape": "circle", "width": "0.28", "height": "0.28", "fixedsize": "true", "fontsize": "12"},
+    "marker": {"style": "rounded,dashed", "color": "#b03030", "fontcolor": "#b03030", "height": "0.22"},
+    "preact": {"style": "rounded,filled", "color": "#888888"},
+}
 
 
 def to_dot(
@@ -186,8 +431,54 @@ def to_dot(
     """One figure with each network as a column, side by side, like Fig. 3."""
     if detail not in DETAILS:
         raise ValueError(f"detail must be one of {', '.join(DETAILS)}")
+    columns = [figure(network, f"c{index}_", detail, all_layers) for index, network in enumerate(networks)]
+    return columns_to_dot(columns, direction=direction, shapes=shapes)
+
+
+def _quote(text: str) -> str:
+    # Labels carry Graphviz's own "\\n" line breaks on purpose; only quotes need escaping.
+    return '"' + text.replace('"', '\\"') + '"'
+
+
+@functools.lru_cache(maxsize=512)
+def _attribute_text(items: tuple[tuple[str, str], ...]) -> str:
+    return " [" + " ".join(f"{key}={_quote(value)}" for key, value in items) + "]" if items else ""
+
+
+class _Writer:
+    """DOT statements as lines. The graphviz package quotes every attribute afresh,
+    which dominated drawing a deep network; figures repeat a few attribute sets."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.indent = "\t"
+
+    def node(self, name: str, label: str | None = None, **attrs: str) -> None:
+        items = (("label", label),) if label is not None else ()
+        self.lines.append(f"{self.indent}{_quote(name)}{_attribute_text(items + tuple(attrs.items()))}\n")
+
+    def edge(self, tail: str, head: str, **attrs: str) -> None:
+        self.lines.append(f"{self.indent}{_quote(tail)} -> {_quote(head)}{_attribute_text(tuple(attrs.items()))}\n")
+
+    @contextlib.contextmanager
+    def subgraph(self, name: str = "", **attrs: str) -> Iterator[_Writer]:
+        self.lines.append(f"{self.indent}subgraph {name + ' ' if name else ''}{{\n")
+        outer = self.indent
+        self.indent += "\t"
+        for key, value in attrs.items():
+            self.lines.append(f"{self.indent}{key}={_quote(value)}\n")
+        try:
+            yield self
+        finally:
+            self.indent = outer
+            self.lines.append(f"{self.indent}}}\n")
+
+
+def columns_to_dot(columns: list[Column], *, direction: str = "TB", shapes: bool = False) -> graphviz.Digraph:
+    """Lay the columns out side by side: titles in one row, aligned output sizes in one row each."""
     dot = graphviz.Digraph(
-        "resdsl", graph_attr={"rankdir": direction, "nodesep": "0.5", "ranksep": "0.18", "forcelabels": "true"}
+        "resdsl",
+        graph_attr={"rankdir": direction, "newrank": "true", "nodesep": "0.25", "ranksep": "0.18", "pad": "0.3"},
     )
     dot.attr(
         "node",
@@ -201,50 +492,118 @@ def to_dot(
         margin="0.06,0.02",
     )
     dot.attr("edge", arrowsize="0.5", penwidth="0.8")
-    columns = []
-    for index, network in enumerate(networks):
-        prefix = f"c{index}_"
-        boxes, arcs = _column(network, prefix, detail, all_layers)
-        columns.append(boxes)
-        with dot.subgraph(name=f"cluster_{index}") as column:
-            column.attr(
-                label=f"{network.name}\\n{network.num_params / 1e6:.1f}M params, {network.macs / 1e9:.2f} GMACs",
-                labelloc="b",
-                color="white",
-                fontname="Helvetica",
+    out = _Writer()
+    side = "e" if direction == "TB" else "s"
+    aligned = _aligned_sizes(columns)
+    # The box that opens each aligned size: the column's blank space goes just above it.
+    opens = {(number, index) for places in aligned.values() for number, index in places}
+    size_label: dict[tuple[int, int], str] = {}
+    for number, column in enumerate(columns):
+        prefix = f"c{number}_"
+        with out.subgraph(f"cluster_{number}", peripheries="0", label="") as sub:
+            sub.node(
+                f"{prefix}title",
+                f"{column.title}\\n{column.subtitle}",
+                shape="plaintext",
+                style="",
                 fontsize="12",
+                **{"class": "title"},
             )
-            for box in boxes:
-                column.node(box.key, _decorate(box, shapes), fillcolor=box.fill)
-            for upper, lower in itertools.pairwise(boxes):
-                column.edge(upper.key, lower.key, weight="100")
-            _stage_sizes(column, network, boxes, prefix, detail)
-        for source, target, changes in arcs:
-            # Shortcuts curve beside the column without pulling boxes out of line.
-            dot.edge(
-                source,
-                target,
-                style="dashed" if changes else "solid",
-                constraint="false",
-                tailport="e",
-                headport="e",
-                color="#555555",
-                **{"class": "shortcut"},
-            )
+            for box in column.boxes:
+                # One group per column: Graphviz keeps a group's edges straight.
+                style = _NODE_STYLE.get(box.style, {})
+                sub.node(box.key, _decorate(box, shapes), fillcolor=box.fill, group=prefix, **style)
+            sub.edge(f"{prefix}title", column.boxes[0].key, style="invis", weight="100")
+            joined: dict[tuple[str, str | None], list[Branch]] = {}
+            for branch in column.branches:
+                joined.setdefault((branch.source, branch.join), []).append(branch)
+            for index, (upper, lower) in enumerate(itertools.pairwise(column.boxes), start=1):
+                weight = "1" if (number, index) in opens else "100"
+                branches = joined.pop((upper.key, lower.key), None)
+                if branches:
+                    _branches(sub, branches, upper.key, lower.key, prefix, weight, shapes)
+                else:
+                    sub.edge(upper.key, lower.key, weight=weight)
+            for index, size in column.size_changes():
+                label = f"{prefix}size{index}"
+                size_label[(number, index)] = label
+                sub.node(label, f"output size: {size}", shape="plaintext", style="", fontsize="10", width="0")
+            for branches in joined.values():
+                # A branch whose join is not the next box (no spec makes one today): drawn plainly.
+                for branch in branches:
+                    _branch_boxes(sub, branch, shapes)
+        for arc in column.arcs:
+            _arc(out, arc, side)
+    # Every "output size" note stands left of its box; boxes reaching a shared size share a rank.
+    rows: list[list[tuple[int, int]]] = [places for _, places in sorted(aligned.items())]
+    in_rows = {place for places in rows for place in places}
+    rows += [[place] for place in size_label if place not in in_rows]
+    for places in rows:
+        chain = []
+        for number, index in sorted(places):
+            chain += [size_label[(number, index)], columns[number].boxes[index].key]
+        _same_rank(out, chain)
+    _same_rank(out, [f"c{number}_title" for number in range(len(columns))])
+    dot.body.extend(out.lines)
     return dot
 
 
-def _stage_sizes(column, network: Network, boxes: list[_Box], prefix: str, detail: str) -> None:
-    """'output size: 56' beside the box where the spatial size changes (Fig. 3's annotations)."""
-    previous = None
-    for box in boxes:
-        if box.shape is None or len(box.shape) != 3:
-            continue
-        size = box.shape[1]
-        if previous is not None and size != previous:
-            # An external label: it does not take a rank of its own, so columns stay aligned.
-            column.node(box.key, xlabel=f"output size: {size}")
-        previous = size
+def _same_rank(out: _Writer, names: list[str]) -> None:
+    """One rank, in this order from left to right."""
+    with out.subgraph(rank="same") as row:
+        if len(names) == 1:
+            row.node(names[0])
+        for left, right in itertools.pairwise(names):
+            row.edge(left, right, style="invis")
+
+
+def _branch_boxes(sub: _Writer, branch: Branch, shapes: bool) -> None:
+    for box in branch.boxes:
+        sub.node(box.key, _decorate(box, shapes), fillcolor=box.fill, **{"class": "branch"})
+    chain = [branch.source, *(box.key for box in branch.boxes)]
+    if branch.join is not None:
+        chain.append(branch.join)
+    for upper, lower in itertools.pairwise(chain):
+        sub.edge(upper, lower, weight="1", **{"class": "branch"})
+
+
+def _branches(
+    sub: _Writer, branches: list[Branch], source: str, join: str, prefix: str, weight: str, shapes: bool
+) -> None:
+    """Side branches left of the main column, which runs straight from their source to
+    their join through spacers, one beside each branch box."""
+    length = max(len(branch.boxes) for branch in branches)
+    spacers = [f"{join}_s{step}" for step in range(length)]
+    for spacer in spacers:
+        # A dot as thick as the line: the segments through it read as one line.
+        sub.node(spacer, "", shape="point", style="filled", color="black", width="0.012", group=prefix)
+    path = [source, *spacers, join]
+    for upper, lower in itertools.pairwise(path):
+        ends = {} if lower == join else {"arrowhead": "none", "headclip": "false"}
+        if upper != source:
+            ends["tailclip"] = "false"
+        sub.edge(upper, lower, weight=weight, **ends)
+    for branch in branches:
+        _branch_boxes(sub, branch, shapes)
+        for box, spacer in zip(branch.boxes, spacers):
+            _same_rank(sub, [box.key, spacer])
+
+
+def _arc(out: _Writer, arc: Arc, side: str) -> None:
+    attrs = {
+        "style": "dashed" if arc.changes_dimensions else "solid",
+        "constraint": "false",
+        "tailport": side,
+        "headport": side,
+        "color": _PROJECTION_BLUE if arc.kind == "projection" else _ARC_GREY,
+        "class": f"shortcut {arc.kind}",
+    }
+    if arc.kind == "projection":
+        attrs["penwidth"] = "1.3"
+    if arc.label:
+        attrs.update(xlabel=arc.label, fontname="Helvetica", fontsize="9", fontcolor=_PROJECTION_BLUE)
+    # Shortcuts curve beside the column without pulling boxes out of line.
+    out.edge(arc.source, arc.target, **attrs)
 
 
 def render(dot: graphviz.Digraph, path: str | Path) -> Path:
@@ -256,15 +615,19 @@ def render(dot: graphviz.Digraph, path: str | Path) -> Path:
     if suffix == ".dot":
         path.write_text(dot.source, encoding="utf-8")
         return path
+    path.write_bytes(pipe(dot, suffix[1:]))
+    return path
+
+
+def pipe(dot: graphviz.Digraph, format: str) -> bytes:
+    """Run Graphviz's dot on the figure."""
     if shutil.which("dot") is None:
         raise DrawError(INSTALL_HINT)
     try:
-        data = dot.pipe(format=suffix[1:])
+        return dot.pipe(format=format)
     except graphviz.ExecutableNotFound:
         raise DrawError(INSTALL_HINT) from None
     except graphviz.CalledProcessError as error:
         raise DrawError(
             f"dot failed: {error.stderr.decode(errors='replace').strip() if error.stderr else error}"
         ) from None
-    path.write_bytes(data)
-    return path

@@ -16,15 +16,18 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="draw networks as Graphviz figures in the style of the paper's Fig. 3",
         description="Draw one or more networks side by side: a column of layer boxes with the shortcuts as "
         "arcs, dashed where they change dimensions. The output format follows the extension: .svg, .png, "
-        ".pdf (rendered by Graphviz's dot) or .dot (the source).",
+        ".pdf (rendered by Graphviz's dot), .dot (the source) or .html (one self-contained interactive page: "
+        "pan, zoom, figures on hover, blocks and stages that collapse; no Graphviz needed).",
     )
     draw.add_argument("specs", nargs="+", metavar="SPEC", help="a .res file, or a shipped spec's name")
-    draw.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write: .svg, .png, .pdf or .dot")
+    draw.add_argument(
+        "-o", "--output", required=True, metavar="FILE", help="where to write: .svg, .png, .pdf, .dot or .html"
+    )
     draw.add_argument(
         "--detail",
         choices=("layer", "block", "stage"),
         default="layer",
-        help="one box per layer (Fig. 3, the default), per block, or per stage",
+        help="one box per layer (Fig. 3, the default), per block, or per stage (in .html: what starts collapsed)",
     )
     draw.add_argument(
         "--direction", choices=("TB", "LR"), default="TB", help="top to bottom (default) or left to right"
@@ -42,9 +45,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from resdsl.backends.draw import FORMATS, DrawError, render, to_dot
 
-    if Path(args.output).suffix.lower() not in FORMATS:
+    suffix = Path(args.output).suffix.lower()
+    if suffix not in (*FORMATS, ".html"):
         print(
-            f"resdsl draw: error: cannot tell the format of '{args.output}': use one of {', '.join(FORMATS)}",
+            f"resdsl draw: error: cannot tell the format of '{args.output}': use one of {', '.join(FORMATS)}, .html",
             file=sys.stderr,
         )
         return EXIT_USAGE
@@ -58,9 +62,20 @@ def run(args: argparse.Namespace) -> int:
             failed = True
     if failed:
         return EXIT_SPEC
-    dot = to_dot(networks, detail=args.detail, direction=args.direction, shapes=args.shapes, all_layers=args.all_layers)
     try:
-        render(dot, args.output)
+        if suffix == ".html":
+            from resdsl.backends.draw_html import to_html
+
+            page = to_html(networks, detail=args.detail, all_layers=args.all_layers)
+            Path(args.output).write_text(page, encoding="utf-8")
+        else:
+            dot = to_dot(
+                networks, detail=args.detail, direction=args.direction, shapes=args.shapes, all_layers=args.all_layers
+            )
+            render(dot, args.output)
+    except OSError as error:
+        print(f"resdsl draw: error: cannot write '{args.output}': {error.strerror}", file=sys.stderr)
+        return EXIT_USAGE
     except DrawError as error:
         print(f"resdsl draw: error: {error}", file=sys.stderr)
         return EXIT_USAGE

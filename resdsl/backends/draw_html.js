@@ -1,0 +1,206 @@
+// resdsl's interactive figure: draws the columns that resdsl.backends.draw read from
+// the IR (embedded as JSON), with pan and zoom, figures on hover, and blocks and
+// stages that collapse and expand. Self-contained: it loads nothing.
+(function () {
+  "use strict";
+  const data = JSON.parse(document.getElementById("figure-data").textContent);
+  const svg = document.getElementById("figure");
+  const view = document.getElementById("viewport");
+  const tip = document.getElementById("tooltip");
+  const NS = "http://www.w3.org/2000/svg";
+  const W = 176, H = 24, STEP = 34, BRANCH = W + 24, ARCS = 90, NOTES = 96;
+  const collapsed = new Set(data.collapsed);
+
+  function element(name, attrs, parent) {
+    const node = document.createElementNS(NS, name);
+    for (const key in attrs) node.setAttribute(key, attrs[key]);
+    (parent || view).appendChild(node);
+    return node;
+  }
+  function text(content, attrs, parent) {
+    const node = element("text", attrs, parent);
+    node.textContent = content;
+    return node;
+  }
+  function count(value) {
+    return value.toLocaleString("en-US");
+  }
+
+  // One column's visible rows: layers, or a summary where a block or stage is collapsed.
+  function rows(column, number) {
+    const out = [], where = {};
+    let last = null;
+    const joinsAt = {};
+    for (const branch of column.branches) (joinsAt[branch.join] = joinsAt[branch.join] || []).push(branch);
+    for (const box of column.boxes) {
+      let group = null;
+      if (box.stage && collapsed.has(number + ":stage:" + box.stage)) group = column.stages[box.stage];
+      else if (box.block && collapsed.has(number + ":block:" + box.block)) group = column.blocks[box.block];
+      if (group) {
+        if (last === null || last.key !== group.key) {
+          last = Object.assign({}, group, { summary: true });
+          out.push(last);
+        }
+        where[box.key] = last;
+        for (const branch of joinsAt[box.key] || []) for (const b of branch.boxes) where[b.key] = last;
+        continue;
+      }
+      const branches = joinsAt[box.key] || [];
+      let side = 0;
+      for (const branch of branches) {
+        branch.boxes.forEach(function (b, i) {
+          const row = Object.assign({}, b, { branch: true, offset: i });
+          where[b.key] = row;
+          out.push(row);
+        });
+        side = Math.max(side, branch.boxes.length);
+      }
+      last = Object.assign({}, box);
+      out.push(last);
+      where[box.key] = last;
+    }
+    return { rows: out, where: where };
+  }
+
+  function draw() {
+    while (view.firstChild) view.removeChild(view.firstChild);
+    let x = NOTES + BRANCH, right = 0, bottom = 0;
+    data.columns.forEach(function (column, number) {
+      const laid = rows(column, number);
+      text(column.title, { x: x + W / 2, y: 16, class: "title" });
+      text(column.subtitle, { x: x + W / 2, y: 32, class: "subtitle" });
+      let y = 50, previous = null, size = null;
+      for (const row of laid.rows) {
+        row.y = y;
+        row.x = row.branch ? x - BRANCH : x;
+        y += STEP;
+        if (!row.branch) {
+          if (previous) line(previous, row);
+          const s = row.shape ? (row.shape.length === 3 ? row.shape[1] : 1) : null;
+          if (s !== null && s !== size) text("output size: " + s, { x: x - BRANCH - 8, y: row.y + 16, class: "note" });
+          if (s !== null) size = s;
+          previous = row;
+        }
+      }
+      column.branches.forEach(function (branch) {
+        const source = laid.where[branch.source], join = laid.where[branch.join];
+        const boxes = branch.boxes.map(function (b) { return laid.where[b.key]; });
+        if (!source || !join || boxes.some(function (b) { return !b || !b.branch; })) return;
+        const chain = [source].concat(boxes, [join]);
+        for (let i = 1; i < chain.length; i++) connector(chain[i - 1], chain[i]);
+      });
+      for (const arc of column.arcs) {
+        const from = laid.where[arc.source], to = laid.where[arc.target];
+        if (!from || !to || from === to) continue;
+        shortcut(from, to, arc);
+      }
+      for (const row of laid.rows) box(row, number);
+      right = x + W + ARCS;
+      bottom = Math.max(bottom, y);
+      x += W + ARCS + NOTES + BRANCH;
+    });
+    if (!svg.hasAttribute("viewBox")) svg.setAttribute("viewBox", "0 0 " + right + " " + (bottom + 10));
+  }
+
+  function line(upper, lower) {
+    element("line", { x1: upper.x + W / 2, y1: upper.y + H, x2: lower.x + W / 2, y2: lower.y, class: "link" });
+  }
+  function connector(a, b) {
+    const x1 = a.x + W / 2, x2 = b.x + W / 2;
+    element("path", { d: "M" + x1 + "," + (a.y + H) + " L" + x2 + "," + b.y, class: "link branch" });
+  }
+  function shortcut(from, to, arc) {
+    const x = from.x + W, y1 = from.y + H / 2, y2 = to.y + H / 2, bend = Math.min(70, 14 + (y2 - y1) / 6);
+    const path = element("path", {
+      d: "M" + x + "," + y1 + " C" + (x + bend) + "," + y1 + " " + (x + bend) + "," + y2 + " " + (to.x + W) + "," + y2,
+      class: "shortcut " + arc.kind + (arc.changes_dimensions ? " dashed" : ""),
+    });
+    const title = element("title", {}, path);
+    title.textContent = arc.block + ": " + arc.kind + " shortcut" + (arc.names.length ? " (" + arc.names.join(", ") + ", " + count(arc.params) + " params)" : "");
+    if (arc.label) text(arc.label, { x: x + bend * 0.8, y: (y1 + y2) / 2, class: "arc-label" });
+  }
+
+  function box(row, number) {
+    const g = element("g", { class: "box " + (row.summary ? "summary" : row.style) + (row.branch ? " side" : ""), "data-key": row.key });
+    const round = row.style === "join" ? H / 2 : 5;
+    const width = row.style === "join" ? H : W;
+    const left = row.x + (W - width) / 2;
+    element("rect", { x: left, y: row.y, width: width, height: H, rx: round, fill: row.fill || "white" }, g);
+    text(row.label.split("\\n")[0], { x: row.x + W / 2, y: row.y + 16 }, g);
+    g.addEventListener("mousemove", function (event) { show(row, event); });
+    g.addEventListener("mouseleave", function () { tip.style.display = "none"; });
+    g.addEventListener("click", function (event) { toggle(row, number, event.shiftKey); });
+  }
+
+  function show(row, event) {
+    const names = row.names || [];
+    const shown = names.slice(0, 4).join(", ") + (names.length > 4 ? ", +" + (names.length - 4) + " more" : "");
+    tip.innerHTML = "";
+    const lines = [
+      ["module", shown || "(input)"],
+      ["output", row.shape ? row.shape.join("x") : ""],
+      ["params", count(row.params)],
+      ["MACs", count(row.macs)],
+    ];
+    const heading = document.createElement("b");
+    heading.textContent = row.label.split("\\n").join(" ");
+    tip.appendChild(heading);
+    for (const pair of lines) {
+      const div = document.createElement("div");
+      div.className = "tip-" + pair[0].toLowerCase();
+      div.textContent = pair[0] + ": " + pair[1];
+      tip.appendChild(div);
+    }
+    tip.style.display = "block";
+    tip.style.left = event.clientX + 14 + "px";
+    tip.style.top = event.clientY + 14 + "px";
+  }
+
+  // Click: a layer collapses its block, a summary expands. Shift-click: the stage.
+  function toggle(row, number, stage) {
+    let key = null;
+    if (row.summary) key = number + ":" + row.group;
+    else if (stage && row.stage) key = number + ":stage:" + row.stage;
+    else if (row.block) key = number + ":block:" + row.block;
+    else if (row.stage) key = number + ":stage:" + row.stage;
+    if (key === null) return;
+    if (collapsed.has(key)) collapsed.delete(key);
+    else collapsed.add(key);
+    tip.style.display = "none";
+    draw();
+  }
+
+  function setAll(kind) {
+    collapsed.clear();
+    if (kind) data.columns.forEach(function (column, number) {
+      for (const name in column[kind + "s"]) collapsed.add(number + ":" + kind + ":" + name);
+    });
+    draw();
+  }
+  document.getElementById("expand").addEventListener("click", function () { setAll(null); });
+  document.getElementById("blocks").addEventListener("click", function () { setAll("block"); });
+  document.getElementById("stages").addEventListener("click", function () { setAll("stage"); });
+
+  // Pan by dragging, zoom with the wheel about the pointer.
+  function box4() { return svg.getAttribute("viewBox").split(" ").map(Number); }
+  svg.addEventListener("wheel", function (event) {
+    event.preventDefault();
+    const v = box4(), rect = svg.getBoundingClientRect();
+    const factor = event.deltaY > 0 ? 1.15 : 1 / 1.15;
+    const px = v[0] + ((event.clientX - rect.left) / rect.width) * v[2];
+    const py = v[1] + ((event.clientY - rect.top) / rect.height) * v[3];
+    const w = v[2] * factor, h = v[3] * factor;
+    svg.setAttribute("viewBox", [px - (px - v[0]) * factor, py - (py - v[1]) * factor, w, h].join(" "));
+  }, { passive: false });
+  let drag = null;
+  svg.addEventListener("mousedown", function (event) { drag = { x: event.clientX, y: event.clientY, v: box4() }; });
+  window.addEventListener("mouseup", function () { drag = null; });
+  window.addEventListener("mousemove", function (event) {
+    if (!drag) return;
+    const rect = svg.getBoundingClientRect(), v = drag.v;
+    const dx = ((event.clientX - drag.x) / rect.width) * v[2], dy = ((event.clientY - drag.y) / rect.height) * v[3];
+    svg.setAttribute("viewBox", [v[0] - dx, v[1] - dy, v[2], v[3]].join(" "));
+  });
+
+  draw();
+})();

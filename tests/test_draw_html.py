@@ -1,0 +1,156 @@
+"""``resdsl draw -o fig.html``: one self-contained page, exercised in a real headless
+browser (Debian's chromium driven by Playwright; CI installs both)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+import resdsl
+from resdsl.backends.draw_html import to_html
+from resdsl.cli import main
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "draw"
+CHROMIUM = "/usr/bin/chromium"
+BROWSER_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _payload(page: str) -> dict:
+    found = re.search(r'<script type="application/json" id="figure-data">(.*?)</script>', page, re.S)
+    assert found is not None
+    return json.loads(found.group(1))
+
+
+def test_the_page_is_self_contained(tmp_path: Path) -> None:
+    out = tmp_path / "fig.html"
+    assert main(["draw", "resnet18", "cifar20", "-o", str(out)]) == 0
+    page = out.read_text(encoding="utf-8")
+    # Nothing to fetch: no src or href attributes, no URLs, a policy that forbids loading anything.
+    assert not re.search(r"\b(src|href)\s*=", page)
+    assert "http://" not in page.replace('"http://www.w3.org/2000/svg"', "")
+    assert "https://" not in page
+    assert "default-src 'none'" in page
+    data = _payload(page)
+    assert [column["title"] for column in data["columns"]] == ["resnet18", "cifar20"]
+    network = resdsl.compile("resnet18")
+    column = data["columns"][0]
+    boxes = column["boxes"] + [box for branch in column["branches"] for box in branch["boxes"]]
+    assert sum(box["params"] for box in boxes) + sum(arc["params"] for arc in column["arcs"]) == network.num_params
+    assert sorted(column["blocks"]) == sorted(block.path for block in network.stage_blocks())
+    assert column["stages"]["conv3_x"]["label"] == "conv3_x: 2 x basic(128), /2"
+
+
+def test_names_cannot_end_the_script(tmp_path: Path) -> None:
+    network = resdsl.compile(FIXTURES / "tiny.res")
+    network.name = "x</script><script>alert(1)</script>"
+    page = to_html([network])
+    assert page.count("</script>") == 2  # the data's and the code's own
+    assert _payload(page)["columns"][0]["title"] == network.name
+
+
+def _browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no {CHROMIUM} here (CI installs Debian's chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
+    return sync_api.sync_playwright()
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    out = tmp_path_factory.mktemp("html") / "fig.html"
+    assert main(["draw", str(FIXTURES / "branches.res"), "--network", "se_net", "-o", str(out)]) == 0
+    with _browser() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        tab = browser.new_page(viewport={"width": 1200, "height": 900})
+        problems: list[str] = []
+        requests: list[str] = []
+        tab.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+        tab.on("pageerror", lambda error: problems.append(str(error)))
+        tab.on("request", lambda request: requests.append(request.url))
+        tab.goto(out.as_uri())
+        tab.wait_for_selector(".box")
+        yield tab, problems, requests
+        browser.close()
+
+
+def test_loads_with_no_errors_and_fetches_nothing(page) -> None:
+    tab, problems, requests = page
+    assert problems == []
+    assert all(url.startswith("file://") for url in requests), requests
+    assert tab.locator(".box").count() > 20
+
+
+def test_hovering_a_layer_shows_its_figures(page) -> None:
+    tab, problems, _ = page
+    network = resdsl.compile(FIXTURES / "branches.res", network="se_net")
+    node, attrs = next((n, a) for n, a in network.nodes("conv") if a["name"] == "s2.0.conv1")
+    tab.hover(f'[data-key="c0_n{node}"]')
+    tip = tab.inner_text("#tooltip")
+    assert tab.is_visible("#tooltip")
+    assert "s2.0.conv1" in tip
+    assert "output: " + "x".join(map(str, attrs["shape"])) in tip
+    # The box holds the conv and the BN and ReLU folded into it.
+    folded = sum(a["params"] for n, a in network.nodes() if a["name"] in ("s2.0.conv1", "s2.0.bn1", "s2.0.relu1"))
+    assert f"params: {folded:,}" in tip
+    assert f"MACs: {attrs['macs']:,}" in tip
+    # A side branch's box too.
+    branch = next(n for n, a in network.nodes("conv") if a["name"] == "s1.0.se.fc1")
+    tab.hover(f'[data-key="c0_n{branch}"]')
+    assert "s1.0.se.fc1" in tab.inner_text("#tooltip")
+    assert problems == []
+
+
+def test_blocks_and_stages_collapse_and_expand(page) -> None:
+    tab, problems, _ = page
+    boxes = tab.locator(".box").count()
+    network = resdsl.compile(FIXTURES / "branches.res", network="se_net")
+    conv = next(n for n, a in network.nodes("conv") if a["name"] == "s1.1.conv1")
+    tab.click(f'[data-key="c0_n{conv}"]')
+    summary = tab.locator(".box.summary")
+    assert summary.count() == 1 and "s1.1: se_basic(16)" in summary.text_content()
+    # The block's 2 convs, its 3 branch boxes, its join and drop path became one box.
+    assert tab.locator(".box").count() == boxes - 7 + 1
+    summary.click()
+    assert tab.locator(".box").count() == boxes and tab.locator(".box.summary").count() == 0
+    tab.click(f'[data-key="c0_n{conv}"]', modifiers=["Shift"])
+    assert tab.locator(".box.summary").text_content().startswith("s1: 2 x se_basic(16)")
+    tab.click("#stages")
+    assert tab.locator(".box.summary").count() == 2
+    tab.click("#expand")
+    assert tab.locator(".box").count() == boxes
+    assert problems == []
+
+
+def test_pan_and_zoom(page) -> None:
+    tab, problems, _ = page
+    before = tab.get_attribute("#figure", "viewBox")
+    tab.mouse.move(600, 400)
+    tab.mouse.wheel(0, -300)
+    zoomed = tab.get_attribute("#figure", "viewBox")
+    assert float(zoomed.split()[2]) < float(before.split()[2])
+    tab.mouse.move(300, 300)
+    tab.mouse.down()
+    tab.mouse.move(400, 350)
+    tab.mouse.up()
+    panned = tab.get_attribute("#figure", "viewBox")
+    assert panned.split()[:2] != zoomed.split()[:2] and panned.split()[2:] == zoomed.split()[2:]
+    assert problems == []
+
+
+def test_html_needs_no_graphviz(tmp_path: Path, monkeypatch) -> None:
+    from resdsl.backends import draw
+
+    monkeypatch.setattr(draw.shutil, "which", lambda name: None)
+    assert main(["draw", "resnet18", "-o", str(tmp_path / "fig.html")]) == 0
+    assert (tmp_path / "fig.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
