@@ -282,7 +282,7 @@ def gpu_rows(quick: bool = False) -> list[dict]:
 if __name__ == "__main__":
     import argparse
 
-    from bench.run import Row, machine, table
+    from bench.report import Row, print_report
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
@@ -292,5 +292,4 @@ if __name__ == "__main__":
     chosen = setup_for(args.device, args.quick)
     if args.variants:
         chosen = replace(chosen, variants=True)
-    print("machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()))
-    print(table([Row(**row) for row in rows(args.quick, args.device, chosen)]))
+    print_report([Row(**row) for row in rows(args.quick, args.device, chosen)])
