@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
+from resdsl import list_cli
 from resdsl.backends import draw_cli, torch_cli
 from resdsl.cli_support import (
     EXIT_OK,
@@ -25,6 +26,7 @@ from resdsl.cli_support import (
 )
 from resdsl.errors import CompilerBug, SpecError
 from resdsl.ir import Network
+
 
 def _shape(shape: Sequence[int]) -> str:
     return "x".join(map(str, shape))
@@ -133,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     torch_cli.register,
     draw_cli.register,
+    list_cli.register,
 )
 
 
