@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from resdsl import list_cli
+from resdsl import diff, list_cli
 from resdsl.backends import draw_cli, torch_cli
 from resdsl.cli_support import (
     EXIT_OK,
@@ -57,20 +57,10 @@ def network_record(spec: str, network: Network) -> dict:
 
 
 def stage_table(network: Network) -> str:
-    rows = [("stage", "blocks", "output", "params", "MACs")]
-    for stage in network.stages:
-        blocks = f"{stage.blocks} x {stage.block}" if stage.block else ""
-        rows.append((stage.name, blocks, _shape(stage.output_shape), f"{stage.params:,}", f"{stage.macs:,}"))
-    rows.append(("total", "", _shape(network.output_shape), f"{network.num_params:,}", f"{network.macs:,}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    lines = []
-    for index, row in enumerate(rows):
-        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].rjust(widths[2])]
-        cells += [row[3].rjust(widths[3]), row[4].rjust(widths[4])]
-        lines.append("  " + "  ".join(cells).rstrip())
-        if index == 0 or index == len(rows) - 2:
-            lines.append("  " + "-" * (sum(widths) + 8))
-    return "\n".join(lines)
+    """The per-stage table (the paper's Table 1), as resdsl.table prints it."""
+    from resdsl.table import Table
+
+    return str(Table.of(network, detail="stage"))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -136,6 +126,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     torch_cli.register,
     draw_cli.register,
     list_cli.register,
+    diff.register,
 )
 
 
