@@ -17,6 +17,8 @@ Groups:
             networks with and without activation checkpointing (child processes)
   scale     the largest CIFAR ResNet that trains one step in 80% of the free memory,
             with and without checkpointing (bench/scale.py; the longest group)
+  inference for_inference with each engine (eager, onnxruntime, inductor, auto) beside
+            torchvision eager, ONNX Runtime and inductor, resnet50 batch 8 (bench/inference.py)
   gpu       the runtime table on a GPU with channels_last, autocast bf16,
             torch.compile and training throughput; says so when there is no GPU
 """
@@ -159,12 +161,19 @@ def bench_gpu(quick: bool) -> list[Row]:
     return [Row(**row) for row in torch_runtime.gpu_rows(quick=quick)]
 
 
+def bench_inference(quick: bool) -> list[Row]:
+    from bench import inference
+
+    return [Row(**row) for row in inference.rows(quick=quick)]
+
+
 GROUPS = {
     "frontend": bench_frontend,
     "runtime": bench_runtime,
     "memory": bench_memory,
     "scale": bench_scale,
     "gpu": bench_gpu,
+    "inference": bench_inference,
 }
 
 
