@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import resdsl  # noqa: E402
 from bench.timing import Paired, paired  # noqa: E402
-from resdsl.backends.inference import ONNX_SLICE_WARNING, installed  # noqa: E402
+from resdsl.backends.inference import ONNX_LEGACY_WARNING, ONNX_SLICE_WARNING, installed  # noqa: E402
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 
@@ -54,6 +54,7 @@ def _onnxruntime_peer(model: torch.nn.Module, x: torch.Tensor) -> Model:
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=ONNX_SLICE_WARNING, category=UserWarning)
+        warnings.filterwarnings("ignore", message=ONNX_LEGACY_WARNING, category=DeprecationWarning)
         torch.onnx.export(
             model,
             (x,),
