@@ -77,7 +77,7 @@ def test_input_override_in_the_api_and_on_the_command_line(capsys) -> None:
     text = "network t {\n    input 3x32x32\n    conv 3x3, 8\n}\n"
     assert resdsl.compile_text(text, input="1x16x16").output_shape == (8, 16, 16)
     for bad in ("3x64", "3xAx4", (3, 0, 4), (3.0, 4, 4)):
-        with pytest.raises(ValueError, match="C x H x W|three"):
+        with pytest.raises(ValueError, match=r"C x H x W|three"):
             resdsl.compile("cifar20", input=bad)
     assert main(["check", "cifar20", "--input", "3x64x64", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["input_shape"] == [3, 64, 64]

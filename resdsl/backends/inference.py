@@ -126,6 +126,8 @@ def export_onnx(model: nn.Module, network: Network) -> bytes:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=ONNX_SLICE_WARNING, category=UserWarning)
         warnings.filterwarnings("ignore", message=ONNX_LEGACY_WARNING, category=DeprecationWarning)
+        # The exporter's own use of a torch helper it deprecated; nothing a caller can change.
+        warnings.filterwarnings("ignore", message="The feature will be removed", module=r"torch\.onnx")
         torch.onnx.export(
             model,
             (example,),
