@@ -1,8 +1,8 @@
-"""The ``resdsl`` command line: ``check``, ``build`` and ``draw``.
+"""The ``resdsl`` command line: ``check``, ``build``, ``draw``, ``list`` and ``diff``.
 
 Exit codes: 0 success, 1 the spec is wrong (diagnostics on stderr), 2 usage
-errors. Results go to stdout, errors to stderr. ``check`` and ``draw`` never
-import torch; ``build`` imports it when it runs.
+errors. Results go to stdout, errors to stderr. ``check``, ``draw``, ``list`` and
+``diff`` never import torch; ``build`` imports it when it runs.
 """
 
 from __future__ import annotations
