@@ -36,6 +36,11 @@ Model = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _row(figure: str, result: Paired, target: str = "", reference: str = "") -> dict:
+    # Each row as it is measured, on stderr: a long run that is cut short keeps what it had.
+    print(
+        f"{figure}: {result.ours * 1000:.1f} ms vs {result.reference * 1000:.1f} ms, {result.ratio:.2f}",
+        file=sys.stderr,
+    )
     return {
         "figure": figure,
         "resdsl": f"{result.ours * 1000:.1f} ms",
