@@ -62,12 +62,16 @@ def test_auto_picks_onnxruntime_on_a_cpu_where_installed() -> None:
     assert choose_engine(torch.device("cuda")) == "eager"
 
 
-def test_unknown_engine_and_wrong_input_are_refused(eval_model) -> None:
+def test_onnxruntime_engine_takes_what_the_eager_module_takes(eval_model) -> None:
     pytest.importorskip("onnxruntime", reason="onnxruntime is in the [test] extra")
-    state, _ = eval_model
+    state, reference = eval_model
     with pytest.raises(ValueError, match="engine must be one of"):
         resdsl.load("cifar20", weights=state, input="3x16x16", for_inference=True, engine="tensorrt")
     assert "tensorrt" not in ENGINES
     model = resdsl.load("cifar20", weights=state, input="3x16x16", for_inference=True, engine="onnxruntime")
-    with pytest.raises(ValueError, match="expected input of shape N x 3x16x16"):
-        model(torch.randn(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="expected input of shape N x 3 x H x W"):
+        model(torch.randn(1, 1, 16, 16))
+    # Another spatial size, as the eager module takes it (cifar20's head pools globally).
+    x = torch.randn(2, 3, 24, 24)
+    with torch.no_grad():
+        _close(model(x), reference(x))

@@ -21,7 +21,7 @@ convolution, channels_last weights (``fold_for_inference``). Then:
     make it slow and its choice depend on the machine's load at that moment.
 
 Outputs agree with the eval model's within 1e-4 relative (tests/test_inference.py).
-The input must have the network's channels and spatial size; only the batch varies.
+Inputs may have any batch size, and any height and width the eager module accepts.
 """
 
 from __future__ import annotations
@@ -78,7 +78,14 @@ def prepare(model: nn.Module, network: Network, engine: str = "auto") -> nn.Modu
 
 
 class OnnxRuntimeModel(nn.Module):
-    """A folded model exported to ONNX and run by ONNX Runtime; called like the module."""
+    """A folded model exported to ONNX and run by ONNX Runtime; called like the module.
+
+    One session per input height and width, each exported with those sizes fixed and
+    the batch dynamic: fixed sizes let ONNX Runtime plan its convolutions ahead, which
+    measured faster than one session with every size dynamic. The session for the
+    spec's input shape is made at once; another size costs one more export (about a
+    second for ResNet-50) the first time it is seen, as inductor recompiles for it.
+    """
 
     def __init__(self, folded: nn.Module, network: Network) -> None:
         super().__init__()
@@ -87,17 +94,28 @@ class OnnxRuntimeModel(nn.Module):
         device = next(folded.parameters()).device
         if device.type != "cpu":
             raise ValueError("the onnxruntime engine runs on the CPU; load with device='cpu' or use engine='eager'")
-        self.input_shape = tuple(network.input_shape)
-        self.session = onnxruntime.InferenceSession(
-            export_onnx(folded, network), _session_options(onnxruntime), providers=["CPUExecutionProvider"]
-        )
+        self.module = folded  # kept for other input sizes; its parameters are the model's
+        self.channels, *size = network.input_shape
+        self.sessions: dict[tuple[int, int], Any] = {}
+        self._options = _session_options(onnxruntime)
+        self._session(tuple(size))
+
+    def _session(self, size: tuple[int, int]) -> Any:
+        if size not in self.sessions:
+            import onnxruntime
+
+            onnx_bytes = export_onnx(self.module, (self.channels, *size))
+            self.sessions[size] = onnxruntime.InferenceSession(
+                onnx_bytes, self._options, providers=["CPUExecutionProvider"]
+            )
+        return self.sessions[size]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[1:]) != self.input_shape:
-            shape = "x".join(map(str, self.input_shape))
-            raise ValueError(f"expected input of shape N x {shape}, got {tuple(x.shape)}")
+        if x.dim() != 4 or x.shape[1] != self.channels:
+            raise ValueError(f"expected input of shape N x {self.channels} x H x W, got {tuple(x.shape)}")
+        session = self._session((int(x.shape[2]), int(x.shape[3])))
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        (output,) = self.session.run(None, {"input": array})
+        (output,) = session.run(None, {"input": array})
         return torch.from_numpy(output)
 
 
@@ -109,24 +127,25 @@ def _session_options(onnxruntime: Any) -> Any:
     return options
 
 
-def export_onnx(model: nn.Module, network: Network) -> bytes:
-    """The model as ONNX bytes, with a dynamic batch dimension (input ``input``, output ``output``).
+def export_onnx(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
+    """The model as ONNX bytes for inputs of ``input_shape`` (C, H, W) and any batch size.
 
+    Input ``input``, output ``output``, both with a symbolic first dimension ``batch``.
     Uses the TorchScript-based exporter: it needs no onnxscript and takes well under a
     second where the torch.export-based one took 25 s for cifar20 on this project's
-    CPU machine. Two of its messages are known and harmless here, and silenced by
+    CPU machine. Three of its messages are known and harmless here, and silenced by
     exact text: that it is the legacy exporter (it is supported by every torch this
-    package admits, <2.15), and that a strided slice (option A's subsampling) is not
-    constant-folded (it is a runtime op either way).
+    package admits, <2.15), the exporter's own use of a helper torch deprecated, and
+    that a strided slice (option A's subsampling) is not constant-folded (it is a
+    runtime op either way).
     """
     import warnings
 
-    example = torch.randn(2, *network.input_shape, device=next(model.parameters()).device)
+    example = torch.randn(2, *input_shape, device=next(model.parameters()).device)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=ONNX_SLICE_WARNING, category=UserWarning)
         warnings.filterwarnings("ignore", message=ONNX_LEGACY_WARNING, category=DeprecationWarning)
-        # The exporter's own use of a torch helper it deprecated; nothing a caller can change.
         warnings.filterwarnings("ignore", message="The feature will be removed", module=r"torch\.onnx")
         torch.onnx.export(
             model,

@@ -156,4 +156,4 @@ def _save(model, network, example, path: Path, suffix: str) -> None:
     elif suffix == ".onnx":
         from resdsl.backends.inference import export_onnx
 
-        path.write_bytes(export_onnx(model, network))
+        path.write_bytes(export_onnx(model, network.input_shape))
