@@ -75,7 +75,6 @@ def test_exports_take_any_batch_size(tmp_path: Path, capsys) -> None:
 def test_a_normal_run_prints_no_warnings(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     commands = [
-        ["build", "cifar20"],
         ["build", "cifar20", "-o", str(tmp_path / "m.onnx")],
         ["build", "cifar20", "--batch", "2", "-o", str(tmp_path / "m.pt2")],
         ["check", "resnet50", "--stages"],
