@@ -45,6 +45,9 @@ def test_build_table_has_what_torchinfo_users_expect(capsys) -> None:
     out = capsys.readouterr().out
     assert "kernel" in out and "3x3,3x3" in out and "conv3_x (stage)" in out
     assert "trainable 269,722, frozen 0" in out and "memory at batch 4" in out
+    assert main(["build", "cifar20", "--detail", "stage"]) == 0
+    stages = [line.split()[0] for line in capsys.readouterr().out.splitlines()[3:8]]
+    assert stages == ["stem", "conv2_x", "conv3_x", "conv4_x", "head"]
     assert main(["build", "cifar20", "--json", "--batch", "3"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["batch"] == 3 and summary["totals"]["params"] == 269_722

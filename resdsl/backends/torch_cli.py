@@ -31,7 +31,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     build.add_argument("spec", metavar="SPEC", help="a .res file, or a shipped spec's name")
     add_spec_options(build)
-    build.add_argument("--detail", choices=("block", "layer"), default="block", help="a row per block or per layer")
+    build.add_argument(
+        "--detail",
+        choices=("block", "layer", "stage"),
+        default="block",
+        help="a row per block (default), per layer, or per stage",
+    )
     build.add_argument("--json", action="store_true", help="print JSON instead of a table")
     build.add_argument("--weights", metavar="PATH", help="load a state dict (.pt, weights only, or .safetensors)")
     build.add_argument(
