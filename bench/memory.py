@@ -183,6 +183,6 @@ def rows(quick: bool = False) -> list[dict]:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    from bench.run import Row, table
+    from bench.report import Row, print_report
 
-    print(table([Row(**row) for row in rows(quick="--quick" in sys.argv)]))
+    print_report([Row(**row) for row in rows(quick="--quick" in sys.argv)])

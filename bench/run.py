@@ -17,6 +17,8 @@ Groups:
             networks with and without activation checkpointing (child processes)
   scale     the largest CIFAR ResNet that trains one step in 80% of the free memory,
             with and without checkpointing (bench/scale.py; the longest group)
+  inference for_inference with each engine (eager, onnxruntime, inductor, auto) beside
+            torchvision eager, ONNX Runtime and inductor, resnet50 batch 8 (bench/inference.py)
   gpu       the runtime table on a GPU with channels_last, autocast bf16,
             torch.compile and training throughput; says so when there is no GPU
 """
@@ -25,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -34,66 +34,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import Row, machine, table  # noqa: E402
 from bench.timing import paired  # noqa: E402
-
-
-@dataclass
-class Row:
-    figure: str
-    resdsl: str
-    reference: str = ""
-    ratio: float | None = None
-    target: str = ""
-    unit: str = ""
-    low: float | None = None  # the ratio's 95% interval, where it was timed in rounds
-    high: float | None = None
-
-    @property
-    def verdict(self) -> str:
-        if self.ratio is None or self.target[:2] not in ("<=", ">="):
-            return ""
-        bound = float(self.target[2:])
-        at_most = self.target.startswith("<=")
-        low, high = (self.low, self.high) if self.low is not None else (self.ratio, self.ratio)
-        if (high <= bound) if at_most else (low >= bound):
-            return "ok"
-        if (low > bound) if at_most else (high < bound):
-            return "MISSED"
-        return "within noise"
-
-
-def machine() -> dict:
-    info = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu": _cpu_name(),
-        "cpus": os.cpu_count(),
-    }
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        info["threads"] = torch.get_num_threads()
-        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    except ImportError:  # pragma: no cover - torch is a dependency
-        info["torch"] = "not installed"
-    return info
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _process(argv: list[str]) -> Callable[[], None]:
@@ -213,12 +161,19 @@ def bench_gpu(quick: bool) -> list[Row]:
     return [Row(**row) for row in torch_runtime.gpu_rows(quick=quick)]
 
 
+def bench_inference(quick: bool) -> list[Row]:
+    from bench import inference
+
+    return [Row(**row) for row in inference.rows(quick=quick)]
+
+
 GROUPS = {
     "frontend": bench_frontend,
     "runtime": bench_runtime,
     "memory": bench_memory,
     "scale": bench_scale,
     "gpu": bench_gpu,
+    "inference": bench_inference,
 }
 
 
@@ -239,32 +194,6 @@ def main() -> int:
     print()
     print(table(rows))
     return 0
-
-
-def table(rows: list[Row]) -> str:
-    header = ("figure", "resdsl", "reference", "ratio", "target", "")
-    cells = [header] + [
-        (
-            r.figure,
-            r.resdsl + (f" ({r.unit})" if r.unit else ""),
-            r.reference,
-            _ratio(r),
-            r.target,
-            r.verdict,
-        )
-        for r in rows
-    ]
-    lines = ["| " + " | ".join(row) + " |" for row in cells]
-    lines.insert(1, "|" + "|".join("---" for _ in header) + "|")
-    return "\n".join(lines)
-
-
-def _ratio(row: Row) -> str:
-    if row.ratio is None:
-        return ""
-    if row.low is None or row.high is None:
-        return f"{row.ratio:.2f}"
-    return f"{row.ratio:.2f} [{row.low:.2f}, {row.high:.2f}]"
 
 
 if __name__ == "__main__":

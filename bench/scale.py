@@ -145,12 +145,11 @@ def rows(quick: bool = False, budget_gb: float | None = None, batch: int = 32) -
 if __name__ == "__main__":
     import argparse
 
-    from bench.run import Row, machine, table
+    from bench.report import Row, print_report
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a 1.5 GiB budget and small probes")
     parser.add_argument("--budget-gb", type=float, help="memory budget in GiB (default: 80%% of what is available)")
     parser.add_argument("--batch", type=int, default=32)
     args = parser.parse_args()
-    print("machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()))
-    print(table([Row(**row) for row in rows(args.quick, args.budget_gb, args.batch)]))
+    print_report([Row(**row) for row in rows(args.quick, args.budget_gb, args.batch)])

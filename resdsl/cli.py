@@ -1,8 +1,8 @@
-"""The ``resdsl`` command line: ``check``, ``build`` and ``draw``.
+"""The ``resdsl`` command line: ``check``, ``build``, ``draw``, ``list`` and ``diff``.
 
 Exit codes: 0 success, 1 the spec is wrong (diagnostics on stderr), 2 usage
-errors. Results go to stdout, errors to stderr. ``check`` and ``draw`` never
-import torch; ``build`` imports it when it runs.
+errors. Results go to stdout, errors to stderr. ``check``, ``draw``, ``list`` and
+``diff`` never import torch; ``build`` imports it when it runs.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from resdsl import fmt, lsp
+from resdsl import diff, list_cli
 from resdsl.backends import draw_cli, torch_cli
 from resdsl.cli_support import (
     EXIT_OK,
@@ -27,6 +28,7 @@ from resdsl.cli_support import (
 from resdsl.errors import CompilerBug, SpecError
 from resdsl.ir import Network
 from resdsl.train import cli as train_cli
+
 
 
 
@@ -59,20 +61,10 @@ def network_record(spec: str, network: Network) -> dict:
 
 
 def stage_table(network: Network) -> str:
-    rows = [("stage", "blocks", "output", "params", "MACs")]
-    for stage in network.stages:
-        blocks = f"{stage.blocks} x {stage.block}" if stage.block else ""
-        rows.append((stage.name, blocks, _shape(stage.output_shape), f"{stage.params:,}", f"{stage.macs:,}"))
-    rows.append(("total", "", _shape(network.output_shape), f"{network.num_params:,}", f"{network.macs:,}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    lines = []
-    for index, row in enumerate(rows):
-        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].rjust(widths[2])]
-        cells += [row[3].rjust(widths[3]), row[4].rjust(widths[4])]
-        lines.append("  " + "  ".join(cells).rstrip())
-        if index == 0 or index == len(rows) - 2:
-            lines.append("  " + "-" * (sum(widths) + 8))
-    return "\n".join(lines)
+    """The per-stage table (the paper's Table 1), as resdsl.table prints it."""
+    from resdsl.table import Table
+
+    return str(Table.of(network, detail="stage"))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -142,6 +134,8 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     train_cli.register_plot,
     fmt.register,
     lsp.register,
+    list_cli.register,
+    diff.register,
 )
 
 

@@ -33,6 +33,12 @@ def add_spec_options(parser: argparse.ArgumentParser) -> None:
         help="set a network parameter, e.g. --param classes=10 (repeatable)",
     )
     parser.add_argument(
+        "--input",
+        type=_input_shape,
+        metavar="CxHxW",
+        help="replace the spec's input shape, e.g. --input 3x64x64",
+    )
+    parser.add_argument(
         "--max-layers",
         type=_positive_int,
         metavar="N",
@@ -52,6 +58,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _input_shape(text: str) -> tuple[int, ...]:
+    from resdsl.compiler import parse_input
+
+    try:
+        return parse_input(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def spec_params(args: argparse.Namespace) -> dict:
     params = {}
     for text in args.param:
@@ -67,4 +82,4 @@ def compile_from_args(spec: str, args: argparse.Namespace) -> Network:
     from resdsl.compiler import compile
 
     limits = replace(Limits(), max_layers=args.max_layers)
-    return compile(spec, network=args.network, limits=limits, **spec_params(args))
+    return compile(spec, network=args.network, limits=limits, input=args.input, **spec_params(args))

@@ -19,6 +19,7 @@ from resdsl.errors import LimitError, Pos, Source, SpecError, UnknownNameError, 
 from resdsl.evaluate import CONSTANTS, Value, describe, evaluate
 from resdsl.ir import Frame, Limits
 from resdsl.parser import parse
+from resdsl.shipped import USE_PREFIX, shipped_use_target
 
 PRELUDE_PATH = "<prelude>"
 
@@ -181,6 +182,8 @@ class _Loader:
                 if "\x00" in definition.path:
                     # The OS cannot even look such a path up (Python raises ValueError).
                     raise UseError("a 'use' path cannot contain a NUL character", definition.pos)
+                if definition.path.startswith(USE_PREFIX):  # a shipped spec: use "resdsl:torchvision/resnet50"
+                    target = shipped_use_target(definition.path.removeprefix(USE_PREFIX), definition.pos)
                 if target.suffix != ".res":
                     raise UseError(
                         f"'use' imports .res files; {definition.path!r} is not one",

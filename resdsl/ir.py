@@ -220,7 +220,22 @@ class Network:
         return [block for block in self.blocks if block.parent is None and block.stage is not None]
 
     def __repr__(self) -> str:
-        return f"<Network {self.summary()}>"
+        # One line: the dataclass's repr would print the whole graph.
+        shape = "x".join(map(str, self.input_shape))
+        return (
+            f"<Network {self.name}: {self.layer_count()} layers, {self.num_params:,} params, "
+            f"{self.macs / 1e9:.3f} GMACs, input {shape}>"
+        )
+
+    def _repr_svg_(self) -> str | None:
+        """Jupyter draws the network inline (block detail); None where Graphviz's dot is missing."""
+        import shutil
+
+        from resdsl.backends.draw import to_dot
+
+        if shutil.which("dot") is None:
+            return None
+        return to_dot([self], detail="block").pipe(format="svg").decode("utf-8")
 
     def summary(self) -> str:
         shape = "x".join(map(str, self.output_shape))

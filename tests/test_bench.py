@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import memory, scale, torch_runtime  # noqa: E402
-from bench.run import Row, table  # noqa: E402
+from bench.report import Row, table  # noqa: E402
 from bench.timing import bootstrap_interval, paired  # noqa: E402
 
 

@@ -1,8 +1,9 @@
-"""Every example of the normative ../shared/design/LANGUAGE.md compiles as written.
+"""Every example of the design sketch, tests/fixtures/LANGUAGE.md, compiles as written.
 
-The examples are read from the shared design document itself when it sits beside
-the checkout (as in CI), else from the copy in tests/fixtures, which a test keeps
-identical to the shared one.
+tests/fixtures/LANGUAGE.md is the repository's copy of the design document. Where
+the authors' working tree has the original beside the checkout
+(../shared/design/LANGUAGE.md), the examples are read from it and a test keeps the
+copy identical to it; a fresh clone reads the copy.
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ def _example(marker: str) -> str:
 
 def test_vendored_copy_is_current() -> None:
     if not SHARED.is_file():
-        pytest.skip(f"{SHARED} is not beside this checkout; the vendored copy is used instead")
+        pytest.skip(
+            "no original design document beside this checkout to compare with: "
+            "tests/fixtures/LANGUAGE.md, in this repository, is the design sketch read here"
+        )
     assert VENDORED.read_text(encoding="utf-8") == SHARED.read_text(encoding="utf-8")
 
 

@@ -70,7 +70,7 @@ def test_for_inference_matches_eval() -> None:
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         expected = reference(x)
-    fast = load("torchvision/resnet18", weights=model.state_dict(), for_inference=True)
+    fast = load("torchvision/resnet18", weights=model.state_dict(), for_inference=True, engine="eager")
     assert not fast.training
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
     with torch.no_grad():

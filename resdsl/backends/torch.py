@@ -492,9 +492,30 @@ def read_weights(weights: str | Path | Mapping[str, torch.Tensor]) -> dict[str, 
     return dict(state)
 
 
-def load_weights(model: nn.Module, weights: Any, *, source: str = "weights") -> None:
+def load_weights(
+    model: nn.Module, weights: Any, *, source: str = "weights", skip: tuple[str, ...] | list[str] = ()
+) -> None:
+    """Load a checkpoint strictly: every key fits, or a WeightsError says which do not.
+
+    ``skip`` names modules (``"fc"``, ``"layer4.2"``) whose weights are left as they
+    are (for fine-tuning: a new head); their keys may be missing from the checkpoint,
+    of other shapes, or absent from the model. Every other key must fit.
+    """
     state = read_weights(weights)
-    expected = model.state_dict()
+    skipped = (skip,) if isinstance(skip, str) else tuple(skip)
+    modules = dict(model.named_modules())
+    for name in skipped:
+        if name not in modules or not name:
+            from resdsl.errors import unknown
+
+            error = unknown("module", name, [n for n in modules if n], None)
+            raise WeightsError(f"skip: {error.message}", hint=error.hint)
+
+    def kept(key: str) -> bool:
+        return not any(key == name or key.startswith(f"{name}.") for name in skipped)
+
+    expected = {k: v for k, v in model.state_dict().items() if kept(k)}
+    state = {k: v for k, v in state.items() if kept(k)}
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     wrong = [
@@ -503,6 +524,8 @@ def load_weights(model: nn.Module, weights: Any, *, source: str = "weights") -> 
         if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(expected[k].shape)
     ]
     if missing or unexpected or wrong:
+        from resdsl.backends.weights import mismatch_hint
+
         parts = []
         for what, keys in (("missing", missing), ("unexpected", unexpected), ("of the wrong shape", wrong)):
             if keys:
@@ -511,9 +534,9 @@ def load_weights(model: nn.Module, weights: Any, *, source: str = "weights") -> 
         raise WeightsError(
             "the weights do not fit the network: " + "; ".join(parts),
             file=str(weights) if isinstance(weights, str | Path) else None,
-            hint="module names come from the spec's labels; see docs/language.md, 'Naming'",
+            hint=mismatch_hint(state, missing, unexpected, wrong),
         )
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=not skipped)
 
 
 def fold_for_inference(model: nn.Module, network: Network) -> nn.Module:
@@ -558,31 +581,40 @@ def load(
     *,
     network: str | None = None,
     weights: Any = None,
+    skip: tuple[str, ...] | list[str] = (),
     for_inference: bool = False,
+    engine: str = "auto",
     zero_init_residual: bool | None = None,
     checkpoint: str | None = None,
     device: torch.device | str | None = None,
     limits: Any = None,
+    input: Any = None,
     **params: Any,
 ) -> nn.Module:
-    """Compile `spec` (a path, a shipped name, or a compiled Network) and build it on `device`."""
+    """Compile `spec` (a path, a shipped name, or a compiled Network) and build it on `device`.
+
+    The arguments are documented on :func:`resdsl.load`.
+    """
     if isinstance(spec, Network):
         compiled = spec
     else:
         from resdsl.compiler import compile
 
-        compiled = compile(spec, network=network, limits=limits, **params)
-    # With weights, a strict load sets every tensor, so initialising them first is wasted.
+        compiled = compile(spec, network=network, limits=limits, input=input, **params)
+    # With weights, a strict load sets every tensor, so initialising them first is wasted;
+    # skipped modules keep their initialisation.
     model = build(
         compiled,
         checkpoint=checkpoint,
         zero_init_residual=zero_init_residual,
         device=device,
-        initialise=weights is None,
+        initialise=weights is None or bool(skip),
     )
-    model.resdsl_network = compiled.name
+    model.network = compiled
     if weights is not None:
-        load_weights(model, weights)
+        load_weights(model, weights, skip=skip)
     if for_inference:
-        model = fold_for_inference(model, compiled)
+        from resdsl.backends.inference import prepare
+
+        model = prepare(model, compiled, engine)
     return model

@@ -31,9 +31,22 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     build.add_argument("spec", metavar="SPEC", help="a .res file, or a shipped spec's name")
     add_spec_options(build)
-    build.add_argument("--detail", choices=("block", "layer"), default="block", help="a row per block or per layer")
+    build.add_argument(
+        "--detail",
+        choices=("block", "layer", "stage"),
+        default="block",
+        help="a row per block (default), per layer, or per stage",
+    )
     build.add_argument("--json", action="store_true", help="print JSON instead of a table")
     build.add_argument("--weights", metavar="PATH", help="load a state dict (.pt, weights only, or .safetensors)")
+    build.add_argument(
+        "--batch",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="the forward pass's batch size, and the table's memory estimate's (default 1); "
+        "exports take any batch size whatever N is",
+    )
     build.add_argument(
         "-o",
         "--output",
@@ -55,26 +68,6 @@ def _extras_present(suffix: str) -> bool:
     return True
 
 
-def _rows(network, detail: str) -> list[dict]:
-    graph = network.graph
-    rows: dict[str, dict] = {}
-    for node in network.order():
-        attrs = graph.nodes[node]
-        if attrs["layer"].kind in ("input", "output"):
-            continue
-        scope = attrs["scope"]
-        if detail == "block" and scope.stage is not None:
-            key, kind = scope.prefix, scope.block
-        else:
-            key, kind = attrs["name"], attrs["layer"].kind
-        row = rows.setdefault(key, {"module": key, "kind": kind, "shape": None, "params": 0, "macs": 0})
-        row["params"] += attrs["params"]
-        row["macs"] += attrs["macs"]
-        if attrs["role"] == "main" or row["shape"] is None:  # a block's output is its main branch's
-            row["shape"] = list(attrs["shape"])
-    return list(rows.values())
-
-
 def run(args: argparse.Namespace) -> int:
     suffix = Path(args.output).suffix.lower() if args.output else None
     if suffix is not None and suffix not in SAVE_FORMATS:
@@ -86,42 +79,38 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from resdsl.backends.torch import load
+    from resdsl.table import Table
 
     model = load(network, weights=args.weights).eval()
-    rows = _rows(network, args.detail)
-    observed: dict[str, list[int]] = {}
+    table = Table.of(network, detail=args.detail, batch=args.batch, model=model)
+    observed: dict[str, tuple[int, ...]] = {}
     modules = dict(model.named_modules())
     hooks = [
-        modules[row["module"]].register_forward_hook(
-            lambda _m, _i, out, name=row["module"]: observed.__setitem__(name, list(out.shape[1:]))
+        modules[row.module].register_forward_hook(
+            lambda _m, _i, out, name=row.module: observed.__setitem__(name, tuple(out.shape[1:]))
         )
-        for row in rows
-        if row["module"] in modules
+        for row in table.rows
+        if row.module in modules
     ]
-    example = torch.randn(1, *network.input_shape)
+    example = torch.randn(args.batch, *network.input_shape)
     with torch.no_grad():
         output = model(example)
     for hook in hooks:
         hook.remove()
-    if list(output.shape[1:]) != list(network.output_shape):  # pragma: no cover - a backend bug, not the spec's
+    if tuple(output.shape) != (args.batch, *network.output_shape):  # pragma: no cover - a backend bug
         print(
-            f"resdsl build: internal error: output {list(output.shape[1:])} != IR {list(network.output_shape)}",
+            f"resdsl build: internal error: output {list(output.shape)} != IR {list(network.output_shape)}",
             file=sys.stderr,
         )
         return 3
-    for row in rows:
-        if row["module"] in observed and observed[row["module"]] != row["shape"]:  # pragma: no cover
-            print(f"resdsl build: internal error: {row['module']} gave {observed[row['module']]}", file=sys.stderr)
+    for row in table.rows:
+        if row.module in observed and observed[row.module] != row.output_shape:  # pragma: no cover
+            print(f"resdsl build: internal error: {row.module} gave {observed[row.module]}", file=sys.stderr)
             return 3
-    built_params = sum(p.numel() for p in model.parameters())
-    summary = {
-        "network": network.name,
-        "input_shape": list(network.input_shape),
-        "output_shape": list(network.output_shape),
-        "params": built_params,
-        "macs": network.macs,
-        "rows": rows,
-    }
+    if table.params != sum(p.numel() for p in model.parameters()):  # pragma: no cover - a backend bug
+        print("resdsl build: internal error: the module's parameter count is not the IR's", file=sys.stderr)
+        return 3
+    summary = table.records() | {"params": table.params, "macs": table.macs}
     if args.output:
         _save(model, network, example, Path(args.output), suffix)
         summary["saved"] = args.output
@@ -129,30 +118,24 @@ def run(args: argparse.Namespace) -> int:
         json.dump(summary, sys.stdout, indent=2)
         print()
     else:
-        print(_table(summary))
+        print(table)
+        if args.output:
+            print(f"saved {args.output}" + (f" ({DYNAMIC_NOTE})" if suffix in (".pt2", ".onnx") else ""))
     return EXIT_OK
 
 
-def _table(summary: dict) -> str:
-    def shape(dims) -> str:
-        return "x".join(map(str, dims)) if dims else ""
+#: What the .pt2 and .onnx exports accept (docs/torch.md, "Exports").
+DYNAMIC_NOTE = "any batch size; channels, height and width fixed at the spec's input"
 
-    head = ("module", "kind", "output", "params", "MACs")
-    body = [(r["module"], r["kind"], shape(r["shape"]), f"{r['params']:,}", f"{r['macs']:,}") for r in summary["rows"]]
-    total = ("total", "", shape(summary["output_shape"]), f"{summary['params']:,}", f"{summary['macs']:,}")
-    widths = [max(len(row[i]) for row in (head, *body, total)) for i in range(5)]
 
-    def line(row) -> str:
-        return "  ".join(
-            cell.ljust(width) if i < 2 else cell.rjust(width) for i, (cell, width) in enumerate(zip(row, widths))
-        ).rstrip()
-
-    rule = "-" * (sum(widths) + 8)
-    lines = [f"{summary['network']}: input {shape(summary['input_shape'])}", line(head), rule]
-    lines += [line(row) for row in body] + [rule, line(total)]
-    if "saved" in summary:
-        lines.append(f"saved {summary['saved']}")
-    return "\n".join(lines)
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _save(model, network, example, path: Path, suffix: str) -> None:
@@ -165,10 +148,17 @@ def _save(model, network, example, path: Path, suffix: str) -> None:
 
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     elif suffix == ".pt2":
-        torch.export.save(torch.export.export(model, (example,)), str(path))
+        # The batch dimension is symbolic. torch.export specialises a dimension whose example
+        # size is 1, so the example it traces has at least two samples.
+        example = example.expand(max(2, example.shape[0]), *example.shape[1:]).contiguous()
+        batch = torch.export.Dim("batch", min=1)
+        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+        torch.export.save(program, str(path))
     elif suffix == ".py":
         from resdsl.backends.torch import export_source
 
         path.write_text(export_source(network), encoding="utf-8")
     elif suffix == ".onnx":
-        torch.onnx.export(model, (example,), str(path), input_names=["input"], output_names=["output"], dynamo=False)
+        from resdsl.backends.inference import export_onnx
+
+        path.write_bytes(export_onnx(model, network.input_shape))

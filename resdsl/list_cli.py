@@ -1,0 +1,118 @@
+"""``resdsl list``: every shipped spec with its parameters, figures and input. Never imports torch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+
+from resdsl.cli_support import EXIT_OK
+from resdsl.compiler import compile, find_spec
+from resdsl.errors import Pos, Source
+from resdsl.evaluate import CONSTANTS, Value, describe, evaluate
+from resdsl.frontend import _free_params, choose, load
+from resdsl.shipped import USE_PREFIX, shipped_specs
+
+
+@dataclass(frozen=True)
+class ShippedSpec:
+    """One shipped spec, compiled with its defaults."""
+
+    name: str  # what compile() and `resdsl build` take; `use "resdsl:NAME"` imports it
+    network: str
+    params: dict[str, Value]  # the network's parameters and their defaults
+    num_params: int
+    macs: int
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    layers: int
+
+
+def shipped() -> list[ShippedSpec]:
+    """Every shipped spec, compiled with its default parameters."""
+    found = []
+    for name in shipped_specs():
+        path = find_spec(name)
+        namespace = load(path)
+        chosen = choose(namespace, path.stem, None, {}, Pos(Source(str(path), ""), 1, 1, 1, 1))
+        defaults: dict[str, Value] = {}
+        for param in _free_params(chosen, namespace):
+            if param.default is not None:
+                defaults[param.name] = evaluate(param.default, {**CONSTANTS, **defaults})
+        network = compile(name)
+        found.append(
+            ShippedSpec(
+                name=name,
+                network=network.name,
+                params=defaults,
+                num_params=network.num_params,
+                macs=network.macs,
+                input_shape=tuple(network.input_shape),
+                output_shape=tuple(network.output_shape),
+                layers=network.layer_count(),
+            )
+        )
+    return found
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "list",
+        help="list the shipped specs with their parameters, MACs and input shapes",
+        description="Every spec shipped with resdsl: the name that `resdsl build`, `resdsl.compile` and "
+        f'`use "{USE_PREFIX}NAME"` take, its parameters with their defaults, its parameter count, its '
+        "multiply-accumulates (conv and fc) and its input shape.",
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    parser.set_defaults(run=run)
+
+
+def _json_value(value: Value) -> object:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def run(args: argparse.Namespace) -> int:
+    specs = shipped()
+    if args.json:
+        records = [
+            {
+                "name": spec.name,
+                "network": spec.network,
+                "parameters": {
+                    key: list(value) if isinstance(value, tuple) else value for key, value in spec.params.items()
+                },
+                "params": spec.num_params,
+                "macs": spec.macs,
+                "layers": spec.layers,
+                "input_shape": list(spec.input_shape),
+                "output_shape": list(spec.output_shape),
+            }
+            for spec in specs
+        ]
+        json.dump(records, sys.stdout, indent=2)
+        print()
+        return EXIT_OK
+    rows = [("spec", "layers", "params", "GMACs (conv+fc)", "input", "parameters")]
+    for spec in specs:
+        parameters = ", ".join(f"{key}={describe(value)}" for key, value in spec.params.items())
+        rows.append(
+            (
+                spec.name,
+                str(spec.layers),
+                f"{spec.num_params:,}",
+                f"{spec.macs / 1e9:.3f}",
+                "x".join(map(str, spec.input_shape)),
+                parameters,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for index, row in enumerate(rows):
+        cells = [
+            cell.rjust(width) if 0 < i < 4 else cell.ljust(width) for i, (cell, width) in enumerate(zip(row, widths))
+        ]
+        print("  ".join(cells).rstrip())
+        if index == 0:
+            print("-" * (sum(widths) + 2 * (len(widths) - 1)))
+    print(f'\nbuild one with `resdsl build NAME`; import one into a spec with `use "{USE_PREFIX}NAME"`')
+    return EXIT_OK

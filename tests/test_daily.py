@@ -1,0 +1,155 @@
+"""Day-to-day use without torch: resdsl list, resdsl diff, use "resdsl:NAME", --input, the table, repr."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import resdsl
+from resdsl.cli import main
+from resdsl.diff import diff
+from resdsl.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_list_shows_every_shipped_spec_with_its_figures(capsys) -> None:
+    assert main(["list", "--json"]) == 0
+    records = {record["name"]: record for record in json.loads(capsys.readouterr().out)}
+    assert set(records) == set(resdsl.shipped_specs())
+    resnet50 = records["torchvision/resnet50"]
+    compiled = resdsl.compile("torchvision/resnet50")
+    assert (resnet50["params"], resnet50["macs"]) == (compiled.num_params, compiled.macs)
+    assert resnet50["parameters"] == {"classes": 1000} and resnet50["input_shape"] == [3, 224, 224]
+    assert records["cifar20"]["parameters"] == {"classes": 10}
+    assert main(["list"]) == 0
+    text = capsys.readouterr().out
+    assert "torchvision/resnet50" in text and "25,557,032" in text and "classes=1000" in text
+
+
+def test_list_check_and_diff_never_import_torch() -> None:
+    code = (
+        "import sys; from resdsl.cli import main\n"
+        "assert main(['list']) == 0 and main(['diff', 'plain34', 'resnet34']) == 0\n"
+        "assert main(['check', '--stages', 'resnet50', '--input', '3x64x64']) == 0\n"
+        "import resdsl; resdsl.Table.of(resdsl.compile('resnet18')); repr(resdsl.compile('cifar20'))\n"
+        "print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_use_names_a_shipped_spec(write_spec) -> None:
+    path = write_spec(
+        "mine.res",
+        'use "resdsl:torchvision/resnet50"\nuse "resdsl:lib/cifar.res"\n'
+        "network mine = resnet50(classes=10)\nnetwork small = cifar_resnet(n=3, classes=7)\n",
+    )
+    mine = resdsl.compile(path)
+    assert (mine.name, mine.output_shape) == ("mine", (10,))
+    assert mine.num_params == resdsl.compile("torchvision/resnet50", classes=10).num_params
+    assert resdsl.compile(path, network="small").output_shape == (7,)
+
+
+@pytest.mark.parametrize(
+    ("target", "hint"),
+    [("resnet5", "did you mean 'resnet50'?"), ("../README", "known shipped specs:"), ("/etc/passwd", "known")],
+)
+def test_use_of_an_unknown_shipped_spec_is_a_use_error(write_spec, target: str, hint: str) -> None:
+    path = write_spec("bad.res", f'use "resdsl:{target}"\nnetwork a = resnet50()\n')
+    with pytest.raises(resdsl.UseError) as raised:
+        resdsl.compile(path)
+    assert (raised.value.line, raised.value.column) == (1, 1)
+    assert f"unknown shipped spec '{target}'" in str(raised.value) and hint in str(raised.value)
+
+
+def test_input_override_in_the_api_and_on_the_command_line(capsys) -> None:
+    small = resdsl.compile("resnet50", input="3x64x64")
+    assert small.input_shape == (3, 64, 64) and small.stages[-2].output_shape == (2048, 2, 2)
+    assert small.num_params == resdsl.compile("resnet50").num_params
+    assert small.macs < resdsl.compile("resnet50").macs / 10
+    assert resdsl.compile("cifar20", input=(3, 64, 64)).stages[-2].output_shape == (64, 16, 16)
+    text = "network t {\n    input 3x32x32\n    conv 3x3, 8\n}\n"
+    assert resdsl.compile_text(text, input="1x16x16").output_shape == (8, 16, 16)
+    for bad in ("3x64", "3xAx4", (3, 0, 4), (3.0, 4, 4)):
+        with pytest.raises(ValueError, match=r"C x H x W|three"):
+            resdsl.compile("cifar20", input=bad)
+    assert main(["check", "cifar20", "--input", "3x64x64", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["input_shape"] == [3, 64, 64]
+    assert main(["check", "cifar20", "--input", "64x64"]) == 2
+    assert "--input: expected three positive sizes" in capsys.readouterr().err
+
+
+def test_input_override_that_does_not_fit_is_a_spec_error() -> None:
+    # VGG's five 2x2 pools cannot halve an 8x8 input five times: the shape pass says where.
+    with pytest.raises(resdsl.SpecError) as raised:
+        resdsl.compile("vgg19", input="3x8x8")
+    assert raised.value.line is not None
+
+
+def test_diff_plain34_against_resnet34(capsys) -> None:
+    result = diff(resdsl.compile("plain34"), resdsl.compile("resnet34"))
+    stages = [pair for pair in result.pairs if pair.a and pair.a.shortcuts]
+    assert [pair.a.stage for pair in stages] == ["conv2_x", "conv3_x", "conv4_x", "conv5_x"]
+    assert all(pair.a.shortcuts == "none" for pair in stages)
+    assert [pair.b.shortcuts for pair in stages] == [
+        "3 identity",
+        "3 identity, 1 projection",
+        "5 identity, 1 projection",
+        "2 identity, 1 projection",
+    ]
+    # Option B's projections are the whole difference: 1x1 convolutions and their BN.
+    assert [pair.params_change for pair in stages] == [0, 128 * 64 + 256, 256 * 128 + 512, 512 * 256 + 1024]
+    records = result.records()
+    assert records["totals"]["params_change"] == 21_797_672 - 21_623_848
+    assert records["totals"]["macs_change"] == resdsl.compile("resnet34").macs - resdsl.compile("plain34").macs
+    assert main(["diff", "plain34", "resnet34"]) == 0
+    text = capsys.readouterr().out
+    assert "+173,824" in text and "3 identity, 1 projection" in text and "none" in text
+    assert main(["diff", "plain34", "nosuch"]) == 1
+    assert "no shipped spec" in capsys.readouterr().err
+
+
+def test_diff_aligns_networks_of_different_depth() -> None:
+    result = diff(resdsl.compile("cifar20"), resdsl.compile("resnet18"))
+    unpaired = [pair for pair in result.pairs if pair.a is None]
+    assert [pair.b.stage for pair in unpaired] == ["conv5_x"]
+    assert sum(pair.params_change for pair in result.pairs) == 11_689_512 - 269_722
+
+
+def test_table_rows_levels_and_totals() -> None:
+    network = resdsl.compile("torchvision/resnet50")
+    blocks = Table.of(network)
+    assert [row.module for row in blocks.rows][:6] == ["conv1", "bn1", "relu1", "maxpool1", "layer1.0", "layer1.1"]
+    assert blocks.rows[4].kind == "bottleneck_v1_5" and blocks.rows[4].kernel == "1x1,3x3,1x1"
+    assert blocks.rows[0].kernel == "7x7" and blocks.rows[0].output_shape == (64, 112, 112)
+    for detail in ("layer", "block", "stage"):
+        table = Table.of(network, detail=detail)
+        assert sum(row.params for row in table.rows) == network.num_params
+        assert sum(row.macs for row in table.rows) == network.macs
+    stages = {row.module: row for row in blocks.stages}
+    assert stages["layer3"].kind == "6 x bottleneck_v1_5" and stages["layer3"].output_shape == (1024, 14, 14)
+    assert stages["layer3"].params == sum(row.params for row in blocks.rows if row.stage == "layer3")
+    records = blocks.records()
+    assert records["totals"]["trainable"] == network.num_params and records["totals"]["frozen"] == 0
+    assert json.loads(json.dumps(records)) == records
+    text = str(blocks)
+    assert "layer3 (stage)" in text and "MACs (conv+fc)" in text and "frozen 0" in text
+    assert Table.of(network, batch=4).activation_bytes == 4 * blocks.activation_bytes
+    with pytest.raises(ValueError, match="detail"):
+        Table.of(network, detail="blocks")
+
+
+def test_network_repr_is_one_line_and_draws_inline() -> None:
+    network = resdsl.compile("resnet50")
+    assert repr(network) == "<Network resnet50: 50 layers, 25,557,032 params, 3.858 GMACs, input 3x224x224>"
+    if shutil.which("dot") is None:
+        assert network._repr_svg_() is None
+        pytest.skip("Graphviz's dot is not installed (CI installs it): the inline figure is None without it")
+    svg = network._repr_svg_()
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg and "conv2_x" in svg
