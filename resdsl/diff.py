@@ -157,8 +157,9 @@ def _total(network: Network) -> Side:
 def _sections(network: Network) -> dict[str, list[Side]]:
     """The network's stages as sides, split into what comes before the stages, the stages, and after."""
     kinds: dict[str, Counter] = {}
-    for _, attrs in network.nodes("add"):
-        kinds.setdefault(attrs["scope"].stage, Counter())[attrs["shortcut"].kind] += 1
+    for block in network.stage_blocks():
+        if block.join is not None:
+            kinds.setdefault(block.stage, Counter())[block.plan.kind] += 1
     parts: dict[str, list[Side]] = {"before": [], "stages": [], "after": []}
     for stage in network.stages:
         if stage.block:

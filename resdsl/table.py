@@ -258,7 +258,7 @@ def _block_rows(layers: list[Row], scopes: dict[str, Any]) -> list[Row]:
             rows.append(members[0])
             continue
         # The block's output is its main path's: the last row that is not the shortcut.
-        main = [row for row in members if row.kind not in ("projection", "zeropad")]
+        main = [row for row in members if row.role == "main"]
         merged = _merge(members, key, "", "block", members[0].stage)
         rows.append(Row(**{**asdict(merged), "kind": block_types[key], "output_shape": main[-1].output_shape}))
     return rows
