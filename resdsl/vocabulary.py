@@ -102,7 +102,7 @@ def layer_keywords(kind: str) -> tuple[str, ...]:
         from resdsl.layers import LAYER_KINDS
 
         if kind in LAYER_KINDS:
-            return tuple(LAYER_KINDS[kind].keywords)
+            return tuple(argument.name for argument in LAYER_KINDS[kind].arguments if not argument.required)
     return ()
 
 
