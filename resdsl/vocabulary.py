@@ -55,7 +55,7 @@ BASE_LAYER_KINDS = (
     "gn",
     "ln",
     "drop_path",
-    "eca",
+    "channel_conv",
 )
 
 #: Network settings: words that start a statement in a network body or follow ``with``.
