@@ -193,13 +193,12 @@ def _side(stage: StageSummary, kinds: Counter | None) -> Side:
 
 
 def _both(pair: Pair, field: str) -> str:
-    """One value where the sides agree, 'a | b' where they differ."""
+    """One value (``field`` is "stage" or "output_shape") where the sides agree, 'a | b' where they differ."""
 
     def text(side: Side | None) -> str:
         if side is None:
             return "-"
-        value = getattr(side, field)
-        return "x".join(map(str, value)) if isinstance(value, tuple) else str(value)
+        return side.stage if field == "stage" else "x".join(map(str, side.output_shape))
 
     left, right = text(pair.a), text(pair.b)
     return left if left == right else f"{left} | {right}"

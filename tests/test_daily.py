@@ -38,6 +38,7 @@ def test_list_check_and_diff_never_import_torch() -> None:
         "assert main(['list']) == 0 and main(['diff', 'plain34', 'resnet34']) == 0\n"
         "assert main(['check', '--stages', 'resnet50', '--input', '3x64x64']) == 0\n"
         "import resdsl; resdsl.Table.of(resdsl.compile('resnet18')); repr(resdsl.compile('cifar20'))\n"
+        "resdsl.compile('cifar20')._repr_svg_()\n"
         "print('torch' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
