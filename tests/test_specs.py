@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 import resdsl
-from resdsl.layers import Conv, Linear
+from resdsl.layers import ChannelConv, Conv, Linear
 
 # Table 1 of the paper; equal to torchvision's counts, which share the layout's widths.
 IMAGENET_PARAMS = {
@@ -109,8 +109,13 @@ def test_every_shipped_spec_compiles_and_figures_add_up() -> None:
         assert network.num_params == sum(attrs["params"] for _, attrs in graph.nodes(data=True))
         assert network.num_params == sum(stage.params for stage in network.stages)
         assert network.macs == sum(stage.macs for stage in network.stages)
-        # MACs are convolutions and fc only (the paper's and torchvision's convention).
-        counted = sum(attrs["macs"] for _, attrs in graph.nodes(data=True) if isinstance(attrs["layer"], Conv | Linear))
+        # MACs are convolutions (ECA's across channels included) and fc only (the paper's
+        # and torchvision's convention).
+        counted = sum(
+            attrs["macs"]
+            for _, attrs in graph.nodes(data=True)
+            if isinstance(attrs["layer"], Conv | ChannelConv | Linear)
+        )
         assert network.macs == counted + sum(attrs["macs"] for _, attrs in network.nodes("projection"))
 
 

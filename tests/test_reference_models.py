@@ -1,0 +1,337 @@
+"""Every shipped spec that has a reference implementation, checked against it.
+
+The references are timm's own modules (``timm.create_model(name, pretrained=False)``:
+nothing is downloaded) and, for the CIFAR networks of the 2016 papers that timm does
+not have, small torch modules below written from the authors' published code. For
+each network: the reference's weights and BN statistics are randomised, loaded into
+the module the spec builds with ``strict=True``, and both are run in float64 in eval
+mode; the outputs must agree, and so must the ``state_dict()`` keys, the parameter
+count and the multiply-accumulates (torch's FlopCounterMode on the reference, counting
+convolutions and matrix products, against the compiler's figure); the reference
+interpreter (resdsl.interpret) computes the same output from the IR. Inputs are
+small and not square, so that CI stays fast and a swapped height and width would
+show; the ImageNet networks' odd intermediate sizes (5x4, 3x2) exercise ResNet-D's
+ceil-mode pooling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import resdsl
+from resdsl import interpret
+from resdsl.compiler import specs_dir
+from tests.oracle import randomise, relative_error
+
+# float64 agrees to about 1e-14 here; the bound leaves room for summation order.
+TOLERANCE = 1e-9
+
+IMAGENET_INPUT = (3, 40, 32)
+CIFAR_INPUT = (3, 32, 32)  # the authors' 8x8 average pool needs 32x32
+
+
+# The CIFAR references ---------------------------------------------------------------
+
+
+def _conv(inputs: int, outputs: int, kernel: int, stride: int = 1) -> nn.Conv2d:
+    # Both codes' convolutions have no bias: resnet-pre-act.lua's ConvInit removes it
+    # (cuDNN >= 4), and wide-residual-networks' conv_params makes none.
+    return nn.Conv2d(inputs, outputs, kernel, stride, kernel // 2, bias=False)
+
+
+class PreActUnit(nn.Module):
+    """``bottleneck(nInputPlane, nOutputPlane, stride)`` of KaimingHe/resnet-1k-layers,
+    resnet-pre-act.lua (He et al., 2016): full pre-activation, the stride on the first
+    1x1 convolution; where dimensions increase, BN and ReLU are common to both paths
+    and the shortcut is a strided 1x1 convolution, else the shortcut is the identity."""
+
+    def __init__(self, inputs: int, outputs: int, stride: int) -> None:
+        super().__init__()
+        width = outputs // 4
+        self.norm1 = nn.BatchNorm2d(inputs)
+        self.conv1 = _conv(inputs, width, 1, stride)
+        self.norm2 = nn.BatchNorm2d(width)
+        self.conv2 = _conv(width, width, 3)
+        self.norm3 = nn.BatchNorm2d(width)
+        self.conv3 = _conv(width, outputs, 1)
+        self.downsample = nn.Sequential(_conv(inputs, outputs, 1, stride)) if inputs != outputs else None
+
+    def convs(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)
+        x = self.conv2(F.relu(self.norm2(x)))
+        return self.conv3(F.relu(self.norm3(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.downsample is None:
+            return self.convs(F.relu(self.norm1(x))) + x
+        preact = F.relu(self.norm1(x))
+        return self.convs(preact) + self.downsample(preact)
+
+
+class PreActResNet(nn.Module):
+    """resnet-pre-act.lua's CIFAR-10 model: depth 9n+2, nStages = {16, 64, 128, 256}."""
+
+    def __init__(self, depth: int, classes: int = 10) -> None:
+        super().__init__()
+        n = (depth - 2) // 9
+        self.conv1 = _conv(3, 16, 3)
+        stages = (16, 64, 128, 256)
+        for index in range(3):
+            inputs, outputs, stride = stages[index], stages[index + 1], 1 if index == 0 else 2
+            units = [PreActUnit(inputs, outputs, stride)] + [PreActUnit(outputs, outputs, 1) for _ in range(n - 1)]
+            self.add_module(f"layer{index + 1}", nn.Sequential(*units))
+        self.bn = nn.BatchNorm2d(256)
+        self.fc = nn.Linear(256, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
+        x = F.avg_pool2d(F.relu(self.bn(x)), 8, 1)  # Avg(8, 8, 1, 1)
+        return self.fc(x.view(x.shape[0], -1))
+
+
+class WideBlock(nn.Module):
+    """``block`` of szagoruyko/wide-residual-networks, pytorch/resnet.py (Zagoruyko and
+    Komodakis, 2016), with the dropout of their Lua model (models/wide-resnet.lua)
+    between the convolutions. Their ``convdim`` is ``downsample.0`` here, as the
+    language names a projection."""
+
+    def __init__(self, inputs: int, outputs: int, stride: int, dropout: float) -> None:
+        super().__init__()
+        self.bn0 = nn.BatchNorm2d(inputs)
+        self.conv0 = _conv(inputs, outputs, 3, stride)
+        self.bn1 = nn.BatchNorm2d(outputs)
+        self.conv1 = _conv(outputs, outputs, 3)
+        self.downsample = nn.Sequential(_conv(inputs, outputs, 1, stride)) if inputs != outputs else None
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        o1 = F.relu(self.bn0(x))
+        y = self.conv0(o1)
+        o2 = F.relu(self.bn1(y))
+        o2 = F.dropout(o2, self.dropout, self.training)
+        z = self.conv1(o2)
+        if self.downsample is not None:
+            return z + self.downsample(o1)
+        return z + x
+
+
+class WideResNet(nn.Module):
+    """pytorch/resnet.py's ``resnet(depth, width, num_classes)``; groups of blocks are
+    numbered ``group0.0`` where the functional code says ``group0.block0``."""
+
+    def __init__(self, depth: int, k: int, classes: int = 10, dropout: float = 0.0) -> None:
+        super().__init__()
+        n = (depth - 4) // 6
+        widths = [16 * k, 32 * k, 64 * k]
+        self.conv0 = _conv(3, 16, 3)
+        inputs = 16
+        for index, width in enumerate(widths):
+            stride = 1 if index == 0 else 2
+            blocks = [WideBlock(inputs if i == 0 else width, width, stride if i == 0 else 1, dropout) for i in range(n)]
+            self.add_module(f"group{index}", nn.Sequential(*blocks))
+            inputs = width
+        self.bn = nn.BatchNorm2d(widths[2])
+        self.fc = nn.Linear(widths[2], classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.group2(self.group1(self.group0(self.conv0(x))))
+        x = F.avg_pool2d(F.relu(self.bn(x)), 8, 1, 0)
+        return self.fc(x.view(x.shape[0], -1))
+
+
+# The cases ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    spec: str  # the shipped spec's name
+    reference: Callable[[], nn.Module]
+    input_shape: tuple[int, int, int]
+    # Why the reference registers its modules in another order than the spec (strict
+    # loading does not depend on the order, only on the names and shapes).
+    order_differs: str | None = None
+    batch: int = 2
+
+    @property
+    def network(self) -> str:
+        return self.spec.rsplit("/", 1)[-1]
+
+
+def _timm(name: str) -> Callable[[], nn.Module]:
+    return lambda: timm.create_model(name, pretrained=False)
+
+
+TIMM_NAMES = (
+    "resnet18",
+    "resnet50",
+    "resnet18d",
+    "resnet26t",
+    "resnet50d",
+    "seresnet50",
+    "resnetrs50",
+    "ecaresnet50d",
+    "resnet50_gn",
+    "resnext50_32x4d",
+    "wide_resnet50_2",
+    "resnetv2_50",
+)
+
+CASES = {
+    **{
+        name: Case(
+            f"timm/{name}",
+            _timm(name),
+            IMAGENET_INPUT,
+            order_differs=(
+                "timm's PreActBottleneck registers downsample before norm1" if name == "resnetv2_50" else None
+            ),
+        )
+        for name in TIMM_NAMES
+    },
+    "preact_resnet164": Case("preact_resnet164", lambda: PreActResNet(164), CIFAR_INPUT),
+    "preact_resnet1001": Case("preact_resnet1001", lambda: PreActResNet(1001), CIFAR_INPUT, batch=1),
+    "wrn28_10": Case("wrn28_10", lambda: WideResNet(28, 10), CIFAR_INPUT, batch=1),
+}
+
+
+def compile_at(spec: str, input_shape: tuple[int, int, int], **params: object) -> resdsl.Network:
+    """The shipped spec at another input size, through an alias that overrides its
+    `input` setting (the spec file itself is unchanged)."""
+    path = specs_dir() / f"{spec}.res"
+    name = spec.rsplit("/", 1)[-1]
+    arguments = ", ".join(f"{key}={value!r}" for key, value in params.items())
+    call = f"{name}({arguments})" if arguments else name
+    dims = "x".join(map(str, input_shape))
+    return resdsl.compile_text(f'use "{path}"\nnetwork small = {call} with input {dims}\n')
+
+
+MATRIX_OPS = {"aten.convolution", "aten.addmm", "aten.mm"}
+
+
+def matrix_macs(counter: FlopCounterMode) -> int:
+    """Multiply-accumulates of the convolutions and matrix products a counter saw."""
+    counts = counter.get_flop_counts()["Global"]
+    return sum(count for op, count in counts.items() if str(op) in MATRIX_OPS) // 2
+
+
+def loaded_pair(case: Case, **params: object) -> tuple[nn.Module, nn.Module, resdsl.Network]:
+    """The randomised reference and the spec's module holding the same weights, both float64."""
+    reference = randomise(case.reference())
+    network = compile_at(case.spec, case.input_shape, **params)
+    model = resdsl.load(network, weights=reference.state_dict())  # strict: names and shapes
+    return reference.double(), model.double(), network
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_spec_matches_its_reference(name: str) -> None:
+    case = CASES[name]
+    reference, model, network = loaded_pair(case)
+    expected_keys = list(reference.state_dict())
+    keys = list(model.state_dict())
+    assert set(keys) == set(expected_keys)
+    if case.order_differs is None:
+        assert keys == expected_keys
+    else:
+        assert keys != expected_keys, f"the order now matches; drop the note: {case.order_differs}"
+    assert network.num_params == sum(p.numel() for p in reference.parameters())
+    assert network.num_params == sum(p.numel() for p in model.parameters())
+
+    batch = case.batch
+    x = torch.randn(batch, *case.input_shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    reference.eval()
+    model.eval()
+    with torch.no_grad():
+        expected = reference(x)
+        got = model(x)
+        # The reference interpreter, once per spec: the IR itself computes the same.
+        interpreted = interpret.run(network, model.state_dict(), x)
+    assert got.shape == expected.shape == (batch, *network.output_shape)
+    assert relative_error(got, expected) < TOLERANCE
+    assert relative_error(interpreted, expected) < TOLERANCE
+    assert network.macs == reference_macs(reference, case.input_shape)
+
+
+def reference_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """The multiply-accumulates of one input, counted by torch on the meta device: the
+    counter needs shapes only, and counting real tensors under it is several times slower."""
+    model = model.to("meta")
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.empty(1, *input_shape, device="meta", dtype=torch.float64))
+    return matrix_macs(counter)
+
+
+def test_shipped_figures_at_their_own_input() -> None:
+    # The specs as shipped (224x224 and 32x32) have the references' parameter counts
+    # and the figures the papers print.
+    for name in TIMM_NAMES:
+        network = resdsl.compile(f"timm/{name}")
+        assert network.input_shape == (3, 224, 224)
+        assert network.output_shape == (1000,)
+    assert round(resdsl.compile("preact_resnet164").num_params / 1e6, 1) == 1.7
+    assert round(resdsl.compile("wrn28_10").num_params / 1e6, 1) == 36.5
+
+
+def _drop_paths(model: nn.Module) -> dict[str, float]:
+    found = {}
+    for name, module in model.named_modules():
+        if type(module).__name__ == "DropPath":
+            found[name] = getattr(module, "drop_prob", getattr(module, "p", None))
+    return found
+
+
+@pytest.mark.parametrize("name", ["resnet50", "resnetv2_50"])
+def test_drop_path_schedule_matches_timm(name: str) -> None:
+    rate = 0.05
+    reference = timm.create_model(name, pretrained=False, drop_path_rate=rate)
+    model = resdsl.load(compile_at(f"timm/{name}", IMAGENET_INPUT, drop_path_rate=rate))
+    expected = _drop_paths(reference)
+    got = _drop_paths(model)
+    assert set(got) == set(expected)
+    assert len(got) == 15  # every block but the first, whose probability is 0
+    for module, probability in expected.items():
+        assert got[module] == pytest.approx(probability, rel=1e-6)
+    last = max(got.values())
+    assert last == pytest.approx(rate)
+
+
+def test_train_mode_with_drop_path_matches_timm_under_one_seed() -> None:
+    # Both sides draw one Bernoulli mask per block from torch's generator, in block
+    # order, and BN uses batch statistics: with the same seed they drop the same samples.
+    case = CASES["resnet50"]
+    rate = 0.3
+    reference = randomise(timm.create_model("resnet50", pretrained=False, drop_path_rate=rate))
+    network = compile_at(case.spec, case.input_shape, drop_path_rate=rate)
+    model = resdsl.load(network, weights=reference.state_dict()).double().train()
+    reference = reference.double().train()
+    x = torch.randn(4, *case.input_shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    outputs = {}
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        expected = reference(x)
+        torch.manual_seed(seed)
+        got = model(x).detach()
+        assert relative_error(got, expected.detach()) < TOLERANCE
+        outputs[seed] = got
+    # The seed matters, so the masks were drawn and applied on both sides.
+    assert relative_error(outputs[0], outputs[1]) > 1e-3
+
+
+def test_network_parameters_reach_the_module() -> None:
+    # classes: timm's num_classes; dropout_rate: the WRN authors' Lua dropout.
+    reference = timm.create_model("resnet18", pretrained=False, num_classes=10)
+    network = compile_at("timm/resnet18", IMAGENET_INPUT, classes=10)
+    assert network.output_shape == (10,)
+    assert network.num_params == sum(p.numel() for p in reference.parameters())
+    wide = resdsl.load(resdsl.compile("wrn28_10", dropout_rate=0.3))
+    dropouts = [m.p for m in wide.modules() if isinstance(m, nn.Dropout)]
+    assert dropouts == [0.3] * 12
+    assert not [m for m in resdsl.load(resdsl.compile("wrn28_10")).modules() if isinstance(m, nn.Dropout)]
