@@ -18,7 +18,8 @@ import lark
 from lark import Token, Transformer_NonRecursive, v_args
 
 from resdsl import syntax as ast
-from resdsl.errors import LimitError, Pos, Source, SpecSyntaxError, closest
+from resdsl.errors import LimitError, Pos, Source, SpecError, SpecSyntaxError, closest
+from resdsl.evaluate import literal
 
 #: Deepest nesting of parentheses and braces accepted.
 MAX_EXPRESSION_DEPTH = 100
@@ -129,8 +130,8 @@ def parse(text: str, path: str = "<string>") -> ast.Module:
     try:
         return _ToAst(source).transform(tree)
     except lark.exceptions.VisitError as error:
-        # Lark wraps what a transformer method raises; a LimitError is the spec's fault.
-        if isinstance(error.orig_exc, LimitError):
+        # Lark wraps what a transformer method raises; a SpecError is the spec's fault.
+        if isinstance(error.orig_exc, SpecError):
             raise error.orig_exc from None
         raise
 
@@ -370,12 +371,11 @@ class _ToAst(Transformer_NonRecursive):
         return self._nest(ast.Unary(str(op), operand, self._pos(meta)), operand)
 
     def number(self, meta, token: Token):
-        text = str(token)
-        value = int(text) if token.type == "INT" else float(text)
-        return ast.Number(value, self._tpos(token))
+        return ast.Number(literal(str(token), self._tpos(token)), self._tpos(token))
 
     def dims(self, meta, token: Token):
-        return ast.Dims(tuple(int(part) for part in str(token).split("x")), self._tpos(token))
+        pos = self._tpos(token)
+        return ast.Dims(tuple(literal(part, pos) for part in str(token).split("x")), pos)
 
     def name(self, meta, token: Token):
         return ast.Name(str(token), self._tpos(token))
