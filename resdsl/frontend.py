@@ -20,7 +20,7 @@ from resdsl import syntax as ast
 from resdsl.errors import LimitError, Pos, Source, SpecError, UnknownNameError, UseError, unknown
 from resdsl.evaluate import CONSTANTS, MAX_LITERAL_DIGITS, Value, bounded, describe, evaluate
 from resdsl.ir import Frame, Limits
-from resdsl.parser import parse
+from resdsl.parser import TokenBudget, parse
 
 PRELUDE_PATH = "<prelude>"
 
@@ -185,13 +185,17 @@ def load_text(text: str, path: str = "<string>", limits: Limits | None = None) -
     limits = limits or Limits()
     if len(text.encode("utf-8", errors="replace")) > limits.max_file_bytes:
         raise LimitError(f"the spec is larger than the limit of {limits.max_file_bytes:,} bytes")
-    return _Loader(limits).load_module(parse(text, path), Path.cwd() / "_", ())
+    loader = _Loader(limits)
+    return loader.load_module(parse(text, path, loader.budget), Path.cwd() / "_", ())
 
 
 class _Loader:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.done: dict[Path, Namespace] = {}
+        # Shared by every file of the spec: a hundred used files of the bound each would
+        # take a hundred times the time the bound promises.
+        self.budget = TokenBudget(limits.max_tokens, limits.max_tokens)
 
     def load(self, path: Path, used_at: Pos | None, chain: tuple[Path, ...]) -> Namespace:
         try:
@@ -209,7 +213,7 @@ class _Loader:
         if len(chain) >= self.limits.max_use_depth:
             raise LimitError(f"'use' files nest more than {self.limits.max_use_depth} deep", used_at)
         source = read_spec(path, self.limits, used_at)
-        namespace = self.load_module(parse(source.text, source.path), resolved, (*chain, resolved))
+        namespace = self.load_module(parse(source.text, source.path, self.budget), resolved, (*chain, resolved))
         self.done[resolved] = namespace
         return namespace
 

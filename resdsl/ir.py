@@ -89,10 +89,15 @@ class StageSummary:
 class Limits:
     """Bounds checked before work is done."""
 
-    max_layers: int = 100_000
+    max_layers: int = 20_000
     max_params: int = 2_000_000_000  # checked by resdsl.load before any tensor is allocated
     max_use_depth: int = 32
     max_file_bytes: int = 4 * 1024 * 1024
+    #: Tokens of a spec and the files it uses together (resdsl.parser.MAX_TOKENS).
+    max_tokens: int = 20_000
+    #: Bytes of the activations one forward pass holds at once, for a batch of one (float32),
+    #: checked by resdsl.load and `resdsl build` before a tensor is allocated.
+    max_activation_bytes: int = 8 * 1024**3
 
 
 @dataclass
