@@ -19,12 +19,14 @@ from resdsl.cli_support import (
     EXIT_OK,
     EXIT_SPEC,
     EXIT_USAGE,
+    OutputError,
     UsageError,
     add_spec_options,
     compile_from_args,
 )
 from resdsl.errors import CompilerBug, SpecError
 from resdsl.ir import Network
+
 
 def _shape(shape: Sequence[int]) -> str:
     return "x".join(map(str, shape))
@@ -147,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"resdsl {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except OutputError as error:
+        print(f"resdsl {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_SPEC
     except SpecError as error:
         print(error, file=sys.stderr)
         return EXIT_SPEC

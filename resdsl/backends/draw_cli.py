@@ -6,7 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from resdsl.cli_support import EXIT_OK, EXIT_SPEC, EXIT_USAGE, add_spec_options, compile_from_args
+from resdsl.cli_support import (
+    EXIT_OK,
+    EXIT_SPEC,
+    EXIT_USAGE,
+    add_spec_options,
+    check_output,
+    compile_from_args,
+    prepare_output,
+    write_failed,
+)
 from resdsl.errors import SpecError
 
 
@@ -48,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    check_output(args.output)
     networks = []
     failed = False
     for spec in args.specs:
@@ -60,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_SPEC
     dot = to_dot(networks, detail=args.detail, direction=args.direction, shapes=args.shapes, all_layers=args.all_layers)
     try:
-        render(dot, args.output)
+        render(dot, prepare_output(args.output))
+    except OSError as error:
+        raise write_failed(args.output, error) from None
     except DrawError as error:
         print(f"resdsl draw: error: {error}", file=sys.stderr)
         return EXIT_USAGE
