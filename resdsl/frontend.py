@@ -142,17 +142,21 @@ _FILE_KINDS = (
 )
 
 
+def _refuse_unless_regular(mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        raise _NotRegularFile(next((kind for test, kind in _FILE_KINDS if test(mode)), "not a file"))
+
+
 def _read_regular_file(path: Path, limit: int) -> bytes:
     """At most `limit` + 1 bytes of a regular file; anything else is refused before a byte is read.
 
     Opened without blocking (a FIFO with no writer would wait forever) and checked on
     the open descriptor, so that the file cannot be swapped between check and read.
     """
+    _refuse_unless_regular(os.stat(path).st_mode)  # a socket cannot even be opened
     descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     try:
-        mode = os.fstat(descriptor).st_mode
-        if not stat.S_ISREG(mode):
-            raise _NotRegularFile(next((kind for test, kind in _FILE_KINDS if test(mode)), "not a file"))
+        _refuse_unless_regular(os.fstat(descriptor).st_mode)
         chunks, wanted = [], limit + 1
         while wanted > 0 and (chunk := os.read(descriptor, min(wanted, 1 << 20))):
             chunks.append(chunk)
@@ -300,7 +304,7 @@ def _alias_depth_error(alias: ast.NetworkAlias) -> LimitError:
     return LimitError(
         f"network aliases are chained more than {MAX_ALIAS_DEPTH} deep",
         alias.name_pos,
-        f"alias the network itself: network {alias.name} = <its network body's name>(...)",
+        "alias the network that has a body directly rather than through a chain of aliases",
     )
 
 

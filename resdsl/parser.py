@@ -378,7 +378,11 @@ class _ToAst(Transformer_NonRecursive):
 
     def _bounded(self, meta, items: tuple, what: str) -> tuple:
         if len(items) > MAX_ARGUMENTS:
-            raise LimitError(f"more than {MAX_ARGUMENTS} {what}", self._pos(meta), "pass fewer")
+            raise LimitError(
+                f"more than {MAX_ARGUMENTS} {what}",
+                self._pos(meta),
+                "no layer or block takes so many; gather repeated structure into a block",
+            )
         return items
 
     def params(self, meta, *params):

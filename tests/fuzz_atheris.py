@@ -10,13 +10,17 @@ specs and tests/fixtures/fuzz_regressions/.
 A bounded run is part of the tests (tests/test_fuzz_hostile.py); a longer one, and what
 to do with a finding, are in docs/errors.md ("Fuzzing")::
 
-    python tests/fuzz_atheris.py -max_total_time=3600 -timeout=2 -rss_limit_mb=600 fuzz-corpus/
+    python tests/fuzz_atheris.py -max_total_time=3600 -timeout=2 fuzz-corpus/
+
+Memory is bounded inside the target (500 MB of address space over what it starts
+with, a MemoryError beyond); libFuzzer's own ``-rss_limit_mb`` also works from a shell.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import resource
 import sys
 import tempfile
 from pathlib import Path
@@ -56,6 +60,18 @@ def test_one_input(data: bytes) -> None:
         to_dot([network], detail=detail, shapes=True, all_layers=True).source  # noqa: B018
 
 
+#: New memory one input may take (tests/fuzz_harness.py's MEMORY_BYTES).
+MEMORY_BYTES = 500 * 1024 * 1024
+
+
+def _virtual_size() -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def main() -> None:
     # Corpus folders become absolute: the fuzzing runs from the scratch folder.
     arguments = [arg if arg.startswith("-") else os.path.abspath(arg) for arg in sys.argv]
@@ -67,6 +83,11 @@ def main() -> None:
             if not path.exists():
                 path.write_bytes(seed)
     os.chdir(WORKDIR)
+    # The memory budget as an address-space limit (a MemoryError is a finding):
+    # libFuzzer's -rss_limit_mb reads ru_maxrss, which a process started from a large
+    # one (pytest, with torch loaded) inherits across exec.
+    limit = _virtual_size() + MEMORY_BYTES
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     atheris.Setup(arguments, test_one_input)
     atheris.Fuzz()
 

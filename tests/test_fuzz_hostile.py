@@ -355,7 +355,7 @@ def test_forward_passes_beyond_the_activation_bound_are_refused(body: str, tmp_p
     code, _, err = outcome.result
     assert code in (0, 1), err
     if code == 1:
-        assert "activations" in err or "fit in 64 bits" in err or "positive" in err, err
+        assert "activations" in err or "past what torch's kernels take" in err, err
 
 
 # The regression corpus ---------------------------------------------------------------------------
@@ -371,10 +371,11 @@ def test_regression_corpus_within_budget(path: Path) -> None:
 
 
 def test_atheris_bounded_run(tmp_path: Path) -> None:
+    pytest.importorskip("atheris", reason="atheris (the test extra) ships wheels for Linux only")
     seconds = int(os.environ.get("RESDSL_ATHERIS_SECONDS", "20"))
     result = subprocess.run(
         [sys.executable, str(harness.ROOT / "tests" / "fuzz_atheris.py"), f"-max_total_time={seconds}",
-         f"-artifact_prefix={tmp_path}/", "-timeout=5", "-rss_limit_mb=600", str(tmp_path / "corpus")],
+         f"-artifact_prefix={tmp_path}/", "-timeout=5", "-rss_limit_mb=0", str(tmp_path / "corpus")],
         capture_output=True, text=True, timeout=seconds + 120, cwd=harness.ROOT,
         env={**os.environ, "PYTHONPATH": str(harness.ROOT)},
     )  # fmt: skip
