@@ -427,6 +427,9 @@ class Writer:
         self.rng = rng
         self.hostile = hostile  # how often a value is drawn from the limits rather than the plausible
         self.params: list[str] = []
+        #: What the language reference says must be refused, written on purpose (the
+        #: oracle for mistakes that would otherwise compile silently).
+        self.must_fail: list[str] = []
 
     def chance(self, p: float) -> bool:
         return self.rng.random() < p
@@ -479,9 +482,17 @@ class Writer:
         label = f"{self.name()}: " if self.chance(0.15) else ""
         return f"{label}{kind} {', '.join(args)}".rstrip()
 
+    def _repeat_one(self, items: list[str], what: str) -> list[str]:
+        """Sometimes write one item twice: docs/language.md makes that an error."""
+        if items and self.chance(self.hostile / 2):
+            items = [*items, self.rng.choice(items)]
+            self.must_fail.append(what)
+        return items
+
     def block(self, name: str) -> str:
         self.params = [p for p in dict.fromkeys(self.name() for _ in range(self.rng.choice((0, 1, 2, 3))))]
-        params = ", ".join(p if self.chance(0.5) else f"{p}={self.expr()}" for p in self.params)
+        written = self._repeat_one(self.params, "a parameter named twice")
+        params = ", ".join(p if self.chance(0.5) else f"{p}={self.expr()}" for p in written)
         body = [self.layer() for _ in range(self.rng.randint(1, 6))]
         if self.chance(0.7):
             body.insert(self.rng.randint(0, len(body)), "add shortcut")
@@ -490,7 +501,8 @@ class Writer:
 
     def network(self, name: str, blocks: list[str]) -> str:
         self.params = [p for p in dict.fromkeys(self.name() for _ in range(self.rng.choice((0, 1, 2))))]
-        params = ", ".join(f"{p}={self.expr()}" if self.chance(0.8) else p for p in self.params)
+        written = self._repeat_one(self.params, "a parameter named twice")
+        params = ", ".join(f"{p}={self.expr()}" if self.chance(0.8) else p for p in written)
         body = []
         size = self.rng.choice((8, 16, 32, 32, 64))
         if self.chance(0.95):
@@ -521,6 +533,7 @@ class Writer:
             for setting, values in self.vocabulary.settings.items()
             if values and self.chance(0.25)
         ]
+        overrides = self._repeat_one(overrides, "a setting given twice in one 'with'")
         text = f"network {name} = {base}" + (f"({args})" if args else "")
         return text + (" with " + ", ".join(overrides) if overrides else "") + "\n"
 
@@ -531,10 +544,11 @@ class Writer:
         blocks = [f"b{index}" for index in range(self.rng.randint(0, 2))]
         parts += [self.block(name) for name in blocks]
         parts.append(self.network("fuzz", blocks))
-        if self.chance(0.3):
-            parts.append(self.alias("other", "fuzz"))
+        if self.chance(0.3) or self.must_fail:
+            parts.append(self.alias("fuzz", "fuzz_base"))
+            parts[-2] = parts[-2].replace("network fuzz", "network fuzz_base", 1)
         text = "\n".join(parts)
-        if self.chance(self.hostile):
+        if self.chance(self.hostile) and not self.must_fail:
             text = mutate_bytes(text.encode("utf-8"), self.rng).decode("utf-8", errors="replace")
         return text
 

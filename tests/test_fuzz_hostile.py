@@ -104,17 +104,22 @@ def test_the_documentation_feeds_the_generator() -> None:
 @FUZZ
 @given(st.randoms(use_true_random=False))
 def test_specs_written_from_the_documentation(rng: random.Random) -> None:
-    text = harness.Writer(VOCABULARY, rng).spec()
-    with harness.scratch() as directory:
-        assert_within_budget(run_bounded(harness.pipeline, text, directory), text)
+    check_written_spec(harness.Writer(VOCABULARY, rng))
 
 
 @FUZZ
 @given(st.randoms(use_true_random=False))
 def test_hostile_specs_written_from_the_documentation(rng: random.Random) -> None:
-    text = harness.Writer(VOCABULARY, rng, hostile=0.6).spec()
+    check_written_spec(harness.Writer(VOCABULARY, rng, hostile=0.6))
+
+
+def check_written_spec(writer: harness.Writer) -> None:
+    text = writer.spec()
     with harness.scratch() as directory:
-        assert_within_budget(run_bounded(harness.pipeline, text, directory), text)
+        outcome = run_bounded(harness.pipeline, text, directory)
+    assert_within_budget(outcome, text)
+    if writer.must_fail:
+        assert outcome.result == "error", f"{writer.must_fail[0]} was accepted:\n{text}"
 
 
 @FUZZ
@@ -221,7 +226,9 @@ def _subcommands() -> dict[str, argparse.ArgumentParser]:
     return dict(action.choices)
 
 
-def _argv(command: str, parser: argparse.ArgumentParser, spec: str, rng: random.Random) -> list[str]:
+def _argv(
+    command: str, parser: argparse.ArgumentParser, spec: str, rng: random.Random, weights: list[str]
+) -> list[str]:
     """A command line for `command`, every option drawn from what its parser declares."""
     argv = [command]
     for action in parser._actions:
@@ -248,7 +255,7 @@ def _argv(command: str, parser: argparse.ArgumentParser, spec: str, rng: random.
             elif action.dest == "network":
                 argv += [flag, rng.choice(["tiny", "other", "forward"])]
             elif action.dest == "weights":
-                argv += [flag, rng.choice(["w.pt", "missing.pt", "tiny.res", "taken_dir"])]
+                argv += [flag, rng.choice(["w.pt", "missing.pt", "tiny.res", "taken_dir", *weights])]
             else:
                 argv += [flag, "1"]
     return argv
@@ -263,9 +270,10 @@ def test_every_subcommand_and_option(command: str) -> None:
         Path(directory, "bad.res").write_text(TINY.replace("basic(4)", "basic(0)"))
         Path(directory, "taken_dir").mkdir()
         torch.save({"a": 1}, Path(directory, "w.pt"))
+        weights = [path.name for path in _weights_files(Path(directory)).values()]
         for _ in range(max(6, EXAMPLES // 4)):
             spec = rng.choice(["tiny.res", "bad.res", "resnet18", "missing.res"])
-            argv = _argv(command, parser, spec, rng)
+            argv = _argv(command, parser, spec, rng, weights)
             outcome = run_bounded(harness.drive_cli, argv, directory)
             # Building (and exporting) runs real torch code whose cost is torch's, not the spec's.
             if command == "build" and outcome.status == "slow":
