@@ -624,6 +624,14 @@ def at_the_bounds() -> dict[str, str]:
             + ", ".join(f"a{i}=a{i - 1}*a{i - 1}" for i in range(1, 40))
             + ") {\n input 3x32x32\n stage s: 1 x basic(16)\n}\n"
         )
+    # At the file-size bound, whatever the tokens: each must be refused or compiled in budget.
+    size = 4 * 1024 * 1024 - 200
+    cases["semicolons_at_file_size"] = ";" * size
+    cases["newlines_at_file_size"] = "\n" * size
+    cases["operators_at_file_size"] = net.format(body=f" stage s: 1 x basic(16{'+1' * (size // 2)})\n")
+    cases["unary_at_file_size"] = net.format(body=f" stage s: 1 x basic({'-' * size}16)\n")
+    cases["arguments_at_file_size"] = net.format(body=f" relu {','.join(['1'] * (size // 2))}\n{stage}")
+    cases["stages_at_file_size"] = net.format(body="".join(f" stage s{i}: 1 x basic(16)\n" for i in range(size // 30)))
     cases["comments_at_file_size"] = ("#" + "x" * 1000 + "\n") * 4000 + net.format(body=stage)
     cases["long_line_at_file_size"] = net.format(body=stage) + "#" + "(" * (4 * 1024 * 1024 - 200) + "\n"
     return cases
