@@ -246,7 +246,7 @@ def pipeline(text: str | bytes, directory: str, name: str = "fuzz.res", run_torc
             if not _documented(error):
                 raise
             render_error(error)
-            return "error"
+            return f"error: {type(error).__name__}: {error.message}"
         check_network(network, path)
         if run_torch and network.graph.number_of_nodes() <= TORCH_NODES:
             torch_checks(network)
@@ -393,7 +393,8 @@ def read_language() -> Vocabulary:
     layer_kinds = tuple(dict.fromkeys(re.match(r"\| `(\w+)`", row).group(1) for row in rows))
     layer_keywords = tuple(sorted(set(re.findall(r"(\w+)=", layers))))
     settings: dict[str, tuple[str, ...]] = {}
-    for row in re.findall(r"^\s*\| `(\w+)` \| ([^|]*)\|", text.split("- **settings**", 1)[1], flags=re.M):
+    table = text.split("- **settings**", 1)[1].split("\n- ", 1)[0]
+    for row in re.findall(r"^\s*\| `(\w+)` \| ([^|]*)\|", table, flags=re.M):
         settings[row[0]] = tuple(re.findall(r"`([^`]+)`", row[1]))
     prelude = text.split("### The prelude", 1)[1].split("\n## ", 1)[0]
     blocks = tuple(re.findall(r"^\| `(\w+)\(", prelude, flags=re.M))
