@@ -208,9 +208,9 @@ def check_forward_pass(network: Network) -> None:
     """A LimitError if one forward pass would need more than ``limits.max_activation_bytes``,
     or a layer's sizes are past what torch's kernels index (MAX_KERNEL_SIZE)."""
     for node, attrs in network.graph.nodes(data=True):
-        layer = attrs["layer"]
+        fields = getattr(attrs["layer"], "__dict__", {})  # the layer dataclass's fields
         for what in ("kernel", "stride", "padding", "dilation"):
-            sizes = getattr(layer, what, None)
+            sizes = fields.get(what)
             if isinstance(sizes, tuple) and max(sizes) > MAX_KERNEL_SIZE:
                 raise node_error(
                     network.graph,
