@@ -21,6 +21,7 @@ from resdsl.cli_support import (
     EXIT_OK,
     EXIT_SPEC,
     EXIT_USAGE,
+    OutputError,
     UsageError,
     add_spec_options,
     compile_from_args,
@@ -28,6 +29,7 @@ from resdsl.cli_support import (
 from resdsl.errors import CompilerBug, SpecError
 from resdsl.ir import Network
 from resdsl.train import cli as train_cli
+
 
 
 
@@ -150,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"resdsl {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except OutputError as error:
+        print(f"resdsl {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_SPEC
     except SpecError as error:
         print(error, file=sys.stderr)
         return EXIT_SPEC

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from pathlib import Path
 
 from resdsl.frontend import parse_param
 from resdsl.ir import Limits, Network
@@ -17,6 +18,41 @@ EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
 
 class UsageError(Exception):
     """A command line that cannot be carried out as written (exit 2)."""
+
+
+class OutputError(Exception):
+    """An output file that cannot be written (exit 1, one line on stderr)."""
+
+
+def check_output(path: str) -> Path:
+    """Refuse, before any work, an output that can never be written: a directory, a NUL in the name."""
+    if "\x00" in path:
+        raise OutputError(f"cannot write '{path!r}': a path cannot contain a NUL character")
+    target = Path(path)
+    try:
+        is_dir = target.is_dir()
+    except OSError as error:  # a name too long for the OS
+        raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
+    if is_dir:
+        raise OutputError(f"cannot write {path}: it is a directory")
+    return target
+
+
+def prepare_output(path: str) -> Path:
+    """The output path, its missing parent folders created (as users expect of -o)."""
+    target = check_output(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot create the folder of {path}: {error.strerror or error}") from None
+    return target
+
+
+def write_failed(path: str | Path, error: BaseException) -> OutputError:
+    """One line saying why writing failed: the OS's reason, or the first line of the writer's."""
+    lines = str(error).splitlines()
+    reason = getattr(error, "strerror", None) or (lines[0][:200] if lines else type(error).__name__)
+    return OutputError(f"cannot write {path}: {reason}")
 
 
 def add_spec_options(parser: argparse.ArgumentParser) -> None:

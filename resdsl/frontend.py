@@ -9,6 +9,8 @@ every parameter, so that the expand pass only has to evaluate and unroll.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -16,12 +18,15 @@ from pathlib import Path
 
 from resdsl import syntax as ast
 from resdsl.errors import LimitError, Pos, Source, SpecError, UnknownNameError, UseError, unknown
-from resdsl.evaluate import CONSTANTS, Value, describe, evaluate
+from resdsl.evaluate import CONSTANTS, MAX_LITERAL_DIGITS, Value, bounded, describe, evaluate
 from resdsl.ir import Frame, Limits
-from resdsl.parser import parse
+from resdsl.parser import TokenBudget, parse
 from resdsl.shipped import USE_PREFIX, shipped_use_target
 
 PRELUDE_PATH = "<prelude>"
+
+#: Longest chain of network aliases (``network a = b``, ``network b = c``...) followed.
+MAX_ALIAS_DEPTH = 64
 
 
 @dataclass
@@ -85,20 +90,21 @@ def read_spec(path: Path, limits: Limits, used_at: Pos | None = None) -> Source:
     if is_dir:
         raise fail(f"{named} is a directory, not a .res file")
     try:
-        size = path.stat().st_size
-        if size > limits.max_file_bytes:
-            raise LimitError(
-                f"{shown} is {size:,} bytes, more than the limit of {limits.max_file_bytes:,} for a spec",
-                used_at,
-                file=None if used_at else shown,
-            )
-        data = path.read_bytes()
+        data = _read_regular_file(path, limits.max_file_bytes)
+    except _NotRegularFile as error:
+        raise fail(f"{named} is {error.kind}, not a regular file", "give the path of a .res file") from None
     except PermissionError:
         raise fail(f"permission denied: cannot read {shown}" if used_at else "permission denied") from None
     except OSError as error:
         raise fail(
             f"cannot read {shown}: {error.strerror or error}" if used_at else f"cannot read: {error.strerror or error}"
         ) from None
+    if len(data) > limits.max_file_bytes:
+        raise LimitError(
+            f"{shown} is larger than the limit of {limits.max_file_bytes:,} bytes for a spec",
+            used_at,
+            file=None if used_at else shown,
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -120,6 +126,45 @@ def read_spec(path: Path, limits: Limits, used_at: Pos | None = None) -> Source:
             Pos(Source(shown, text), line, column, line, column + 1),
         )
     return Source(shown, text)
+
+
+class _NotRegularFile(Exception):
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a directory"),
+)
+
+
+def _refuse_unless_regular(mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        raise _NotRegularFile(next((kind for test, kind in _FILE_KINDS if test(mode)), "not a file"))
+
+
+def _read_regular_file(path: Path, limit: int) -> bytes:
+    """At most `limit` + 1 bytes of a regular file; anything else is refused before a byte is read.
+
+    Opened without blocking (a FIFO with no writer would wait forever) and checked on
+    the open descriptor, so that the file cannot be swapped between check and read.
+    """
+    _refuse_unless_regular(os.stat(path).st_mode)  # a socket cannot even be opened
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        _refuse_unless_regular(os.fstat(descriptor).st_mode)
+        chunks, wanted = [], limit + 1
+        while wanted > 0 and (chunk := os.read(descriptor, min(wanted, 1 << 20))):
+            chunks.append(chunk)
+            wanted -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(descriptor)
 
 
 @cache
@@ -145,13 +190,17 @@ def load_text(text: str, path: str = "<string>", limits: Limits | None = None) -
     limits = limits or Limits()
     if len(text.encode("utf-8", errors="replace")) > limits.max_file_bytes:
         raise LimitError(f"the spec is larger than the limit of {limits.max_file_bytes:,} bytes")
-    return _Loader(limits).load_module(parse(text, path), Path.cwd() / "_", ())
+    loader = _Loader(limits)
+    return loader.load_module(parse(text, path, loader.budget), Path.cwd() / "_", ())
 
 
 class _Loader:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.done: dict[Path, Namespace] = {}
+        # Shared by every file of the spec: a hundred used files of the bound each would
+        # take a hundred times the time the bound promises.
+        self.budget = TokenBudget(limits.max_tokens, limits.max_tokens)
 
     def load(self, path: Path, used_at: Pos | None, chain: tuple[Path, ...]) -> Namespace:
         try:
@@ -169,7 +218,7 @@ class _Loader:
         if len(chain) >= self.limits.max_use_depth:
             raise LimitError(f"'use' files nest more than {self.limits.max_use_depth} deep", used_at)
         source = read_spec(path, self.limits, used_at)
-        namespace = self.load_module(parse(source.text, source.path), resolved, (*chain, resolved))
+        namespace = self.load_module(parse(source.text, source.path, self.budget), resolved, (*chain, resolved))
         self.done[resolved] = namespace
         return namespace
 
@@ -205,6 +254,10 @@ def _define(module: ast.Module, namespace: Namespace) -> None:
                 "first defined here", seen[definition.name]
             )
         seen[definition.name] = definition.name_pos
+        if isinstance(definition, ast.NetworkAlias):
+            _refuse_repeats(definition.overrides, "the setting '{}' is given twice in this 'with'", "first given here")
+        else:
+            _refuse_repeats(definition.params, "two parameters are named '{}'", "the first one")
         if isinstance(definition, ast.Block):
             namespace.blocks[definition.name] = (definition, namespace)
         else:
@@ -212,21 +265,50 @@ def _define(module: ast.Module, namespace: Namespace) -> None:
             namespace.own_networks.append(definition.name)
 
 
+def _refuse_repeats(items: tuple[ast.Param, ...] | tuple[ast.Override, ...], message: str, note: str) -> None:
+    """An error at the second of two items (parameters, overrides) sharing one name."""
+    first: dict[str, Pos] = {}
+    for item in items:
+        if item.name in first:
+            raise SpecError(message.format(item.name), item.pos, "remove one of them").with_note(note, first[item.name])
+        first[item.name] = item.pos
+
+
 # Choosing and binding a network -------------------------------------------------------
 
 
-def _free_params(name: str, namespace: Namespace, seen: tuple[str, ...] = ()) -> list[ast.Param]:
-    """The parameters a network still takes: an alias's base's, less those it binds."""
-    definition, home = namespace.networks[name]
-    if isinstance(definition, ast.Network):
-        return list(definition.params)
-    if definition.base in seen:
-        return []
-    if definition.base not in home.networks:
-        return []
-    base_params = _free_params(definition.base, home, (*seen, name))
-    bound = _alias_arg_names(definition, base_params)
-    return [p for p in base_params if p.name not in bound]
+def _free_params(name: str, namespace: Namespace) -> list[ast.Param]:
+    """The parameters a network still takes: an alias's base's, less those it binds.
+
+    Iterative, and bounded by MAX_ALIAS_DEPTH: a chain of a thousand aliases must
+    be refused, not recursed through.
+    """
+    chain: list[ast.NetworkAlias] = []
+    seen: set[str] = set()
+    home = namespace
+    params: list[ast.Param] = []
+    while name in home.networks and name not in seen:
+        seen.add(name)
+        definition, home = home.networks[name]
+        if isinstance(definition, ast.Network):
+            params = list(definition.params)
+            break
+        chain.append(definition)
+        if len(chain) > MAX_ALIAS_DEPTH:
+            raise _alias_depth_error(chain[0])
+        name = definition.base
+    for alias in reversed(chain):
+        bound = _alias_arg_names(alias, params)
+        params = [p for p in params if p.name not in bound]
+    return params
+
+
+def _alias_depth_error(alias: ast.NetworkAlias) -> LimitError:
+    return LimitError(
+        f"network aliases are chained more than {MAX_ALIAS_DEPTH} deep",
+        alias.name_pos,
+        "alias the network that has a body directly rather than through a chain of aliases",
+    )
 
 
 def _alias_arg_names(alias: ast.NetworkAlias, base_params: list[ast.Param]) -> set[str]:
@@ -273,7 +355,9 @@ def choose(namespace: Namespace, file_stem: str, network: str | None, params: Ma
 
 def instantiate(namespace: Namespace, name: str, params: Mapping[str, Value], pos: Pos) -> Instance:
     """Follow aliases from `name` down to a network body and bind all its parameters."""
-    given: dict[str, tuple[Value, Pos | None]] = {key: (value, None) for key, value in params.items()}
+    given: dict[str, tuple[Value, Pos | None]] = {
+        key: (_outside_value(key, value, pos), None) for key, value in params.items()
+    }
     overrides: list[ast.Override] = []
     trace: list[Frame] = []
     seen: list[str] = []
@@ -285,6 +369,8 @@ def instantiate(namespace: Namespace, name: str, params: Mapping[str, Value], po
             raise SpecError(f"network aliases form a cycle: {chain}", home.networks[current][0].name_pos)
         seen.append(current)
         definition, home = home.networks[current]
+        if len(seen) > MAX_ALIAS_DEPTH + 1:
+            raise _alias_depth_error(namespace.networks[name][0])
         if isinstance(definition, ast.Network):
             bound = _bind(definition.params, given, definition, f"network '{definition.name}'")
             # Overrides written further out win: they were collected outermost first.
@@ -346,22 +432,45 @@ def _bind(
     return env
 
 
+def _outside_value(key: str, value: object, pos: Pos) -> Value:
+    """A parameter given from outside the spec (the API, --param), held to the spec's own rules."""
+    sizes = isinstance(value, tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    if not (isinstance(value, int | float) or sizes):
+        raise SpecError(
+            f"parameter '{key}' must be a number, true, false or sizes such as 3x3, got {type(value).__name__}", pos
+        )
+    try:
+        return bounded(value, pos)  # type: ignore[arg-type]
+    except SpecError as error:
+        error.message = f"parameter '{key}': {error.message}"
+        raise
+
+
 def parse_param(text: str) -> tuple[str, Value]:
-    """``NAME=VALUE`` from the command line; the value is a number, true or false."""
+    """``NAME=VALUE`` from the command line; the value is a number, true or false, or sizes (3x32x32)."""
     name, sep, raw = text.partition("=")
     name, raw = name.strip(), raw.strip()
     if not sep or not name.isidentifier():
         raise ValueError(f"expected NAME=VALUE, got {text!r}")
     if raw in CONSTANTS:
         return name, CONSTANTS[raw]
+    if sum(char.isdigit() for char in raw) > MAX_LITERAL_DIGITS:
+        raise ValueError(f"the value of {name} has more digits than any 64-bit number")
+    value: Value | None = None
     for convert in (int, float):
         try:
-            return name, convert(raw)
+            value = convert(raw)
+            break
         except ValueError:
             pass
-    if "x" in raw and all(part.isdigit() for part in raw.split("x")):
-        return name, tuple(int(part) for part in raw.split("x"))
-    raise ValueError(f"the value of {name} must be a number, true or false, got {raw!r}")
+    if value is None and "x" in raw and all(part.isdigit() for part in raw.split("x")):
+        value = tuple(int(part) for part in raw.split("x"))
+    if value is None:
+        raise ValueError(f"the value of {name} must be a number, true or false, got {raw!r}")
+    try:
+        return name, bounded(value, None)
+    except SpecError as error:
+        raise ValueError(f"the value of {name}: {error.message}") from None
 
 
 __all__ = [

@@ -40,13 +40,14 @@ Backends read these keys; they never re-derive shapes, block structure or names.
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
 
-from resdsl.errors import Note, Pos, SpecError
+from resdsl.errors import LimitError, Note, Pos, SpecError
 from resdsl.layers import Layer, Shape
 
 
@@ -140,10 +141,15 @@ class StageSummary:
 class Limits:
     """Bounds checked before work is done."""
 
-    max_layers: int = 100_000  # layers of the whole network, stem and head included
+    max_layers: int = 20_000  # layers of the whole network, stem and head included
     max_params: int = 2_000_000_000  # checked by resdsl.load before any tensor is allocated
     max_use_depth: int = 32
     max_file_bytes: int = 4 * 1024 * 1024
+    #: Tokens of a spec and the files it uses together (resdsl.parser.MAX_TOKENS).
+    max_tokens: int = 20_000
+    #: Bytes of the activations one forward pass holds at once, for a batch of one (float32),
+    #: checked by resdsl.load and `resdsl build` before a tensor is allocated.
+    max_activation_bytes: int = 4 * 1024**3
 
 
 @dataclass
@@ -299,3 +305,44 @@ def node_error(graph: nx.DiGraph, node: int, message: str, hint: str | None = No
     for frame in reversed(outer):
         notes.append(Note(f"instantiated by {frame.what}", frame.pos))
     return cls(message, primary, hint, notes)
+
+
+def activation_bytes(network: Network) -> int:
+    """Bytes of every tensor one forward pass makes for one float32 input.
+
+    What a training step keeps for backward; for an inference pass, which frees
+    tensors as it goes, an upper bound. Read from the IR's shapes, so known before
+    anything is allocated.
+    """
+    return 4 * sum(math.prod(attrs["shape"]) for _, attrs in network.graph.nodes(data=True))
+
+
+#: Largest kernel, stride, padding or dilation a forward pass is run with: torch's CPU
+#: kernels overflow their offsets near 2**63 (a stride of 2**63 - 1 fails for a batch of
+#: two), and GPU kernels index with 32-bit integers.
+MAX_KERNEL_SIZE = 2**31 - 1
+
+
+def check_forward_pass(network: Network) -> None:
+    """A LimitError if one forward pass would need more than ``limits.max_activation_bytes``,
+    or a layer's sizes are past what torch's kernels index (MAX_KERNEL_SIZE)."""
+    for node, attrs in network.graph.nodes(data=True):
+        fields = getattr(attrs["layer"], "__dict__", {})  # the layer dataclass's fields
+        for what in ("kernel", "stride", "padding", "dilation"):
+            sizes = fields.get(what)
+            if isinstance(sizes, tuple) and max(sizes) > MAX_KERNEL_SIZE:
+                raise node_error(
+                    network.graph,
+                    node,
+                    f"a {what} of {max(sizes):,} is past what torch's kernels take ({MAX_KERNEL_SIZE:,})",
+                    "a stride or padding larger than the input does nothing a smaller one would not",
+                    cls=LimitError,
+                )
+    needed, limit = activation_bytes(network), network.limits.max_activation_bytes
+    if needed > limit:
+        raise LimitError(
+            f"one forward pass of {network.name} needs {needed / 2**30:,.3g} GiB of activations, "
+            f"more than the limit of {limit / 2**30:,.3g} GiB",
+            network.pos,
+            "check the input shape and the strides and paddings; Limits(max_activation_bytes=...) raises the bound",
+        )

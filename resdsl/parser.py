@@ -11,6 +11,8 @@ column of the offending token.
 from __future__ import annotations
 
 import contextlib
+import re
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from lark import Token, Transformer_NonRecursive, v_args
 
 from resdsl import syntax as ast
 from resdsl.errors import LimitError, Pos, Source, SpecError, SpecSyntaxError, closest
+from resdsl.evaluate import literal
 
 #: Deepest nesting of parentheses and braces accepted.
 MAX_EXPRESSION_DEPTH = 100
@@ -27,6 +30,25 @@ MAX_EXPRESSION_DEPTH = 100
 #: (- - -1). The evaluator recurses over the tree, so this keeps it far from Python's
 #: recursion limit whatever the spec holds.
 MAX_EXPRESSION_TREE_DEPTH = 200
+
+#: Most tokens a spec may hold, with every file it uses: words, numbers, symbols and
+#: line ends (`;` or a newline), a comment counting as one. Lark takes some 20-50
+#: microseconds a token on a shared core; this keeps parsing well under a second.
+#: ``Limits(max_tokens=...)`` sets it for one compile.
+MAX_TOKENS = 20_000
+
+#: Longest quoted string (a `use` path) accepted, as the OS's own PATH_MAX.
+MAX_STRING_LENGTH = 4096
+
+#: Longest name (of a block, network, layer label, parameter...) accepted.
+MAX_NAME_LENGTH = 128
+
+#: Most arguments in one call or statement, and most parameters of one definition.
+MAX_ARGUMENTS = 256
+
+#: One match per token that lark would see, with comments and quoted strings whole,
+#: so that the scan below runs once per token, not once per character.
+_PRESCAN = re.compile(r'#[^\n]*|"[^"\n]*"?|[A-Za-z0-9_.]+|//|\n|[^\s]')
 
 KEYWORDS = ("use", "block", "network", "stage", "stem", "head", "with", "if", "else", "and", "or", "not")
 
@@ -122,10 +144,21 @@ def _parser() -> lark.Lark:
     )
 
 
-def parse(text: str, path: str = "<string>") -> ast.Module:
-    """Parse the text of one file. Raises SpecSyntaxError (or LimitError)."""
+@dataclass
+class TokenBudget:
+    """The tokens still allowed to the files of one spec (see MAX_TOKENS)."""
+
+    left: int = MAX_TOKENS
+    total: int = MAX_TOKENS
+
+
+def parse(text: str, path: str = "<string>", budget: TokenBudget | None = None) -> ast.Module:
+    """Parse the text of one file. Raises SpecSyntaxError (or LimitError).
+
+    `budget`, shared by the files of one spec, bounds their tokens together.
+    """
     source = Source(path, text)
-    _check_nesting(source)
+    _prescan(source, budget or TokenBudget())
     if text.startswith("\ufeff"):
         # Editors on Windows write a byte-order mark; a space keeps every column true.
         text = " " + text[1:]
@@ -142,30 +175,54 @@ def parse(text: str, path: str = "<string>") -> ast.Module:
         raise
 
 
-def _check_nesting(source: Source) -> None:
-    """Refuse absurdly deep nesting before the parser builds a tree for it."""
+def _prescan(source: Source, budget: TokenBudget) -> None:
+    """Refuse what would make lark or the passes slow, before lark sees a byte.
+
+    One regular-expression pass: the budget's tokens at most, names at most
+    MAX_NAME_LENGTH long, parentheses and braces nested at most MAX_EXPRESSION_DEPTH
+    deep. Its cost is bounded by the token count, however long the file.
+    """
     depth = 0
-    line, column = 1, 0
-    in_comment = False
-    for char in source.text:
-        column += 1
-        if char == "\n":
-            line, column, in_comment = line + 1, 0, False
-        elif in_comment:
-            continue
-        elif char == "#":
-            in_comment = True
-        elif char in "({":
+    line, line_start = 1, 0
+    for match in _PRESCAN.finditer(source.text):
+        token = match.group()
+        start = match.start()
+        budget.left -= 1
+        if budget.left < 0:
+            raise LimitError(
+                f"the spec holds more than {budget.total:,} tokens (words, numbers, symbols and line ends, "
+                "in this file and those it uses)",
+                _at(source, line, start - line_start, len(token)),
+                "describe repetition with stages and blocks rather than writing it out",
+            )
+        if token == "\n":
+            line, line_start = line + 1, start + 1
+        elif token in "({":
             depth += 1
             if depth > MAX_EXPRESSION_DEPTH:
-                pos = Pos(source, line, column, line, column + 1)
                 raise LimitError(
                     f"nesting deeper than {MAX_EXPRESSION_DEPTH} levels",
-                    pos,
+                    _at(source, line, start - line_start, 1),
                     "simplify the expression",
                 )
-        elif char in ")}":
+        elif token in ")}":
             depth = max(0, depth - 1)
+        elif token[0] == '"' and len(token) > MAX_STRING_LENGTH + 2:
+            raise LimitError(
+                f"a quoted path of {len(token) - 2:,} characters; paths are at most {MAX_STRING_LENGTH:,}",
+                _at(source, line, start - line_start, len(token)),
+            )
+        elif len(token) > MAX_NAME_LENGTH and (token[0].isalpha() or token[0] == "_"):
+            raise LimitError(
+                f"a name of {len(token):,} characters; names are at most {MAX_NAME_LENGTH}",
+                _at(source, line, start - line_start, len(token)),
+                "choose a shorter name",
+            )
+
+
+def _at(source: Source, line: int, offset: int, length: int) -> Pos:
+    # Columns count characters as in the editor; a tab is one, as lark counts it.
+    return Pos(source, line, offset + 1, line, offset + 1 + max(1, length))
 
 
 def _describe(terminals: set[str]) -> str:
@@ -336,14 +393,23 @@ class _ToAst(Transformer_NonRecursive):
             self._plain(name, "network name"), self._plain(base, "network name"), args or (), overrides or (), self._pos(meta), self._tpos(name), self._tpos(base)
         )
 
+    def _bounded(self, meta, items: tuple, what: str) -> tuple:
+        if len(items) > MAX_ARGUMENTS:
+            raise LimitError(
+                f"more than {MAX_ARGUMENTS} {what}",
+                self._pos(meta),
+                "no layer or block takes so many; gather repeated structure into a block",
+            )
+        return items
+
     def params(self, meta, *params):
-        return _args(params)
+        return self._bounded(meta, _args(params), "parameters")
 
     def param(self, meta, name: Token, default):
         return ast.Param(self._plain(name, "parameter name"), default, self._pos(meta))
 
     def overrides(self, meta, *overrides):
-        return _args(overrides)
+        return self._bounded(meta, _args(overrides), "settings in one 'with'")
 
     def override(self, meta, name: Token, value):
         return ast.Override(str(name), value, self._pos(meta))
@@ -399,7 +465,7 @@ class _ToAst(Transformer_NonRecursive):
     def statement(self, meta, label, kind: Token, *args):
         return ast.Statement(
             str(kind),
-            _args(args),
+            self._bounded(meta, _args(args), "arguments"),
             str(label) if label is not None else None,
             self._pos(meta),
             self._tpos(kind),
@@ -407,7 +473,7 @@ class _ToAst(Transformer_NonRecursive):
         )
 
     def call_args(self, meta, *args):
-        return _args(args)
+        return self._bounded(meta, _args(args), "arguments")
 
     def positional(self, meta, value):
         return ast.Positional(value, self._pos(meta))
@@ -422,12 +488,11 @@ class _ToAst(Transformer_NonRecursive):
         return self._nest(ast.Unary(str(op), operand, self._pos(meta)), operand)
 
     def number(self, meta, token: Token):
-        text = str(token)
-        value = int(text) if token.type == "INT" else float(text)
-        return ast.Number(value, self._tpos(token))
+        return ast.Number(literal(str(token), self._tpos(token)), self._tpos(token))
 
     def dims(self, meta, token: Token):
-        return ast.Dims(tuple(int(part) for part in str(token).split("x")), self._tpos(token))
+        pos = self._tpos(token)
+        return ast.Dims(tuple(literal(part, pos) for part in str(token).split("x")), pos)
 
     def name(self, meta, token: Token):
         return ast.Name(str(token), self._tpos(token))

@@ -42,6 +42,9 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "syntax_misspelled_stage": "A misspelt keyword inside a network",
         "deep_nesting": "Nesting deeper than the bound (thousands of parentheses)",
         "deep_expression": "An expression chaining more operators than the bound",
+        "too_many_tokens": "A spec longer than the token bound (here, 20,001 semicolons)",
+        "name_too_long": "A name longer than the bound",
+        "too_many_arguments": "More arguments in one call than the bound",
         "syntax_carriage_returns": "Old Mac line endings (a bare carriage return)",
     },
     "Unknown names": {
@@ -102,6 +105,9 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "division_by_zero": "Division by zero in an expression",
         "too_many_block_arguments": "More arguments than the block takes",
         "size_limit": "A spec that would expand past the size bound",
+        "integer_literal_too_large": "An integer literal that does not fit in 64 bits",
+        "integer_overflow": "Arithmetic whose result leaves 64 bits (reported where it does)",
+        "real_overflow": "Arithmetic on reals that overflows to infinity",
     },
     "Definitions and networks": {
         "duplicate_block": "A block defined twice",
@@ -115,6 +121,9 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "setting_twice": "A setting written twice",
         "alias_cycle": "Network aliases that form a cycle",
         "alias_fixed_parameter": "Setting a parameter that an alias already fixed",
+        "alias_chain_too_deep": "A chain of network aliases deeper than the bound",
+        "duplicate_parameter": "Two parameters of one name",
+        "setting_twice_in_with": "A setting given twice in one `with`",
         "network_needs_arguments": "The file's network needs arguments",
         "every_network_needs_arguments": "Every network of the file needs arguments",
         "several_networks": "Several networks and none named like the file",
@@ -127,6 +136,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "use_not_res": "`use` of a file that is not a .res spec",
         "not_utf8": "A spec that is not UTF-8",
         "directory": "A directory given as the spec",
+        "not_a_regular_file": "A device (or a FIFO, a socket) given as the spec: refused before reading",
     },
 }
 
@@ -150,6 +160,8 @@ def run_check(name: str) -> tuple[int, str, str]:
 
 def _spec_text(name: str) -> str:
     path = FIXTURES / f"{name}.res"
+    if path.is_symlink():
+        return f"(tests/fixtures/errors/{name}.res is a symbolic link to {os.readlink(path)})"
     if path.is_dir():
         return f"(tests/fixtures/errors/{name}.res is a directory)"
     text = path.read_bytes().decode("utf-8", errors="replace")
@@ -200,7 +212,38 @@ def render_docs() -> str:
                 "```",
                 "",
             ]
+    parts += FUZZING.splitlines()
     return "\n".join(parts).rstrip("\n") + "\n"
+
+
+FUZZING = """## Fuzzing
+
+Whatever a spec holds, the compiler answers with a network or one of the diagnostics
+above, within the bounds of docs/language.md ("Limits"): 2 s of CPU and 500 MB. The
+tests hold it to that with tests/fuzz_harness.py, which runs each case in a forked
+child under those budgets (slowness and memory count as failures, as crashes do):
+
+- `tests/test_fuzz_hostile.py`: specs written from docs/language.md (its examples,
+  tables and grammar forms) and from hostile bytes; numbers at and past type limits;
+  inputs at every size bound; FIFOs, devices, sockets and directories as specs, `use`
+  targets and weights; every subcommand of the command line with its options. Each
+  compiled case also goes through the `check` line, `to_dot` at every detail, a build
+  and a forward pass on the meta device, the `.py` export (compiled, never run) and, for
+  small networks, `for_inference` against `eval`. `RESDSL_FUZZ_EXAMPLES=2000
+  RESDSL_FUZZ_EXPLORE=1` draws more and new cases.
+- `tests/fuzz_atheris.py`: coverage-guided fuzzing of the parser and compiler with
+  atheris (the test extra). The tests run it for 20 s; a longer run:
+
+  ```console
+  $ python tests/fuzz_atheris.py -max_total_time=3600 -timeout=2 fuzz-corpus/
+  ```
+
+  libFuzzer writes each finding as `crash-*`, `timeout-*` or `oom-*`; shrink it with
+  `python tests/fuzz_atheris.py -minimize_crash=1 -runs=10000 crash-...`, fix the
+  cause, and add the minimised input to `tests/fixtures/fuzz_regressions/` (with a
+  `#` comment saying what it once did): every file there goes through the whole
+  pipeline on every test run.
+"""
 
 
 def update() -> None:
@@ -265,7 +308,7 @@ def test_size_bound_refuses_before_building(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(expand, "new_node", counting_new_node)
     with pytest.raises(LimitError) as caught:
         resdsl.compile(FIXTURES / "size_limit.res")
-    assert "100,000 layers" in caught.value.message
+    assert "20,000 layers" in caught.value.message
     assert created == []
     # The counter does see nodes when a network is built, so the check above can fail.
     resdsl.compile_text("network n {\n input 3x32x32\n stage s: 1 x basic(16)\n}\n")

@@ -6,7 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from resdsl.cli_support import EXIT_OK, EXIT_SPEC, EXIT_USAGE, add_spec_options, compile_from_args
+from resdsl.cli_support import (
+    EXIT_OK,
+    EXIT_SPEC,
+    EXIT_USAGE,
+    add_spec_options,
+    check_output,
+    compile_from_args,
+    prepare_output,
+    write_failed,
+)
 from resdsl.errors import SpecError
 
 
@@ -52,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    check_output(args.output)
     networks = []
     failed = False
     for spec in args.specs:
@@ -63,19 +73,19 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         return EXIT_SPEC
     try:
+        output = prepare_output(args.output)
         if suffix == ".html":
             from resdsl.backends.draw_html import to_html
 
             page = to_html(networks, detail=args.detail, all_layers=args.all_layers)
-            Path(args.output).write_text(page, encoding="utf-8")
+            output.write_text(page, encoding="utf-8")
         else:
             dot = to_dot(
                 networks, detail=args.detail, direction=args.direction, shapes=args.shapes, all_layers=args.all_layers
             )
-            render(dot, args.output)
+            render(dot, output)
     except OSError as error:
-        print(f"resdsl draw: error: cannot write '{args.output}': {error.strerror}", file=sys.stderr)
-        return EXIT_USAGE
+        raise write_failed(args.output, error) from None
     except DrawError as error:
         print(f"resdsl draw: error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -459,13 +459,26 @@ def _initialise(model: nn.Module, network: Network, zero_init_residual: bool) ->
 
 
 def read_weights(weights: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A state dict from a mapping, a .safetensors file or a torch.save file (weights only)."""
+    """A state dict from a mapping, a .safetensors file or a torch.save file (weights only).
+
+    Whatever the file holds, the result is a dict of str to tensor or a WeightsError
+    naming the file: empty, truncated and foreign files, headers that lie about their
+    size, and pickles of other objects are all refused.
+    """
     if isinstance(weights, Mapping):
-        return dict(weights)
+        return _tensors_only(dict(weights), None)
     path = Path(weights)
     shown = str(path)
-    if not path.is_file():
+    try:
+        exists, regular = path.exists(), path.is_file()
+    except (OSError, ValueError) as error:  # a name too long, a NUL in the path
+        raise WeightsError(f"cannot read weights: {error}", file=shown) from None
+    if not exists:
         raise WeightsError(f"no such weights file: {shown}", file=shown)
+    if not regular:  # a FIFO would block, /dev/zero would never end
+        raise WeightsError("the weights are not a regular file", file=shown)
+    if path.stat().st_size == 0:
+        raise WeightsError("the weights file is empty", file=shown)
     if path.suffix == ".safetensors":
         try:
             from safetensors.torch import load_file
@@ -473,23 +486,44 @@ def read_weights(weights: str | Path | Mapping[str, torch.Tensor]) -> dict[str, 
             raise WeightsError(
                 "reading .safetensors needs the safetensors package: pip install safetensors", file=shown
             ) from None
-        return load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except Exception as error:  # safetensors' own error: a truncated file, a header too large
+            raise WeightsError(f"cannot read weights: {_first_line(error)}", file=shown) from None
+        return _tensors_only(state, shown)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise WeightsError(
             "refused to load: the file holds Python objects other than tensors, which could run code "
-            f"({str(error).splitlines()[0][:200]})",
+            f"({_first_line(error)})",
             file=shown,
             hint="save plain state dicts (torch.save(model.state_dict(), path)) or use .safetensors",
         ) from None
     except Exception as error:  # a truncated or foreign file
-        raise WeightsError(f"cannot read weights: {type(error).__name__}: {error}", file=shown) from None
+        raise WeightsError(f"cannot read weights: {type(error).__name__}: {_first_line(error)}", file=shown) from None
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping):
         raise WeightsError(f"expected a state dict, found {type(state).__name__}", file=shown)
-    return dict(state)
+    return _tensors_only(dict(state), shown)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).splitlines()
+    return lines[0][:200] if lines else type(error).__name__
+
+
+def _tensors_only(state: dict, shown: str | None) -> dict[str, torch.Tensor]:
+    """The state dict itself if it maps names to real tensors, else a WeightsError saying which entry is not."""
+    for key, value in state.items():
+        if not isinstance(key, str):
+            raise WeightsError(f"a state dict's keys are names; found the key {_first_line(repr(key))}", file=shown)
+        if not isinstance(value, torch.Tensor):
+            raise WeightsError(f"'{key[:200]}' holds a {type(value).__name__}, not a tensor", file=shown)
+        if value.is_meta:
+            raise WeightsError(f"'{key[:200]}' is a meta tensor: it has a shape but no values", file=shown)
+    return state
 
 
 def load_weights(
@@ -502,6 +536,7 @@ def load_weights(
     of other shapes, or absent from the model. Every other key must fit.
     """
     state = read_weights(weights)
+    shown = str(weights) if isinstance(weights, str | Path) else None
     skipped = (skip,) if isinstance(skip, str) else tuple(skip)
     modules = dict(model.named_modules())
     for name in skipped:
@@ -521,7 +556,13 @@ def load_weights(
     wrong = [
         f"{k} (checkpoint {tuple(state[k].shape)}, model {tuple(expected[k].shape)})"
         for k in expected
-        if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(expected[k].shape)
+        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    # Loading would cast silently: complex values lose their imaginary part.
+    wrong += [
+        f"{k} (checkpoint {state[k].dtype}, model {expected[k].dtype})"
+        for k in expected
+        if k in state and state[k].is_complex() != expected[k].is_complex()
     ]
     if missing or unexpected or wrong:
         from resdsl.backends.weights import mismatch_hint
@@ -529,14 +570,17 @@ def load_weights(
         parts = []
         for what, keys in (("missing", missing), ("unexpected", unexpected), ("of the wrong shape", wrong)):
             if keys:
-                shown = ", ".join(keys[:5]) + (f", ... ({len(keys) - 5} more)" if len(keys) > 5 else "")
-                parts.append(f"{len(keys)} {what}: {shown}")
+                listed = ", ".join(keys[:5]) + (f", ... ({len(keys) - 5} more)" if len(keys) > 5 else "")
+                parts.append(f"{len(keys)} {what}: {listed}")
         raise WeightsError(
             "the weights do not fit the network: " + "; ".join(parts),
-            file=str(weights) if isinstance(weights, str | Path) else None,
+            file=shown,
             hint=mismatch_hint(state, missing, unexpected, wrong),
         )
-    model.load_state_dict(state, strict=not skipped)
+    try:
+        model.load_state_dict(state, strict=not skipped)
+    except (RuntimeError, TypeError) as error:  # a dtype that cannot become the model's (complex, say)
+        raise WeightsError(f"cannot load the weights: {_first_line(error)}", file=shown) from None
 
 
 def fold_for_inference(model: nn.Module, network: Network) -> nn.Module:

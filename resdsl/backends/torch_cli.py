@@ -10,7 +10,16 @@ import json
 import sys
 from pathlib import Path
 
-from resdsl.cli_support import EXIT_OK, UsageError, add_spec_options, compile_from_args
+from resdsl.cli_support import (
+    EXIT_OK,
+    UsageError,
+    add_spec_options,
+    check_output,
+    compile_from_args,
+    prepare_output,
+    write_failed,
+)
+from resdsl.ir import check_forward_pass
 
 SAVE_FORMATS = {
     ".pt": "a state dict (torch.save)",
@@ -74,7 +83,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot tell the format of '{args.output}': use one of {', '.join(SAVE_FORMATS)}")
     if suffix in _EXTRAS and not _extras_present(suffix):
         raise UsageError(f"saving {suffix} needs an extra package: pip install {_EXTRAS[suffix]}")
+    if args.output:
+        check_output(args.output)  # a directory given as OUT fails now, not after the forward pass
     network = compile_from_args(args.spec, args)
+    check_forward_pass(network)  # before torch allocates the example input
 
     import torch
 
@@ -112,7 +124,11 @@ def run(args: argparse.Namespace) -> int:
         return 3
     summary = table.records() | {"params": table.params, "macs": table.macs}
     if args.output:
-        _save(model, network, example, Path(args.output), suffix)
+        path = prepare_output(args.output)
+        try:
+            _save(model, network, example, path, suffix)
+        except (OSError, RuntimeError) as error:  # torch.save reports a bad path as a RuntimeError
+            raise write_failed(args.output, error) from None
         summary["saved"] = args.output
     if args.json:
         json.dump(summary, sys.stdout, indent=2)

@@ -1,0 +1,698 @@
+"""The hostile-input fuzzing harness: budgets, the pipeline every case goes through, generators.
+
+Used by tests/test_fuzz_hostile.py (hypothesis, bounded for CI) and by
+tests/fuzz_atheris.py (coverage-guided, longer runs). Three parts:
+
+* :func:`run_bounded` runs one case in a forked child under the budgets a user is
+  promised (docs/language.md, "Limits"): CPU_SECONDS of CPU time and MEMORY_BYTES of
+  new memory (an address-space limit over what the child inherits), and a wall-clock
+  limit that catches blocking (a FIFO read). Slowness and memory are failures, as a
+  crash is.
+* :func:`pipeline` is what each case goes through: the compile; for a compiled network
+  the ``check`` line, ``to_dot`` at every detail, a build and a forward pass on the
+  meta device, the ``.py`` export (parsed and compiled with :func:`builtins.compile`,
+  never run), and for small networks ``for_inference`` against ``eval``.
+* Generators that work from docs/language.md (its examples, its tables of layer kinds,
+  settings and keywords, its grammar forms) and from hostile bytes, numbers at and past
+  type limits, special files and inputs at the size bounds: not from what the compiler
+  happens to accept.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import io
+import math
+import os
+import pickle
+import random
+import re
+import resource
+import select
+import signal
+import socket
+import stat
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+LANGUAGE = ROOT / "docs" / "language.md"
+REGRESSIONS = ROOT / "tests" / "fixtures" / "fuzz_regressions"
+
+#: The promise of docs/language.md, "Limits": any input within the bounds finishes
+#: within these. CPU time, not wall time, so that other work on a shared machine
+#: does not count against the case.
+CPU_SECONDS = 2.0
+MEMORY_BYTES = 500 * 1024 * 1024
+#: Wall-clock seconds before a case counts as blocked (a read that never returns); above
+#: CASE_CPU_SECONDS, so that a merely slow case is reported by its step, as slow.
+WALL_SECONDS = 60.0
+
+#: Networks at most this large also run for real: for_inference against eval.
+SMALL_PARAMS = 200_000
+SMALL_NODES = 200
+
+#: Networks up to this many IR nodes are also built and exported. Torch's own module
+#: construction costs about half a millisecond a module (a meta-device build of 20,000
+#: layers takes some 10 s), so the 2 s promise covers compiling, checking and drawing at
+#: every bound, and building networks up to this size.
+TORCH_NODES = 2_000
+SMALL_ACTIVATIONS = 4_000_000  # bytes
+
+
+# Budgets -------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What one case did: ``ok`` (a network or a documented error), or how it failed."""
+
+    status: str  # "ok", "crash", "slow", "memory", "blocked"
+    detail: str = ""
+    cpu_seconds: float = 0.0
+    result: Any = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def _virtual_size() -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0  # pragma: no cover - Linux always reports it
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+#: True in a child of run_bounded: only there do steps count (the warm-up pays for imports).
+_budgeted = False
+
+
+class Slow(Exception):
+    """One step of a case took more than its CPU budget."""
+
+
+@contextlib.contextmanager
+def step(name: str) -> Iterator[None]:
+    """One user-visible action (a compile, a drawing, an export): at most CPU_SECONDS of CPU."""
+    start = _cpu_seconds()
+    yield
+    used = _cpu_seconds() - start
+    if _budgeted and used > CPU_SECONDS:
+        raise Slow(f"{name} took {used:.2f} s of CPU, more than {CPU_SECONDS} s")
+
+
+#: The CPU a whole case (several steps, each within CPU_SECONDS) may use before the kernel stops it.
+CASE_CPU_SECONDS = 8 * CPU_SECONDS
+
+
+def run_bounded(function: Callable[..., Any], *args: Any, wall_seconds: float = WALL_SECONDS) -> Outcome:
+    """Run ``function(*args)`` in a forked child under the CPU, memory and wall budgets.
+
+    The child's own CPU clock starts at zero; its address space may grow by
+    MEMORY_BYTES over what it inherits (a MemoryError beyond). Each ``step`` of the
+    function has CPU_SECONDS; a function without steps has CPU_SECONDS in all.
+    Whatever ``function`` raises is a crash: it must return, having caught the
+    errors it expects.
+    """
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        global _budgeted
+        _budgeted = True
+        os.close(reader)
+        status = 0
+        try:
+            limit = _virtual_size() + MEMORY_BYTES
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+            # The kernel stops the child a second past the budget; the precise check is below.
+            hard_stop = math.ceil(CASE_CPU_SECONDS)
+            resource.setrlimit(resource.RLIMIT_CPU, (hard_stop, hard_stop + 1))
+            if "torch" in sys.modules:
+                sys.modules["torch"].set_num_threads(1)  # no thread pools forked half-made
+            try:
+                with step(getattr(function, "__name__", "the case")) if not _stepped(function) else _nothing():
+                    result = function(*args)
+                outcome = Outcome("ok", cpu_seconds=_cpu_seconds(), result=result)
+            except Slow as error:
+                outcome = Outcome("slow", str(error), _cpu_seconds())
+            except MemoryError:
+                outcome = Outcome("memory", f"over {MEMORY_BYTES / 2**20:.0f} MiB", _cpu_seconds())
+            except BaseException as error:
+                outcome = Outcome("crash", "".join(traceback.format_exception(error))[-4000:], _cpu_seconds())
+            try:
+                data = pickle.dumps(outcome)
+            except Exception:
+                data = pickle.dumps(Outcome(outcome.status, outcome.detail, outcome.cpu_seconds))
+            with os.fdopen(writer, "wb") as pipe:
+                pipe.write(data)
+        except BaseException:
+            status = 70
+        finally:
+            os._exit(status)
+    os.close(writer)
+    chunks = []
+    with os.fdopen(reader, "rb") as pipe:
+        while True:
+            ready, _, _ = select.select([pipe], [], [], wall_seconds)
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return Outcome("blocked", f"no answer within {wall_seconds:.0f} s of wall time")
+            chunk = os.read(pipe.fileno(), 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    _, wait_status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(wait_status):
+        signal_number = os.WTERMSIG(wait_status)
+        if signal_number in (signal.SIGXCPU, signal.SIGKILL):
+            return Outcome("slow", f"stopped by the CPU limit ({signal.Signals(signal_number).name})")
+        return Outcome("crash", f"killed by {signal.Signals(signal_number).name}")
+    if not chunks:
+        return Outcome("crash", f"the child exited with status {os.WEXITSTATUS(wait_status)} and no verdict")
+    return pickle.loads(b"".join(chunks))
+
+
+@contextlib.contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def stepped(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a function that times its own steps (so run_bounded does not time it whole)."""
+    function._stepped = True  # type: ignore[attr-defined]
+    return function
+
+
+def _stepped(function: Callable[..., Any]) -> bool:
+    return getattr(function, "_stepped", False)
+
+
+# The pipeline ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def in_directory(path: Path) -> Iterator[None]:
+    previous = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def _documented(error: BaseException) -> bool:
+    from resdsl.errors import SpecError
+
+    return isinstance(error, SpecError)
+
+
+def render_error(error: BaseException) -> str:
+    """The diagnostic as users see it; rendering must not fail either."""
+    text = str(error)
+    assert text and "Traceback" not in text, text
+    position = getattr(error, "pos", None)
+    if position is not None:
+        assert text.startswith(f"{position.path}:{position.line}:{position.column}: "), text
+    return text
+
+
+@stepped
+def pipeline(text: str | bytes, directory: str, name: str = "fuzz.res", run_torch: bool = True) -> str:
+    """Everything one spec goes through. Returns a one-word verdict; raises on any finding."""
+    import resdsl
+    from resdsl.ir import Limits
+
+    path = Path(directory) / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8", errors="surrogatepass"))
+    with in_directory(Path(directory)):
+        try:
+            with step("compiling"):
+                network = resdsl.compile(path, limits=Limits())
+        except Exception as error:
+            if not _documented(error):
+                raise
+            render_error(error)
+            return f"error: {type(error).__name__}: {error.message}"
+        check_network(network, path)
+        if run_torch and network.graph.number_of_nodes() <= TORCH_NODES:
+            torch_checks(network)
+    return "compiled"
+
+
+def check_network(network: Any, path: Path) -> None:
+    """The check line, the JSON record and every drawing of a compiled network."""
+    from resdsl import cli
+    from resdsl.backends.draw import DETAILS, to_dot
+
+    out, err = io.StringIO(), io.StringIO()
+    with step("resdsl check"), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(["check", "--stages", str(path)])
+    assert code == 0, err.getvalue()
+    assert out.getvalue().startswith(f"{path}: {network.name}: "), out.getvalue()
+    cli.network_record(str(path), network)
+    for detail in DETAILS:
+        with step(f"to_dot at {detail} detail"):
+            source = to_dot([network], detail=detail, shapes=True, all_layers=True).source
+        assert source.startswith("digraph"), source[:100]
+
+
+def torch_checks(network: Any) -> None:
+    """Build and run on the meta device, export to .py (compiled, never run), and for small
+    networks compare for_inference with eval."""
+    import ast
+
+    import torch
+
+    from resdsl.backends.torch import build, export_source, load
+    from resdsl.errors import LimitError
+    from resdsl.ir import activation_bytes, check_forward_pass
+
+    try:
+        check_forward_pass(network)  # as `resdsl build` does before its forward pass
+        with step("building on the meta device"):
+            model = build(network, device="meta")
+    except LimitError as error:
+        render_error(error)
+        return
+    with step("a forward pass on the meta device"), torch.no_grad():
+        output = model.eval()(torch.empty(1, *network.input_shape, device="meta"))
+    assert tuple(output.shape[1:]) == tuple(network.output_shape), (output.shape, network.output_shape)
+    with step("the .py export"):
+        source = export_source(network)
+        ast.parse(source)
+        builtins.compile(source, "<resdsl export>", "exec")  # compiled to prove it is Python; never executed
+    small = network.graph.number_of_nodes() <= SMALL_NODES and network.num_params <= SMALL_PARAMS
+    if small and activation_bytes(network) <= SMALL_ACTIVATIONS:
+        with step("for_inference against eval"):
+            torch.manual_seed(0)
+            reference = load(network).eval()
+            _randomise_batch_norm(reference)
+            folded = load(network, weights=reference.state_dict(), for_inference=True)
+            example = torch.randn(2, *network.input_shape)
+            with torch.no_grad():
+                expected, got = reference(example), folded(example)
+        scale = expected.abs().max().item()
+        if math.isfinite(scale):  # growth past float32 through many blocks says nothing about folding
+            error = (expected - got).abs().max().item()
+            assert error <= 1e-3 * scale + 1e-4, f"for_inference differs from eval by {error:.3g} (scale {scale:.3g})"
+
+
+def _randomise_batch_norm(model: Any) -> None:
+    """Non-trivial BN statistics: with the defaults (mean 0, variance 1) a wrong fold can hide."""
+    import torch
+
+    generator = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            shape = module.running_mean.shape
+            module.running_mean.copy_(torch.randn(shape, generator=generator))
+            module.running_var.copy_(torch.rand(shape, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(shape, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.randn(shape, generator=generator))
+
+
+WARM_UP_SPEC = (
+    "network warm {\n    input 3x8x8\n    stage s: 1 x basic(4)\n    head {\n        avgpool\n        fc 2\n    }\n}\n"
+)
+
+
+def warm_up() -> None:
+    """Run every step once in this process, so that forked cases inherit warm imports and caches.
+
+    The first pass through the pipeline imports torch's submodules, graphviz and the
+    grammar (some 3 s); that is the test process's cost, not the case's.
+    """
+    with scratch() as directory:
+        pipeline(WARM_UP_SPEC, directory)
+        for argv in (["check", "fuzz.res"], ["draw", "fuzz.res", "-o", "x.dot"], ["build", "fuzz.res", "-o", "x.py"]):
+            drive_cli(argv, directory)
+
+
+@stepped
+def compile_only(text: str | bytes, directory: str) -> str:
+    """The pipeline without torch: what ``check`` and ``draw`` do."""
+    return pipeline(text, directory, run_torch=False)
+
+
+@stepped
+def drive_cli(argv: list[str], directory: str) -> tuple[int, str, str]:
+    """``resdsl ARGV`` in process: exit 0, 1 or 2, never a traceback or a CompilerBug (3)."""
+    from resdsl import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        step(f"resdsl {' '.join(argv)[:200]}"),
+        in_directory(Path(directory)),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        code = cli.main(argv)
+    assert code in (0, 1, 2), f"exit {code}: {err.getvalue()[-2000:]}"
+    assert "Traceback" not in err.getvalue(), err.getvalue()[-2000:]
+    if code == 1:
+        assert err.getvalue().strip(), "exit 1 without a diagnostic"
+    return code, out.getvalue()[-2000:], err.getvalue()[-2000:]
+
+
+# What the documentation says --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The language as docs/language.md describes it."""
+
+    examples: tuple[str, ...]
+    keywords: tuple[str, ...]
+    layer_kinds: tuple[str, ...]
+    layer_keywords: tuple[str, ...]
+    settings: dict[str, tuple[str, ...]]
+    blocks: tuple[str, ...]
+
+
+def read_language() -> Vocabulary:
+    text = LANGUAGE.read_text(encoding="utf-8")
+    examples = tuple(re.findall(r"```\n(.*?)```", text, flags=re.S))
+    lexical = text.split("## Lexical structure", 1)[1].split("\n## ", 1)[0]
+    keywords = tuple(re.findall(r"`([a-z]+)`", lexical.split("Keywords:", 1)[1].split(".", 1)[0]))
+    layers = text.split("## Layers", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in layers.splitlines() if line.startswith("| `")]
+    layer_kinds = tuple(dict.fromkeys(re.match(r"\| `(\w+)`", row).group(1) for row in rows))
+    layer_keywords = tuple(sorted(set(re.findall(r"(\w+)=", layers))))
+    settings: dict[str, tuple[str, ...]] = {}
+    table = text.split("- **settings**", 1)[1].split("\n- ", 1)[0]
+    for row in re.findall(r"^\s*\| `(\w+)` \| ([^|]*)\|", table, flags=re.M):
+        settings[row[0]] = tuple(re.findall(r"`([^`]+)`", row[1]))
+    prelude = text.split("### The prelude", 1)[1].split("\n## ", 1)[0]
+    blocks = tuple(re.findall(r"^\| `(\w+)\(", prelude, flags=re.M))
+    return Vocabulary(examples, keywords, layer_kinds, layer_keywords, settings, blocks)
+
+
+#: Integers and reals at and just past the limits of the types a compiler might use.
+LIMIT_NUMBERS = (
+    "0", "1", "-1", "2", "127", "128", "255", "256", "32767", "32768", "65535", "65536",
+    str(2**31 - 1), str(2**31), str(2**32), str(2**53), str(2**53 + 1), str(2**63 - 1), str(2**63),
+    str(2**64), str(-(2**63)), str(-(2**63) - 1), "9" * 4300, "9" * 4301, "1" + "0" * 309, "00000000000000000001",
+    "1e308", "1.7976931348623157e308", "1.8e308", "1e309", "1e-320", "4.9e-324", "0.0", "0.5", "1e999",
+    ".5", "5.", "1e5", "0x0", "3x0x0", "1x1x1x1",
+)  # fmt: skip
+
+HOSTILE_NAMES = (
+    "forward", "training", "train", "eval", "__init__", "__class__", "_modules", "resdsl_network", "class",
+    "def", "None", "self", "x", "torch", "nn", "_", "__", "a" * 128, "a" * 129, "é", "conv", "bn", "stage",
+)  # fmt: skip
+
+
+class Writer:
+    """Random specs written from the documented grammar and vocabulary, valid or not.
+
+    Drawn choices come from a ``random.Random``, so a seed replays a case; hypothesis
+    hands over the seed and shrinks towards small seeds and sizes.
+    """
+
+    def __init__(self, vocabulary: Vocabulary, rng: random.Random, hostile: float = 0.15) -> None:
+        self.vocabulary = vocabulary
+        self.rng = rng
+        self.hostile = hostile  # how often a value is drawn from the limits rather than the plausible
+        self.params: list[str] = []
+        #: What the language reference says must be refused, written on purpose (the
+        #: oracle for mistakes that would otherwise compile silently).
+        self.must_fail: list[str] = []
+
+    def chance(self, p: float) -> bool:
+        return self.rng.random() < p
+
+    def number(self) -> str:
+        if self.chance(self.hostile):
+            return self.rng.choice(LIMIT_NUMBERS)
+        return str(self.rng.choice((1, 2, 3, 4, 8, 16, 32, 64)))
+
+    def name(self) -> str:
+        if self.chance(self.hostile / 2):
+            return self.rng.choice(HOSTILE_NAMES)
+        return self.rng.choice(("w", "n", "k", "c", "s", "a", "b", "width", "stride", "classes"))
+
+    def expr(self, depth: int = 0) -> str:
+        roll = self.rng.random()
+        if depth > 3 or roll < 0.45:
+            return self.number()
+        if roll < 0.6 and self.params:
+            return self.rng.choice(self.params)
+        if roll < 0.7:
+            return "-" + self.expr(depth + 1)
+        if roll < 0.8:
+            return f"({self.expr(depth + 1)})"
+        op = self.rng.choice(("+", "-", "*", "//", "/"))
+        return f"{self.expr(depth + 1)} {op} {self.expr(depth + 1)}"
+
+    def size(self) -> str:
+        if self.chance(0.5):
+            return self.expr()
+        return "x".join(self.number() for _ in range(self.rng.choice((2, 2, 2, 3, 1))))
+
+    def layer(self) -> str:
+        kind = self.rng.choice(self.vocabulary.layer_kinds)
+        if self.chance(self.hostile / 3):
+            kind = self.name()
+        args = {
+            "conv": lambda: [self.rng.choice(("3x3", "1x1", "7x7", self.size())), self.expr()],
+            "maxpool": lambda: [self.rng.choice(("3x3", "2x2", self.size()))],
+            "avgpool": lambda: [] if self.chance(0.6) else [self.size()],
+            "fc": lambda: [self.expr()],
+            "dropout": lambda: [self.rng.choice(("0.5", "0", "0.99", "1", "-0.1", self.expr()))],
+            "add": lambda: ["shortcut"],
+        }.get(kind, lambda: [])()
+        if self.chance(0.1):
+            args.append(self.expr())
+        for _ in range(self.rng.choice((0, 0, 1, 2))):
+            keyword = self.rng.choice(self.vocabulary.layer_keywords)
+            args.append(f"{keyword}={self.rng.choice(('true', 'false', self.size()))}")
+        label = f"{self.name()}: " if self.chance(0.15) else ""
+        return f"{label}{kind} {', '.join(args)}".rstrip()
+
+    def _repeat_one(self, items: list[str], what: str) -> list[str]:
+        """Sometimes write one item twice: docs/language.md makes that an error."""
+        if items and self.chance(self.hostile / 2):
+            items = [*items, self.rng.choice(items)]
+            self.must_fail.append(what)
+        return items
+
+    def block(self, name: str) -> str:
+        self.params = [p for p in dict.fromkeys(self.name() for _ in range(self.rng.choice((0, 1, 2, 3))))]
+        written = self._repeat_one(self.params, "a parameter named twice")
+        params = ", ".join(p if self.chance(0.5) else f"{p}={self.expr()}" for p in written)
+        body = [self.layer() for _ in range(self.rng.randint(1, 6))]
+        if self.chance(0.7):
+            body.insert(self.rng.randint(0, len(body)), "add shortcut")
+        head = f"block {name}({params})" if params or self.chance(0.3) else f"block {name}"
+        return head + " {\n" + "".join(f"    {line}\n" for line in body) + "}\n"
+
+    def network(self, name: str, blocks: list[str]) -> str:
+        self.params = [p for p in dict.fromkeys(self.name() for _ in range(self.rng.choice((0, 1, 2))))]
+        written = self._repeat_one(self.params, "a parameter named twice")
+        params = ", ".join(f"{p}={self.expr()}" if self.chance(0.8) else p for p in written)
+        body = []
+        size = self.rng.choice((8, 16, 32, 32, 64))
+        if self.chance(0.95):
+            body.append(f"input {self.rng.choice(('3', '1', self.number()))}x{size}x{size}")
+        for setting, values in self.vocabulary.settings.items():
+            if setting != "input" and values and self.chance(0.3):
+                body.append(f"{setting} {self.rng.choice(values)}")
+        if self.chance(0.6):
+            body.append(
+                "stem {\n" + "".join(f"        {self.layer()}\n" for _ in range(self.rng.randint(0, 3))) + "    }"
+            )
+        for index in range(self.rng.randint(0, 3)):
+            block = self.rng.choice(blocks or list(self.vocabulary.blocks))
+            repeat = f"{self.expr()} x " if self.chance(0.7) else ""
+            args = ", ".join(self.expr() for _ in range(self.rng.choice((0, 1, 1, 2))))
+            if self.chance(0.3):
+                args += (", " if args else "") + f"stride={self.rng.choice(('1', '2', self.expr()))}"
+            body.append(f"stage {self.name() if self.chance(0.1) else f's{index}'}: {repeat}{block}({args})")
+        if self.chance(0.7):
+            body.append("head {\n        avgpool\n        fc " + self.expr() + "\n    }")
+        head = f"network {name}({params})" if params else f"network {name}"
+        return head + " {\n" + "".join(f"    {line}\n" for line in body) + "}\n"
+
+    def alias(self, name: str, base: str) -> str:
+        args = ", ".join(f"{self.name()}={self.expr()}" for _ in range(self.rng.choice((0, 1))))
+        overrides = [
+            f"{setting} {self.rng.choice(values)}"
+            for setting, values in self.vocabulary.settings.items()
+            if values and self.chance(0.25)
+        ]
+        overrides = self._repeat_one(overrides, "a setting given twice in one 'with'")
+        text = f"network {name} = {base}" + (f"({args})" if args else "")
+        return text + (" with " + ", ".join(overrides) if overrides else "") + "\n"
+
+    def spec(self) -> str:
+        parts = []
+        if self.chance(0.2):
+            parts.append(self.rng.choice(self.vocabulary.examples))
+        blocks = [f"b{index}" for index in range(self.rng.randint(0, 2))]
+        parts += [self.block(name) for name in blocks]
+        parts.append(self.network("fuzz", blocks))
+        if self.chance(0.3) or self.must_fail:
+            parts.append(self.alias("fuzz", "fuzz_base"))
+            parts[-2] = parts[-2].replace("network fuzz", "network fuzz_base", 1)
+        text = "\n".join(parts)
+        if self.chance(self.hostile) and not self.must_fail:
+            text = mutate_bytes(text.encode("utf-8"), self.rng).decode("utf-8", errors="replace")
+        return text
+
+
+def mutate_bytes(data: bytes, rng: random.Random) -> bytes:
+    """Byte-level damage: flips, deletions, insertions of hostile bytes, duplicated stretches."""
+    buffer = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        if not buffer:
+            buffer.extend(b"\x00")
+        position = rng.randrange(len(buffer))
+        roll = rng.random()
+        if roll < 0.25:
+            buffer[position] = rng.randrange(256)
+        elif roll < 0.45:
+            del buffer[position : position + rng.randint(1, 8)]
+        elif roll < 0.7:
+            insert = rng.choice((b"\x00", b"\xff", b"\r", b"\\\n", b"\xef\xbb\xbf", b"(", b"{", b"#", b";", b'"'))
+            buffer[position:position] = insert * rng.randint(1, 4)
+        else:
+            end = min(len(buffer), position + rng.randint(1, 40))
+            buffer[position:position] = buffer[position:end] * rng.randint(1, 3)
+    return bytes(buffer)
+
+
+# Inputs at the size bounds ------------------------------------------------------------------
+
+
+def at_the_bounds() -> dict[str, str]:
+    """One spec at each documented bound and one just past it: every one must answer in budget."""
+    from resdsl.frontend import MAX_ALIAS_DEPTH
+    from resdsl.parser import (
+        MAX_ARGUMENTS,
+        MAX_EXPRESSION_DEPTH,
+        MAX_EXPRESSION_TREE_DEPTH,
+        MAX_NAME_LENGTH,
+        MAX_TOKENS,
+    )
+
+    net = "network n {{\n input 3x32x32\n{body}}}\n"
+    stage = " stage s: 1 x basic(16)\n"
+    cases: dict[str, str] = {}
+    for past, label in ((0, "at"), (1, "past")):
+        # Tokens: separators, operators, arguments, stages, definitions.
+        cases[f"semicolons_{label}"] = ";" * (MAX_TOKENS + past)
+        cases[f"newlines_{label}"] = "\n" * (MAX_TOKENS + past)
+        terms = (MAX_TOKENS - 40) // 2 + past * 40
+        cases[f"operators_{label}"] = net.format(body=f" stage s: 1 x basic(16{' +0' * terms})\n")
+        cases[f"unary_{label}"] = net.format(body=f" stage s: 1 x basic({'-' * (MAX_TOKENS - 40 + past * 80)}16)\n")
+        count = MAX_TOKENS // 10 - 10 + past * 20
+        cases[f"stages_{label}"] = net.format(body="".join(f" stage s{i}: 1 x basic(16)\n" for i in range(count)))
+        count = MAX_TOKENS // 8 - 10 + past * 20
+        cases[f"blocks_{label}"] = "".join(f"block b{i}(w) {{\n relu\n}}\n" for i in range(count)) + net.format(
+            body=stage
+        )
+        cases[f"arguments_{label}"] = net.format(body=f" relu {', '.join(['1'] * (MAX_ARGUMENTS + past))}\n{stage}")
+        params = ", ".join(f"p{i}=1" for i in range(MAX_ARGUMENTS + past))
+        cases[f"parameters_{label}"] = f"network n({params}) {{\n input 3x32x32\n{stage}}}\n"
+        depth = MAX_EXPRESSION_DEPTH - 2 + past * 3
+        cases[f"nesting_{label}"] = net.format(body=f" stage s: 1 x basic({'(' * depth}16{')' * depth})\n")
+        depth = MAX_EXPRESSION_TREE_DEPTH + past
+        cases[f"tree_{label}"] = net.format(body=f" stage s: 1 x basic(16{' +0' * depth})\n")
+        aliases = MAX_ALIAS_DEPTH + past
+        chain = "".join(f"network a{i} = a{i - 1}\n" for i in range(1, aliases + 1))
+        cases[f"aliases_{label}"] = (
+            net.replace("network n", "network a0").format(body=stage) + chain + (f"network n = a{aliases}\n")
+        )
+        cases[f"name_{label}"] = net.format(body=f" stage {'s' * (MAX_NAME_LENGTH + past)}: 1 x basic(16)\n")
+        layers = 20_000 // 8 - 2 + past * 10  # basic blocks of 8 layers each, at --max-layers' default
+        cases[f"layers_{label}"] = net.format(body=f" stage s: {layers} x basic(16)\n")
+        cases[f"squares_{label}"] = (
+            "network n(a0=3, "
+            + ", ".join(f"a{i}=a{i - 1}*a{i - 1}" for i in range(1, 40))
+            + ") {\n input 3x32x32\n stage s: 1 x basic(16)\n}\n"
+        )
+    # At the file-size bound, whatever the tokens: each must be refused or compiled in budget.
+    size = 4 * 1024 * 1024 - 200
+    cases["semicolons_at_file_size"] = ";" * size
+    cases["newlines_at_file_size"] = "\n" * size
+    cases["operators_at_file_size"] = net.format(body=f" stage s: 1 x basic(16{'+1' * (size // 2)})\n")
+    cases["unary_at_file_size"] = net.format(body=f" stage s: 1 x basic({'-' * size}16)\n")
+    cases["arguments_at_file_size"] = net.format(body=f" relu {','.join(['1'] * (size // 2))}\n{stage}")
+    cases["stages_at_file_size"] = net.format(body="".join(f" stage s{i}: 1 x basic(16)\n" for i in range(size // 30)))
+    cases["comments_at_file_size"] = ("#" + "x" * 1000 + "\n") * 4000 + net.format(body=stage)
+    cases["long_line_at_file_size"] = net.format(body=stage) + "#" + "(" * (4 * 1024 * 1024 - 200) + "\n"
+    return cases
+
+
+# Special files ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def special_files(directory: Path) -> Iterator[dict[str, Path]]:
+    """Paths that are not regular files, or are at the size bound, each named like a spec."""
+    from resdsl.ir import Limits
+
+    files: dict[str, Path] = {}
+    fifo = directory / "fifo.res"
+    os.mkfifo(fifo)
+    files["fifo"] = fifo
+    for device in ("/dev/zero", "/dev/urandom", "/dev/null"):
+        if os.path.exists(device):
+            link = directory / f"{Path(device).name}.res"
+            link.symlink_to(device)
+            files[Path(device).name] = link
+    folder = directory / "folder.res"
+    folder.mkdir()
+    files["directory"] = folder
+    empty = directory / "empty.res"
+    empty.write_bytes(b"")
+    files["empty"] = empty
+    limit = Limits().max_file_bytes
+    at_bound = directory / "at_bound.res"
+    at_bound.write_bytes(b"network n {\n input 3x32x32\n stage s: 1 x basic(16)\n}\n".ljust(limit, b"#"))
+    files["at_bound"] = at_bound
+    past = directory / "past_bound.res"
+    past.write_bytes(b"#" * (limit + 1))
+    files["past_bound"] = past
+    binary = directory / "binary.res"
+    binary.write_bytes(bytes(range(256)) * 64)
+    files["binary"] = binary
+    loop = directory / "loop.res"
+    loop.symlink_to(loop)
+    files["symlink_loop"] = loop
+    sock_path = directory / "socket.res"
+    server = socket.socket(socket.AF_UNIX)
+    try:
+        server.bind(str(sock_path))
+        files["socket"] = sock_path
+    except OSError:  # a path too long for AF_UNIX: the other kinds still run
+        pass
+    try:
+        yield files
+    finally:
+        server.close()
+
+
+def is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False
+
+
+def scratch() -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix="resdsl-fuzz-")
