@@ -624,6 +624,8 @@ class Trainer:
             self._bar = None
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self.signal_received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without the checkpoint
         self.signal_received = signum
 
     def _progress_bar(self) -> Any:
@@ -700,7 +702,7 @@ class Trainer:
             if self.checkpoint_every and done % self.checkpoint_every == 0 and done < self.total:
                 window["seconds"] = time.perf_counter() - window_start
                 self.save_checkpoint()
-            if self._stop_requested(done):
+            if done < self.total and self._stop_requested(done):
                 window["seconds"] = time.perf_counter() - window_start
                 raise Stop(self.signal_received or signal.SIGTERM)
         window["seconds"] = time.perf_counter() - window_start
