@@ -167,6 +167,42 @@ def bench_inference(quick: bool) -> list[Row]:
     return [Row(**row) for row in inference.rows(quick=quick)]
 
 
+def bench_train(quick: bool) -> list[Row]:
+    """`resdsl train`'s loop against the bare training step (bench/train.py), and peak memory."""
+    import tempfile
+    from pathlib import Path
+
+    from bench import train
+
+    rounds, steps, images = (4, 4, 10_000) if quick else (8, 10, 50_000)
+    with tempfile.TemporaryDirectory() as folder:
+        data = train.write_cifar_sized(Path(folder), images, 2000)
+        speed = train.throughput("cifar20", data, rounds, steps, [])
+        memory = train.peaks("cifar20", data, 5)
+    loop_mb, bare_mb = (memory[kind]["peak_bytes"] / 2**20 for kind in ("loop", "bare"))
+    data_mb = memory["loop"]["dataset_bytes"] / 2**20
+    return [
+        Row(
+            "train loop images/s vs bare step (cifar20)",
+            f"{speed['loop_images_per_s']:.0f}",
+            f"{speed['bare_images_per_s']:.0f}",
+            speed["ratio"],
+            ">=0.97",
+            "img/s",
+            speed["ratio_low"],
+            speed["ratio_high"],
+        ),
+        Row(
+            "train loop peak memory vs data + bare step",
+            f"{loop_mb:.0f}",
+            f"{bare_mb + data_mb:.0f}",
+            loop_mb / (bare_mb + data_mb),
+            "<=1.00",
+            "MiB",
+        ),
+    ]
+
+
 GROUPS = {
     "frontend": bench_frontend,
     "runtime": bench_runtime,
@@ -174,6 +210,7 @@ GROUPS = {
     "scale": bench_scale,
     "gpu": bench_gpu,
     "inference": bench_inference,
+    "train": bench_train,
 }
 
 
