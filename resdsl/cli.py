@@ -14,8 +14,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from resdsl import fmt, lsp
-from resdsl import diff, list_cli
+from resdsl import diff, fmt, list_cli, lsp
 from resdsl.backends import draw_cli, torch_cli
 from resdsl.cli_support import (
     EXIT_OK,
@@ -29,9 +28,6 @@ from resdsl.cli_support import (
 from resdsl.errors import CompilerBug, SpecError
 from resdsl.ir import Network
 from resdsl.train import cli as train_cli
-
-
-
 
 
 def _shape(shape: Sequence[int]) -> str:

@@ -50,9 +50,13 @@ def audit_generated(source: str) -> list[str]:
 
 def test_hostile_spec_path_stays_a_string_in_the_py_export(tmp_path: Path) -> None:
     spec = tmp_path / f"{HOSTILE_NAME}.res"
-    spec.write_text(Path(compile("cifar20").path).resolve().read_text(encoding="utf-8").replace(
-        'use "lib/cifar.res"', f'use "{Path(compile("cifar20").path).resolve().parent}/lib/cifar.res"'
-    ), encoding="utf-8")
+    spec.write_text(
+        Path(compile("cifar20").path)
+        .resolve()
+        .read_text(encoding="utf-8")
+        .replace('use "lib/cifar.res"', f'use "{Path(compile("cifar20").path).resolve().parent}/lib/cifar.res"'),
+        encoding="utf-8",
+    )
     out = tmp_path / "m.py"
     # The file's stem names no network in it, so pick one by hand.
     assert main(["build", str(spec), "--network", "cifar20", "-o", str(out)]) == 0

@@ -13,14 +13,14 @@ import pytest
 
 pytest.importorskip("torch", reason="the conformance test builds every kind in torch")
 
-import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-import resdsl  # noqa: E402
-from resdsl import interpret  # noqa: E402
-from resdsl.backends.torch import build  # noqa: E402
-from resdsl.layers import LAYER_KINDS  # noqa: E402
-from tests.oracle import randomise, relative_error  # noqa: E402
+import resdsl
+from resdsl import interpret
+from resdsl.backends.torch import build
+from resdsl.layers import LAYER_KINDS
+from tests.oracle import randomise, relative_error
 
 
 def network_for(kind: str):
@@ -48,7 +48,7 @@ def test_every_kind_has_an_example_and_usage() -> None:
 @pytest.mark.parametrize("kind", sorted(LAYER_KINDS))
 def test_kind_conforms(kind: str) -> None:
     network = network_for(kind)
-    ((node, attrs),) = [(n, a) for n, a in network.nodes() if a["label"] == "target"]
+    ((_node, attrs),) = [(n, a) for n, a in network.nodes() if a["label"] == "target"]
     layer = attrs["layer"]
     assert layer.kind == kind
     assert isinstance(layer.figure_label(), str) and layer.figure_label()
@@ -76,7 +76,9 @@ def test_kind_conforms(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", sorted(LAYER_KINDS))
 def test_kind_reports_a_bad_argument_at_its_line(kind: str) -> None:
-    text = f"network probe {{\n    input 4x11x11\n    stem {{\n        conv 3x3, 8\n        {kind} bogus=1\n    }}\n}}\n"
+    text = (
+        f"network probe {{\n    input 4x11x11\n    stem {{\n        conv 3x3, 8\n        {kind} bogus=1\n    }}\n}}\n"
+    )
     with pytest.raises(resdsl.SpecError) as caught:
         resdsl.compile_text(text, path="bad.res")
     error = caught.value

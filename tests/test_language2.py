@@ -59,7 +59,9 @@ def test_each_sketched_block_runs_like_the_interpreter(tmp_path: Path, block: st
     pytest.importorskip("torch", reason="runs the built module")
     from tests.oracle import compare_with_oracle
 
-    text = _examples() + f"""
+    text = (
+        _examples()
+        + f"""
 network tiny {{
     input 3x16x16
     shortcut B
@@ -69,6 +71,7 @@ network tiny {{
     head {{ avgpool; fc 3 }}
 }}
 """
+    )
     path = tmp_path / "tiny.res"
     path.write_text(text, encoding="utf-8")
     network = resdsl.compile(path, network="tiny")
