@@ -120,9 +120,13 @@ def check_written_spec(writer: harness.Writer) -> None:
     assert_within_budget(outcome, text)
     if writer.must_fail:
         assert outcome.result.startswith("error"), f"{writer.must_fail[0]} was accepted:\n{text}"
-        # Only an error found earlier (syntax, a bound, a file) may stand in for it.
-        if not outcome.result.startswith(("error: SpecSyntaxError", "error: LimitError", "error: UseError")):
-            assert "twice" in outcome.result, f"{writer.must_fail[0]} was not reported: {outcome.result}\n{text}"
+        # Only an error found earlier (syntax, a bound, a file, a literal out of range: all
+        # found while parsing) may stand in for it.
+        earlier = outcome.result.startswith(("error: SpecSyntaxError", "error: LimitError", "error: UseError"))
+        earlier = earlier or "fit in 64 bits" in outcome.result or "overflows to infinity" in outcome.result
+        if not earlier:
+            reported = "twice" in outcome.result or "two parameters" in outcome.result
+            assert reported, f"{writer.must_fail[0]} was not reported: {outcome.result}\n{text}"
 
 
 @FUZZ
