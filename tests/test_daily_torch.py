@@ -107,7 +107,7 @@ def test_torchvision_weights_in_a_paper_layout_spec_suggest_the_matching_spec() 
     state = models.resnet50().state_dict()
     with pytest.raises(resdsl.SpecError) as raised:
         resdsl.load("resnet50", weights=state)
-    assert "the shipped spec 'torchvision/resnet50'" in raised.value.hint
+    assert "'torchvision/resnet50'" in raised.value.hint and "resdsl.load('torchvision/resnet50'" in raised.value.hint
     model = resdsl.load("torchvision/resnet50", weights=state)
     assert torch.equal(model.layer4[2].conv3.weight, state["layer4.2.conv3.weight"])
 

@@ -126,7 +126,9 @@ def _scramble(text: str, seed: int) -> str:
             )
             out.append(" ; " if joinable and rng.random() < 0.3 else "\n" + " " * rng.randrange(0, 9))
             continue
-        if previous is not None and previous.kind != fmt.NEWLINE:
+        # A name and the `(` after it are one call token (`se(64)`): a space there changes meaning.
+        call = previous is not None and previous.is_word and token.text == "("
+        if previous is not None and previous.kind != fmt.NEWLINE and not call:
             words = previous.is_word and token.is_word
             choice = rng.random()
             if previous.kind != fmt.COMMENT and token.kind != fmt.COMMENT and choice < 0.1:

@@ -23,9 +23,11 @@ def mismatch_hint(state: Mapping[str, Any], missing: list[str], unexpected: list
         return f"to load all but these modules (a new head, say), name them: skip=({shown},)"
     matches = matching_specs(frozenset(state))
     if matches:
-        name = matches[0]
+        # Several shipped specs can share one layout (timm's and torchvision's resnet50): name them all.
+        name = matches[-1]
+        listed = " and ".join(f"'{match}'" for match in matches)
         return (
-            f"these weights have the keys of the shipped spec '{name}': "
+            f"these weights have the keys of the shipped spec{'s' if len(matches) > 1 else ''} {listed}: "
             f'resdsl.load({name!r}, weights=...), or `use "resdsl:{name}"` in a spec'
         )
     return NAMING_HINT
