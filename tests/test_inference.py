@@ -75,3 +75,16 @@ def test_onnxruntime_engine_takes_what_the_eager_module_takes(eval_model) -> Non
     x = torch.randn(2, 3, 24, 24)
     with torch.no_grad():
         _close(model(x), reference(x))
+
+
+def test_a_network_without_tensors_loads_for_inference() -> None:
+    # Found by the hostile fuzzer: `network n { input 3x8x8 }` has no parameter to ask for a device.
+    import torch
+
+    import resdsl
+
+    network = resdsl.compile_text("network n {\n    input 3x8x8\n    stem {\n        avgpool 2x2, stride=2\n    }\n}\n")
+    for engine in ("eager", "onnxruntime"):
+        model = resdsl.load(network, for_inference=True, engine=engine)
+        x = torch.randn(2, 3, 8, 8)
+        assert torch.allclose(model(x), torch.nn.functional.avg_pool2d(x, 2, 2), atol=1e-6)

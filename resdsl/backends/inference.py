@@ -26,6 +26,8 @@ Inputs may have any batch size, and any height and width the eager module accept
 
 from __future__ import annotations
 
+import itertools
+
 import io
 from typing import Any
 
@@ -56,11 +58,17 @@ def choose_engine(device: torch.device) -> str:
     return "eager"
 
 
+def _device(model: nn.Module) -> torch.device:
+    # A network may hold no tensors at all (only pooling): it runs on torch's default device.
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return first.device if first is not None else torch.get_default_device()
+
+
 def prepare(model: nn.Module, network: Network, engine: str = "auto") -> nn.Module:
     """The model for inference on the chosen engine; it keeps ``.network`` and gains ``.engine``."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(repr(e) for e in ENGINES)}, not {engine!r}")
-    device = next(model.parameters()).device
+    device = _device(model)
     if engine == "auto":
         engine = choose_engine(device)
     elif not installed(engine):
@@ -91,7 +99,7 @@ class OnnxRuntimeModel(nn.Module):
         super().__init__()
         import onnxruntime
 
-        device = next(folded.parameters()).device
+        device = _device(folded)
         if device.type != "cpu":
             raise ValueError("the onnxruntime engine runs on the CPU; load with device='cpu' or use engine='eager'")
         self.module = folded  # kept for other input sizes; its parameters are the model's
@@ -141,7 +149,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
     """
     import warnings
 
-    example = torch.randn(2, *input_shape, device=next(model.parameters()).device)
+    example = torch.randn(2, *input_shape, device=_device(model))
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=ONNX_SLICE_WARNING, category=UserWarning)
