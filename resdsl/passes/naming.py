@@ -261,8 +261,9 @@ def _check_nesting(network: Network, taken: dict[str, int]) -> None:
             raise SpecError(
                 f"stage '{stage}' has the same name as the layer '{stage}'", pos, "rename the stage or the layer"
             )
-        for name in taken:
-            if stage.startswith(name + "."):
+        parts = stage.split(".")
+        for name in (".".join(parts[:end]) for end in range(1, len(parts))):
+            if name in taken:
                 raise SpecError(
                     f"stage '{stage}' would live inside the layer '{name}'", pos, "rename the stage or the layer"
                 )
