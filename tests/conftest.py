@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,3 +20,13 @@ def write_spec(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture(autouse=True)
+def _restore_denormals():
+    """bench/torch_runtime.py flushes denormals for speed, a process-wide setting that
+    would leak into later tests (hypothesis refuses to generate floats under it)."""
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_flush_denormal(False)
