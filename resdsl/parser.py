@@ -390,7 +390,13 @@ class _ToAst(Transformer_NonRecursive):
 
     def network_alias(self, meta, name: Token, base: Token, args, overrides):
         return ast.NetworkAlias(
-            self._plain(name, "network name"), self._plain(base, "network name"), args or (), overrides or (), self._pos(meta), self._tpos(name), self._tpos(base)
+            self._plain(name, "network name"),
+            self._plain(base, "network name"),
+            args or (),
+            overrides or (),
+            self._pos(meta),
+            self._tpos(name),
+            self._tpos(base),
         )
 
     def _bounded(self, meta, items: tuple, what: str) -> tuple:

@@ -26,9 +26,8 @@ Inputs may have any batch size, and any height and width the eager module accept
 
 from __future__ import annotations
 
-import itertools
-
 import io
+import itertools
 from typing import Any
 
 import torch

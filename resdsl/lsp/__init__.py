@@ -15,7 +15,9 @@ def cmd_lsp(args: argparse.Namespace) -> int:
     # The protocol is bytes on the process's own streams; a caller that replaced them
     # with text buffers (an in-process driver, a notebook) cannot host the server.
     if not (hasattr(sys.stdin, "buffer") and hasattr(sys.stdout, "buffer")):
-        raise UsageError("the language server talks LSP over the process's binary stdin and stdout; run it as a process")
+        raise UsageError(
+            "the language server talks LSP over the process's binary stdin and stdout; run it as a process"
+        )
     try:
         from resdsl.lsp.server import main
     except ImportError as error:
