@@ -8,6 +8,8 @@ process to end.
 
 from __future__ import annotations
 
+import asyncio
+
 import os
 import subprocess
 import sys
@@ -69,6 +71,7 @@ async def client(lsp_client: LanguageClient, tmp_path: Path):
 async def _open(client: LanguageClient, path: Path, text: str, version: int = 1) -> str:
     path.write_text(text, encoding="utf-8")
     uri = path.as_uri()
+    client.diagnostics.pop(uri, None)
     client.text_document_did_open(
         lsp.DidOpenTextDocumentParams(
             text_document=lsp.TextDocumentItem(uri=uri, language_id="resdsl", version=version, text=text)
@@ -79,10 +82,14 @@ async def _open(client: LanguageClient, path: Path, text: str, version: int = 1)
 
 
 async def _diagnostics_for(client: LanguageClient, uri: str) -> list[lsp.Diagnostic]:
-    while True:
-        params = await client.wait_for_notification(lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
-        if params.uri == uri:
-            return list(params.diagnostics)
+    # Polled from what the client has received, not awaited notification by notification:
+    # the server publishes the used files' diagnostics first, and a notification that
+    # arrives while no waiter is registered would be missed (the test then hung under load).
+    for _ in range(1200):
+        if uri in client.diagnostics:
+            return list(client.diagnostics[uri])
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no diagnostics for {uri} within 60 s")
 
 
 def _hover_params(uri: str, line: int, character: int) -> lsp.HoverParams:
@@ -106,6 +113,7 @@ async def test_diagnostic_at_the_line_of_the_error_and_cleared_when_fixed(client
     assert "did you mean 'basic'?" in diagnostic.message  # the hint travels in the message
     assert diagnostic.severity == lsp.DiagnosticSeverity.Error
 
+    client.diagnostics.pop(uri, None)
     client.text_document_did_change(
         lsp.DidChangeTextDocumentParams(
             text_document=lsp.VersionedTextDocumentIdentifier(uri=uri, version=2),
