@@ -80,7 +80,7 @@ def _evaluate(expr: ast.Expr, env: Mapping[str, Value]) -> Value:
                 return a * b
             if b == 0:
                 hint = None
-                if "block_count" in _names_in(right):
+                if "block_count" in names_in(right):
                     hint = "a network of one block has block_count - 1 == 0; guard it: max(block_count - 1, 1)"
                 raise SpecError("division by zero" if op != "%" else "remainder of a division by zero", right.pos, hint)
             try:
@@ -104,9 +104,10 @@ def _evaluate(expr: ast.Expr, env: Mapping[str, Value]) -> Value:
     raise TypeError(f"not an expression: {expr!r}")  # pragma: no cover - the parser builds only the above
 
 
-def _names_in(expr: ast.Expr) -> set[str]:
+def names_in(*exprs: ast.Expr) -> set[str]:
+    """The names that expressions read (without evaluating them)."""
     found: set[str] = set()
-    stack: list = [expr]
+    stack: list = list(exprs)
     while stack:
         node = stack.pop()
         if isinstance(node, ast.Name):

@@ -174,41 +174,39 @@ class _Planner:
             and operand != node
         )
 
+    def step(
+        self, node: int, target: str, value: dict[int, str], local: set[int], strip: str = ""
+    ) -> tuple[Step, tuple[str, Ctor] | None]:
+        """The forward line of one node, and the module it calls (named without `strip`), if any."""
+        attrs = self.graph.nodes[node]
+        inputs = attrs["inputs"]
+        names = tuple(value[source] for source in inputs)
+        kind = attrs["layer"].kind
+        if kind in ("add", "mul", "cat"):
+            in_place = kind == "add" and len(inputs) == 2 and inputs[0] != inputs[1]
+            if in_place and self.in_place_ok(node, inputs[0], local):
+                return Step(target, "iadd", names), None
+            return Step(target, kind, names), None
+        ctor = self.ctor(node, self.in_place_ok(node, inputs[0], local))
+        if ctor is None:  # identity, output: the value itself
+            return Step(target, "alias", names), None
+        name = attrs["name"].removeprefix(strip)
+        return Step(target, "call", names, name), (name, ctor)
+
     def steps(
         self, nodes: list[int], entry: int, strip: str
     ) -> tuple[list[Step], list[tuple[str, Ctor]], dict[int, str]]:
         """Steps and modules for `nodes` (in execution order) whose outside input is `entry`."""
-        graph = self.graph
         value = {entry: "x"}
         local: set[int] = set()
         steps: list[Step] = []
         modules: list[tuple[str, Ctor]] = []
         for index, node in enumerate(nodes):
-            attrs = graph.nodes[node]
-            layer = attrs["layer"]
             target = f"v{index}"
-            inputs = attrs["inputs"]
-            names = tuple(value[source] for source in inputs)
-            kind = layer.kind
-            if kind in ("add", "mul", "cat"):
-                if (
-                    kind == "add"
-                    and len(inputs) == 2
-                    and inputs[0] != inputs[1]
-                    and self.in_place_ok(node, inputs[0], local)
-                ):
-                    steps.append(Step(target, "iadd", names))
-                else:
-                    steps.append(Step(target, kind, names))
-            else:
-                in_place = self.in_place_ok(node, inputs[0], local)
-                ctor = self.ctor(node, in_place)
-                if ctor is None:
-                    steps.append(Step(target, "alias", names))
-                else:
-                    local_name = attrs["name"].removeprefix(strip)
-                    modules.append((local_name, ctor))
-                    steps.append(Step(target, "call", names, local_name))
+            step, module = self.step(node, target, value, local, strip)
+            steps.append(step)
+            if module is not None:
+                modules.append(module)
             value[node] = target
             local.add(node)
         return steps, modules, value
@@ -242,7 +240,8 @@ def plan(network: Network) -> ModelPlan:
     plans: dict[str, list[BlockPlan]] = {}
     for stage, blocks in stage_blocks.items():
         for block in blocks:
-            nodes = [node for node in order if node in set(block.nodes)]
+            members = set(block.nodes)
+            nodes = [node for node in order if node in members]
             steps, modules, value = planner.steps(nodes, block.entry, block.path + ".")
             forward = forward_source(steps, value[block.exit])
             plans.setdefault(stage, []).append(BlockPlan(block.type, forward, modules))
@@ -256,7 +255,6 @@ def plan(network: Network) -> ModelPlan:
     stage_done: set[str] = set()
     for node in order:
         attrs = graph.nodes[node]
-        kind = attrs["layer"].kind
         if node == entry:
             continue
         target = f"v{len(steps)}"
@@ -270,27 +268,10 @@ def plan(network: Network) -> ModelPlan:
             steps.append(Step(target, "call", (value[blocks[0].entry],), stage))
             value[blocks[-1].exit] = target
             continue
-        inputs = attrs["inputs"]
-        names = tuple(value[source] for source in inputs)
-        if kind == "output":
-            steps.append(Step(target, "alias", names))
-        elif kind in ("add", "mul", "cat"):
-            if (
-                kind == "add"
-                and len(inputs) == 2
-                and inputs[0] != inputs[1]
-                and planner.in_place_ok(node, inputs[0], local)
-            ):
-                steps.append(Step(target, "iadd", names))
-            else:
-                steps.append(Step(target, kind, names))
-        else:
-            ctor = planner.ctor(node, planner.in_place_ok(node, inputs[0], local))
-            if ctor is None:
-                steps.append(Step(target, "alias", names))
-            else:
-                items.append((attrs["name"], ctor))
-                steps.append(Step(target, "call", names, attrs["name"]))
+        step, module = planner.step(node, target, value, local)
+        steps.append(step)
+        if module is not None:
+            items.append(module)
         value[node] = target
         local.add(node)
     (output,) = [node for node in order if graph.nodes[node]["layer"].kind == "output"]

@@ -32,7 +32,7 @@ import networkx as nx
 
 from resdsl import syntax as ast
 from resdsl.errors import LimitError, Note, Pos, SpecError, UnknownNameError, unknown
-from resdsl.evaluate import Value, as_bool, as_int, describe, evaluate
+from resdsl.evaluate import Value, as_bool, as_int, describe, evaluate, names_in
 from resdsl.frontend import Instance, Namespace
 from resdsl.ir import BlockInstance, Frame, Network, Scope, Settings, new_node
 from resdsl.layers import (
@@ -425,18 +425,7 @@ class Expander:
     def _free_names(self, statement: ast.Statement) -> frozenset[str]:
         names = self.free_names.get(id(statement))
         if names is None:
-            found: set[str] = set()
-            stack: list[Any] = [arg.value for arg in statement.args]
-            while stack:
-                expr = stack.pop()
-                if isinstance(expr, ast.Name):
-                    found.add(expr.id)
-                elif isinstance(expr, ast.BinOp):
-                    stack += [expr.left, expr.right]
-                elif isinstance(expr, ast.Unary):
-                    stack.append(expr.operand)
-                elif isinstance(expr, ast.Call):
-                    stack += [arg.value for arg in expr.args]
+            found = names_in(*(arg.value for arg in statement.args))
             names = self.free_names[id(statement)] = frozenset(sorted(found))
         return names
 
