@@ -11,7 +11,11 @@ column of the offending token.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import os
 import re
+import stat
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -134,14 +138,67 @@ def grammar_path() -> Path:
     raise FileNotFoundError("resdsl's grammar (resdsl.lark) is missing from the installation")
 
 
+_LARK_OPTIONS: dict[str, object] = {"parser": "lalr", "propagate_positions": True, "maybe_placeholders": True}
+
+
+def tables_path() -> Path:
+    """The parse tables built from the grammar, beside it (``resdsl.tables.json``)."""
+    return grammar_path().with_name("resdsl.tables.json")
+
+
+def _tables_key(grammar: str) -> dict[str, str]:
+    """What the tables were built from: stale tables are never used."""
+    digest = hashlib.sha256(grammar.encode("utf-8")).hexdigest()
+    return {"grammar_sha256": digest, "lark": lark.__version__, "options": repr(sorted(_LARK_OPTIONS.items()))}
+
+
+def _int_keys(pairs: list[tuple[str, object]]) -> dict[object, object]:
+    # JSON keys are strings; lark's parse states, token indices and memo ids are ints.
+    return {int(key) if key.isdigit() else key: value for key, value in pairs}
+
+
+def _load_tables(grammar: str) -> lark.Lark | None:
+    """The parser from the shipped tables, or None when they are missing or were built
+    from another grammar, lark or options (then the grammar is compiled instead).
+
+    Building LALR tables took 0.04-0.2 s of every `resdsl check`; loading them takes
+    a few milliseconds. The file is JSON read as data (never pickle), and lark only
+    rebuilds its own objects from it.
+    """
+    try:
+        with open(tables_path(), "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return None
+            raw = handle.read(MAX_TABLES_BYTES + 1)
+        if len(raw) > MAX_TABLES_BYTES:
+            return None
+        stored = json.loads(raw, object_pairs_hook=_int_keys)
+        if stored.get("key") != _tables_key(grammar):
+            return None
+        return lark.Lark._load_from_dict(stored["data"], stored["memo"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, lark.exceptions.LarkError):
+        return None
+
+
+#: The shipped tables are about 90 KB.
+MAX_TABLES_BYTES = 4 * 1024 * 1024
+
+
+def build_tables() -> str:
+    """The JSON text of the parse tables for the current grammar."""
+    from lark.grammar import Rule
+    from lark.lexer import TerminalDef
+
+    grammar = grammar_path().read_text(encoding="utf-8")
+    built = lark.Lark(grammar, **_LARK_OPTIONS)
+    data, memo = built.memo_serialize([TerminalDef, Rule])
+    return json.dumps({"key": _tables_key(grammar), "data": data, "memo": memo}, sort_keys=True) + "\n"
+
+
 @cache
 def _parser() -> lark.Lark:
-    return lark.Lark(
-        grammar_path().read_text(encoding="utf-8"),
-        parser="lalr",
-        propagate_positions=True,
-        maybe_placeholders=True,
-    )
+    grammar = grammar_path().read_text(encoding="utf-8")
+    return _load_tables(grammar) or lark.Lark(grammar, **_LARK_OPTIONS)
 
 
 @dataclass
@@ -502,3 +559,19 @@ class _ToAst(Transformer_NonRecursive):
 
     def name(self, meta, token: Token):
         return ast.Name(str(token), self._tpos(token))
+
+
+def write_tables() -> None:
+    """Rebuild grammar/resdsl.tables.json after the grammar changed (``python grammar/build_tables.py``)."""
+    import tempfile
+
+    target = tables_path()
+    handle, temporary = tempfile.mkstemp(prefix=".resdsl.tables.", dir=target.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(build_tables().encode("utf-8"))
+            os.fchmod(out.fileno(), 0o644)
+        os.replace(temporary, target)
+    except BaseException:
+        os.unlink(temporary)
+        raise
