@@ -63,7 +63,7 @@ SHARED_READERS = _s("test_values_with_several_readers_match_the_interpreter")
 SHAPES_ODD = _s("test_every_shortcut_option_on_odd_sizes_has_torchs_shapes_and_values")
 OPERATORS = _s("test_every_operator_agrees_with_python_on_negative_zero_and_huge_operands")
 
-MUTANTS: list[Mutant] = [
+MUTANTS_13: list[Mutant] = [
     # -- The 13 survivors of issue 21 ------------------------------------------------------
     Mutant(
         "torch-inplace-shared",
@@ -175,3 +175,23 @@ MUTANTS: list[Mutant] = [
         "binary operators have a space on each side",
     ),
 ]
+
+#: The rules of issue 21 that the oracle's generated networks must notice on their own,
+#: not only the hand-written fixtures of tests/test_survivors.py.
+GENERATED_MUST_KILL = (
+    "torch-inplace-shared",
+    "torch-fold-shared-conv",
+    "torch-name-reuse-live-alias",
+    "layers-zeropad-round-down",
+    "layers-ceil-window-edge",
+    "layers-same-padding-dilation",
+    "layers-maxpool-even-padding",
+)
+
+GENERATED_MUTANTS = [
+    Mutant(f"{m.id}@generated", m.file, m.original, m.replacement, (GENERATED,), f"{m.why} (generated networks)")
+    for m in MUTANTS_13
+    if m.id in GENERATED_MUST_KILL
+]
+
+MUTANTS: list[Mutant] = [*MUTANTS_13, *GENERATED_MUTANTS]
