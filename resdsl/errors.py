@@ -30,9 +30,11 @@ class Source:
     text: str = field(repr=False)
 
     def line(self, number: int) -> str:
-        lines = self.text.splitlines()
+        # Lines as the parser counts them: split at LF only (splitlines would also split at a
+        # lone CR, a form feed or U+2028 inside a comment, and quote the wrong line).
+        lines = self.text.split("\n")
         if 1 <= number <= len(lines):
-            return lines[number - 1]
+            return lines[number - 1].removesuffix("\r")
         return ""
 
 
