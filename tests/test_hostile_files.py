@@ -370,5 +370,6 @@ def test_a_quote_after_a_lone_cr_shows_the_line_the_position_names():
     from resdsl.errors import Source
 
     source = Source("x.res", "a # b\rc\nsecond\x0cline\r\nthird")
+    assert source.line(1) == "a # b"  # what follows the CR is comment text, not shown over the line
     assert source.line(2) == "second\x0cline"
     assert source.line(3) == "third"
