@@ -7,9 +7,11 @@ command table in ``resdsl.cli`` is the one place that lists them.
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import replace
 from pathlib import Path
 
+from resdsl.files import NAME_MAX, WriteError, check_target, make_folder
 from resdsl.frontend import parse_param
 from resdsl.ir import Limits, Network
 
@@ -35,16 +37,32 @@ def check_output(path: str) -> Path:
         raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
     if is_dir:
         raise OutputError(f"cannot write {path}: it is a directory")
+    try:
+        check_target(target)
+    except WriteError as error:
+        raise OutputError(f"cannot write {path}: {error.message}") from None
     return target
+
+
+def check_path_option(option: str, value: str | Path | None) -> None:
+    """Refuse, before any work, a path no system call can take: a NUL, a name over NAME_MAX bytes."""
+    if value is None:
+        return
+    text = str(value)
+    if "\x00" in text:
+        raise UsageError(f"{option} {text!r}: a path cannot contain a NUL character")
+    for part in Path(text).parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise UsageError(f"{option}: the name {part[:40]}... is longer than {NAME_MAX} bytes (the system's limit)")
 
 
 def prepare_output(path: str) -> Path:
     """The output path, its missing parent folders created (as users expect of -o)."""
     target = check_output(path)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OutputError(f"cannot create the folder of {path}: {error.strerror or error}") from None
+        make_folder(target.parent)
+    except WriteError as error:
+        raise OutputError(f"cannot create the folder of {path}: {error.message}") from None
     return target
 
 

@@ -30,9 +30,13 @@ class Source:
     text: str = field(repr=False)
 
     def line(self, number: int) -> str:
-        lines = self.text.splitlines()
+        # Lines as the parser counts them: split at LF only (splitlines would also split at a
+        # lone CR, a form feed or U+2028 inside a comment, and quote the wrong line). What
+        # follows a CR is not shown: a terminal would print it over the line; outside a
+        # comment the CR itself is the error, inside one the rest is comment text.
+        lines = self.text.split("\n")
         if 1 <= number <= len(lines):
-            return lines[number - 1]
+            return lines[number - 1].split("\r", 1)[0]
         return ""
 
 

@@ -30,13 +30,17 @@ from __future__ import annotations
 import argparse
 import difflib
 import re
+import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 from resdsl.cli_support import EXIT_OK, EXIT_SPEC, UsageError
-from resdsl.errors import CompilerBug, Pos, Source, SpecError, SpecSyntaxError, UseError
+from resdsl.errors import CompilerBug, LimitError, Pos, Source, SpecError, SpecSyntaxError, UseError
+from resdsl.files import kind_of, write_file
+from resdsl.frontend import decode_spec, read_spec
+from resdsl.ir import Limits
 from resdsl.vocabulary import KEYWORDS
 
 #: Longest line the formatter writes where a statement can be wrapped after a comma.
@@ -59,7 +63,7 @@ _PUNCTUATION = {"{": LBRACE, "}": RBRACE, "(": LPAR, ")": RPAR, ",": COMMA, ":":
 _SKIP = re.compile(r"[ \t\f]+")
 _CONTINUATION = re.compile(r"\\\r?\n")
 _NEWLINE = re.compile(r"\r?\n")
-_COMMENT = re.compile(r"#[^\r\n]*")
+_COMMENT = re.compile(r"#[^\n]*")  # as the compiler reads it: a lone CR is comment text
 _STRING = re.compile(r'"[^"\n]*"')
 _OPERATOR = re.compile(r"==|!=|<=|>=|//|[-+*/%<>]")
 _NUMBERS = (
@@ -442,22 +446,57 @@ def format_text(text: str, path: str = "<string>") -> str:
 # Command line ---------------------------------------------------------------------
 
 
-def spec_files(paths: list[str]) -> Iterator[Path]:
-    """The .res files named, folders searched recursively, each once, in order."""
+def spec_files(paths: list[str], refused: Callable[[Path, str], None] | None = None) -> Iterator[Path]:
+    """The .res files named, folders searched recursively, each once, in order.
+
+    In a folder, only regular files are taken: a FIFO, a device or a folder named
+    ``*.res`` is passed to `refused` with the reason, and so is a link that leads
+    out of the folder (formatting it would rewrite a file elsewhere). A link inside
+    the folder is followed to its file, which is formatted once.
+    """
     seen: set[Path] = set()
     for name in paths:
         path = Path(name)
-        if path.is_dir():
-            found = sorted(path.rglob("*.res"))
-        elif path.exists():
+        try:
+            is_dir, exists = path.is_dir(), path.exists() or path.is_symlink()
+        except OSError as error:  # a name too long for the OS
+            raise UseError(f"cannot read: {error.strerror or error}", file=name[:300]) from None
+        if is_dir:
+            found = _folder_files(path, refused)
+        elif exists:
             found = [path]
         else:
-            raise UseError(f"no such file or folder: {name}", file=name)
+            raise UseError(f"no such file or folder: {name[:300]}", file=name[:300])
         for item in found:
-            key = item.resolve()
+            try:
+                key = item.resolve()
+            except (OSError, RuntimeError):  # a link loop: read_spec reports it
+                key = item.absolute()
             if key not in seen:
                 seen.add(key)
                 yield item
+
+
+def _folder_files(folder: Path, refused: Callable[[Path, str], None] | None) -> Iterator[Path]:
+    root = folder.resolve()
+    for item in sorted(folder.rglob("*.res")):
+        try:
+            mode = item.stat().st_mode
+            target = item.resolve()
+        except (OSError, RuntimeError) as error:
+            reason = getattr(error, "strerror", None) or "a link that leads nowhere (or loops)"
+            if refused:
+                refused(item, f"skipped: {reason}")
+            continue
+        if not stat.S_ISREG(mode):
+            if refused:
+                refused(item, f"skipped: {kind_of(mode)}, not a regular file")
+            continue
+        if item.is_symlink() and not target.is_relative_to(root):
+            if refused:
+                refused(item, f"skipped: a link to {target}, outside {folder} (name that file itself to format it)")
+            continue
+        yield target if item.is_symlink() else item
 
 
 def cmd_fmt(args: argparse.Namespace) -> int:
@@ -467,14 +506,18 @@ def cmd_fmt(args: argparse.Namespace) -> int:
         raise UsageError("'-' (standard input) cannot be mixed with paths")
     status = EXIT_OK
     changed: list[Path] = []
-    for path in spec_files(args.paths):
+
+    def refuse(path: Path, reason: str) -> None:
+        nonlocal status
+        print(f"{path}: {reason}", file=sys.stderr)
+        status = max(status, EXIT_SPEC)
+
+    for path in spec_files(args.paths, refuse):
         try:
-            text = path.read_text(encoding="utf-8")
+            # Read exactly as the compiler reads (bytes, strict UTF-8, line ends as they are,
+            # regular files within the size bound), so that what is formatted is what compiles.
+            text = read_spec(path, Limits()).text
             formatted = format_text(text, str(path))
-        except UnicodeDecodeError:
-            print(f"{path}: not UTF-8 text; left as it was", file=sys.stderr)
-            status = max(status, EXIT_SPEC)
-            continue
         except SpecError as error:
             print(error, file=sys.stderr)
             status = max(status, EXIT_SPEC)
@@ -492,7 +535,13 @@ def cmd_fmt(args: argparse.Namespace) -> int:
         if args.check:
             print(f"would reformat {path}", file=sys.stderr)
         elif not args.diff:
-            path.write_text(formatted, encoding="utf-8")
+            try:
+                # A link named on the command line: its file is rewritten, never the link replaced by a copy.
+                write_file(path.resolve() if path.is_symlink() else path, formatted)
+            except SpecError as error:
+                print(error, file=sys.stderr)
+                status = max(status, EXIT_SPEC)
+                continue
             print(f"reformatted {path}", file=sys.stderr)
     if args.check and changed:
         status = max(status, EXIT_SPEC)
@@ -504,7 +553,12 @@ def _diff(text: str, formatted: str, name: str) -> Iterator[str]:
 
 
 def _format_stdin(args: argparse.Namespace) -> int:
-    text = sys.stdin.read()
+    limit = Limits().max_file_bytes
+    stream = getattr(sys.stdin, "buffer", None)
+    data = stream.read(limit + 1) if stream is not None else sys.stdin.read(limit + 1).encode("utf-8", "surrogatepass")
+    if len(data) > limit:
+        raise LimitError(f"the spec is larger than the limit of {limit:,} bytes", file="<stdin>")
+    text = decode_spec(data, "<stdin>")
     formatted = format_text(text, "<stdin>")
     if args.check:
         return EXIT_SPEC if formatted != text else EXIT_OK

@@ -9,8 +9,6 @@ every parameter, so that the expand pass only has to evaluate and unroll.
 
 from __future__ import annotations
 
-import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -19,6 +17,7 @@ from pathlib import Path
 from resdsl import syntax as ast
 from resdsl.errors import LimitError, Pos, Source, SpecError, UnknownNameError, UseError, unknown
 from resdsl.evaluate import CONSTANTS, MAX_LITERAL_DIGITS, Value, bounded, describe, evaluate
+from resdsl.files import NotRegularFile, read_regular_file
 from resdsl.ir import Frame, Limits
 from resdsl.parser import TokenBudget, parse
 from resdsl.shipped import USE_PREFIX, shipped_use_target
@@ -90,8 +89,8 @@ def read_spec(path: Path, limits: Limits, used_at: Pos | None = None) -> Source:
     if is_dir:
         raise fail(f"{named} is a directory, not a .res file")
     try:
-        data = _read_regular_file(path, limits.max_file_bytes)
-    except _NotRegularFile as error:
+        data = read_regular_file(path, limits.max_file_bytes)
+    except NotRegularFile as error:
         raise fail(f"{named} is {error.kind}, not a regular file", "give the path of a .res file") from None
     except PermissionError:
         raise fail(f"permission denied: cannot read {shown}" if used_at else "permission denied") from None
@@ -105,6 +104,15 @@ def read_spec(path: Path, limits: Limits, used_at: Pos | None = None) -> Source:
             used_at,
             file=None if used_at else shown,
         )
+    return Source(shown, decode_spec(data, shown))
+
+
+def decode_spec(data: bytes, shown: str) -> str:
+    """A spec's text from its bytes: the one decoding the compiler, fmt and the language server share.
+
+    Strict UTF-8, line ends kept as they are (a lone CR stays a CR: inside a comment it
+    is comment text, elsewhere the parser reports it), no NUL. Errors point at the byte.
+    """
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -125,46 +133,7 @@ def read_spec(path: Path, limits: Limits, used_at: Pos | None = None) -> Source:
             "the file contains a NUL byte; is it a binary file?",
             Pos(Source(shown, text), line, column, line, column + 1),
         )
-    return Source(shown, text)
-
-
-class _NotRegularFile(Exception):
-    def __init__(self, kind: str) -> None:
-        super().__init__(kind)
-        self.kind = kind
-
-
-_FILE_KINDS = (
-    (stat.S_ISFIFO, "a named pipe (FIFO)"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISDIR, "a directory"),
-)
-
-
-def _refuse_unless_regular(mode: int) -> None:
-    if not stat.S_ISREG(mode):
-        raise _NotRegularFile(next((kind for test, kind in _FILE_KINDS if test(mode)), "not a file"))
-
-
-def _read_regular_file(path: Path, limit: int) -> bytes:
-    """At most `limit` + 1 bytes of a regular file; anything else is refused before a byte is read.
-
-    Opened without blocking (a FIFO with no writer would wait forever) and checked on
-    the open descriptor, so that the file cannot be swapped between check and read.
-    """
-    _refuse_unless_regular(os.stat(path).st_mode)  # a socket cannot even be opened
-    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    try:
-        _refuse_unless_regular(os.fstat(descriptor).st_mode)
-        chunks, wanted = [], limit + 1
-        while wanted > 0 and (chunk := os.read(descriptor, min(wanted, 1 << 20))):
-            chunks.append(chunk)
-            wanted -= len(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(descriptor)
+    return text
 
 
 @cache

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from resdsl import vocabulary
+from resdsl.files import write_file
 
 SCOPE = "source.resdsl"
 
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     target = Path(args[0]) if args else TEXTMATE_PATH
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(textmate_json(), encoding="utf-8")
+    write_file(target, textmate_json())
     print(f"wrote {target}")
     return 0
 

@@ -15,6 +15,8 @@ from resdsl.errors import Pos, UseError, unknown
 #: How a ``use`` line names a shipped file: ``use "resdsl:torchvision/resnet50"``,
 #: ``use "resdsl:lib/cifar"``. The ``.res`` suffix may be left out.
 USE_PREFIX = "resdsl:"
+#: No shipped spec's name is longer; a longer one is refused before the OS or a spelling suggestion sees it.
+MAX_NAME_BYTES = 255
 
 
 @cache
@@ -51,8 +53,18 @@ def shipped_use_target(name: str, pos: Pos) -> Path:
     """
     relative = name.removesuffix(".res")
     root = specs_dir().resolve()
-    target = (root / f"{relative}.res").resolve()
-    if not relative or Path(relative).is_absolute() or not target.is_relative_to(root) or not target.is_file():
+    if len(relative.encode("utf-8", "replace")) > MAX_NAME_BYTES:
+        raise UseError(
+            f"no shipped spec has a name that long ({len(relative):,} characters)",
+            pos,
+            "run `resdsl list` for the shipped specs",
+        )
+    try:
+        target = (root / f"{relative}.res").resolve()
+        found = bool(relative) and not Path(relative).is_absolute() and target.is_relative_to(root) and target.is_file()
+    except (OSError, RuntimeError, ValueError):  # a name part too long for the OS, a link loop
+        found = False
+    if not found:
         error = unknown("shipped spec", relative, _shipped_files(), pos)
         if not error.hint:
             error.hint = "run `resdsl list` for the shipped specs"

@@ -137,6 +137,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "not_utf8": "A spec that is not UTF-8",
         "directory": "A directory given as the spec",
         "not_a_regular_file": "A device (or a FIFO, a socket) given as the spec: refused before reading",
+        "use_shipped_name_too_long": '`use "resdsl:..."` with a name longer than any file name can be',
     },
 }
 
@@ -212,8 +213,81 @@ def render_docs() -> str:
                 "```",
                 "",
             ]
+    parts += [*TRAINING.splitlines(), ""]
     parts += FUZZING.splitlines()
     return "\n".join(parts).rstrip("\n") + "\n"
+
+
+#: The errors of `train`, `eval`, `plot`, `fmt` and the files resdsl writes (issue 18): each message
+#: fragment is checked to be in the code by test_training_errors_are_in_the_code.
+TRAINING_ERRORS: dict[str, list[tuple[str, str]]] = {
+    "Writing files (every command)": [
+        (
+            "refusing to write: a symbolic link stands where the file should be",
+            "a link (or FIFO, device, folder) where train, build -o, draw -o, plot -o or fmt would write",
+        ),
+        ("cannot write: …", "the disk filled, no permission (the system's reason follows): the old file is left whole"),
+        ("cannot write: the file name is longer than … bytes", "a name past the system's limit"),
+        ("cannot use as a folder: a file stands there", "train --out naming a file (or /dev/null)"),
+    ],
+    "Run folders": [
+        ("another process is using this …", "a second train --out on a folder a run holds"),
+        ("this folder already holds a run", "a new run on a finished run's folder"),
+        ("… is not UTF-8 text (byte offset …)", "an edited metrics.csv"),
+        ("'iteration' is not a whole number", "a metrics.csv row with a non-integer iteration"),
+        ("recipe.yaml holds …, not a run's record (a mapping)", "an edited recipe.yaml"),
+        ("the checkpoint lacks 'optimizer', …", "best.pt copied over checkpoint.pt and resumed"),
+        ("the checkpoint's 'iteration' is not a whole number from 0 to …", "a retyped or negative field"),
+        ("the checkpoint does not fit this run", "tensors of other shapes, another optimizer's groups"),
+    ],
+    "Data": [
+        ("…, but there are … classes (labels 0 to …)", "labels out of range, named by file"),
+        ("a label is … '…', not a whole number", "labels of the wrong type"),
+        ("… images but … labels", "counts that differ"),
+        ("refused bytes() of anything but data", "bytes(N) in a CIFAR pickle"),
+        ("refused a numpy reconstruction of shape", "an array announced without its data"),
+        ("a class name is not UTF-8", "label_names that are not text"),
+        ("no images", "an empty training or test set"),
+        ("leaves none to train on", "a holdout of every training image"),
+        ("is larger than the limit of … bytes", "a file, member or image over its bound (docs/training.md, Bounds)"),
+        ("cannot decode this image", "a broken or truncated image in an image folder"),
+        ("this image is … pixels, more than the bound of …", "a decompression bomb"),
+        ("cannot use this image folder", "an empty class folder"),
+    ],
+    "Recipes and options": [
+        ("the recipe nests deeper than … levels", "deep YAML nesting"),
+        ("cannot read the value of 'seed': …", "an integer of 5,000 digits"),
+        ("'pad' must be … a whole number of at most …", "a value past its key's range"),
+        ("the value is longer than … characters", "a --set value past its bound"),
+        ("--input does not apply to train", "--input on train (refused, not ignored)"),
+        ("--batch-size …: must be at least 1", "eval's batch size"),
+        ("holds no images: there is no error to report", "eval on an empty split"),
+        ("--dpi …: must be between … and …", "plot's hostile options, also --ylim nan and -o a.xyz"),
+    ],
+    "fmt": [
+        ("skipped: a link to …, outside …", "fmt DIR and a link in it leading out of DIR"),
+        ("skipped: …, not a regular file", "a FIFO, device or folder named *.res in DIR"),
+    ],
+}
+
+
+def render_training() -> str:
+    lines = [
+        "## Training, run folders and written files",
+        "",
+        "These errors come from `train`, `eval`, `plot`, `fmt` and every command that writes a file; each",
+        "names the file concerned and exits with status 1 (2 for a command line that cannot work),",
+        'never with a traceback. The bounds they enforce are in docs/training.md ("Bounds").',
+        "",
+    ]
+    for section, entries in TRAINING_ERRORS.items():
+        lines += [f"### {section}", "", "| message (excerpt) | when |", "| --- | --- |"]
+        lines += [f"| `{message}` | {when} |" for message, when in entries]
+        lines.append("")
+    return "\n".join(lines).rstrip("\n")
+
+
+TRAINING = render_training()
 
 
 FUZZING = """## Fuzzing
@@ -231,6 +305,14 @@ child under those budgets (slowness and memory count as failures, as crashes do)
   and a forward pass on the meta device, the `.py` export (compiled, never run) and, for
   small networks, `for_inference` against `eval`. `RESDSL_FUZZ_EXAMPLES=2000
   RESDSL_FUZZ_EXPLORE=1` draws more and new cases.
+- `tests/test_fuzz_round3.py`: CIFAR files generated from the published format, then
+  with fields removed, retyped and truncated and bytes damaged; recipes and `--set`
+  values; checkpoints (every field removed, retyped, truncated) and `metrics.csv`; `fmt`
+  on every kind of damage to shipped specs (CR, CRLF, BOM, NUL, astral characters),
+  checked by compiling before and after (the same layers, shapes and parameters) and by
+  formatting twice; the language server over stdio with hostile parameters and malformed
+  frames (each request answered, the server alive after); path options past the name
+  limit on every command.
 - `tests/fuzz_atheris.py`: coverage-guided fuzzing of the parser and compiler with
   atheris (the test extra). The tests run it for 20 s; a longer run:
 
@@ -329,3 +411,19 @@ def test_deep_nesting_is_a_spec_error_not_recursion() -> None:
 if __name__ == "__main__":
     update()
     print(f"updated {len(fixture_names())} golden files and {DOCS.relative_to(ROOT)}", file=sys.stderr)
+
+
+def test_training_errors_are_in_the_code() -> None:
+    """Each message docs/errors.md lists for training and files is one the code can print.
+
+    A listed message is an excerpt with '…' where the code puts a value; the longest fixed
+    stretch of each must be in the code's source (the rest is what the values make of it).
+    """
+    sources = "\n".join(path.read_text(encoding="utf-8") for path in (ROOT / "resdsl").rglob("*.py"))
+    values = {"'seed'": "'{key}'", "'pad'": "'{key}'", "'iteration'": "'{field}'", "'optimizer', ": ""}
+    for entries in TRAINING_ERRORS.values():
+        for message, _ in entries:
+            for value in values:
+                message = message.replace(value, "…")
+            longest = max((part.strip(" '") for part in message.split("…")), key=len)
+            assert longest in sources, (message, longest)

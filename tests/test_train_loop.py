@@ -117,6 +117,7 @@ def test_run_folder_holds_what_the_issue_lists(reference: Path):
         "checkpoint.pt",
         "best.pt",
         "curves.png",
+        ".lock",  # held (flock) while a run uses the folder; left in place, as removing it would race
     }
     record = yaml.safe_load((reference / "recipe.yaml").read_text())
     assert record["recipe"]["iterations"] == ITERATIONS and record["seed"] == 0
@@ -329,7 +330,14 @@ def test_ddp_two_processes_under_torchrun(work: Path):
     assert result.stdout.count("training tiny") == 1, "only rank 0 prints"
     assert "x 2 processes" in result.stdout
     run = work / "ddp"
-    assert {p.name for p in run.iterdir()} == {"recipe.yaml", "metrics.csv", "checkpoint.pt", "best.pt", "curves.png"}
+    assert {p.name for p in run.iterdir()} == {
+        "recipe.yaml",
+        "metrics.csv",
+        "checkpoint.pt",
+        "best.pt",
+        "curves.png",
+        ".lock",
+    }
     rows = metrics(run)
     assert [int(r["iteration"]) for r in rows] == [50, 100, 150], "one row per evaluation, written once"
     assert float(rows[-1]["test_error"]) < 30.0

@@ -34,6 +34,7 @@ from typing import Any
 
 import graphviz
 
+from resdsl.files import check_target, write_file
 from resdsl.ir import BlockInstance, Network
 
 DETAILS = ("layer", "block", "stage")
@@ -612,10 +613,8 @@ def render(dot: graphviz.Digraph, path: str | Path) -> Path:
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
         raise DrawError(f"cannot draw to '{path.name}': the extension must be one of {', '.join(FORMATS)}")
-    if suffix == ".dot":
-        path.write_text(dot.source, encoding="utf-8")
-        return path
-    path.write_bytes(pipe(dot, suffix[1:]))
+    check_target(path)
+    write_file(path, dot.source if suffix == ".dot" else pipe(dot, suffix[1:]))
     return path
 
 

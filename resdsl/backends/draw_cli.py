@@ -17,6 +17,7 @@ from resdsl.cli_support import (
     write_failed,
 )
 from resdsl.errors import SpecError
+from resdsl.files import write_file
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             from resdsl.backends.draw_html import to_html
 
             page = to_html(networks, detail=args.detail, all_layers=args.all_layers)
-            output.write_text(page, encoding="utf-8")
+            write_file(output, page)
         else:
             dot = to_dot(
                 networks, detail=args.detail, direction=args.direction, shapes=args.shapes, all_layers=args.all_layers

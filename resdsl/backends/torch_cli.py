@@ -19,6 +19,7 @@ from resdsl.cli_support import (
     prepare_output,
     write_failed,
 )
+from resdsl.files import check_target, write_file
 from resdsl.ir import check_forward_pass
 
 SAVE_FORMATS = {
@@ -157,24 +158,25 @@ def _positive_int(text: str) -> int:
 def _save(model, network, example, path: Path, suffix: str) -> None:
     import torch
 
+    check_target(path)
     if suffix == ".pt":
-        torch.save(model.state_dict(), path)
+        write_file(path, lambda handle: torch.save(model.state_dict(), handle))
     elif suffix == ".safetensors":
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+        write_file(path, save({k: v.contiguous() for k, v in model.state_dict().items()}))
     elif suffix == ".pt2":
         # The batch dimension is symbolic. torch.export specialises a dimension whose example
         # size is 1, so the example it traces has at least two samples.
         example = example.expand(max(2, example.shape[0]), *example.shape[1:]).contiguous()
         batch = torch.export.Dim("batch", min=1)
         program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-        torch.export.save(program, str(path))
+        write_file(path, lambda handle: torch.export.save(program, handle))
     elif suffix == ".py":
         from resdsl.backends.torch import export_source
 
-        path.write_text(export_source(network), encoding="utf-8")
+        write_file(path, export_source(network))
     elif suffix == ".onnx":
         from resdsl.backends.inference import export_onnx
 
-        path.write_bytes(export_onnx(model, network.input_shape))
+        write_file(path, export_onnx(model, network.input_shape))

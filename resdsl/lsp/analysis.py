@@ -191,10 +191,15 @@ def _analyze(text: str, path: Path) -> Analysis:
     return result
 
 
+def _lines(text: str) -> list[str]:
+    """Lines as the compiler counts them: at LF only (a lone CR inside a comment is comment text)."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
 def _define_despite(result: Analysis, text: str, shown: str, error: SpecError) -> None:
     from resdsl.frontend import load_text
 
-    lines = text.splitlines()
+    lines = _lines(text)
     attempts = []
     if error.path == shown and error.line is not None and 1 <= error.line <= len(lines):
         attempts.append("\n".join(line if number != error.line else "" for number, line in enumerate(lines, 1)))
@@ -240,7 +245,7 @@ _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*")
 
 def word_at(text: str, line: int, column: int) -> tuple[str, int, int] | None:
     """The name under 1-based (line, column): the word and its 1-based column span."""
-    lines = text.splitlines()
+    lines = _lines(text)
     if not 1 <= line <= len(lines):
         return None
     code = lines[line - 1]
@@ -254,7 +259,7 @@ def word_at(text: str, line: int, column: int) -> tuple[str, int, int] | None:
 
 def use_path_at(text: str, line: int, column: int) -> str | None:
     """The path of a ``use "..."`` line when the cursor is on it."""
-    lines = text.splitlines()
+    lines = _lines(text)
     if not 1 <= line <= len(lines):
         return None
     match = re.match(r'\s*use\s+"([^"\n]*)"', lines[line - 1])
@@ -292,7 +297,7 @@ def _is_label(text: str, line: int, word: tuple[str, int, int] | None) -> bool:
     """Whether the word is a statement's label (`se: se(...)`): a label is not the block."""
     if word is None:
         return False
-    rest = text.splitlines()[line - 1][word[2] - 1 :]
+    rest = _lines(text)[line - 1][word[2] - 1 :]
     return rest.lstrip().startswith(":") and not rest.lstrip().startswith(":=")
 
 
@@ -356,8 +361,16 @@ def definition(analysis: Analysis, line: int, column: int) -> Site | None:
     """Where the name (or ``use`` path) under 1-based (line, column) is defined."""
     used = use_path_at(analysis.text, line, column)
     if used is not None:
-        target = Path(os.path.normpath(analysis.path.parent / used))
-        return Site(target, 1, 1, 1, 1) if target.is_file() else None
+        from resdsl.shipped import USE_PREFIX, specs_dir
+
+        if used.startswith(USE_PREFIX):
+            target = specs_dir() / (used.removeprefix(USE_PREFIX).removesuffix(".res") + ".res")
+        else:
+            target = Path(os.path.normpath(analysis.path.parent / used))
+        try:
+            return Site(target, 1, 1, 1, 1) if target.is_file() else None
+        except (OSError, ValueError):  # a name too long for the OS, a NUL
+            return None
     word = word_at(analysis.text, line, column)
     if word is None or _is_label(analysis.text, line, word):
         return None
@@ -381,7 +394,7 @@ _KEYWORD_ARGUMENT = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\(([^()]*)$")
 
 def complete(analysis: Analysis, line: int, column: int) -> list[Completion]:
     """What may be written at 1-based (line, column)."""
-    lines = analysis.text.splitlines()
+    lines = _lines(analysis.text)
     current = lines[line - 1] if 1 <= line <= len(lines) else ""
     prefix = current[: column - 1]
     statement = re.split(r";", prefix)[-1]
@@ -441,7 +454,7 @@ def _statement_starts(context: str, blocks: list[Definition]) -> list[Completion
 
 def _enclosing(text: str, line: int, column: int) -> str:
     """What the cursor stands in: "top", "network" (a network body) or "block" (layers)."""
-    lines = text.splitlines()
+    lines = _lines(text)
     before = "\n".join([*lines[: line - 1], (lines[line - 1] if line <= len(lines) else "")[: column - 1]])
     stack: list[str] = []
     for code in before.split("\n"):
@@ -468,7 +481,7 @@ def _enclosing(text: str, line: int, column: int) -> str:
 
 def _parameters_in_scope(text: str, line: int) -> list[str]:
     """The parameters of the block or network whose header is the nearest above `line`."""
-    for code in reversed(text.splitlines()[:line]):
+    for code in reversed(_lines(text)[:line]):
         match = re.match(r"\s*(?:block|network)\s+[A-Za-z_][A-Za-z0-9_]*\s*\(([^)]*)\)", code)
         if match:
             return [part.split("=")[0].strip() for part in match.group(1).split(",") if part.strip()]
@@ -477,11 +490,27 @@ def _parameters_in_scope(text: str, line: int) -> list[str]:
     return []
 
 
+#: At most this many entries of the document's folder are looked at for ``use "`` completion.
+MAX_FOLDER_ENTRIES = 2000
+#: At most this many file names are offered.
+MAX_FILE_COMPLETIONS = 200
+
+
 def _files(folder: Path) -> list[Completion]:
+    """The shipped specs (``resdsl:NAME``) and the .res files of the document's own folder, not below it.
+
+    Bounded: a document in a folder of a million entries (or in /) must not keep the
+    server from answering while it walks them.
+    """
+    from resdsl.shipped import USE_PREFIX, shipped_specs
+
     found = []
-    with contextlib.suppress(OSError):
-        for path in sorted(folder.rglob("*.res")):
-            relative = path.relative_to(folder)
-            if len(relative.parts) <= 3:
-                found.append(Completion(relative.as_posix(), "file"))
-    return found[:200]
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for count, entry in enumerate(entries):
+            if count >= MAX_FOLDER_ENTRIES:
+                break
+            if entry.name.endswith(".res") and entry.is_file():
+                found.append(entry.name)
+    items = [Completion(name, "file") for name in sorted(found)[:MAX_FILE_COMPLETIONS]]
+    items += [Completion(f"{USE_PREFIX}{name}", "file") for name in shipped_specs()]
+    return items[:MAX_FILE_COMPLETIONS]

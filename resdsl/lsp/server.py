@@ -10,18 +10,99 @@ from __future__ import annotations
 
 import os
 import sys
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from lsprotocol import types as lsp
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
 from pygls.uris import from_fs_path, to_fs_path
 
 from resdsl import __version__
 from resdsl.errors import SpecError
 from resdsl.lsp import analysis
 from resdsl.lsp.analysis import Analysis, Site
+from resdsl.lsp.positions import LineMap, line_map
 
-server = LanguageServer("resdsl", __version__)
+#: The largest message body read (a document is bounded by the compiler's file size limit).
+MAX_MESSAGE_BYTES = 64 << 20
+#: The longest header line read.
+MAX_HEADER_BYTES = 4096
+#: JSON-RPC's error for a request that comes before ``initialize``.
+SERVER_NOT_INITIALIZED = -32002
+
+
+class _InvalidRequest:
+    """A request whose parameters do not fit the protocol's types: answered with an error, never dropped."""
+
+    jsonrpc = "2.0"
+
+    def __init__(self, msg_id: int | str, method: str, error: JsonRpcException) -> None:
+        self.id, self.method, self.error = msg_id, method, error
+
+
+class RobustProtocol(LanguageServerProtocol):
+    """pygls's protocol, answering every request: wrong parameters and requests before initialize get errors."""
+
+    def structure_message(self, data: dict[str, Any]) -> Any:
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as error:
+            msg_id, method = data.get("id"), data.get("method")
+            if isinstance(msg_id, int | str) and not isinstance(msg_id, bool) and isinstance(method, str):
+                return _InvalidRequest(msg_id, method, error)
+            raise
+
+    def handle_message(self, message: Any) -> None:
+        if isinstance(message, _InvalidRequest):
+            error = message.error
+            if isinstance(error, JsonRpcInvalidParams):
+                error = JsonRpcInvalidParams(f"invalid parameters for {message.method[:100]}")
+            self._send_response(message.id, None, error.to_response_error())
+            return
+        method = getattr(message, "method", None)
+        if self._workspace is None and method not in (lsp.INITIALIZE, lsp.EXIT, None):
+            if getattr(message, "id", None) is not None:  # a request: answered; a notification: dropped
+                error = lsp.ResponseError(code=SERVER_NOT_INITIALIZED, message="the server is not initialized")
+                self._send_response(message.id, None, error)
+            return
+        super().handle_message(message)
+
+
+class BoundedReader:
+    """Standard input with bounds: a header line or a body over its bound is skipped, not read into memory."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def readline(self) -> bytes:
+        line = self.stream.readline(MAX_HEADER_BYTES)
+        if len(line) >= MAX_HEADER_BYTES and not line.endswith(b"\n"):
+            while True:  # drop the rest of an over-long line
+                rest = self.stream.readline(MAX_HEADER_BYTES)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            return b"X-Skipped: over-long header\r\n"
+        return line
+
+    def read(self, size: int) -> bytes:
+        if size > MAX_MESSAGE_BYTES:
+            # Nothing that long is read: the frame is answered as unreadable (pygls logs it) and the
+            # stream goes on at the next header it finds.
+            return b"\x00"
+        return self.stream.read(size)
+
+
+server = LanguageServer(
+    "resdsl",
+    __version__,
+    # Whole texts: pygls's incremental edits split lines as str.splitlines does (at form feeds,
+    # U+2028...), unlike the protocol, and would corrupt such documents.
+    text_document_sync_kind=lsp.TextDocumentSyncKind.Full,
+    protocol_cls=RobustProtocol,
+)
 
 # For each open document, the other files it last published diagnostics to, so that
 # fixing a used file (or closing the document) clears them there.
@@ -50,19 +131,63 @@ def _uri(path: Path) -> str:
     return from_fs_path(str(path)) or path.as_uri()
 
 
-def _analysis(uri: str) -> Analysis:
-    document = server.workspace.get_text_document(uri)
-    return analysis.analyze(document.source, _path(uri))
+def _text(uri: str) -> str | None:
+    """An open document's text; None for one the client has not opened (never read from disk here)."""
+    document = server.workspace.text_documents.get(uri)
+    return None if document is None else document.source
 
 
-def _range(site: Site) -> lsp.Range:
-    start = lsp.Position(line=max(0, site.line - 1), character=max(0, site.column - 1))
-    end_line = max(site.line, site.end_line)
-    end_column = site.end_column if site.end_line >= site.line else site.column + 1
-    end = lsp.Position(
-        line=end_line - 1, character=max(start.character if end_line == site.line else 0, end_column - 1)
-    )
+def _analysis(uri: str) -> Analysis | None:
+    text = _text(uri)
+    return None if text is None else analysis.analyze(text, _path(uri))
+
+
+def _encoding() -> str:
+    return str(server.workspace.position_encoding or "utf-16")
+
+
+@lru_cache(maxsize=16)
+def _file_text(path: Path) -> str | None:
+    """A used file's text as the compiler read it (for positions in it); None if it cannot be read."""
+    from resdsl.frontend import read_spec
+    from resdsl.ir import Limits
+
+    try:
+        return read_spec(path, Limits()).text
+    except (SpecError, OSError, ValueError):
+        return None
+
+
+def _map_for(path: Path, result: Analysis) -> LineMap | None:
+    if path == result.path:
+        return line_map(result.text, _encoding())
+    text = _text(_uri(path))
+    if text is None:
+        text = _file_text(path)
+    return None if text is None else line_map(text, _encoding())
+
+
+def _client_position(at: LineMap | None, line: int, column: int) -> lsp.Position:
+    if at is None:
+        return lsp.Position(line=max(0, line - 1), character=max(0, column - 1))
+    line, character = at.to_client(line, column)
+    return lsp.Position(line=line, character=character)
+
+
+def _range(site: Site, result: Analysis | None = None) -> lsp.Range:
+    at = _map_for(site.path, result) if result is not None else None
+    start = _client_position(at, site.line, site.column)
+    if site.end_line > site.line or (site.end_line == site.line and site.end_column > site.column):
+        end = _client_position(at, site.end_line, site.end_column)
+    else:
+        end = _client_position(at, site.line, site.column + 1)
+    if (end.line, end.character) < (start.line, start.character):
+        end = start
     return lsp.Range(start=start, end=end)
+
+
+def _compiler_position(uri: str, result: Analysis, position: lsp.Position) -> tuple[int, int]:
+    return line_map(result.text, _encoding()).to_compiler(position.line, position.character)
 
 
 def _diagnostic(result: Analysis, error: SpecError, message_prefix: str = "", at: Site | None = None) -> lsp.Diagnostic:
@@ -74,7 +199,7 @@ def _diagnostic(result: Analysis, error: SpecError, message_prefix: str = "", at
         site = result.site(error.pos)
         related.append(
             lsp.DiagnosticRelatedInformation(
-                location=lsp.Location(uri=_uri(site.path), range=_range(site)), message=error.message
+                location=lsp.Location(uri=_uri(site.path), range=_range(site, result)), message=error.message
             )
         )
     for note in error.notes:
@@ -84,13 +209,13 @@ def _diagnostic(result: Analysis, error: SpecError, message_prefix: str = "", at
         site = result.site(note.pos)
         related.append(
             lsp.DiagnosticRelatedInformation(
-                location=lsp.Location(uri=_uri(site.path), range=_range(site)), message=note.message
+                location=lsp.Location(uri=_uri(site.path), range=_range(site, result)), message=note.message
             )
         )
     if at is None:
         at = result.site(error.pos) if error.pos is not None else Site(result.resolve(error.path), 1, 1, 1, 1)
     return lsp.Diagnostic(
-        range=_range(at),
+        range=_range(at, result),
         message=message,
         severity=lsp.DiagnosticSeverity.Error,
         source="resdsl",
@@ -128,6 +253,8 @@ def _use_sites(result: Analysis) -> dict[Path, Site]:
 
 def publish(uri: str) -> None:
     result = _analysis(uri)
+    if result is None:
+        return
     by_file = diagnostics(result)
     others = {_uri(path) for path in by_file if path != result.path}
     for stale in _published.get(uri, set()) - others:
@@ -167,7 +294,10 @@ def did_close(ls: LanguageServer, params: lsp.DidCloseTextDocumentParams) -> Non
 @server.feature(lsp.TEXT_DOCUMENT_HOVER)
 def hover(ls: LanguageServer, params: lsp.HoverParams) -> lsp.Hover | None:
     result = _analysis(params.text_document.uri)
-    text = analysis.hover(result, params.position.line + 1, params.position.character + 1)
+    if result is None:
+        return None
+    line, column = _compiler_position(params.text_document.uri, result, params.position)
+    text = analysis.hover(result, line, column)
     if text is None:
         return None
     return lsp.Hover(contents=lsp.MarkupContent(kind=lsp.MarkupKind.Markdown, value=text))
@@ -176,10 +306,13 @@ def hover(ls: LanguageServer, params: lsp.HoverParams) -> lsp.Hover | None:
 @server.feature(lsp.TEXT_DOCUMENT_DEFINITION)
 def definition(ls: LanguageServer, params: lsp.DefinitionParams) -> lsp.Location | None:
     result = _analysis(params.text_document.uri)
-    site = analysis.definition(result, params.position.line + 1, params.position.character + 1)
+    if result is None:
+        return None
+    line, column = _compiler_position(params.text_document.uri, result, params.position)
+    site = analysis.definition(result, line, column)
     if site is None:
         return None
-    return lsp.Location(uri=_uri(site.path), range=_range(site))
+    return lsp.Location(uri=_uri(site.path), range=_range(site, result))
 
 
 @server.feature(
@@ -188,7 +321,10 @@ def definition(ls: LanguageServer, params: lsp.DefinitionParams) -> lsp.Location
 )
 def completion(ls: LanguageServer, params: lsp.CompletionParams) -> lsp.CompletionList:
     result = _analysis(params.text_document.uri)
-    items = analysis.complete(result, params.position.line + 1, params.position.character + 1)
+    if result is None:
+        return lsp.CompletionList(is_incomplete=False, items=[])
+    line, column = _compiler_position(params.text_document.uri, result, params.position)
+    items = analysis.complete(result, line, column)
     return lsp.CompletionList(
         is_incomplete=False,
         items=[
@@ -208,8 +344,9 @@ def formatting(ls: LanguageServer, params: lsp.DocumentFormattingParams) -> list
     from resdsl.errors import CompilerBug
     from resdsl.fmt import format_text
 
-    document = ls.workspace.get_text_document(params.text_document.uri)
-    text = document.source
+    text = _text(params.text_document.uri)
+    if text is None:
+        return None
     try:
         formatted = format_text(text, str(_path(params.text_document.uri)))
     except (SpecError, CompilerBug) as error:
@@ -218,13 +355,15 @@ def formatting(ls: LanguageServer, params: lsp.DocumentFormattingParams) -> list
         return None
     if formatted == text:
         return []
-    lines = text.split("\n")
-    end = lsp.Position(line=len(lines) - 1, character=len(lines[-1]))
+    # The whole text is replaced: its end counted in the units announced at initialize (an emoji
+    # is two UTF-16 units), and its lines as the protocol counts them (a lone CR ends one).
+    line, character = line_map(text, _encoding()).end()
+    end = lsp.Position(line=line, character=character)
     return [lsp.TextEdit(range=lsp.Range(start=lsp.Position(line=0, character=0), end=end), new_text=formatted)]
 
 
 def main() -> int:
-    server.start_io()
+    server.start_io(BoundedReader(sys.stdin.buffer), sys.stdout.buffer)
     # pygls closes standard output when the client says `exit`; the command line's
     # final flush must not find it closed.
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (open until the process ends)

@@ -15,7 +15,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from resdsl.cli_support import EXIT_OK, EXIT_SPEC, UsageError, add_spec_options, spec_params
+from resdsl.cli_support import EXIT_OK, EXIT_SPEC, UsageError, add_spec_options, check_path_option, spec_params
 from resdsl.errors import SpecError
 from resdsl.ir import Limits
 
@@ -110,6 +110,14 @@ def run_train(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from resdsl.train.recipes import load_recipe
 
+    for option, value in (("SPEC", args.spec), ("--data", args.data), ("--recipe", args.recipe), ("--out", args.out)):
+        check_path_option(option, value)
+    if args.input is not None:
+        # The data decide the input: a spec trained at another size would not be the spec the run folder names.
+        raise UsageError(
+            "--input does not apply to train: the network takes the spec's own input, which must match the data "
+            "(CIFAR: 3x32x32; image folders: crop_size)"
+        )
     params = spec_params(args)
     if args.resume:
         if args.out is None:
@@ -140,6 +148,7 @@ def _train(args: argparse.Namespace) -> int:
     try:
         return trainer.run()
     finally:
+        trainer.release_folder()
         import torch.distributed as dist
 
         if dist.is_initialized():
@@ -149,17 +158,18 @@ def _train(args: argparse.Namespace) -> int:
 def _run_recipe(out: Path, overrides: list[str]):
     import yaml
 
-    from resdsl.train.loop import RunError
     from resdsl.train.recipes import apply_override, check_consistency, recipe_from_values
+    from resdsl.train.runfiles import MAX_RECORD_BYTES, RunError, read_text, record_values
 
     record = out / "recipe.yaml"
-    if not record.is_file():
+    if not record.exists():
         raise RunError("no recipe.yaml here: not a run folder", file=str(out), hint="--out names the run to resume")
+    text = read_text(record, MAX_RECORD_BYTES, "recipe.yaml")
     try:
-        content = yaml.safe_load(record.read_text(encoding="utf-8"))
-        values, name = content["recipe"], str(content["recipe_name"])
-    except (yaml.YAMLError, KeyError, TypeError, OSError, UnicodeDecodeError) as error:
-        raise RunError(f"cannot read the run's recipe: {error}", file=str(record)) from None
+        content = yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError) as error:
+        raise RunError(f"cannot read the run's recipe: {str(error)[:300]}", file=str(record)) from None
+    values, name = record_values(content, record)
     recipe = recipe_from_values(values, name, str(record))
     for override in overrides:
         apply_override(recipe, override)
@@ -170,6 +180,11 @@ def _run_recipe(out: Path, overrides: list[str]):
 def run_eval(args: argparse.Namespace) -> int:
     from resdsl.cli_support import compile_from_args
 
+    paths = (("SPEC", args.spec), ("--weights", args.weights), ("--data", args.data), ("--recipe", args.recipe))
+    for option, value in paths:
+        check_path_option(option, value)
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UsageError(f"--batch-size {args.batch_size}: must be at least 1")
     network = compile_from_args(args.spec, args)
 
     import torch
@@ -213,6 +228,8 @@ def run_eval(args: argparse.Namespace) -> int:
         return contextlib.nullcontext()
 
     results = {"single": evaluate(model, data.eval_batches(args.split, batch_size), processes, autocast)}
+    if results["single"]["count"] == 0:
+        raise UsageError(f"the '{args.split}' split of {args.data} holds no images: there is no error to report")
     if recipe["dataset"] == "imagefolder" and args.ten_crop:
         batches = data.eval_batches(args.split, max(1, batch_size // 10), ten_crop=True)
         results["ten_crop"] = evaluate(model, batches, processes, autocast)
@@ -281,6 +298,9 @@ def run_plot(args: argparse.Namespace) -> int:
         raise UsageError("plotting needs matplotlib: pip install 'resdsl[train]'") from None
     from resdsl.train.plot import plot_runs
 
+    for run in args.runs:
+        check_path_option("RUN_DIR", run)
+    check_path_option("-o", args.output)
     if args.label and len(args.label) != len(args.runs):
         raise UsageError(f"{len(args.label)} --label for {len(args.runs)} runs: give one per run, or none")
     plot_runs(args.runs, args.output, labels=args.label, ylim=tuple(args.ylim) if args.ylim else None,

@@ -18,9 +18,12 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import os
 import pickle
 import random
+import stat
 import tarfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from resdsl.errors import SpecError
+from resdsl.files import NotRegularFile, kind_of, read_regular_file
 
 
 class DataError(SpecError):
@@ -92,8 +96,48 @@ class _ArraysOnly(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self.ALLOWED:
+            if name == "bytes":
+                return _bytes_from_data
+            if name == "_reconstruct":
+                return _empty_array
+            if name == "encode":
+                return _encode_text
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refused to load {module}.{name}: CIFAR files hold only arrays and lists")
+
+
+def _bytes_from_data(*args: Any) -> bytes:
+    """bytes() as protocol 2 calls it (no arguments, or a str/bytes and an encoding); never bytes(N).
+
+    bytes(2_000_000_000) is a two-gigabyte allocation written in a few bytes of pickle.
+    """
+    if not args:
+        return b""
+    if isinstance(args[0], bytes | bytearray) and len(args) == 1:
+        return bytes(args[0])
+    if isinstance(args[0], str) and len(args) <= 3:
+        return args[0].encode(*(str(a) for a in args[1:]))
+    if isinstance(args[0], list) and len(args) == 1 and all(isinstance(v, int) and 0 <= v < 256 for v in args[0]):
+        return bytes(args[0])
+    raise pickle.UnpicklingError("refused bytes() of anything but data (bytes(N) allocates N bytes)")
+
+
+def _empty_array(subtype: Any, shape: Any, dtype: Any) -> Any:
+    """numpy's _reconstruct for ndarray only, of an empty shape: the data comes with the array's state."""
+    import numpy as np
+
+    if subtype is not np.ndarray:
+        raise pickle.UnpicklingError("refused to reconstruct anything but a numpy ndarray")
+    if shape not in ((0,), [0], 0):
+        raise pickle.UnpicklingError(f"refused a numpy reconstruction of shape {shape!r} without its data")
+    return np.ndarray((0,), dtype)
+
+
+def _encode_text(text: Any, encoding: Any = "utf-8", errors: Any = "strict") -> bytes:
+    """_codecs.encode as protocol 2 writes bytes: text in latin-1 (no other codec, no compression codecs)."""
+    if not isinstance(text, str) or str(encoding).lower().replace("-", "") not in ("latin1", "utf8", "ascii"):
+        raise pickle.UnpicklingError("refused _codecs.encode of anything but text to latin-1")
+    return text.encode(str(encoding), "strict")
 
 
 def _unpickle(data: bytes, shown: str) -> dict:
@@ -105,6 +149,77 @@ def _unpickle(data: bytes, shown: str) -> dict:
         raise DataError(f"expected a dict in this CIFAR file, found {type(content).__name__}", file=shown)
     # Files pickled by Python 3 with str keys read the same as the published bytes keys.
     return {key.encode() if isinstance(key, str) else key: value for key, value in content.items()}
+
+
+#: Bounds on what a CIFAR-format data set may hold (docs/training.md, "Bounds").
+MAX_CIFAR_FILE_BYTES = 1 << 30  # one file (the published ones are under 200 MB)
+MAX_ARCHIVE_BYTES = 4 << 30  # every member of an archive together, decompressed
+MAX_ARCHIVE_MEMBERS = 1000
+MAX_IMAGE_SIDE = 512
+MAX_CLASSES = 100_000
+
+
+def check_rows(rows: Any, shown: str) -> Any:
+    """b'data': a 2-D uint8 array, one row per image, of 3 square planes no wider than the bound."""
+    import numpy as np
+
+    if not isinstance(rows, np.ndarray):
+        raise DataError(f"b'data' is {type(rows).__name__}, not a numpy array of pixels", file=shown)
+    if rows.dtype != np.uint8 or rows.ndim != 2:
+        raise DataError(f"b'data' is a {rows.ndim}-D array of {rows.dtype}, not N rows of uint8 pixels", file=shown)
+    width = rows.shape[1]
+    side = math.isqrt(width // 3)
+    if width == 0 or 3 * side * side != width:
+        raise DataError(f"rows of {width} values are not 3 square colour planes", file=shown)
+    if side > MAX_IMAGE_SIDE:
+        raise DataError(f"images of {side}x{side} pixels: larger than the bound of {MAX_IMAGE_SIDE}", file=shown)
+    return rows
+
+
+def check_labels(labels: Any, count: int, shown: str) -> Any:
+    """A file's labels: a list (or 1-D integer array) of `count` whole numbers from 0, as int64."""
+    import numpy as np
+
+    if isinstance(labels, np.ndarray):
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise DataError(f"the labels are a {labels.ndim}-D array of {labels.dtype}, not a list of integers",
+                            file=shown)  # fmt: skip
+        values = labels
+    elif isinstance(labels, list | tuple):
+        bad = next((v for v in labels if not isinstance(v, int | np.integer) or isinstance(v, bool)), None)
+        if bad is not None:
+            raise DataError(f"a label is {type(bad).__name__} {str(bad)[:40]!r}, not a whole number", file=shown)
+        values = labels
+    else:
+        raise DataError(f"the labels are {type(labels).__name__}, not a list of integers", file=shown)
+    if len(values) != count:
+        raise DataError(f"{count:,} images but {len(values):,} labels", file=shown)
+    try:
+        as_array = np.asarray(values, dtype=np.int64) if len(values) else np.zeros(0, dtype=np.int64)
+    except (OverflowError, ValueError):
+        raise DataError("a label is too large for a class number", file=shown) from None
+    if len(as_array) and (int(as_array.min()) < 0 or int(as_array.max()) >= MAX_CLASSES):
+        raise DataError(
+            f"labels run from {int(as_array.min())} to {int(as_array.max())}: class numbers are 0 to {MAX_CLASSES - 1}",
+            file=shown,
+        )
+    return as_array
+
+
+def check_class_names(names: Any, shown: str) -> list[str]:
+    if not isinstance(names, list | tuple) or not names or len(names) > MAX_CLASSES:
+        raise DataError(f"the class names are not a list of 1 to {MAX_CLASSES:,} names", file=shown)
+    classes = []
+    for name in names:
+        if isinstance(name, bytes):
+            try:
+                name = name.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DataError(f"a class name is not UTF-8: {name[:40]!r}", file=shown) from None
+        if not isinstance(name, str) or len(name) > 1000:
+            raise DataError(f"a class name is {type(name).__name__}, not a short text", file=shown)
+        classes.append(name)
+    return classes
 
 
 @dataclass
@@ -133,18 +248,36 @@ def _member_reader(path: Path, dataset: str):
                 file=str(path),
                 hint=f"download the python version from {CIFAR_URL}; resdsl never downloads",
             )
-    if not path.is_file():
+    if not path.exists():
         raise DataError("no such file or folder", file=str(path))
+    if not path.is_file():
+        raise DataError(f"not a regular file or folder ({_kind(path)})", file=str(path))
     # Read the few members at once: the archive is small enough, and no file is left open.
+    # Every size is checked before it is read (a member's header could claim terabytes,
+    # and skipping a member of a compressed archive means decompressing it).
     try:
         with tarfile.open(path, "r:*") as archive:
-            contents = {}
-            for member in archive.getmembers():
+            contents, seen, total = {}, 0, 0
+            while (member := archive.next()) is not None:
+                seen += 1
+                total += max(member.size, 0)
+                if seen > MAX_ARCHIVE_MEMBERS or total > MAX_ARCHIVE_BYTES:
+                    raise DataError(
+                        f"the archive holds more than {MAX_ARCHIVE_MEMBERS:,} members or {MAX_ARCHIVE_BYTES:,} bytes",
+                        file=str(path),
+                        hint="CIFAR's archives hold 8 files of under 200 MB; see docs/training.md, Bounds",
+                    )
                 name = Path(member.name).name
-                handle = archive.extractfile(member) if member.isfile() else None
-                if handle is not None and name in wanted:
-                    contents[name] = handle.read()
-    except (tarfile.TarError, OSError, EOFError) as error:
+                if member.isfile() and name in wanted:
+                    if member.size > MAX_CIFAR_FILE_BYTES:
+                        raise DataError(
+                            f"the member '{name}' is larger than the limit of {MAX_CIFAR_FILE_BYTES:,} bytes",
+                            file=str(path),
+                        )
+                    handle = archive.extractfile(member)
+                    if handle is not None:
+                        contents[name] = handle.read()
+    except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError) as error:
         raise DataError(f"not a readable tar archive: {error}", file=str(path)) from None
 
     def read(name: str) -> bytes:
@@ -156,9 +289,24 @@ def _member_reader(path: Path, dataset: str):
 
 
 def _read_file(path: Path) -> bytes:
-    if not path.is_file():
+    if not path.exists():
         raise DataError("missing CIFAR file", file=str(path))
-    return path.read_bytes()
+    try:
+        data = read_regular_file(path, MAX_CIFAR_FILE_BYTES)
+    except NotRegularFile as error:
+        raise DataError(f"this CIFAR file is {error.kind}, not a regular file", file=str(path)) from None
+    except OSError as error:
+        raise DataError(f"cannot read this CIFAR file: {error.strerror or error}", file=str(path)) from None
+    if len(data) > MAX_CIFAR_FILE_BYTES:
+        raise DataError(f"larger than the limit of {MAX_CIFAR_FILE_BYTES:,} bytes for a CIFAR file", file=str(path))
+    return data
+
+
+def _kind(path: Path) -> str:
+    try:
+        return kind_of(path.stat().st_mode)
+    except OSError as error:
+        return error.strerror or "unreadable"
 
 
 def read_cifar(path: str | Path, dataset: str) -> CifarArrays:
@@ -171,42 +319,62 @@ def read_cifar(path: str | Path, dataset: str) -> CifarArrays:
     def split(names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         parts, labels = [], []
         for name in names:
-            content = _unpickle(read(name), f"{path}: {name}")
+            shown = f"{path}: {name}"
+            content = _unpickle(read(name), shown)
             if b"data" not in content or label_key not in content:
                 raise DataError(
                     f"'{name}' lacks the keys b'data' and {label_key!r}", file=str(path), hint=f"see {CIFAR_URL}"
                 )
-            rows = np.asarray(content.pop(b"data"))
-            if rows.dtype != np.uint8 or rows.ndim != 2 or len(rows) != len(content[label_key]):
-                raise DataError(f"'{name}': expected N rows of uint8 pixels and N labels", file=str(path))
+            rows = check_rows(content.pop(b"data"), shown)
+            file_labels = check_labels(content[label_key], len(rows), shown)
+            if known_classes is not None and len(file_labels) and int(file_labels.max()) >= len(known_classes):
+                raise DataError(
+                    f"a label is {int(file_labels.max())}, but there are {len(known_classes)} classes (labels 0 "
+                    f"to {len(known_classes) - 1})",
+                    file=shown,
+                )
             if parts and rows.shape[1] != parts[0].shape[1]:
                 raise DataError(f"'{name}': its images differ in size from the other files'", file=str(path))
             parts.append(rows)
-            labels.extend(int(label) for label in content[label_key])
+            labels.append(file_labels)
         width = parts[0].shape[1]
         side = math.isqrt(width // 3)
         if 3 * side * side != width:
             raise DataError(f"rows of {width} values are not 3 square colour planes", file=str(path))
+        count = sum(len(rows) for rows in parts)
+        if count == 0:
+            raise DataError(f"{', '.join(names)}: no images", file=str(path))
         # A row holds the red plane, then green, then blue, each row-major: N x 3 x H x W as it lies.
         # Each file's rows are copied into one tensor and dropped at once: the untouched pages of
         # torch.empty take no memory, so loading never holds two copies of the data set.
-        images = torch.empty((len(labels), 3, side, side), dtype=torch.uint8)
+        images = torch.empty((count, 3, side, side), dtype=torch.uint8)
         target, start = images.numpy(), 0
         for index, rows in enumerate(parts):
             target[start : start + len(rows)] = rows.reshape(-1, 3, side, side)
             start += len(rows)
             parts[index] = None
-        return images, torch.tensor(labels, dtype=torch.int64)
+        return images, torch.from_numpy(np.concatenate(labels))
 
+    try:
+        meta = _unpickle(read(meta_name), f"{path}: {meta_name}")
+    except DataError:
+        meta = {}
+    known_classes = check_class_names(meta[names_key], f"{path}: {meta_name}") if names_key in meta else None
     train_images, train_labels = split(train_names)
     test_images, test_labels = split([test_name])
     if train_images.shape[1:] != test_images.shape[1:]:
         raise DataError("the training and test images differ in size", file=str(path))
-    try:
-        meta = _unpickle(read(meta_name), f"{path}: {meta_name}")
-        classes = [n.decode() if isinstance(n, bytes) else str(n) for n in meta[names_key]]
-    except (DataError, KeyError):
-        classes = [str(i) for i in range(int(train_labels.max()) + 1)]
+    if known_classes is not None:
+        classes = known_classes
+    else:
+        classes = [str(i) for i in range(int(max(train_labels.max(), test_labels.max())) + 1)]
+    for labels, which in ((train_labels, "training"), (test_labels, "test")):
+        if int(labels.max()) >= len(classes):
+            raise DataError(
+                f"a {which} label is {int(labels.max())}, but there are {len(classes)} classes (labels 0 to "
+                f"{len(classes) - 1})",
+                file=str(path),
+            )
     return CifarArrays(train_images, train_labels, test_images, test_labels, classes)
 
 
@@ -355,6 +523,11 @@ class CifarData(TrainingData):
         self.local_batch = batch_size // world
         count = len(arrays.train_images)
         held = round(count * holdout)
+        if held >= count:
+            raise DataError(
+                f"'holdout' {holdout:g} of {count:,} training images leaves none to train on",
+                hint="lower 'holdout' (0.1 holds out a tenth)",
+            )
         split_order = torch.randperm(count, generator=torch.Generator().manual_seed(mix(seed, -1)))
         train_index, val_index = split_order[held:].sort().values, split_order[:held].sort().values
         if held:
@@ -436,6 +609,75 @@ class _Stack:
         return torch.stack(crops)
 
 
+#: Bounds on an image folder's images (docs/training.md, "Bounds").
+MAX_IMAGE_FILE_BYTES = 64 << 20
+MAX_IMAGE_PIXELS = 50_000_000  # 7,000 x 7,000: ImageNet's largest is under 10 megapixels
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def _image_folder(datasets: Any, folder: Path) -> Any:
+    """torchvision's ImageFolder over regular image files only, read through :func:`load_image`."""
+
+    def is_image(name: str) -> bool:
+        if not name.lower().endswith(_IMAGE_SUFFIXES):
+            return False
+        try:
+            return stat.S_ISREG(os.stat(name).st_mode)  # a FIFO named x.jpg would block the reader
+        except OSError:
+            return False
+
+    try:
+        found = datasets.ImageFolder(str(folder), loader=load_image, is_valid_file=is_image)
+    except (FileNotFoundError, OSError) as error:  # an empty class folder, no class folders
+        raise DataError(f"cannot use this image folder: {error}", file=str(folder)) from None
+    if not len(found):
+        raise DataError("no images in this folder", file=str(folder))
+    return found
+
+
+def load_image(path: str) -> Any:
+    """An RGB image, read from a regular file within the bounds; DataError naming the file otherwise."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        data = read_regular_file(path, MAX_IMAGE_FILE_BYTES)
+    except NotRegularFile as error:
+        raise DataError(f"this image is {error.kind}, not a regular file", file=path) from None
+    except OSError as error:
+        raise DataError(f"cannot read this image: {error.strerror or error}", file=path) from None
+    if len(data) > MAX_IMAGE_FILE_BYTES:
+        raise DataError(f"this image is larger than the limit of {MAX_IMAGE_FILE_BYTES:,} bytes", file=path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise DataError(
+                    f"this image is {width}x{height} pixels, more than the bound of {MAX_IMAGE_PIXELS:,}", file=path
+                )
+            return image.convert("RGB")
+    except DataError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+        raise DataError(f"cannot decode this image: {str(error)[:200]}", file=path) from None
+
+
+def _reported(loader: Iterable[Any]) -> Iterator[Any]:
+    """A loader's batches; an image's DataError raised in a worker process comes out as the worker's message only.
+
+    (DataLoader re-raises a worker's exception with the worker's traceback in its message.)
+    """
+    try:
+        yield from loader
+    except DataError as error:
+        if "Traceback" not in error.message:
+            raise
+        raise DataError(error.message.rsplit("DataError: ", 1)[-1].strip()) from None
+
+
 class _SeededSamples(torch.utils.data.Dataset):
     """Items are (index, seed): the transform draws from generators seeded by the sample's seed."""
 
@@ -504,8 +746,8 @@ class FolderData(TrainingData):
         self.workers = recipe["workers"]
         self.color = recipe["color"]
         crop, low, high = recipe["crop_size"], *recipe["scale"]
-        self.train_folder = datasets.ImageFolder(str(root / "train"))
-        self.val_folder = datasets.ImageFolder(str(root / "val"))
+        self.train_folder = _image_folder(datasets, root / "train")
+        self.val_folder = _image_folder(datasets, root / "val")
         if self.train_folder.classes != self.val_folder.classes:
             raise DataError("train/ and val/ have different classes", file=str(root))
         self.classes = self.train_folder.classes
@@ -526,8 +768,8 @@ class FolderData(TrainingData):
             normalizer.to(device) if normalizer else self._estimate_mean(recipe["mean_samples"], recipe["normalize"])
         )
 
-    def _loader(self, dataset: Any, batch_sampler: Any = None, **kwargs: Any) -> torch.utils.data.DataLoader:
-        return torch.utils.data.DataLoader(
+    def _loader(self, dataset: Any, batch_sampler: Any = None, **kwargs: Any) -> Iterator[Any]:
+        loader = torch.utils.data.DataLoader(
             dataset,
             batch_sampler=batch_sampler,
             num_workers=self.workers,
@@ -535,6 +777,7 @@ class FolderData(TrainingData):
             persistent_workers=False,
             **kwargs,
         )
+        return _reported(loader)
 
     def _estimate_mean(self, samples: int, mode: str) -> Normalizer:
         chosen = torch.randperm(self.train_size, generator=torch.Generator().manual_seed(mix(self.seed, -2)))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -34,9 +35,18 @@ import torch.distributed as dist
 from torch import nn
 
 import resdsl
+from resdsl.files import append_file, write_file
 from resdsl.ir import Network
 from resdsl.train.data import Normalizer, TrainingData, open_data
 from resdsl.train.recipes import KEYS, Recipe, RecipeError, to_iterations
+from resdsl.train.runfiles import (
+    EVAL_FIELDS,
+    RESUME_FIELDS,
+    RunError,
+    check_checkpoint,
+    claim_run_folder,
+    read_metrics_rows,
+)
 
 CHECKPOINT_FORMAT = "resdsl-train/1"
 METRICS = (
@@ -56,10 +66,6 @@ METRICS = (
 WARMUP_WINDOW = 50
 #: In a distributed run, how often the processes agree on whether a stop signal arrived.
 STOP_CHECK_EVERY = 10
-
-
-class RunError(RecipeError):
-    """A run folder that cannot be used as asked: a resume whose spec or recipe changed, a missing checkpoint."""
 
 
 # ---------------------------------------------------------------------------
@@ -161,16 +167,8 @@ def start_processes(device_choice: str) -> Processes:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file beside `path`, flushed to disk, then renamed over it."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    """torch.save to a fresh temporary file beside `path`, flushed to disk, then renamed over it (resdsl.files)."""
+    write_file(path, lambda handle: torch.save(obj, handle))
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -183,6 +181,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         raise RunError(f"cannot read the checkpoint: {type(error).__name__}: {error}", file=str(path)) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise RunError(f"not a resdsl training checkpoint (format {CHECKPOINT_FORMAT})", file=str(path))
+    check_checkpoint(state, path, EVAL_FIELDS)
     return state
 
 
@@ -228,22 +227,25 @@ def versions() -> dict[str, str]:
 
 
 class MetricsFile:
-    """metrics.csv: a row per evaluation; on resume, rows after the checkpoint are dropped."""
+    """metrics.csv: a row per evaluation; on resume, rows after the checkpoint are dropped.
+
+    The kept rows are written to a new file renamed over the old one (a full disk
+    loses nothing); rows are then appended, never through a link.
+    """
 
     def __init__(self, path: Path, keep_until: int | None) -> None:
         self.path = path
-        rows: list[dict[str, str]] = []
-        if keep_until is not None and path.is_file():
-            with open(path, newline="") as handle:
-                rows = [row for row in csv.DictReader(handle) if int(row["iteration"]) <= keep_until]
-        with open(path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, METRICS)
-            writer.writeheader()
-            writer.writerows(rows)
+        rows = read_metrics_rows(path, keep_until, METRICS) if keep_until is not None else []
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, METRICS)
+        writer.writeheader()
+        writer.writerows(rows)
+        write_file(path, buffer.getvalue())
 
     def append(self, row: dict[str, Any]) -> None:
-        with open(self.path, "a", newline="") as handle:
-            csv.DictWriter(handle, METRICS).writerow({k: _cell(row.get(k)) for k in METRICS})
+        buffer = io.StringIO(newline="")
+        csv.DictWriter(buffer, METRICS).writerow({k: _cell(row.get(k)) for k in METRICS})
+        append_file(self.path, buffer.getvalue())
 
 
 def _cell(value: Any) -> str:
@@ -408,7 +410,15 @@ class Trainer:
         self.best: dict[str, Any] = {"error": None, "iteration": None, "split": self.data.splits[0]}
         self._reset_window()
         if saved is not None:
-            self._restore(saved)
+            try:
+                self._restore(saved)
+            except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as error:
+                # The structure was checked (runfiles.check_checkpoint); what is left is a state that
+                # does not fit this model: tensors of other shapes, another optimizer's groups.
+                reason = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+                raise RunError(
+                    f"the checkpoint does not fit this run: {reason}", file=str(self.out / "checkpoint.pt")
+                ) from None
         stepped: nn.Module = model
         if processes.distributed:
             stepped = nn.parallel.DistributedDataParallel(
@@ -418,9 +428,20 @@ class Trainer:
             stepped = torch.compile(stepped)
         self.stepped = stepped
         if processes.main:
-            self.out.mkdir(parents=True, exist_ok=True)
+            self._claim_folder()
             self._write_recipe_file()
             self.metrics = MetricsFile(self.out / "metrics.csv", self.iteration if saved else None)
+
+    _folder_lock: Any = None
+
+    def _claim_folder(self) -> None:
+        """Lock the run folder for this run (a second run on it gets an error) and check its files are safe to write."""
+        self._folder_lock = claim_run_folder(self.out, resume=self.options.resume)
+
+    def release_folder(self) -> None:
+        if self._folder_lock is not None:
+            self._folder_lock.release()
+            self._folder_lock = None
 
     def _parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
         if not self.recipe["no_bias_decay"]:
@@ -452,6 +473,7 @@ class Trainer:
         path = self.out / "checkpoint.pt"
         saved = read_checkpoint(path) if self.processes.main else None
         saved = self.processes.broadcast(saved)
+        check_checkpoint(saved, path, (*EVAL_FIELDS, *RESUME_FIELDS))
         self._check_resume(saved, path)
         return saved
 
@@ -562,9 +584,7 @@ class Trainer:
             "versions": versions(),
         }
         text = yaml.safe_dump(record, sort_keys=False, allow_unicode=True)
-        temporary = self.out / ".recipe.yaml.tmp"
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, self.out / "recipe.yaml")
+        write_file(self.out / "recipe.yaml", text)
 
     # -- running ----------------------------------------------------------------
 

@@ -7,14 +7,16 @@ canvas, never pyplot, so that plotting changes no global state of the caller.
 
 from __future__ import annotations
 
-import csv
+import math
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from resdsl.files import check_target, make_folder, write_file
 from resdsl.train.recipes import RecipeError
+from resdsl.train.runfiles import MAX_RECORD_BYTES, metrics_table, read_text
 
 
 class PlotError(RecipeError):
@@ -23,24 +25,61 @@ class PlotError(RecipeError):
 
 def read_metrics(run: Path) -> dict[str, list[float | None]]:
     path = run / "metrics.csv" if run.is_dir() else run
-    if not path.is_file():
+    if not path.exists():
         raise PlotError("no metrics.csv here", file=str(run), hint="give the folder of a `resdsl train` run")
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        rows = list(reader)
-        fields = reader.fieldnames or []
+    fields, rows = metrics_table(path, PlotError)
     missing = [name for name in ("iteration", "train_error", "test_error") if name not in fields]
     if missing:
         raise PlotError(f"metrics.csv lacks the columns {', '.join(missing)}", file=str(path))
-    columns: dict[str, list[float | None]] = {name: [] for name in fields}
+    columns: dict[str, list[float | None]] = {name: [] for name in PLOTTED}
     for number, row in enumerate(rows, start=2):
-        for name in fields:
-            text = row.get(name) or ""
+        for name in PLOTTED:
+            text = (row.get(name) or "").strip()
+            if not text:
+                columns[name].append(None)
+                continue
             try:
-                columns[name].append(float(text) if text else None)
+                value = float(text) if len(text) <= 40 else math.nan
             except ValueError:
-                raise PlotError(f"line {number}: '{name}' is not a number: {text!r}", file=str(path)) from None
+                value = math.nan
+            if not math.isfinite(value):
+                raise PlotError(f"line {number}: '{name}' is not a finite number: {text[:40]!r}", file=str(path))
+            columns[name].append(value)
     return columns
+
+
+#: The columns of metrics.csv a plot reads.
+PLOTTED = ("iteration", "train_error", "test_error")
+#: The figure formats, by -o's extension.
+FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
+#: Pixels per inch a figure may be drawn at (the figure is 6 x 4.5 inches).
+DPI_RANGE = (10, 1000)
+
+
+def figure_format(output: Path) -> str:
+    suffix = output.suffix.lower()
+    if suffix not in FORMATS:
+        raise PlotError(
+            f"cannot tell the figure's format from {output.name!r}",
+            file=str(output),
+            hint=f"end -o with one of {', '.join(FORMATS)}",
+        )
+    return FORMATS[suffix]
+
+
+def check_plot_options(ylim: tuple[float, float] | None, dpi: int) -> None:
+    if ylim is not None:
+        low, high = ylim
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise PlotError(f"--ylim {low:g} {high:g}: give two finite numbers, the lower first")
+    low_dpi, high_dpi = DPI_RANGE
+    if not low_dpi <= dpi <= high_dpi:
+        raise PlotError(f"--dpi {dpi}: must be between {low_dpi} and {high_dpi}")
+
+
+def plain_text(text: str) -> str:
+    """Text shown as written: matplotlib reads $...$ as mathematics (and fails on a bad formula)."""
+    return text.replace("$", "\\$")
 
 
 def paper_label(name: str) -> str:
@@ -54,13 +93,11 @@ def paper_label(name: str) -> str:
 
 def run_label(run: Path) -> str:
     record = run / "recipe.yaml"
-    if record.is_file():
-        try:
-            content = yaml.safe_load(record.read_text(encoding="utf-8"))
-            return paper_label(str(content["spec"]["name"]))
-        except (yaml.YAMLError, KeyError, TypeError, OSError, UnicodeDecodeError):
-            pass
-    return run.name
+    try:
+        content = yaml.safe_load(read_text(record, MAX_RECORD_BYTES, "recipe.yaml", PlotError))
+        return paper_label(str(content["spec"]["name"]))
+    except (PlotError, yaml.YAMLError, KeyError, TypeError, IndexError, RecursionError, OSError):
+        return run.name
 
 
 def figure(
@@ -82,6 +119,7 @@ def figure(
             points = [(x, y) for x, y in zip(iterations, columns[name]) if y is not None]
             if points:
                 xs, ys = zip(*points)
+                shown = plain_text(shown) if shown is not None else None
                 axes.plot(xs, ys, linestyle=style, linewidth=width, color=colour, label=shown)
                 highest = max(highest, max(ys))
     axes.set_xlabel("iter. (1e4)")
@@ -93,7 +131,7 @@ def figure(
     axes.set_xlim(left=0)
     axes.grid(True, alpha=0.3)
     if title:
-        axes.set_title(title)
+        axes.set_title(plain_text(title))
     axes.legend(title="dashed: training, bold: test", fontsize="small", title_fontsize="small")
     fig.tight_layout()
     return fig
@@ -111,6 +149,8 @@ def plot_runs(
     """Read each run's metrics.csv, draw them overlaid, save to `output` (format by extension)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    check_plot_options(ylim, dpi)
+    figure_format(output)
     labels = list(labels or [])
     runs = []
     for index, run in enumerate(run_dirs):
@@ -118,6 +158,7 @@ def plot_runs(
         runs.append((label, read_metrics(run)))
     fig = figure(runs, ylim=ylim, title=title)
     FigureCanvasAgg(fig)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=dpi)
+    check_target(output)
+    make_folder(output.parent)
+    write_file(output, lambda handle: fig.savefig(handle, dpi=dpi, format=figure_format(output)))
     return fig

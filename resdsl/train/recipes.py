@@ -41,12 +41,21 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _int(minimum: int | None = None) -> Callable[[Any], int]:
+#: Bounds on a recipe (docs/training.md, "Bounds"): the file, a --set value, YAML nesting, any whole number.
+MAX_RECIPE_BYTES = 256 << 10
+MAX_OVERRIDE_CHARS = 4096
+MAX_RECIPE_DEPTH = 16
+MAX_WHOLE = 1 << 40
+
+
+def _int(minimum: int | None = None, maximum: int = MAX_WHOLE) -> Callable[[Any], int]:
     def check(value: Any) -> int:
         if not _is_int(value):
             raise ValueError("a whole number")
         if minimum is not None and value < minimum:
             raise ValueError(f"a whole number of at least {minimum}")
+        if value > maximum:
+            raise ValueError(f"a whole number of at most {maximum:,}")
         return value
 
     return check
@@ -96,12 +105,12 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return check
 
 
-_EPOCHS = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:epochs?|ep)\s*$")
+_EPOCHS = re.compile(r"^\s*(\d{1,9}(?:\.\d{0,9})?|\.\d{1,9})\s*(?:epochs?|ep)\s*$")
 
 
 def _duration(value: Any) -> int | str:
     """A duration: a whole number of iterations, or 'N epochs'."""
-    if _is_int(value) and value >= 0:
+    if _is_int(value) and 0 <= value <= MAX_WHOLE:
         return value
     if isinstance(value, str) and _EPOCHS.match(value):
         return value.strip()
@@ -115,19 +124,21 @@ def _durations(value: Any) -> list[int | str]:
         return [_duration(item) for item in value]
     except ValueError:
         raise ValueError("a list of durations, such as [32000, 48000] or ['30 epochs', '60 epochs']") from None
+    if len(value) > 1000:
+        raise ValueError("a list of at most 1,000 durations")
 
 
 def _int_pair(value: Any) -> list[int]:
-    if not (isinstance(value, list) and len(value) == 2 and all(_is_int(v) and v > 0 for v in value)):
-        raise ValueError("a list of two positive whole numbers [low, high]")
+    if not (isinstance(value, list) and len(value) == 2 and all(_is_int(v) and 0 < v <= 4096 for v in value)):
+        raise ValueError("a list of two whole numbers from 1 to 4,096 [low, high]")
     if value[0] > value[1]:
         raise ValueError("a list [low, high] with low <= high")
     return list(value)
 
 
 def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError("a string")
+    if not isinstance(value, str) or len(value) > 10_000:
+        raise ValueError("a string (of at most 10,000 characters)")
     return value
 
 
@@ -189,9 +200,9 @@ KEYS: dict[str, Key] = {
         ),
         _key(
             "batch_size",
-            "whole number >= 1",
+            "whole number, 1 to 65536",
             128,
-            _int(1),
+            _int(1, 1 << 16),
             "The global mini-batch: split evenly over the processes of a distributed run.",
         ),
         _key("lr", "number >= 0", 0.1, _float(0.0), "The learning rate (for the global batch)."),
@@ -262,13 +273,15 @@ KEYS: dict[str, Key] = {
         ),
         _key(
             "seed",
-            "whole number >= 0",
+            "whole number, 0 to 2**63 - 1",
             0,
-            _int(0),
+            _int(0, (1 << 63) - 1),
             "Seeds the initialisation, the split, the data order and the augmentation.",
         ),
         # Augmentation and input.
-        _key("pad", "whole number >= 0", 4, _int(0), "CIFAR: zero padding on each side before the random crop."),
+        _key(
+            "pad", "whole number, 0 to 64", 4, _int(0, 64), "CIFAR: zero padding on each side before the random crop."
+        ),
         _key("flip", "boolean", True, _bool, "A random horizontal flip."),
         _key(
             "normalize",
@@ -287,13 +300,17 @@ KEYS: dict[str, Key] = {
         ),
         _key(
             "crop_size",
-            "whole number >= 1",
+            "whole number, 1 to 1024",
             224,
-            _int(1),
+            _int(1, 1024),
             "Image folders: the side of the random (training) and centre (test) crop.",
         ),
         _key(
-            "test_resize", "whole number >= 1", 256, _int(1), "Image folders: the shorter side before the test crops."
+            "test_resize",
+            "whole number, 1 to 4096",
+            256,
+            _int(1, 4096),
+            "Image folders: the shorter side before the test crops.",
         ),
         _key(
             "color",
@@ -305,16 +322,16 @@ KEYS: dict[str, Key] = {
         ),
         _key(
             "mean_samples",
-            "whole number >= 1",
+            "whole number, 1 to 10^7",
             10000,
-            _int(1),
+            _int(1, 10_000_000),
             "Image folders: how many training images (centre crops) estimate the per-pixel mean.",
         ),
         _key(
             "workers",
-            "whole number >= 0",
+            "whole number, 0 to 256",
             8,
-            _int(0),
+            _int(0, 256),
             "Image folders: data-loading processes per training process.",
             resume_safe=True,
         ),
@@ -337,9 +354,9 @@ KEYS: dict[str, Key] = {
         ),
         _key(
             "eval_batch_size",
-            "whole number >= 1",
+            "whole number, 1 to 65536",
             1000,
-            _int(1),
+            _int(1, 1 << 16),
             "The batch size for evaluation, per process.",
             resume_safe=True,
         ),
@@ -437,10 +454,14 @@ def shipped_recipes() -> list[str]:
 
 def find_recipe(recipe: str) -> Path:
     path = Path(recipe)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
+    try:
+        exists = path.exists()
+    except OSError as error:  # a name too long for the OS
+        raise RecipeError(f"cannot read the recipe: {error.strerror or error}", file=recipe[:300]) from None
+    if path.suffix in (".yaml", ".yml") or exists:
+        if not exists:
             raise RecipeError(f"no recipe file '{recipe}'", file=recipe)
-        return path
+        return path  # read_text refuses what is not a regular file, by its kind
     shipped = RECIPES_DIR / f"{recipe}.yaml"
     if shipped.is_file():
         return shipped
@@ -451,11 +472,10 @@ def find_recipe(recipe: str) -> Path:
 
 def load_recipe(recipe: str, overrides: list[str] = ()) -> Recipe:
     """The recipe by name or path, with each ``--set KEY=VALUE`` applied in order."""
+    from resdsl.train.runfiles import read_text
+
     path = find_recipe(recipe)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise RecipeError(f"cannot read the recipe: {error}", file=str(path)) from None
+    text = read_text(path, MAX_RECIPE_BYTES, "the recipe", RecipeError)
     shown = path.stem if path.parent == RECIPES_DIR else str(path)
     result = parse_recipe(text, shown, name=path.stem)
     for override in overrides:
@@ -477,8 +497,12 @@ def recipe_from_values(values: Mapping[str, Any], name: str, origin: str) -> Rec
 
 def parse_recipe(text: str, path: str, name: str = "recipe") -> Recipe:
     source = Source(path, text)
+    if len(text) > MAX_RECIPE_BYTES:
+        raise RecipeError(f"the recipe is larger than the limit of {MAX_RECIPE_BYTES:,} bytes", file=path)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise RecipeError(f"the recipe nests deeper than {MAX_RECIPE_DEPTH} levels", file=path) from None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         pos = _mark_pos(source, mark, mark) if mark else None
@@ -489,6 +513,7 @@ def parse_recipe(text: str, path: str, name: str = "recipe") -> Recipe:
     result = Recipe(name, defaults(), {}, path)
     if root is None:
         return result
+    _check_depth(root, source)
     if not isinstance(root, yaml.MappingNode):
         raise RecipeError(
             "a recipe is a mapping of keys to values", _node_pos(source, root), "write one 'key: value' per line"
@@ -508,8 +533,9 @@ def parse_recipe(text: str, path: str, name: str = "recipe") -> Recipe:
         value_pos = _node_pos(source, value_node)
         try:
             value = constructor.construct_object(value_node, deep=True)
-        except yaml.YAMLError as error:
-            raise RecipeError(f"cannot read the value of '{key}': {error}", value_pos) from None
+        except (yaml.YAMLError, ValueError, OverflowError, RecursionError) as error:
+            # ValueError: an integer of more than 4,300 digits; the message would quote it.
+            raise RecipeError(f"cannot read the value of '{key}': {str(error)[:200]}", value_pos) from None
         result.values[key] = _checked(key, value, value_pos, path)
         result.positions[key] = value_pos
     return result
@@ -526,13 +552,20 @@ def apply_override(recipe: Recipe, override: str) -> None:
         )
     key_pos = Pos(source, 1, 1, 1, len(key) + 1)
     if key not in KEYS:
-        raise _unknown_key(key, key_pos, "--set")
+        raise _unknown_key(key[:100], key_pos, "--set")
+    if len(override) > MAX_OVERRIDE_CHARS:
+        raise RecipeError(f"--set {key}: the value is longer than {MAX_OVERRIDE_CHARS:,} characters", key_pos)
     value_column = len(override) - len(text) + 1
     value_pos = Pos(source, 1, value_column, 1, len(override) + 1)
     try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError as error:
-        raise RecipeError(f"--set {key}: the value is not valid YAML: {error}", value_pos) from None
+        node = yaml.compose(text, Loader=yaml.SafeLoader) if text.strip() else None
+        if node is not None:
+            _check_depth(node, source)
+        value = yaml.SafeLoader("").construct_object(node, deep=True) if node is not None else None
+    except RecursionError:
+        raise RecipeError(f"--set {key}: the value nests deeper than {MAX_RECIPE_DEPTH} levels", value_pos) from None
+    except (yaml.YAMLError, ValueError, OverflowError) as error:
+        raise RecipeError(f"--set {key}: the value is not valid YAML: {str(error)[:200]}", value_pos) from None
     recipe.values[key] = _checked(key, value, value_pos, "--set")
     recipe.positions[key] = value_pos
 
@@ -565,6 +598,19 @@ def _checked(key: str, value: Any, pos: Pos | None, origin: str) -> Any:
             f"'{key}': {KEYS[key].doc[0].lower()}{KEYS[key].doc[1:]}",
             file=None if pos else origin,
         ) from None
+
+
+def _check_depth(root: yaml.Node, source: Source) -> None:
+    """Refuse YAML nested deeper than MAX_RECIPE_DEPTH (no recipe value nests more than two levels)."""
+    stack = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_RECIPE_DEPTH:
+            raise RecipeError(f"the recipe nests deeper than {MAX_RECIPE_DEPTH} levels", _node_pos(source, node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((child, depth + 1) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend((part, depth + 1) for pair in node.value for part in pair)
 
 
 def _unknown_key(key: str, pos: Pos | None, origin: str) -> RecipeError:
