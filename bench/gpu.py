@@ -469,6 +469,8 @@ def rows(plan: Plan) -> list[Row]:
     torch.manual_seed(0)
     if plan.device == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes, as in a training run; both sides alike
+    else:
+        torch.set_flush_denormal(True)  # as bench/torch_runtime.py: drifting weights must not hit slow denormals
     out: list[Row] = []
     with tempfile.TemporaryDirectory() as folder:
         data = write_cifar_sized(Path(folder), plan.train_images, plan.test_images)

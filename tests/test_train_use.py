@@ -200,3 +200,21 @@ def test_plot_takes_labels_after_one_flag_and_picks_the_x_unit(runs: Path, tmp_p
     assert iteration_unit(3000) == (1000.0, "iter. (1e3)")
     assert iteration_unit(64000) == (10000.0, "iter. (1e4)")
     assert iteration_unit(450450) == (100000.0, "iter. (1e5)")
+
+
+def test_pt2_and_safetensors_exports_record_the_normalisation(runs: Path, cli):
+    saved = torch.load(runs / "tiny" / "best.pt", weights_only=True)
+    status, out, _ = cli("build", "tiny.res", "--weights", "tiny/best.pt", "-o", "tiny.pt2", cwd=runs)
+    assert status == 0 and "recorded in tiny.pt2's metadata" in out
+    extra = {"resdsl.input_normalization": ""}
+    torch.export.load(str(runs / "tiny.pt2"), extra_files=extra)
+    record = json.loads(extra["resdsl.input_normalization"])
+    assert torch.equal(torch.tensor(record["shift"]), saved["normalizer"]["shift"].float())
+    status, out, _ = cli("build", "tiny.res", "--weights", "tiny/best.pt", "-o", "tiny.pt", cwd=runs)
+    assert status == 0 and "a .pt state dict cannot record it" in out
+    safetensors = pytest.importorskip("safetensors", reason="the .safetensors export needs safetensors (test extra)")
+    status, out, _ = cli("build", "tiny.res", "--weights", "tiny/best.pt", "-o", "tiny.safetensors", cwd=runs)
+    assert status == 0
+    with safetensors.safe_open(str(runs / "tiny.safetensors"), "pt") as handle:
+        record = json.loads(handle.metadata()["resdsl.input_normalization"])
+    assert record["scale"] == pytest.approx([1 / 255] * 3)
