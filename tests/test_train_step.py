@@ -94,6 +94,21 @@ def test_optimizer_kernels_train_as_foreach(workspace: Path, kernels: str):
     _assert_close(_state(reference), _state(other), 1e-5)
 
 
+def test_a_resumed_run_steps_with_its_own_kernels_not_the_checkpoints(workspace: Path):
+    """Loading an optimizer's state replaces its groups' flags with the saved run's: they are set again."""
+    recipe = parse_recipe(BASE + "optimizer_kernels: for_loop\n", "r.yaml")
+    first = Trainer(RunOptions(spec="tiny.res", data="data", recipe=recipe, out=workspace / "run"), Processes())
+    assert first.run() == 0
+    saved = torch.load(workspace / "run" / "checkpoint.pt", weights_only=True)["optimizer"]["param_groups"][0]
+    assert (saved["fused"], saved["foreach"]) == (False, False)
+    recipe = parse_recipe(BASE.replace("iterations: 12", "iterations: 14") + "optimizer_kernels: fused\n", "r.yaml")
+    options = RunOptions(spec="tiny.res", data="data", recipe=recipe, out=workspace / "run", resume=True)
+    resumed = Trainer(options, Processes())
+    resumed.setup()
+    assert resumed.iteration == 12
+    assert all((group["fused"], group["foreach"]) == (True, False) for group in resumed.optimizer.param_groups)
+
+
 def test_a_compiled_step_trains_as_the_eager_step(workspace: Path):
     eager = _trainer(workspace, "", "eager")
     compiled = _trainer(workspace, "compile: true\n", "compiled")

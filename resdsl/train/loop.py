@@ -46,6 +46,7 @@ from resdsl.train.step import (
     resolve_speed,
     set_lr,
     tensor_lr,
+    use_kernels,
 )
 
 CHECKPOINT_FORMAT = "resdsl-train/1"
@@ -421,7 +422,9 @@ class Trainer:
         self._reset_window()
         if saved is not None:
             self._restore(saved)
-            # The learning rate as this run's step reads it (the checkpoint may come from a run without the graph).
+            # The kernels and learning rate as this run's step uses them: the checkpoint's optimizer state
+            # carries those of the run that saved it (perhaps on another device, or without the graph).
+            use_kernels(self.optimizer, speed.optimizer_kernels)
             if speed.cuda_graph:
                 tensor_lr(self.optimizer, device)
             else:

@@ -95,16 +95,33 @@ def resolve_speed(recipe: Any, device: torch.device, world: int) -> Speed:
 
 def make_optimizer(parameter_groups: list[dict[str, Any]], recipe: Any, speed: Speed, lr: float, device: torch.device):
     """The paper's SGD with the chosen kernels; under a CUDA graph the learning rate is a tensor on the device."""
-    kernels = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for_loop": {"foreach": False}}
-    optimizer = torch.optim.SGD(
+    fused, foreach = KERNEL_FLAGS[speed.optimizer_kernels]
+    return torch.optim.SGD(
         parameter_groups,
         lr=torch.tensor(lr, device=device) if speed.cuda_graph else lr,
         momentum=recipe["momentum"],
         nesterov=recipe["nesterov"] and recipe["momentum"] > 0,
         weight_decay=recipe["weight_decay"],
-        **kernels[speed.optimizer_kernels],
+        fused=fused,
+        foreach=foreach,
     )
-    return optimizer
+
+
+KERNEL_FLAGS = {"fused": (True, False), "foreach": (False, True), "for_loop": (False, False)}
+
+
+def use_kernels(optimizer: torch.optim.Optimizer, kernels: str) -> None:
+    """Every group's `fused` and `foreach` flags as `kernels` says.
+
+    A checkpoint's optimizer state carries the flags of the run that saved it, and
+    loading it replaces the groups' settings: a run resumed with other kernels (or
+    under a CUDA graph, which needs the fused kernel) sets them again after the load.
+    """
+    fused, foreach = KERNEL_FLAGS[kernels]
+    for group in optimizer.param_groups:
+        group["fused"], group["foreach"] = fused, foreach
+    if fused:
+        optimizer._need_device_dtype_check_for_fused = True  # as SGD's constructor does for fused=True
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
