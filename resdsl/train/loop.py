@@ -370,6 +370,9 @@ class Trainer:
         if recipe["sync_batchnorm"] and device.type != "cuda" and processes.distributed:
             raise recipe.error("sync_batchnorm", "'sync_batchnorm' needs GPUs (NCCL); this run is on the CPU")
         self.speed = speed = resolve_speed(recipe, device, processes.world)
+        if device.type == "cuda":
+            # The batch's shape never changes: let cuDNN time its algorithms once and keep the fastest.
+            torch.backends.cudnn.benchmark = True
         options = self.options
         self.network = resdsl.compile(options.spec, network=options.network, limits=options.limits, **options.params)
         self.spec = spec_record(self.network, self.options.params)
