@@ -40,6 +40,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -257,14 +258,21 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
-def cifar_rows(plan: Plan, data: Path, clock: Clock) -> list[Row]:
-    from resdsl.train.loop import evaluate
+def guarded(figure: str, measure: Callable[[], list[Row]]) -> list[Row]:
+    """The rows `measure` makes, or one row saying why it failed: GPU minutes are too few to lose them all to one."""
+    try:
+        return measure()
+    except Exception as error:  # a failed section must not end the run
+        first = (str(error).splitlines() or [""])[0][:300]
+        return [Row(figure, f"failed: {type(error).__name__}: {first}")]
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
+
+def cifar_rows(plan: Plan, data: Path, clock: Clock) -> list[Row]:
     rows: list[Row] = []
-    sync = _sync if plan.device == "cuda" else None
-    images = plan.steps * plan.batch
     for spec in plan.specs:
-        n = (int(spec.removeprefix("cifar")) - 2) // 6
         options: dict[str, object] = {}
         for name, added in CONFIGURATIONS:
             options = {**options, **added}
@@ -272,46 +280,50 @@ def cifar_rows(plan: Plan, data: Path, clock: Clock) -> list[Row]:
             if clock.left() < 20:
                 rows.append(Row(figure, "not measured: past the time budget"))
                 continue
-            with tempfile.TemporaryDirectory() as out:
-                trainer = _trainer(spec, data, Path(out), options, plan)
-                torch.manual_seed(0)
-                peer_model = CifarResNet(n).to(plan.device).train()
-                x = torch.randn(plan.batch, 3, 32, 32, device=plan.device)
-                y = torch.randint(0, 10, (plan.batch,), device=plan.device)
-                peer = bare_step(peer_model, options, x, y, plan.capture)
-                position = 0
-
-                def ours(trainer=trainer) -> None:
-                    nonlocal position
-                    trainer.train_steps(position, position + plan.steps)
-                    position += plan.steps
-
-                _reset_peak()
-                result = paired(ours, lambda peer=peer: peer(plan.steps), rounds=plan.rounds, sync=sync)
-                ours_rate, peer_rate = images / result.ours, images / result.reference
-                schedule = SCHEDULE_ITERATIONS * SCHEDULE_BATCH / ours_rate
-                rows.append(
-                    Row(
-                        figure,
-                        f"{ours_rate:,.0f} img/s",
-                        f"{peer_rate:,.0f} img/s",
-                        result.ratio,
-                        "<=1.00",
-                        f"64k iterations: {_minutes(schedule)} training",
-                        result.low,
-                        result.high,
-                    )
-                )
-                if name == CONFIGURATIONS[-1][0]:
-                    rows.extend(_final_rows(spec, trainer, ours_rate, plan, evaluate))
-                del trainer, peer, peer_model
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            last = name == CONFIGURATIONS[-1][0]
+            rows.extend(guarded(figure, partial(_cifar_configuration, spec, figure, options, last, plan, data)))
     return rows
 
 
-def _final_rows(spec: str, trainer, rate: float, plan: Plan, evaluate) -> list[Row]:
-    """Under every option: the schedule's projected wall time, peak memory, host syncs, graph against eager."""
+def _cifar_configuration(
+    spec: str, figure: str, options: dict[str, object], last: bool, plan: Plan, data: Path
+) -> list[Row]:
+    """One network under one configuration: `resdsl train` against the hand-written step, paired."""
+    sync = _sync if plan.device == "cuda" else None
+    images = plan.steps * plan.batch
+    with tempfile.TemporaryDirectory() as out:
+        trainer = _trainer(spec, data, Path(out), options, plan)
+        torch.manual_seed(0)
+        peer_model = CifarResNet((int(spec.removeprefix("cifar")) - 2) // 6).to(plan.device).train()
+        x = torch.randn(plan.batch, 3, 32, 32, device=plan.device)
+        y = torch.randint(0, 10, (plan.batch,), device=plan.device)
+        peer = bare_step(peer_model, options, x, y, plan.capture)
+        position = 0
+
+        def ours() -> None:
+            nonlocal position
+            trainer.train_steps(position, position + plan.steps)
+            position += plan.steps
+
+        _reset_peak()
+        result = paired(ours, lambda: peer(plan.steps), rounds=plan.rounds, sync=sync)
+        ours_rate, peer_rate = images / result.ours, images / result.reference
+        schedule = SCHEDULE_ITERATIONS * SCHEDULE_BATCH / ours_rate
+        unit = f"64k iterations: {_minutes(schedule)} training"
+        failure = getattr(trainer.step, "failure", "")
+        if failure:
+            unit += f"; {failure}"
+        rows = [Row(figure, f"{ours_rate:,.0f} img/s", f"{peer_rate:,.0f} img/s", result.ratio, "<=1.00", unit,
+                    result.low, result.high)]  # fmt: skip
+        if last:
+            rows.extend(_final_rows(spec, trainer, ours_rate))
+        return rows
+
+
+def _final_rows(spec: str, trainer, rate: float) -> list[Row]:
+    """Under every option: the schedule's projected wall time, peak memory, host syncs."""
+    from resdsl.train.loop import evaluate
+
     rows = []
     start = time.perf_counter()
     evaluate(trainer.model, trainer.data.eval_batches("test", 1000), trainer.processes, trainer.autocast, True)
@@ -346,118 +358,133 @@ def graph_check_rows(plan: Plan, data: Path, clock: Clock) -> list[Row]:
     figure = f"cifar20 CUDA-graph step vs eager step: largest weight difference after {plan.check_steps} steps (bf16)"
     if clock.left() < 20:
         return [Row(figure, "not measured: past the time budget")]
+    return guarded(figure, partial(_graph_check, figure, plan, data))
+
+
+def _graph_check(figure: str, plan: Plan, data: Path) -> list[Row]:
     options = {"amp": "bf16", "channels_last": True, "optimizer_kernels": "fused"}
-    states = []
+    states, failure = [], ""
     for graph in (False, True):
         with tempfile.TemporaryDirectory() as out:
             trainer = _trainer("cifar20", data, Path(out), {**options, "cuda_graph": graph}, plan)
             trainer.train_steps(0, plan.check_steps)
             _sync()
             states.append({k: v.detach().double().cpu() for k, v in trainer.model.state_dict().items()})
-            captured = getattr(trainer.step, "graph", None) is not None
+            failure = getattr(trainer.step, "failure", "") or failure
     worst = max(
         ((states[0][k] - states[1][k]).abs().max() / (1 + states[0][k].abs().max())).item()
         for k in states[0]
         if states[0][k].is_floating_point()
     )
-    shown = f"{worst:.2e}" + ("" if captured else " (not captured: CPU)")
+    shown = f"{worst:.2e}" + ("" if plan.capture else " (not captured: CPU)") + (f" ({failure})" if failure else "")
     return [Row(figure, shown, target="bf16 noise, <=2e-2")]
 
 
 def imagenet_rows(plan: Plan, clock: Clock) -> list[Row]:
     import torchvision
 
-    import resdsl
-
     rows: list[Row] = []
-    sync = _sync if plan.device == "cuda" else None
     name, size, batch = plan.imagenet_model, plan.imagenet_size, plan.imagenet_batch
-    shape = f"batch {batch}, {size}x{size}"
     reference_model = getattr(torchvision.models, name)()
     state = reference_model.state_dict()
-    x = torch.randn(batch, 3, size, size, device=plan.device)
-    y = torch.randint(0, 1000, (batch,), device=plan.device)
     everything = {"amp": "bf16", "channels_last": True, "optimizer_kernels": "fused", "cuda_graph": True}
     for label, options in (("fp32 eager", CONFIGURATIONS[0][1]), ("every option", everything)):
-        figure = f"{name} training vs torchvision's {name}, {label} ({shape})"
+        figure = f"{name} training vs torchvision's {name}, {label} (batch {batch}, {size}x{size})"
         if clock.left() < 30:
             rows.append(Row(figure, "not measured: past the time budget"))
             continue
-        ours = resdsl.load(f"torchvision/{name}", weights=state, device=plan.device).train()
-        theirs = getattr(torchvision.models, name)().to(plan.device).train()
-        theirs.load_state_dict(state)
-        step_ours = bare_step(ours, options, x, y, plan.capture)
-        step_theirs = bare_step(theirs, options, x, y, plan.capture)
-        result = paired(
-            lambda s=step_ours: s(plan.imagenet_steps),
-            lambda s=step_theirs: s(plan.imagenet_steps),
-            rounds=plan.rounds,
-            sync=sync,
-        )
-        images = plan.imagenet_steps * batch
-        rows.append(
-            Row(
-                figure,
-                f"{images / result.ours:,.0f} img/s",
-                f"{images / result.reference:,.0f} img/s",
-                result.ratio,
-                "<=1.00",
-                "time ratio",
-                result.low,
-                result.high,
-            )
-        )
-        del ours, theirs, step_ours, step_theirs
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        rows.extend(guarded(figure, partial(_imagenet_training, figure, options, state, plan)))
     rows.extend(_inference_rows(plan, clock, reference_model.eval().to(plan.device), state))
     return rows
 
 
-def _inference_rows(plan: Plan, clock: Clock, reference: nn.Module, state: dict) -> list[Row]:
+def _imagenet_training(figure: str, options: dict[str, object], state: dict, plan: Plan) -> list[Row]:
+    import torchvision
+
     import resdsl
+
+    name, size, batch = plan.imagenet_model, plan.imagenet_size, plan.imagenet_batch
+    x = torch.randn(batch, 3, size, size, device=plan.device)
+    y = torch.randint(0, 1000, (batch,), device=plan.device)
+    ours = resdsl.load(f"torchvision/{name}", weights=state, device=plan.device).train()
+    theirs = getattr(torchvision.models, name)().to(plan.device).train()
+    theirs.load_state_dict(state)
+    step_ours = bare_step(ours, options, x, y, plan.capture)
+    step_theirs = bare_step(theirs, options, x, y, plan.capture)
+    result = paired(
+        lambda: step_ours(plan.imagenet_steps),
+        lambda: step_theirs(plan.imagenet_steps),
+        rounds=plan.rounds,
+        sync=_sync if plan.device == "cuda" else None,
+    )
+    images = plan.imagenet_steps * batch
+    ours_rate, theirs_rate = f"{images / result.ours:,.0f} img/s", f"{images / result.reference:,.0f} img/s"
+    return [Row(figure, ours_rate, theirs_rate, result.ratio, "<=1.00", "time ratio", result.low, result.high)]
+
+
+def _inference_rows(plan: Plan, clock: Clock, reference: nn.Module, state: dict) -> list[Row]:
     from bench.inference import _inductor_peer
 
     rows: list[Row] = []
-    sync = _sync if plan.device == "cuda" else None
     name, size, batch = plan.imagenet_model, plan.imagenet_size, plan.imagenet_batch
     shape = f"batch {batch}, {size}x{size}, fp32"
     x = torch.randn(batch, 3, size, size, device=plan.device)
-    engines = ("eager", "inductor") if plan.compile else ("eager",)
     peers: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"torchvision eager": reference}
     if plan.compile and clock.left() > 120:
-        start = time.perf_counter()
-        with torch.no_grad():
-            inductor_peer = _inductor_peer(reference)
-            inductor_peer(x)
-        peers["torchvision inductor (freezing, channels_last)"] = inductor_peer
-        seconds = time.perf_counter() - start
-        rows.append(Row(f"{name} torchvision inductor compile, first call ({shape})", f"{seconds:.0f} s"))
-    for engine in engines:
-        if clock.left() < (120 if engine == "inductor" else 20):
-            rows.append(Row(f"{name} for_inference engine={engine!r}", "not measured: past the time budget"))
-            continue
-        start = time.perf_counter()
-        model = resdsl.load(f"torchvision/{name}", weights=state, for_inference=True, engine=engine, device=plan.device)
-        with torch.no_grad():
-            model(x)
-        _sync()
-        first = time.perf_counter() - start
-        for peer_name, peer in peers.items():
+        figure = f"{name} torchvision inductor compile, first call ({shape})"
+
+        def compile_peer() -> list[Row]:
+            start = time.perf_counter()
             with torch.no_grad():
-                result = paired(lambda m=model: m(x), lambda p=peer: p(x), rounds=plan.rounds * 2, sync=sync)
-            rows.append(
-                Row(
-                    f"{name} for_inference engine={engine!r} vs {peer_name} ({shape})",
-                    f"{result.ours * 1000:.2f} ms",
-                    f"{result.reference * 1000:.2f} ms",
-                    result.ratio,
-                    "<=1.00",
-                    f"load + first call {first:.0f} s",
-                    result.low,
-                    result.high,
-                )
+                inductor_peer = _inductor_peer(reference)
+                inductor_peer(x)
+            _sync()
+            peers["torchvision inductor (freezing, channels_last)"] = inductor_peer
+            return [Row(figure, f"{time.perf_counter() - start:.0f} s")]
+
+        rows.extend(guarded(figure, compile_peer))
+    for engine in ("eager", "inductor") if plan.compile else ("eager",):
+        figure = f"{name} for_inference engine={engine!r} ({shape})"
+        if clock.left() < (120 if engine == "inductor" else 20):
+            rows.append(Row(figure, "not measured: past the time budget"))
+            continue
+        rows.extend(guarded(figure, partial(_inference_engine, engine, peers, x, state, shape, plan)))
+    return rows
+
+
+def _inference_engine(
+    engine: str, peers: dict[str, Callable], x: torch.Tensor, state: dict, shape: str, plan: Plan
+) -> list[Row]:
+    import resdsl
+
+    name = plan.imagenet_model
+    start = time.perf_counter()
+    model = resdsl.load(f"torchvision/{name}", weights=state, for_inference=True, engine=engine, device=plan.device)
+    with torch.no_grad():
+        model(x)
+    _sync()
+    first = time.perf_counter() - start
+    rows = []
+    for peer_name, peer in peers.items():
+        with torch.no_grad():
+            result = paired(
+                lambda: model(x),
+                lambda peer=peer: peer(x),
+                rounds=plan.rounds * 2,
+                sync=_sync if plan.device == "cuda" else None,
             )
+        rows.append(
+            Row(
+                f"{name} for_inference engine={engine!r} vs {peer_name} ({shape})",
+                f"{result.ours * 1000:.2f} ms",
+                f"{result.reference * 1000:.2f} ms",
+                result.ratio,
+                "<=1.00",
+                f"load + first call {first:.0f} s",
+                result.low,
+                result.high,
+            )
+        )
     return rows
 
 

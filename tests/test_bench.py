@@ -265,3 +265,14 @@ def test_gpu_script_runs_every_section_at_a_tiny_size(capsys) -> None:
     assert rows["resnet18 for_inference engine='eager' vs torchvision eager (batch 2, 32x32, fp32)"]["ratio"] > 0
     assert not any("inductor" in figure for figure in rows)  # --no-compile
     assert rows["time spent"]["target"] == "<= 300 s"
+
+
+def test_gpu_script_reports_a_failed_section_and_goes_on() -> None:
+    from bench import gpu
+
+    def broken() -> list[Row]:
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore")
+
+    (row,) = gpu.guarded("cifar20 ..., + CUDA graph", broken)
+    assert row.resdsl == "failed: RuntimeError: CUDA error: operation not permitted when stream is capturing"
+    assert gpu.guarded("fine", lambda: [Row("fine", "1 img/s")]) == [Row("fine", "1 img/s")]

@@ -194,7 +194,8 @@ class GraphedStep:
         self.inputs: torch.Tensor | None = None
         self.labels: torch.Tensor | None = None
         self.outputs: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.note = ""  # why the graph is not used, once the capture was tried
+        self.note = ""  # why the graph is not used, once the capture was tried (the loop logs it once)
+        self.failure = ""  # the same, kept
 
     def _prepare(self, inputs: torch.Tensor, labels: torch.Tensor) -> None:
         device = inputs.device
@@ -231,7 +232,8 @@ class GraphedStep:
             _restore(saved)
             self.optimizer.zero_grad(set_to_none=True)
             self.graph, self.outputs = None, None
-            self.note = f"the CUDA graph capture failed ({str(error).splitlines()[0][:200]}); training eagerly"
+            self.failure = f"the CUDA graph capture failed ({str(error).splitlines()[0][:200]}); training eagerly"
+            self.note = self.failure
 
     def __call__(self, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.inputs is None:
