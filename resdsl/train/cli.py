@@ -241,10 +241,9 @@ def run_eval(args: argparse.Namespace) -> int:
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if cuda else "cpu")
     data = open_data(args.data, recipe, device=device, normalizer=normalizer)
-    split = args.split
-    if recipe["dataset"] == "imagefolder" and split == "val":
-        split = "test"  # an image folder's one evaluation split is its val/ folder, which training reports as test
-    if split not in data.splits:
+    # An image folder's one evaluation split is its val/ folder (training reports it as test): both names take it.
+    folder_val = recipe["dataset"] == "imagefolder" and args.split == "val"
+    if args.split not in data.splits and not folder_val:
         raise UsageError(f"no '{args.split}' split: this recipe holds out no validation images (holdout: 0)")
     if tuple(data.input_shape) != tuple(network.input_shape) or len(data.classes) != network.output_shape[0]:
         raise UsageError(
@@ -260,9 +259,9 @@ def run_eval(args: argparse.Namespace) -> int:
 
         return contextlib.nullcontext()
 
-    results = {"single": evaluate(model, data.eval_batches(split, batch_size), processes, autocast)}
+    results = {"single": evaluate(model, data.eval_batches(args.split, batch_size), processes, autocast)}
     if recipe["dataset"] == "imagefolder" and args.ten_crop:
-        batches = data.eval_batches(split, max(1, batch_size // 10), ten_crop=True)
+        batches = data.eval_batches(args.split, max(1, batch_size // 10), ten_crop=True)
         results["ten_crop"] = evaluate(model, batches, processes, autocast)
     top5 = len(data.classes) > 10
     summary = {

@@ -425,13 +425,6 @@ class Trainer:
         self._reset_window()
         if saved is not None:
             self._restore(saved)
-            # The kernels and learning rate as this run's step uses them: the checkpoint's optimizer state
-            # carries those of the run that saved it (perhaps on another device, or without the graph).
-            use_kernels(self.optimizer, speed.optimizer_kernels)
-            if speed.cuda_graph:
-                tensor_lr(self.optimizer, device)
-            else:
-                float_lr(self.optimizer)
         stepped: nn.Module = model
         if processes.distributed:
             stepped = nn.parallel.DistributedDataParallel(
@@ -456,6 +449,13 @@ class Trainer:
             self._write_recipe_file()
             self.metrics = MetricsFile(self.out / "metrics.csv", self.iteration if saved else None)
 
+    def _parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        if not self.recipe["no_bias_decay"]:
+            return [{"params": list(model.parameters())}]
+        decayed = [p for p in model.parameters() if p.dim() > 1]
+        plain = [p for p in model.parameters() if p.dim() <= 1]
+        return [{"params": decayed}, {"params": plain, "weight_decay": 0.0}]
+
     def _load_init(self, model: nn.Module) -> None:
         """--init: start from these weights (a state dict or another run's checkpoint), except the skipped modules."""
         from resdsl.backends.torch import check_same_network, load_weights, read_run_checkpoint
@@ -468,13 +468,6 @@ class Trainer:
                 check_same_network(self.network, run, str(options.init))
             weights = run["model"]
         load_weights(model, weights, skip=options.skip, file=str(options.init))
-
-    def _parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
-        if not self.recipe["no_bias_decay"]:
-            return [{"params": list(model.parameters())}]
-        decayed = [p for p in model.parameters() if p.dim() > 1]
-        plain = [p for p in model.parameters() if p.dim() <= 1]
-        return [{"params": decayed}, {"params": plain, "weight_decay": 0.0}]
 
     def _check_shapes(self) -> None:
         expected = tuple(self.network.input_shape)
@@ -528,6 +521,13 @@ class Trainer:
     def _restore(self, saved: dict[str, Any]) -> None:
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
+        # The kernels and learning rate as this run's step uses them: the checkpoint's optimizer state
+        # carries those of the run that saved it (perhaps on another device, or without the graph).
+        use_kernels(self.optimizer, self.speed.optimizer_kernels)
+        if self.speed.cuda_graph:
+            tensor_lr(self.optimizer, self.processes.device)
+        else:
+            float_lr(self.optimizer)
         self.schedule.load_state_dict(saved["scheduler"])
         self.scaler.load_state_dict(saved["scaler"])
         self.iteration = int(saved["iteration"])

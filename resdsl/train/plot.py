@@ -8,7 +8,6 @@ canvas, never pyplot, so that plotting changes no global state of the caller.
 from __future__ import annotations
 
 import csv
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -72,7 +71,7 @@ def iteration_unit(longest: float) -> tuple[float, str]:
     """
     if longest < 1000:
         return 1.0, "iter."
-    exponent = math.floor(math.log10(longest))
+    exponent = len(str(int(longest))) - 1
     return float(10**exponent), f"iter. (1e{exponent})"
 
 

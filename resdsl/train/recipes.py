@@ -334,20 +334,20 @@ KEYS: dict[str, Key] = {
             resume_safe=True,
         ),
         _key(
-            "checkpoint_every",
-            "duration",
-            1000,
-            _duration,
-            "How often checkpoint.pt is written (also on SIGINT or SIGTERM, and at the end).",
-            resume_safe=True,
-        ),
-        _key(
             "log_every_seconds",
             "number >= 0",
             60.0,
             _float(0.0),
             "Where the output is not a terminal (a file, a scheduler's log), print a progress line this often "
             "between evaluations (0: never); on a terminal the progress bar shows instead.",
+            resume_safe=True,
+        ),
+        _key(
+            "checkpoint_every",
+            "duration",
+            1000,
+            _duration,
+            "How often checkpoint.pt is written (also on SIGINT or SIGTERM, and at the end).",
             resume_safe=True,
         ),
         _key(
