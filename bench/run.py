@@ -19,8 +19,10 @@ Groups:
             with and without checkpointing (bench/scale.py; the longest group)
   inference for_inference with each engine (eager, onnxruntime, inductor, auto) beside
             torchvision eager, ONNX Runtime and inductor, resnet50 batch 8 (bench/inference.py)
-  gpu       the runtime table on a GPU with channels_last, autocast bf16,
-            torch.compile and training throughput; says so when there is no GPU
+  gpu       bench/gpu.py: `resdsl train` for ResNet-20/56/110 under the paper's recipe
+            on a GPU, fp32 eager and then each speed option added, against
+            hand-written code; the 64k-iteration schedule's projected time; resnet50
+            training and inference against torchvision; says so when there is no GPU
 """
 
 from __future__ import annotations
@@ -156,9 +158,19 @@ def bench_scale(quick: bool) -> list[Row]:
 
 
 def bench_gpu(quick: bool) -> list[Row]:
-    from bench import torch_runtime
+    import torch
 
-    return [Row(**row) for row in torch_runtime.gpu_rows(quick=quick)]
+    from bench import gpu
+
+    if not torch.cuda.is_available():
+        return [
+            Row(
+                "bench/gpu.py: `resdsl train` and resnet50 on a GPU",
+                "not measured: no GPU here (torch.cuda.is_available() is False); "
+                "`python bench/gpu.py --tiny` runs its code on the CPU at a tiny size",
+            )
+        ]
+    return gpu.rows(gpu.plan_for(tiny=False))
 
 
 def bench_inference(quick: bool) -> list[Row]:

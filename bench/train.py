@@ -54,9 +54,15 @@ def make_trainer(spec: str, data: Path, out: Path, sets: list[str]):
     from resdsl.train.recipes import load_recipe
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    # The bare step's settings unless `sets` says otherwise: fp32, NCHW, torch's default SGD kernels
+    # (foreach on a GPU, a loop on the CPU), no graph; the recipe's 'auto' would choose others on a GPU.
+    same_as_bare = ["amp=none", "channels_last=false", "cuda_graph=false"]
+    same_as_bare.append(f"optimizer_kernels={'foreach' if device == 'cuda' else 'for_loop'}")
     recipe = load_recipe(
-        "cifar10-paper", ["holdout=0", "eval_every=0", "checkpoint_every=0", f"device={device}", *sets]
-    )
+        "cifar10-paper",
+        ["holdout=0", "eval_every=0", "checkpoint_every=0", "log_every_seconds=0", f"device={device}", *same_as_bare,
+         *sets],
+    )  # fmt: skip
     trainer = Trainer(RunOptions(spec=spec, data=str(data), recipe=recipe, out=out), start_processes(device))
     trainer.setup()
     return trainer

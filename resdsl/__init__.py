@@ -53,6 +53,7 @@ def load(
     device: torch.device | str | None = None,
     limits: Limits | None = None,
     input: str | Sequence[int] | None = None,
+    allow_other_network: bool = False,
     **params: Value,
 ) -> torch.nn.Module:
     """Compile a spec and build it as a ``torch.nn.Module`` (imports torch on first use).
@@ -68,7 +69,12 @@ def load(
         a state dict, a ``.safetensors`` file or a ``torch.save`` file (read with
         ``weights_only=True``). Keys and shapes must fit exactly, or a
         :class:`WeightsError` lists what does not and suggests the shipped spec whose
-        keys the checkpoint has.
+        keys the checkpoint has. A run's ``best.pt`` or ``checkpoint.pt`` (``resdsl
+        train``) loads too: its recorded network must be this one (every layer's name,
+        kind, shape and inputs), or a :class:`WeightsError` names both.
+    allow_other_network
+        load a run checkpoint into a network other than the one it recorded (the check
+        is also off when ``skip`` names modules: fine-tuning changes the network).
     skip
         modules whose weights are not loaded (they keep their initialisation), for
         fine-tuning with a new head: ``load("torchvision/resnet50", classes=10,
@@ -105,5 +111,6 @@ def load(
         device=device,
         limits=limits,
         input=input,
+        allow_other_network=allow_other_network,
         **params,
     )

@@ -220,3 +220,59 @@ def test_runtime_table_with_every_variant_runs_on_the_cpu() -> None:
 def test_gpu_group_says_plainly_when_there_is_no_gpu() -> None:
     (row,) = torch_runtime.gpu_rows(quick=True)
     assert row["resdsl"] == "not measured: no GPU here (torch.cuda.is_available() is False)"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the gpu group measures instead")
+def test_run_py_gpu_group_says_plainly_when_there_is_no_gpu() -> None:
+    from bench.run import bench_gpu
+
+    (row,) = bench_gpu(quick=True)
+    assert row.resdsl.startswith("not measured: no GPU here") and "bench/gpu.py --tiny" in row.resdsl
+
+
+def test_gpu_script_runs_every_section_at_a_tiny_size(capsys) -> None:
+    """`python bench/gpu.py --tiny`: the GPU script's code on the CPU, so that a lent GPU's minutes are not spent
+    finding its bugs. Every figure is there, with numbers; the graph rows run all but the capture."""
+    import json
+
+    from bench import gpu
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert gpu.main(["--tiny", "--no-compile", "--json"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    report = json.loads(capsys.readouterr().out)
+    assert "not GPU figures" in report["machine"]
+    rows = {row["figure"]: row for row in report["rows"]}
+    steps = [rows[f"cifar20 `resdsl train` vs hand-written bare step, {name}"] for name, _ in gpu.CONFIGURATIONS]
+    assert [name for name, _ in gpu.CONFIGURATIONS] == [
+        "fp32 eager", "+ channels_last", "+ bf16 autocast", "+ fused SGD", "+ CUDA graph"
+    ]  # fmt: skip
+    for row in steps:
+        assert row["resdsl"].endswith(" img/s") and float(row["resdsl"].split()[0].replace(",", "")) > 0, row
+        assert row["target"] == "<=1.00" and row["low"] <= row["ratio"] <= row["high"], row
+        assert row["unit"].startswith("64k iterations: ") and row["unit"].endswith(" min training")
+    projected = rows["cifar20 projected 64k-iteration schedule, every option"]
+    assert projected["resdsl"].endswith(" min") and projected["target"] == "<5 min on one H100"
+    # The graphed step's parts other than the capture (warm-up undone, tensor lr, fused kernel) change nothing.
+    check = rows["cifar20 CUDA-graph step vs eager step: largest weight difference after 2 steps (bf16)"]
+    assert check["resdsl"] == "0.00e+00 (not captured: CPU)"
+    for label in ("fp32 eager", "every option"):
+        row = rows[f"resnet18 training vs torchvision's resnet18, {label} (batch 2, 32x32)"]
+        assert row["reference"].endswith(" img/s") and row["ratio"] > 0
+    assert rows["resnet18 for_inference engine='eager' vs torchvision eager (batch 2, 32x32, fp32)"]["ratio"] > 0
+    assert not any("inductor" in figure for figure in rows)  # --no-compile
+    assert rows["time spent"]["target"] == "<= 300 s"
+
+
+def test_gpu_script_reports_a_failed_section_and_goes_on() -> None:
+    from bench import gpu
+
+    def broken() -> list[Row]:
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore")
+
+    (row,) = gpu.guarded("cifar20 ..., + CUDA graph", broken)
+    assert row.resdsl == "failed: RuntimeError: CUDA error: operation not permitted when stream is capturing"
+    assert gpu.guarded("fine", lambda: [Row("fine", "1 img/s")]) == [Row("fine", "1 img/s")]

@@ -290,7 +290,7 @@ def test_plot_draws_runs_overlaid(work: Path, reference: Path, tmp_path: Path, c
 
     fig = plot_runs([reference, other], tmp_path / "again.svg", labels=["a", "b"], ylim=(0, 80))
     (axes,) = fig.axes
-    assert axes.get_xlabel() == "iter. (1e4)" and axes.get_ylabel() == "error (%)"
+    assert axes.get_xlabel() == "iter. (1e3)" and axes.get_ylabel() == "error (%)"  # the longest run: 3,000
     assert axes.get_ylim() == (0, 80)
     lines = axes.get_lines()
     assert [(line.get_linestyle(), line.get_color()) for line in lines] == [
@@ -300,7 +300,7 @@ def test_plot_draws_runs_overlaid(work: Path, reference: Path, tmp_path: Path, c
         ("-", "C1"),
     ]
     assert lines[1].get_linewidth() > lines[0].get_linewidth()  # test bold, training dashed
-    assert list(lines[3].get_xdata()) == [0.1, 0.2, 0.3] and list(lines[3].get_ydata()) == [60, 45, 40]
+    assert list(lines[3].get_xdata()) == [1, 2, 3] and list(lines[3].get_ydata()) == [60, 45, 40]
     assert [text.get_text() for text in axes.get_legend().get_texts()] == ["a", "b"]
     assert (tmp_path / "again.svg").read_text().startswith("<?xml")
     # The run folder's own curves, labelled as the paper labels networks.
@@ -388,3 +388,9 @@ device: cpu
     assert lines[1].startswith("tiny on imagefolder test (9 images), 10-crop: top-1 error ")
     single = float(lines[0].split("top-1 error ")[1].split("%")[0])
     assert single == pytest.approx(float(rows[-1]["test_error"]), abs=0.01)
+    # The folder is named val/: --split val scores it too (training reports it as the test split).
+    status, out, _ = cli(
+        "eval", "folder.res", "--weights", "run/checkpoint.pt", "--data", "images", "--split", "val", cwd=tmp_path
+    )
+    assert status == 0
+    assert out.strip().splitlines()[0] == lines[0].replace("imagefolder test", "imagefolder val")

@@ -39,9 +39,16 @@ def test_cifar10_paper_is_section_4_2():
         "flip": True,
         "normalize": "pixel_mean",
         "warmup": 0,
-        "amp": "none",
+        # The paper's arithmetic on the CPU; bf16 autocast on a GPU (the speed keys' 'auto', issue 20).
+        "amp": "auto",
     }
     assert {key: recipe[key] for key in expected} == expected
+    import torch
+
+    from resdsl.train.step import resolve_speed
+
+    cpu = resolve_speed(recipe, torch.device("cpu"), 1)
+    assert (cpu.amp, cpu.channels_last, cpu.cuda_graph) == ("none", False, False)
     assert load_recipe("cifar100-paper")["dataset"] == "cifar100"
 
 
@@ -81,8 +88,9 @@ GOLDEN = [
     ),
     (
         "amp: fp8\n",
-        "r.yaml:1:6: 'amp' must be one of none, bf16, fp16, not 'fp8'\n    amp: fp8\n         ^~~\n"
-        "  hint: 'amp': automatic mixed precision: bf16 autocast, or fp16 autocast with a gradient scaler.",
+        "r.yaml:1:6: 'amp' must be one of auto, none, bf16, fp16, not 'fp8'\n    amp: fp8\n         ^~~\n"
+        "  hint: 'amp': automatic mixed precision: bf16 autocast, or fp16 autocast with a gradient scaler; `auto`: "
+        "bf16 on a GPU, none (fp32) on the CPU.",
     ),
     (
         "milestones: [32000, 48k]\n",

@@ -439,6 +439,82 @@ def _initialise(model: nn.Module, network: Network, zero_init_residual: bool) ->
                 nn.init.zeros_(modules[graph.nodes[main]["name"]].weight)
 
 
+#: The ``format`` entry of `resdsl train`'s checkpoints (best.pt, checkpoint.pt).
+RUN_CHECKPOINT_FORMAT = "resdsl-train/1"
+
+
+def is_run_checkpoint(state: Any) -> bool:
+    """Whether a loaded file is a checkpoint of `resdsl train`: its weights are under 'model'."""
+    return (
+        isinstance(state, Mapping)
+        and state.get("format") == RUN_CHECKPOINT_FORMAT
+        and isinstance(state.get("model"), Mapping)
+    )
+
+
+def read_run_checkpoint(weights: Any) -> dict[str, Any] | None:
+    """The whole of a `resdsl train` checkpoint (weights under 'model', spec, normaliser...); None for other weights.
+
+    Reads the file as :func:`read_weights` does (``weights_only``, regular files only);
+    anything it cannot read is left for read_weights to report.
+    """
+    if isinstance(weights, Mapping):
+        state: Any = weights
+    else:
+        path = Path(weights)
+        try:
+            if path.suffix == ".safetensors" or not path.is_file():
+                return None
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            return None
+    return dict(state) if is_run_checkpoint(state) else None
+
+
+def check_same_network(network: Network, record: Mapping[str, Any], shown: str | None) -> None:
+    """A run checkpoint's recorded network must be `network` (every layer's name, kind, shape, inputs).
+
+    Option A's plain and residual twins have the same keys and shapes, so a strict load
+    alone would score one network's weights as the other's without a word.
+    """
+    from resdsl.train.loop import network_fingerprint
+
+    spec = record.get("spec")
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("architecture_sha256"), str):
+        raise WeightsError(
+            "this run checkpoint records no network to compare with",
+            file=shown,
+            hint="allow_other_network=True (--allow-other-network) loads it without the check",
+        )
+    if spec["architecture_sha256"] == network_fingerprint(network):
+        return
+    params = spec.get("params") or {}
+    given = ", ".join(f"{k}={v}" for k, v in params.items()) if isinstance(params, Mapping) else ""
+    trained = f"{spec.get('name')}" + (f" ({given})" if given else "") + f" from {spec.get('path')}"
+    raise WeightsError(
+        f"these weights were trained as {trained}, not as {network.name} from {network.path}",
+        file=shown,
+        hint=f"give the spec the run trained ({spec.get('name')}), or allow_other_network=True "
+        "(--allow-other-network) to load them into this network anyway",
+    )
+
+
+class NormalizedInput(nn.Module):
+    """A trained model behind its run's input normalisation: it takes pixels in 0..255.
+
+    What ``resdsl build --weights RUN/best.pt --bake-normalization`` exports.
+    """
+
+    def __init__(self, model: nn.Module, shift: torch.Tensor, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("shift", shift.detach().clone())
+        self.register_buffer("scale", scale.detach().clone())
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model((pixels - self.shift) * self.scale)
+
+
 def read_weights(weights: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A state dict from a mapping, a .safetensors file or a torch.save file (weights only).
 
@@ -485,6 +561,8 @@ def read_weights(weights: str | Path | Mapping[str, torch.Tensor]) -> dict[str, 
         raise WeightsError(f"cannot read weights: {type(error).__name__}: {_first_line(error)}", file=shown) from None
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
+    if is_run_checkpoint(state):
+        state = state["model"]  # best.pt or checkpoint.pt of `resdsl train`: the weights are its 'model'
     if not isinstance(state, Mapping):
         raise WeightsError(f"expected a state dict, found {type(state).__name__}", file=shown)
     return _tensors_only(dict(state), shown)
@@ -508,7 +586,12 @@ def _tensors_only(state: dict, shown: str | None) -> dict[str, torch.Tensor]:
 
 
 def load_weights(
-    model: nn.Module, weights: Any, *, source: str = "weights", skip: tuple[str, ...] | list[str] = ()
+    model: nn.Module,
+    weights: Any,
+    *,
+    source: str = "weights",
+    skip: tuple[str, ...] | list[str] = (),
+    file: str | None = None,
 ) -> None:
     """Load a checkpoint strictly: every key fits, or a WeightsError says which do not.
 
@@ -517,7 +600,7 @@ def load_weights(
     of other shapes, or absent from the model. Every other key must fit.
     """
     state = read_weights(weights)
-    shown = str(weights) if isinstance(weights, str | Path) else None
+    shown = file or (str(weights) if isinstance(weights, str | Path) else None)
     skipped = (skip,) if isinstance(skip, str) else tuple(skip)
     modules = dict(model.named_modules())
     for name in skipped:
@@ -614,6 +697,7 @@ def load(
     device: torch.device | str | None = None,
     limits: Any = None,
     input: Any = None,
+    allow_other_network: bool = False,
     **params: Any,
 ) -> nn.Module:
     """Compile `spec` (a path, a shipped name, or a compiled Network) and build it on `device`.
@@ -637,7 +721,15 @@ def load(
     )
     model.network = compiled
     if weights is not None:
-        load_weights(model, weights, skip=skip)
+        shown = str(weights) if isinstance(weights, str | Path) else None
+        run = read_run_checkpoint(weights)
+        if run is not None:
+            # A run's checkpoint names the network it trained: refuse another one (with skip, a
+            # fine-tuned network differs in the skipped modules by design).
+            if not (allow_other_network or skip):
+                check_same_network(compiled, run, shown)
+            weights = run["model"]
+        load_weights(model, weights, skip=skip, file=shown)
     if for_inference:
         from resdsl.backends.inference import prepare
 

@@ -48,7 +48,22 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="a row per block (default), per layer, or per stage",
     )
     build.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    build.add_argument("--weights", metavar="PATH", help="load a state dict (.pt, weights only, or .safetensors)")
+    build.add_argument(
+        "--weights",
+        metavar="PATH",
+        help="load a state dict (.pt, weights only, or .safetensors), or a run's best.pt or checkpoint.pt",
+    )
+    build.add_argument(
+        "--allow-other-network",
+        action="store_true",
+        help="load a run checkpoint that trained another network (refused by default)",
+    )
+    build.add_argument(
+        "--bake-normalization",
+        action="store_true",
+        help="with a run checkpoint and -o .onnx or .pt2: the export takes pixels in 0..255 and subtracts the "
+        "run's mean itself (by default the normalisation is recorded in the export's metadata)",
+    )
     build.add_argument(
         "--batch",
         type=_positive_int,
@@ -86,15 +101,24 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"saving {suffix} needs an extra package: pip install {_EXTRAS[suffix]}")
     if args.output:
         check_output(args.output)  # a directory given as OUT fails now, not after the forward pass
+    if args.bake_normalization and suffix not in (".onnx", ".pt2"):
+        raise UsageError("--bake-normalization applies to -o .onnx and .pt2 exports")
     network = compile_from_args(args.spec, args)
     check_forward_pass(network)  # before torch allocates the example input
 
     import torch
 
-    from resdsl.backends.torch import load
+    from resdsl.backends.torch import NormalizedInput, load, read_run_checkpoint
     from resdsl.table import Table
 
-    model = load(network, weights=args.weights).eval()
+    run = read_run_checkpoint(args.weights) if args.weights else None
+    normalization = input_normalization(run) if run is not None else None
+    if args.bake_normalization and normalization is None:
+        raise UsageError(
+            "--bake-normalization needs a run's best.pt or checkpoint.pt as --weights: "
+            "a plain state dict records no normalisation"
+        )
+    model = load(network, weights=args.weights, allow_other_network=args.allow_other_network).eval()
     table = Table.of(network, detail=args.detail, batch=args.batch, model=model)
     observed: dict[str, tuple[int, ...]] = {}
     modules = dict(model.named_modules())
@@ -124,13 +148,23 @@ def run(args: argparse.Namespace) -> int:
         print("resdsl build: internal error: the module's parameter count is not the IR's", file=sys.stderr)
         return 3
     summary = table.records() | {"params": table.params, "macs": table.macs}
+    note = None
     if args.output:
         path = prepare_output(args.output)
+        saved_model = model
+        if normalization is not None:
+            normalization["baked"] = bool(args.bake_normalization)
+            if args.bake_normalization:
+                saved_model = NormalizedInput(model, normalization["shift"], normalization["scale"]).eval()
+                example = torch.rand(args.batch, *network.input_shape) * 255
         try:
-            _save(model, network, example, path, suffix)
+            _save(saved_model, network, example, path, suffix, normalization)
         except (OSError, RuntimeError) as error:  # torch.save reports a bad path as a RuntimeError
             raise write_failed(args.output, error) from None
         summary["saved"] = args.output
+        if normalization is not None:
+            note = _normalization_note(normalization, args.output, suffix)
+            summary["input_normalization"] = {k: v for k, v in normalization.items() if k not in ("shift", "scale")}
     if args.json:
         json.dump(summary, sys.stdout, indent=2)
         print()
@@ -138,7 +172,52 @@ def run(args: argparse.Namespace) -> int:
         print(table)
         if args.output:
             print(f"saved {args.output}" + (f" ({DYNAMIC_NOTE})" if suffix in (".pt2", ".onnx") else ""))
+        if note:
+            print(note)
     return EXIT_OK
+
+
+#: The metadata key under which exports of a run's weights record the run's input normalisation.
+NORMALIZATION_KEY = "resdsl.input_normalization"
+
+
+def input_normalization(run: dict) -> dict | None:
+    """What a run did to its input, from its checkpoint: x = (pixels - shift) * scale, pixels 0..255, RGB, CxHxW."""
+    import torch
+
+    saved = run.get("normalizer")
+    if not isinstance(saved, dict):
+        return None
+    shift, scale = saved.get("shift"), saved.get("scale")
+    if not (isinstance(shift, torch.Tensor) and isinstance(scale, torch.Tensor)):
+        return None
+    recipe = run.get("recipe") if isinstance(run.get("recipe"), dict) else {}
+    return {
+        "formula": "input = (pixels - shift) * scale",
+        "pixels": "RGB values 0..255, channels first",
+        "normalize": str(recipe.get("normalize", "pixel_mean")),
+        "shift_shape": list(shift.shape),
+        "shift": shift.float(),
+        "scale": scale.float(),
+    }
+
+
+def _normalization_metadata(normalization: dict) -> str:
+    record = dict(normalization)
+    record["shift"] = normalization["shift"].tolist()
+    record["scale"] = normalization["scale"].flatten().tolist()
+    return json.dumps(record)
+
+
+def _normalization_note(normalization: dict, output: str, suffix: str) -> str:
+    shape = "x".join(map(str, normalization["shift_shape"]))
+    what = "the per-pixel mean" if normalization["shift_shape"][1:] != [1, 1] else "each channel's mean"
+    head = f"the run trained on (pixels - shift) * scale, pixels 0..255, shift {what} ({shape})"
+    if normalization["baked"]:
+        return f"{head}: baked into {output}, which takes pixels in 0..255"
+    if suffix in (".onnx", ".pt2", ".safetensors"):
+        return f"{head}: recorded in {output}'s metadata as '{NORMALIZATION_KEY}'; the export takes normalised input"
+    return f"{head}: a .pt state dict cannot record it; apply it before the model (see docs/training.md)"
 
 
 #: What the .pt2 and .onnx exports accept (docs/torch.md, "Exports").
@@ -155,23 +234,26 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _save(model, network, example, path: Path, suffix: str) -> None:
+def _save(model, network, example, path: Path, suffix: str, normalization: dict | None = None) -> None:
     import torch
 
     check_target(path)
+    metadata = _normalization_metadata(normalization) if normalization is not None else None
     if suffix == ".pt":
         write_file(path, lambda handle: torch.save(model.state_dict(), handle))
     elif suffix == ".safetensors":
         from safetensors.torch import save
 
-        write_file(path, save({k: v.contiguous() for k, v in model.state_dict().items()}))
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        write_file(path, save(state, metadata={NORMALIZATION_KEY: metadata} if metadata else None))
     elif suffix == ".pt2":
         # The batch dimension is symbolic. torch.export specialises a dimension whose example
         # size is 1, so the example it traces has at least two samples.
         example = example.expand(max(2, example.shape[0]), *example.shape[1:]).contiguous()
         batch = torch.export.Dim("batch", min=1)
         program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-        write_file(path, lambda handle: torch.export.save(program, handle))
+        extra = {NORMALIZATION_KEY: metadata} if metadata else None
+        write_file(path, lambda handle: torch.export.save(program, handle, extra_files=extra))
     elif suffix == ".py":
         from resdsl.backends.torch import export_source
 
@@ -179,4 +261,12 @@ def _save(model, network, example, path: Path, suffix: str) -> None:
     elif suffix == ".onnx":
         from resdsl.backends.inference import export_onnx
 
-        write_file(path, export_onnx(model, network.input_shape))
+        content = export_onnx(model, network.input_shape)
+        if metadata:
+            import onnx
+
+            proto = onnx.load_from_string(content)
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = NORMALIZATION_KEY, metadata
+            content = proto.SerializeToString()
+        write_file(path, content)

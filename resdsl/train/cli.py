@@ -43,6 +43,25 @@ def register_train(commands: argparse._SubParsersAction) -> None:
         help="override a recipe key, VALUE read as YAML: --set milestones=[200,250] (repeatable)",
     )
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    train.add_argument(
+        "--init",
+        metavar="WEIGHTS",
+        help="start from these weights (a state dict, .safetensors, or a run's best.pt or checkpoint.pt) instead "
+        "of the spec's initialisation; loaded strictly except the --skip modules",
+    )
+    train.add_argument(
+        "--skip",
+        metavar="MODULE",
+        action="extend",
+        nargs="+",
+        default=[],
+        help="with --init: modules left at their initialisation (fine-tuning with a new head: --skip fc)",
+    )
+    train.add_argument(
+        "--allow-other-network",
+        action="store_true",
+        help="with --init: take a run checkpoint's weights even though it trained another network",
+    )
     add_spec_options(train)
     train.set_defaults(run=run_train)
 
@@ -64,13 +83,23 @@ def register_eval(commands: argparse._SubParsersAction) -> None:
         help="for plain state dicts: the recipe that says the data set and its normalisation "
         "(default: cifar10-paper, cifar100-paper or imagenet-paper by the data's layout)",
     )
-    evaluate.add_argument("--split", choices=("test", "val"), default="test", help="which split (default test)")
+    evaluate.add_argument(
+        "--split",
+        choices=("test", "val"),
+        default="test",
+        help="which split (default test); an image folder's val/ is both its val and its test split",
+    )
     evaluate.add_argument("--batch-size", type=int, metavar="N", help="images per batch (default the recipe's)")
     evaluate.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     evaluate.add_argument(
         "--no-ten-crop", dest="ten_crop", action="store_false", help="image folders: skip the 10-crop testing"
     )
     evaluate.add_argument("--json", action="store_true", help="print JSON")
+    evaluate.add_argument(
+        "--allow-other-network",
+        action="store_true",
+        help="score a run checkpoint on a network other than the one it trained (refused by default)",
+    )
     add_spec_options(evaluate)
     evaluate.set_defaults(run=run_eval)
 
@@ -84,7 +113,14 @@ def register_plot(commands: argparse._SubParsersAction) -> None:
     )
     plot.add_argument("runs", nargs="+", metavar="RUN_DIR", type=Path, help="run folders of resdsl train")
     plot.add_argument("-o", "--output", required=True, type=Path, metavar="FIG", help="the figure file")
-    plot.add_argument("--label", action="append", default=[], metavar="TEXT", help="a legend entry per run, in order")
+    plot.add_argument(
+        "--label",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="TEXT",
+        help="legend entries, one per run in order: --label A B, or --label A --label B",
+    )
     plot.add_argument("--ylim", nargs=2, type=float, metavar=("LOW", "HIGH"), help="the error axis, in percent")
     plot.add_argument("--title", help="a title above the plot")
     plot.add_argument("--dpi", type=int, default=100, help="pixels per inch (default 100: 600x450 pixels)")
@@ -119,6 +155,10 @@ def _train(args: argparse.Namespace) -> int:
             "(CIFAR: 3x32x32; image folders: crop_size)"
         )
     params = spec_params(args)
+    if args.init is not None and args.resume:
+        raise UsageError("--init starts a new run from weights; --resume continues a run from its checkpoint")
+    if (args.skip or args.allow_other_network) and args.init is None:
+        raise UsageError("--skip and --allow-other-network apply to the weights of --init")
     if args.resume:
         if args.out is None:
             raise UsageError("--resume continues the run in --out DIR: name the folder")
@@ -143,6 +183,9 @@ def _train(args: argparse.Namespace) -> int:
         resume=args.resume,
         command=shlex.join(["resdsl", *sys.argv[1:]]),
         limits=replace(Limits(), max_layers=args.max_layers),
+        init=args.init,
+        skip=tuple(args.skip),
+        allow_other_network=args.allow_other_network,
     )
     trainer = Trainer(options)
     try:
@@ -190,7 +233,7 @@ def run_eval(args: argparse.Namespace) -> int:
     import torch
 
     import resdsl
-    from resdsl.backends.torch import read_weights
+    from resdsl.backends.torch import check_same_network, read_weights
     from resdsl.train.data import Normalizer, open_data
     from resdsl.train.loop import CHECKPOINT_FORMAT, Processes, evaluate, read_checkpoint
     from resdsl.train.recipes import load_recipe, recipe_from_values
@@ -199,6 +242,8 @@ def run_eval(args: argparse.Namespace) -> int:
     state = _peek(weights)
     if state is not None and state.get("format") == CHECKPOINT_FORMAT:
         saved = read_checkpoint(weights)
+        if not args.allow_other_network:
+            check_same_network(network, saved, str(weights))
         recipe = recipe_from_values(saved["recipe"], saved["recipe_name"], str(weights))
         model_state = saved["model"]
         normalizer = Normalizer(saved["normalizer"]["shift"], saved["normalizer"]["scale"])
@@ -211,7 +256,9 @@ def run_eval(args: argparse.Namespace) -> int:
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if cuda else "cpu")
     data = open_data(args.data, recipe, device=device, normalizer=normalizer)
-    if args.split not in data.splits:
+    # An image folder's one evaluation split is its val/ folder (training reports it as test): both names take it.
+    folder_val = recipe["dataset"] == "imagefolder" and args.split == "val"
+    if args.split not in data.splits and not folder_val:
         raise UsageError(f"no '{args.split}' split: this recipe holds out no validation images (holdout: 0)")
     if tuple(data.input_shape) != tuple(network.input_shape) or len(data.classes) != network.output_shape[0]:
         raise UsageError(

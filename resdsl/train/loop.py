@@ -47,6 +47,17 @@ from resdsl.train.runfiles import (
     claim_run_folder,
     read_metrics_rows,
 )
+from resdsl.train.step import (
+    GraphedStep,
+    TrainingStep,
+    autocast_for,
+    float_lr,
+    make_optimizer,
+    resolve_speed,
+    set_lr,
+    tensor_lr,
+    use_kernels,
+)
 
 CHECKPOINT_FORMAT = "resdsl-train/1"
 METRICS = (
@@ -324,6 +335,9 @@ class RunOptions:
     resume: bool = False
     command: str = ""
     limits: Any = None  # resdsl.Limits, from --max-layers
+    init: str | None = None  # weights to start from (--init), loaded strictly except the `skip` modules
+    skip: tuple[str, ...] = ()
+    allow_other_network: bool = False  # --init from a run checkpoint of another network
 
 
 class Stop(Exception):
@@ -357,6 +371,10 @@ class Trainer:
             )
         if recipe["sync_batchnorm"] and device.type != "cuda" and processes.distributed:
             raise recipe.error("sync_batchnorm", "'sync_batchnorm' needs GPUs (NCCL); this run is on the CPU")
+        self.speed = speed = resolve_speed(recipe, device, processes.world)
+        if device.type == "cuda":
+            # The batch's shape never changes: let cuDNN time its algorithms once and keep the fastest.
+            torch.backends.cudnn.benchmark = True
         options = self.options
         self.network = resdsl.compile(options.spec, network=options.network, limits=options.limits, **options.params)
         self.spec = spec_record(self.network, self.options.params)
@@ -391,19 +409,17 @@ class Trainer:
         model = resdsl.load(
             self.network, device=device, checkpoint=mode, zero_init_residual=recipe["zero_init_residual"]
         )
+        if options.init is not None and saved is None:
+            self._load_init(model)
         if recipe["sync_batchnorm"] and processes.distributed:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        if recipe["channels_last"]:
+        if speed.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
-        self.optimizer = torch.optim.SGD(
-            self._parameter_groups(model),
-            lr=self.schedule.at(0),
-            momentum=recipe["momentum"],
-            nesterov=recipe["nesterov"] and recipe["momentum"] > 0,
-            weight_decay=recipe["weight_decay"],
+        self.optimizer = make_optimizer(
+            self._parameter_groups(model), recipe, speed, self.schedule.at(0), processes.device
         )
-        self.scaler = torch.amp.GradScaler(device.type, enabled=recipe["amp"] == "fp16")
+        self.scaler = torch.amp.GradScaler(device.type, enabled=speed.amp == "fp16")
         self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"])
         self.iteration = 0
         self.seconds = 0.0
@@ -427,6 +443,17 @@ class Trainer:
         if recipe["compile"]:
             stepped = torch.compile(stepped)
         self.stepped = stepped
+        step = TrainingStep(
+            stepped,
+            self.optimizer,
+            self.scaler,
+            self.criterion,
+            autocast_for(device, speed.amp, graph=speed.cuda_graph),
+            speed.channels_last,
+        )
+        self.step: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] = (
+            GraphedStep(step, model) if speed.cuda_graph else step
+        )
         if processes.main:
             self._claim_folder()
             self._write_recipe_file()
@@ -449,6 +476,19 @@ class Trainer:
         decayed = [p for p in model.parameters() if p.dim() > 1]
         plain = [p for p in model.parameters() if p.dim() <= 1]
         return [{"params": decayed}, {"params": plain, "weight_decay": 0.0}]
+
+    def _load_init(self, model: nn.Module) -> None:
+        """--init: start from these weights (a state dict or another run's checkpoint), except the skipped modules."""
+        from resdsl.backends.torch import check_same_network, load_weights, read_run_checkpoint
+
+        options = self.options
+        weights: Any = options.init
+        run = read_run_checkpoint(options.init)
+        if run is not None:
+            if not (options.allow_other_network or options.skip):
+                check_same_network(self.network, run, str(options.init))
+            weights = run["model"]
+        load_weights(model, weights, skip=options.skip, file=str(options.init))
 
     def _check_shapes(self) -> None:
         expected = tuple(self.network.input_shape)
@@ -503,6 +543,13 @@ class Trainer:
     def _restore(self, saved: dict[str, Any]) -> None:
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
+        # The kernels and learning rate as this run's step uses them: the checkpoint's optimizer state
+        # carries those of the run that saved it (perhaps on another device, or without the graph).
+        use_kernels(self.optimizer, self.speed.optimizer_kernels)
+        if self.speed.cuda_graph:
+            tensor_lr(self.optimizer, self.processes.device)
+        else:
+            float_lr(self.optimizer)
         self.schedule.load_state_dict(saved["scheduler"])
         self.scaler.load_state_dict(saved["scaler"])
         self.iteration = int(saved["iteration"])
@@ -599,10 +646,7 @@ class Trainer:
     _bar: Any = None
 
     def autocast(self) -> Any:
-        amp = self.recipe["amp"]
-        if amp == "none":
-            return contextlib.nullcontext()
-        return torch.autocast(self.processes.device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+        return autocast_for(self.processes.device, self.speed.amp)()
 
     def run(self) -> int:
         """Train to the end, or until a stop signal: 0, or 128 + the signal's number."""
@@ -668,17 +712,19 @@ class Trainer:
             + f": {data.train_size:,} training images ({sizes}), {self.total:,} iterations of "
             f"{self.recipe['batch_size']}{resumed}; run folder {self.out}"
         )
+        self.log(f"step: {self.speed.describe()}")
 
     _last_eval: int = -1
 
     def train_steps(self, start: int, stop: int) -> None:
         """Iterations start..stop-1: the step, and the evaluations and checkpoints that fall in them."""
         recipe = self.recipe
-        model, optimizer, scaler = self.stepped, self.optimizer, self.scaler
-        channels_last = recipe["channels_last"]
+        optimizer, step = self.optimizer, self.step
         threshold = recipe["warmup_until_error"]
         window = self.window
         window_start = time.perf_counter() - window["seconds"]
+        log_every = recipe["log_every_seconds"] if self._bar is None and self.processes.main else 0
+        self._progress_mark = (time.perf_counter(), start)
         lr = None
         self.model.train()
         for batch in self.data.batches(start, stop):
@@ -686,22 +732,14 @@ class Trainer:
             new_lr = self.schedule.at(iteration)
             if new_lr != lr:
                 lr = new_lr
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-            inputs = batch.inputs
-            if channels_last:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            with self.autocast():
-                logits = model(inputs)
-                loss = self.criterion(logits, batch.labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+                set_lr(optimizer, lr)
+            loss, wrong = step(batch.inputs, batch.labels)
+            if getattr(step, "note", ""):
+                self.log(f"note: {step.note}")
+                step.note = ""
             with torch.no_grad():
                 count = len(batch.labels)
-                wrong = (logits.argmax(1) != batch.labels).sum()
-                window["loss"] += loss.detach().double() * count
+                window["loss"] += loss.double() * count
                 window["wrong"] += wrong
                 window["images"] += count
                 if threshold is not None and self.schedule.in_warmup(iteration):
@@ -712,6 +750,8 @@ class Trainer:
                 self._bar.update(1)
             if threshold is not None and self.schedule.in_warmup(iteration) and done % WARMUP_WINDOW == 0:
                 self._judge_warmup(done, threshold)
+            if log_every and time.perf_counter() - self._progress_mark[0] >= log_every and done < self.total:
+                self.log(self._progress_line(done, lr))
             due_eval = self.eval_every and done % self.eval_every == 0 and done < self.total
             if due_eval:
                 window["seconds"] = time.perf_counter() - window_start
@@ -726,6 +766,28 @@ class Trainer:
                 window["seconds"] = time.perf_counter() - window_start
                 raise Stop(self.signal_received or signal.SIGTERM)
         window["seconds"] = time.perf_counter() - window_start
+
+    _progress_mark: tuple[float, int] = (0.0, 0)
+
+    def _progress_line(self, done: int, lr: float | None) -> str:
+        """A line between evaluations where no progress bar shows: where the run is, how fast, the loss so far.
+
+        Reads the window's sums from the device: one wait every `log_every_seconds`, not per step.
+        """
+        now = time.perf_counter()
+        since, first = self._progress_mark
+        self._progress_mark = (now, done)
+        rate = (done - first) * self.recipe["batch_size"] / max(now - since, 1e-9)
+        window = self.window
+        parts = [f"iter {done}/{self.total}", f"epoch {done / self.steps_per_epoch:.2f}", f"lr {lr:.4g}"]
+        if window["images"]:
+            parts.append(
+                f"train {float(window['loss']) / window['images']:.4f} "
+                f"{100 * float(window['wrong']) / window['images']:.2f}%"
+            )
+        remaining = (self.total - done) * self.recipe["batch_size"] / max(rate, 1e-9)
+        parts += [f"{rate:,.0f} img/s", f"{_duration(remaining)} to go"]
+        return "  ".join(parts)
 
     def _stop_requested(self, done: int) -> bool:
         if not self.processes.distributed:
@@ -768,7 +830,7 @@ class Trainer:
                 self.data.eval_batches(split, self.recipe["eval_batch_size"]),
                 processes,
                 self.autocast,
-                self.recipe["channels_last"],
+                self.speed.channels_last,
             )
             row[f"{split}_loss"], row[f"{split}_error"] = result["loss"], result["error"]
         self.seconds += window["seconds"] + (time.perf_counter() - evaluation_start)
@@ -823,6 +885,14 @@ class Trainer:
             plot_runs([self.out], self.out / "curves.png")
         except ImportError:
             self.log("note: curves.png needs matplotlib (pip install 'resdsl[train]')")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _shown(value: Any) -> str:

@@ -100,6 +100,18 @@ def run_label(run: Path) -> str:
         return run.name
 
 
+def iteration_unit(longest: float) -> tuple[float, str]:
+    """The x-axis's unit for runs up to `longest` iterations: the paper's 1e4 at 64k, plain counts below 1,000.
+
+    The power of ten at or below the longest run, so the ticks read 0 to at most 9.99
+    (a 300-iteration run reads 0 ... 300, not 0.005 ... 0.030 in units of 1e4).
+    """
+    if longest < 1000:
+        return 1.0, "iter."
+    exponent = len(str(int(longest))) - 1
+    return float(10**exponent), f"iter. (1e{exponent})"
+
+
 def figure(
     runs: list[tuple[str, dict[str, list[float | None]]]],
     *,
@@ -113,8 +125,10 @@ def figure(
     axes = fig.add_subplot()
     colours = [f"C{i % 10}" for i in range(len(runs))]
     highest = 0.0
+    longest = max((x for _, columns in runs for x in columns["iteration"] if x is not None), default=0.0)
+    unit, unit_label = iteration_unit(longest)
     for (label, columns), colour in zip(runs, colours):
-        iterations = [x / 1e4 for x in columns["iteration"]]
+        iterations = [x / unit for x in columns["iteration"]]
         for name, style, width, shown in (("train_error", "--", 1.0, None), ("test_error", "-", 2.2, label)):
             points = [(x, y) for x, y in zip(iterations, columns[name]) if y is not None]
             if points:
@@ -122,7 +136,7 @@ def figure(
                 shown = plain_text(shown) if shown is not None else None
                 axes.plot(xs, ys, linestyle=style, linewidth=width, color=colour, label=shown)
                 highest = max(highest, max(ys))
-    axes.set_xlabel("iter. (1e4)")
+    axes.set_xlabel(unit_label)
     axes.set_ylabel("error (%)")
     if ylim:
         axes.set_ylim(*ylim)

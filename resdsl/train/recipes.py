@@ -136,6 +136,12 @@ def _int_pair(value: Any) -> list[int]:
     return list(value)
 
 
+def _bool_or_auto(value: Any) -> bool | str:
+    if value == "auto" or isinstance(value, bool):
+        return value
+    raise ValueError("true, false or auto")
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str) or len(value) > 10_000:
         raise ValueError("a string (of at most 10,000 characters)")
@@ -345,6 +351,15 @@ KEYS: dict[str, Key] = {
             resume_safe=True,
         ),
         _key(
+            "log_every_seconds",
+            "number >= 0",
+            60.0,
+            _float(0.0),
+            "Where the output is not a terminal (a file, a scheduler's log), print a progress line this often "
+            "between evaluations (0: never); on a terminal the progress bar shows instead.",
+            resume_safe=True,
+        ),
+        _key(
             "checkpoint_every",
             "duration",
             1000,
@@ -371,17 +386,40 @@ KEYS: dict[str, Key] = {
         ),
         _key(
             "amp",
-            "`none`, `bf16` or `fp16`",
-            "none",
-            _choice("none", "bf16", "fp16"),
-            "Automatic mixed precision: bf16 autocast, or fp16 autocast with a gradient scaler.",
+            "`auto`, `none`, `bf16` or `fp16`",
+            "auto",
+            _choice("auto", "none", "bf16", "fp16"),
+            "Automatic mixed precision: bf16 autocast, or fp16 autocast with a gradient scaler; `auto`: bf16 on a "
+            "GPU, none (fp32) on the CPU.",
         ),
         _key(
             "channels_last",
-            "boolean",
-            False,
-            _bool,
-            "The channels_last memory format for the model and its inputs.",
+            "boolean or `auto`",
+            "auto",
+            _bool_or_auto,
+            "The channels_last memory format for the model and its inputs; `auto`: on a GPU (where cuDNN's "
+            "NHWC kernels are faster), off on the CPU.",
+            resume_safe=True,
+        ),
+        _key(
+            "optimizer_kernels",
+            "`auto`, `fused`, `foreach` or `for_loop`",
+            "auto",
+            _choice("auto", "fused", "foreach", "for_loop"),
+            "How SGD updates the parameters: one fused kernel, one kernel per operation over all tensors "
+            "(`foreach`), or a Python loop over tensors; the same arithmetic. `auto`: fused on a GPU, foreach on "
+            "the CPU.",
+            resume_safe=True,
+        ),
+        _key(
+            "cuda_graph",
+            "boolean or `auto`",
+            "auto",
+            _bool_or_auto,
+            "Capture the whole training step (forward, loss, backward, SGD step, the batch's loss and error "
+            "count) once as a CUDA graph and replay it: one launch per step instead of hundreds. The batch is made "
+            "beside it (crop, flip and mean subtraction on the GPU, copied into the graph's input). `auto`: on for "
+            "one GPU process without fp16, `compile`, activation checkpointing or SyncBatchNorm; off on the CPU.",
             resume_safe=True,
         ),
         _key("compile", "boolean", False, _bool, "Train through `torch.compile`.", resume_safe=True),
