@@ -30,6 +30,10 @@ def test_list_shows_every_shipped_spec_with_its_figures(capsys) -> None:
     assert main(["list"]) == 0
     text = capsys.readouterr().out
     assert "torchvision/resnet50" in text and "25,557,032" in text and "classes=1000" in text
+    # The layers column says how it counts, and counts as the paper names the networks.
+    assert "layers: convolutions and fc layers on the main path" in text
+    rows = {line.split()[0]: line.split()[1] for line in text.splitlines() if line[:1].isalpha() and "  " in line}
+    assert rows["resnet34"] == "34" and rows["resnet152"] == "152" and rows["cifar110"] == "110"
 
 
 def test_list_check_and_diff_never_import_torch() -> None:

@@ -493,3 +493,11 @@ def test_spec_example_compiles_into_every_table_and_figure(where: str, text: str
         for detail in ("layer", "block", "stage"):
             assert str(resdsl.Table.of(network, detail=detail))
             assert "digraph" in to_dot([network], detail=detail).source
+
+
+def test_the_license_is_the_one_pyproject_names() -> None:
+    declared = re.search(r'^license = "([^"]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8"), re.M)
+    assert declared is not None and declared.group(1) == "MIT"
+    text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert text.startswith("MIT License") and "WITHOUT WARRANTY OF ANY KIND" in text
+    assert "[LICENSE](LICENSE)" in (ROOT / "README.md").read_text(encoding="utf-8")
