@@ -116,8 +116,19 @@ def test_diff_plain34_against_resnet34(capsys) -> None:
     assert main(["diff", "plain34", "resnet34"]) == 0
     text = capsys.readouterr().out
     assert "+173,824" in text and "3 identity, 1 projection" in text and "none" in text
+    assert max(len(line) for line in text.splitlines()) <= 100
+
     assert main(["diff", "plain34", "nosuch"]) == 1
     assert "no shipped spec" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("a", "b"), [("resnet50", "resnet152"), ("cifar20", "timm/ecaresnet50d"), ("vgg19", "resnet34")]
+)
+def test_diff_fits_a_hundred_columns(a: str, b: str) -> None:
+    text = str(diff(resdsl.compile(a), resdsl.compile(b)))
+    assert max(len(line) for line in text.splitlines()) <= 100, text
+    assert f"A = {resdsl.compile(a).name}, B = {resdsl.compile(b).name}" in text
 
 
 def test_diff_aligns_networks_of_different_depth() -> None:
