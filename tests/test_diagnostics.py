@@ -70,7 +70,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
     },
     "Branches, taps and projections": {
         "branch_mul_shape": "A `mul` branch whose output cannot multiply the current value (both shapes)",
-        "branch_mul_shape_nested": "The same in a block used inside a block (an SE block): the note names the inner block",
+        "branch_mul_shape_nested": "The same in a block used inside another (SE): the note names the inner one",
         "branch_add_shape": "An `add` branch whose output cannot be added to the current value",
         "branch_empty": "A branch with no layers",
         "tap_twice": "`tap shortcut` twice in one block",
