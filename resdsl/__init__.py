@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from resdsl.compiler import compile, compile_text, shipped_specs
 from resdsl.errors import CompilerBug, LimitError, ShapeError, SpecError, SpecSyntaxError, UnknownNameError, UseError
 from resdsl.evaluate import Value
+from resdsl.features import FeatureInfo
 from resdsl.ir import Limits, Network
 from resdsl.table import Table
 
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CompilerBug",
+    "FeatureInfo",
     "LimitError",
     "Limits",
     "Network",
@@ -35,6 +37,7 @@ __all__ = [
     "__version__",
     "compile",
     "compile_text",
+    "feature_info",
     "load",
     "shipped_specs",
 ]
@@ -54,6 +57,9 @@ def load(
     limits: Limits | None = None,
     input: str | Sequence[int] | None = None,
     allow_other_network: bool = False,
+    features: Sequence[str] | None = None,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
     **params: Value,
 ) -> torch.nn.Module:
     """Compile a spec and build it as a ``torch.nn.Module`` (imports torch on first use).
@@ -93,13 +99,26 @@ def load(
         where the tensors are allocated (default: torch's default device).
     limits
         :class:`Limits`; ``max_params`` is checked before any tensor is allocated.
+    features
+        names of feature maps (stages such as ``"conv4_x"``, ``"stem"``, top-level layers
+        by module name): the module returns them as a dict by name, and computes
+        nothing after the last (docs/torch.md, "Backbones").
+    features_only, out_indices
+        the module returns a list of the stages' outputs, those at ``out_indices``
+        (all by default), as timm's ``features_only=True`` models do.
 
     The module's ``network`` attribute is the compiled :class:`Network`
-    (``model.network.summary()``, ``resdsl.Table.of(model.network)``).
+    (``model.network.summary()``, ``resdsl.Table.of(model.network)``). A whole model
+    also has timm's ``forward_features``, ``forward_head``, ``reset_classifier`` and
+    ``num_features``; a feature extractor has ``feature_info`` (:func:`feature_info`
+    gives the same without building anything).
     """
     from resdsl.backends.torch import load as _load
 
-    return _load(
+    extractor = features is not None or features_only or out_indices is not None
+    if extractor and for_inference:
+        raise ValueError("features and for_inference do not combine: build the extractor, then export it")
+    model = _load(
         spec,
         network=network,
         weights=weights,
@@ -114,3 +133,26 @@ def load(
         allow_other_network=allow_other_network,
         **params,
     )
+    if for_inference:
+        return model
+    from resdsl.backends.features import attach, feature_extractor
+
+    if extractor:
+        return feature_extractor(model, model.network, features, out_indices, as_list=features is None)
+    return attach(model)
+
+
+def feature_info(
+    spec: str | Path | Network,
+    features: Sequence[str] | None = None,
+    out_indices: Sequence[int] | None = None,
+    **params: Value,
+) -> FeatureInfo:
+    """The channels, reduction, shape and module of each feature map that ``load(spec,
+    features=...)`` (or ``features_only=True, out_indices=...``) returns, from the
+    compiled network alone: nothing is built and torch is not imported. ``params`` are
+    :func:`compile`'s (``input="3x64x64"``, ``classes=10``)."""
+    from resdsl.features import feature_info as _feature_info
+
+    network = spec if isinstance(spec, Network) else compile(spec, **params)
+    return _feature_info(network, features, out_indices)

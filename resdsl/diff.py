@@ -20,6 +20,9 @@ from resdsl.cli_support import EXIT_OK, EXIT_SPEC, add_spec_options, compile_fro
 from resdsl.errors import SpecError
 from resdsl.ir import Network, StageSummary
 
+#: The columns `str()` fits the comparison in where it can.
+WIDTH = 100
+
 
 @dataclass(frozen=True)
 class Side:
@@ -77,67 +80,100 @@ class NetworkDiff:
         }
 
     def __str__(self) -> str:
-        a, b = self.a.name, self.b.name
-        head = (
-            "stage",
-            f"{a} blocks",
-            f"{b} blocks",
-            "output",
-            f"{a} params",
-            f"{b} params",
-            "change",
-            f"{a} MACs",
-            f"{b} MACs",
-            "change",
-            f"{a} shortcuts",
-            f"{b} shortcuts",
-        )
-        rows = [head]
-        for pair in self.pairs:
-            rows.append(
-                (
-                    _both(pair, "stage"),
-                    pair.a.blocks if pair.a else "-",
-                    pair.b.blocks if pair.b else "-",
-                    _both(pair, "output_shape"),
-                    _count(pair.a.params if pair.a else None),
-                    _count(pair.b.params if pair.b else None),
-                    _change(pair.params_change),
-                    _count(pair.a.macs if pair.a else None),
-                    _count(pair.b.macs if pair.b else None),
-                    _change(pair.macs_change),
-                    pair.a.shortcuts if pair.a else "-",
-                    pair.b.shortcuts if pair.b else "-",
+        return self.text()
+
+    def text(self, width: int = WIDTH) -> str:
+        """The comparison as text, within `width` columns where it can be: each stage on
+        two lines (A's, then B's and the change), MACs in millions, and where the
+        full words would not fit, the shortcut kinds abbreviated, then narrower gaps."""
+        for short, gap in ((False, 2), (True, 2), (True, 1)):
+            lines = self._lines(short, gap)
+            if max(len(line) for line in lines) <= width:
+                break
+        return "\n".join(lines)
+
+    def _lines(self, short: bool, gap: int) -> list[str]:
+        head = ("stage", "", "blocks", "output", "params", "change", "MMACs", "change", "shortcuts")
+        rows: list[tuple[str, ...]] = []
+
+        def side_rows(a: Side | None, b: Side | None, params: int, macs: int) -> None:
+            for mark, side in (("A", a), ("B", b)):
+                first = mark == "A"
+                # Each side's own stage name; B's left blank where it is A's.
+                stage = side.stage if side else "-"
+                if not first and a is not None and b is not None and a.stage == b.stage:
+                    stage = ""
+                rows.append(
+                    (
+                        stage,
+                        mark,
+                        side.blocks if side else "-",
+                        "x".join(map(str, side.output_shape)) if side else "-",
+                        _count(side.params if side else None),
+                        "" if first else _change(params),
+                        _millions(side.macs if side else None),
+                        "" if first else _change_millions(macs),
+                        _shortcuts(side.shortcuts, short) if side else "-",
+                    )
                 )
-            )
-        total = (
+
+        for pair in self.pairs:
+            side_rows(pair.a, pair.b, pair.params_change, pair.macs_change)
+        body = len(rows)
+        total_a = Side(
             "total",
             f"{self.a.layer_count()} layers",
-            f"{self.b.layer_count()} layers",
-            _both(Pair(_total(self.a), _total(self.b)), "output_shape"),
-            f"{self.a.num_params:,}",
-            f"{self.b.num_params:,}",
-            _change(self.b.num_params - self.a.num_params),
-            f"{self.a.macs:,}",
-            f"{self.b.macs:,}",
-            _change(self.b.macs - self.a.macs),
+            tuple(self.a.output_shape),
+            self.a.num_params,
+            self.a.macs,
             self.a.settings.shortcut,
+        )
+        total_b = Side(
+            "total",
+            f"{self.b.layer_count()} layers",
+            tuple(self.b.output_shape),
+            self.b.num_params,
+            self.b.macs,
             self.b.settings.shortcut,
         )
-        rows.append(total)
-        widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-        numeric = {4, 5, 6, 7, 8, 9}
+        side_rows(total_a, total_b, self.b.num_params - self.a.num_params, self.b.macs - self.a.macs)
+        table = [head, *rows]
+        widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+        numeric = {4, 5, 6, 7}
 
         def line(row: tuple[str, ...]) -> str:
-            return "  ".join(
-                cell.rjust(width) if i in numeric else cell.ljust(width)
-                for i, (cell, width) in enumerate(zip(row, widths))
-            ).rstrip()
+            return (
+                (" " * gap)
+                .join(
+                    cell.rjust(width) if i in numeric else cell.ljust(width)
+                    for i, (cell, width) in enumerate(zip(row, widths))
+                )
+                .rstrip()
+            )
 
-        rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
-        lines = [f"{a} -> {b} (MACs count conv and fc layers; change is {b} less {a})", line(head), rule]
-        lines += [line(row) for row in rows[1:-1]] + [rule, line(total)]
-        return "\n".join(lines)
+        rule = "-" * (sum(widths) + gap * (len(widths) - 1))
+        lines = [
+            f"A = {self.a.name}, B = {self.b.name}; change is B less A",
+            "MMACs: millions of multiply-accumulates of the conv and fc layers; --json has the exact counts",
+            line(head),
+            rule,
+        ]
+        lines += [line(row) for row in rows[:body]] + [rule] + [line(row) for row in rows[body:]]
+        return lines
+
+
+def _millions(value: int | None) -> str:
+    return "-" if value is None else f"{value / 1e6:,.1f}"
+
+
+def _change_millions(value: int) -> str:
+    return f"{value / 1e6:+,.1f}" if value else "0"
+
+
+def _shortcuts(text: str, short: bool) -> str:
+    if not short:
+        return text
+    return text.replace("identity", "id").replace("projection", "proj").replace("zeropad", "pad")
 
 
 def diff(a: Network, b: Network) -> NetworkDiff:

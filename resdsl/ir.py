@@ -298,7 +298,12 @@ def node_error(graph: nx.DiGraph, node: int, message: str, hint: str | None = No
     primary = pos
     if attrs["scope"].block is not None and trace:
         primary = trace[-1].pos
-        notes.append(Note(f"in block '{attrs['scope'].block}', repetition {attrs['scope'].index}", pos))
+        scope = attrs["scope"]
+        where = f"in block '{scope.block}', repetition {scope.index}"
+        if trace[-1].what.startswith("block "):
+            # The layer is in a block used inside the stage's block: name the one it is in.
+            where = f"in {trace[-1].what}, used by block '{scope.block}', repetition {scope.index}"
+        notes.append(Note(where, pos))
         outer = trace[:-1]
     else:
         outer = trace

@@ -29,6 +29,13 @@ class ShippedSpec:
     layers: int
 
 
+#: How the layers column counts (Network.layer_count), said under the table.
+LAYERS_NOTE = (
+    "layers: convolutions and fc layers on the main path, as the paper counts ResNet-34's 34;\n"
+    "        not shortcut projections, side branches (SE), BN, activations or pooling"
+)
+
+
 def shipped() -> list[ShippedSpec]:
     """Every shipped spec, compiled with its default parameters."""
     found = []
@@ -114,5 +121,6 @@ def run(args: argparse.Namespace) -> int:
         print("  ".join(cells).rstrip())
         if index == 0:
             print("-" * (sum(widths) + 2 * (len(widths) - 1)))
-    print(f'\nbuild one with `resdsl build NAME`; import one into a spec with `use "{USE_PREFIX}NAME"`')
+    print(f"\n{LAYERS_NOTE}")
+    print(f'build one with `resdsl build NAME`; import one into a spec with `use "{USE_PREFIX}NAME"`')
     return EXIT_OK

@@ -57,11 +57,13 @@ def test_errors(tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.parametrize("spec", ["cifar20", "torchvision/resnet18"])
-def test_py_export_reimports_with_equal_outputs(tmp_path: Path, spec: str) -> None:
+def test_py_export_reimports_with_equal_outputs(tmp_path: Path, spec: str, capsys) -> None:
     import runpy
 
     out = tmp_path / "model.py"
     assert main(["build", spec, "-o", str(out)]) == 0
+    # The file holds no weights and not the spec's initialisation: build says so.
+    assert "no weights" in capsys.readouterr().out.splitlines()[-1]
     source = out.read_text()
     assert "import resdsl" not in source and "from resdsl" not in source
     exported = runpy.run_path(str(out))["Model"]().eval()

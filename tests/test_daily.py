@@ -30,6 +30,10 @@ def test_list_shows_every_shipped_spec_with_its_figures(capsys) -> None:
     assert main(["list"]) == 0
     text = capsys.readouterr().out
     assert "torchvision/resnet50" in text and "25,557,032" in text and "classes=1000" in text
+    # The layers column says how it counts, and counts as the paper names the networks.
+    assert "layers: convolutions and fc layers on the main path" in text
+    rows = {line.split()[0]: line.split()[1] for line in text.splitlines() if line[:1].isalpha() and "  " in line}
+    assert rows["resnet34"] == "34" and rows["resnet152"] == "152" and rows["cifar110"] == "110"
 
 
 def test_list_check_and_diff_never_import_torch() -> None:
@@ -112,8 +116,19 @@ def test_diff_plain34_against_resnet34(capsys) -> None:
     assert main(["diff", "plain34", "resnet34"]) == 0
     text = capsys.readouterr().out
     assert "+173,824" in text and "3 identity, 1 projection" in text and "none" in text
+    assert max(len(line) for line in text.splitlines()) <= 100
+
     assert main(["diff", "plain34", "nosuch"]) == 1
     assert "no shipped spec" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("a", "b"), [("resnet50", "resnet152"), ("cifar20", "timm/ecaresnet50d"), ("vgg19", "resnet34")]
+)
+def test_diff_fits_a_hundred_columns(a: str, b: str) -> None:
+    text = str(diff(resdsl.compile(a), resdsl.compile(b)))
+    assert max(len(line) for line in text.splitlines()) <= 100, text
+    assert f"A = {resdsl.compile(a).name}, B = {resdsl.compile(b).name}" in text
 
 
 def test_diff_aligns_networks_of_different_depth() -> None:

@@ -358,3 +358,84 @@ def test_an_edit_to_comments_alone_reuses_the_compiled_network(tmp_path: Path) -
     assert "# normalise" in commented.text
     changed = analysis.analyze(GOOD.replace("2 x basic(16)", "3 x basic(16)"), path)
     assert changed.networks[0].num_params > first.networks[0].num_params
+
+
+@pytest.mark.asyncio
+async def test_every_independent_error_is_a_diagnostic(client: LanguageClient, tmp_path: Path):
+    """Three misspelt names, three diagnostics (a compiler stopping at the first showed one)."""
+    text = (
+        GOOD.replace("conv 3x3, 16", "conv 3x3, 16, strid=1")
+        .replace("basic(16)", "basik(16)")
+        .replace("basic(32, stride=2)", "basic(32, strde=2)")
+    )
+    uri = await _open(client, tmp_path / "small.res", text)
+    lines = sorted(diagnostic.range.start.line for diagnostic in client.diagnostics[uri])
+    assert lines == [_line_of(text, "strid="), _line_of(text, "basik"), _line_of(text, "strde")]
+    syntax = GOOD.replace("conv 3x3, 16", "conv 3x3 16").replace("stage s2: 2", "stage s2 2")
+    uri = await _open(client, tmp_path / "syntax.res", syntax)
+    lines = sorted(diagnostic.range.start.line for diagnostic in client.diagnostics[uri])
+    assert lines == [_line_of(syntax, "conv 3x3 16"), _line_of(syntax, "stage s2 2")]
+
+
+HOVER_PROBE = """\
+# hover probe
+block se(channels, reduction=4) {
+    mul {
+        avgpool
+        fc1: conv 1x1, channels // reduction
+        relu
+        fc2: conv 1x1, channels
+        sigmoid
+    }
+}
+
+block pre(width, stride=1) {
+    bn
+    relu
+    tap shortcut
+    conv 3x3, width, stride=stride
+    se: se(width)
+    add shortcut
+}
+
+network small(classes=10) {
+    input 3x64x64
+    shortcut B
+    stem {
+        conv 3x3, 16
+    }
+    stage s1: 2 x pre(16)
+    head {
+        avgpool
+        fc classes
+    }
+}
+"""
+
+
+@pytest.mark.parametrize(
+    ("needle", "word", "expected"),
+    [
+        # The statement's own node, not the flatten the compiler puts before the first fc.
+        ("fc classes", "fc", "**fc** `fc1`\n\noutput 10 · 170 params"),
+        ("fc classes", "classes", "**fc** `fc1`"),
+        # The input this network has, not the setting's example values.
+        ("input 3x64x64", "input", "**input** 3x64x64 (network small)"),
+        ("shortcut B", "shortcut", "**shortcut** B (network small)"),
+        ("tap shortcut", "tap", "**tap shortcut** in `pre`: the shortcut reads 16x64x64 here (2 instances"),
+        # A label of a block used inside a block: its instances.
+        ("se: se(width)", "se", "**se**: 2 instances"),
+    ],
+)
+def test_hover_titles_what_the_line_writes(tmp_path: Path, needle: str, word: str, expected: str) -> None:
+    from resdsl.lsp.analysis import analyze, hover
+
+    path = tmp_path / "probe.res"
+    path.write_text(HOVER_PROBE, encoding="utf-8")
+    analysis = analyze(HOVER_PROBE, path)
+    assert not analysis.errors
+    line = _line_of(HOVER_PROBE, needle)
+    shown = hover(analysis, line + 1, HOVER_PROBE.splitlines()[line].index(word) + 1)
+    assert shown is not None and shown.startswith(expected), shown
+    if word == "se":
+        assert "`s1.0.se` | 16x64x64 | 128 | 128" in shown  # 16 -> 4 -> 16 channels, 1x1 convs, no bias

@@ -171,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(table)
         if args.output:
-            print(f"saved {args.output}" + (f" ({DYNAMIC_NOTE})" if suffix in (".pt2", ".onnx") else ""))
+            notes = {".pt2": DYNAMIC_NOTE, ".onnx": DYNAMIC_NOTE, ".py": SOURCE_NOTE}
+            print(f"saved {args.output}" + (f" ({notes[suffix]})" if suffix in notes else ""))
         if note:
             print(note)
     return EXIT_OK
@@ -222,6 +223,11 @@ def _normalization_note(normalization: dict, output: str, suffix: str) -> str:
 
 #: What the .pt2 and .onnx exports accept (docs/torch.md, "Exports").
 DYNAMIC_NOTE = "any batch size; channels, height and width fixed at the spec's input"
+#: What the .py export is not: the weights, or the spec's initialisation.
+SOURCE_NOTE = (
+    "source only, no weights: its Model() has PyTorch's default initialisation, not the spec's; "
+    "load a state dict saved with -o NAME.pt or .safetensors"
+)
 
 
 def _positive_int(text: str) -> int:

@@ -23,7 +23,7 @@ from typing import Any
 from resdsl import syntax as ast
 from resdsl import vocabulary
 from resdsl.errors import Pos, SpecError
-from resdsl.ir import Network
+from resdsl.ir import BlockInstance, Network
 
 PRELUDE = "<prelude>"
 
@@ -71,6 +71,12 @@ class Analysis:
     nodes_by_line: dict[tuple[Path, int], list[tuple[str, dict[str, Any]]]] = field(default_factory=dict)
     # (absolute path, line) of a stage statement -> [(network, stage name)]
     stages_by_line: dict[tuple[Path, int], list[tuple[Network, str]]] = field(default_factory=dict)
+    # (absolute path, line) of a block used inside a block -> [(network, its instances' paths and figures)]
+    blocks_by_line: dict[tuple[Path, int], list[tuple[Network, BlockInstance]]] = field(default_factory=dict)
+    # (absolute path, line) of a `tap shortcut` -> [(network, the block instance that taps)]
+    taps_by_line: dict[tuple[Path, int], list[tuple[Network, BlockInstance]]] = field(default_factory=dict)
+    # (absolute path, line) of a network's setting -> [(network, setting)]
+    settings_by_line: dict[tuple[Path, int], list[tuple[Network, str]]] = field(default_factory=dict)
     _resolved: dict[str, Path] = field(default_factory=dict, repr=False)
 
     def site(self, pos: Pos) -> Site:
@@ -161,7 +167,7 @@ def _analyze(text: str, path: Path) -> Analysis:
             result.module = parse(text, shown)
             namespace = load_text(text, shown)
         except SpecError as error:
-            result.errors.append(error)
+            result.errors.extend(error.errors)
             # Completion and hover on names still need the blocks in scope while the
             # user is typing: read them from the text without the offending line.
             _define_despite(result, text, shown, error)
@@ -180,10 +186,11 @@ def _analyze(text: str, path: Path) -> Analysis:
             except SpecError as error:
                 if isinstance(definition, ast.NetworkAlias) and "needs a value for parameter" in error.message:
                     continue  # an alias that leaves a parameter free is a family too
-                key = (error.path, error.line, error.column, error.message)
-                if key not in seen:
-                    seen.add(key)
-                    result.errors.append(error)
+                for each in error.errors:
+                    key = (each.path, each.line, each.column, each.message)
+                    if key not in seen:
+                        seen.add(key)
+                        result.errors.append(each)
                 continue
             result.networks.append(network)
     for network in result.networks:
@@ -236,6 +243,20 @@ def _index(result: Analysis, network: Network) -> None:
                 stage_lines.add((result.resolve(frame.pos.path), frame.pos.line, scope.stage))
     for stage_path, line, name in stage_lines:
         result.stages_by_line.setdefault((stage_path, line), []).append((network, name))
+    for block in network.blocks:
+        if block.parent is not None:  # a block used inside a block: its statement's line
+            key = (result.resolve(block.pos.path), block.pos.line)
+            result.blocks_by_line.setdefault(key, []).append((network, block))
+        if block.tap is not None and block.tap_pos is not None:
+            key = (result.resolve(block.tap_pos.path), block.tap_pos.line)
+            result.taps_by_line.setdefault(key, []).append((network, block))
+    definitions = result.module.definitions if result.module is not None else ()
+    for definition in definitions:
+        if isinstance(definition, ast.Network) and definition.name == network.name:
+            for item in definition.body:
+                if isinstance(item, ast.Statement) and item.kind in vocabulary.settings():
+                    key = (result.resolve(item.pos.path), item.pos.line)
+                    result.settings_by_line.setdefault(key, []).append((network, item.kind))
 
 
 # Words under the cursor -------------------------------------------------------------
@@ -282,8 +303,19 @@ def hover(analysis: Analysis, line: int, column: int) -> str | None:
         return _definition_hover(analysis.definitions[name])
     if key in analysis.stages_by_line:
         return _stage_hover(analysis.stages_by_line[key])
+    if key in analysis.settings_by_line:
+        return _setting_hover(analysis.settings_by_line[key])
+    if key in analysis.taps_by_line:
+        return _tap_hover(analysis.taps_by_line[key])
+    if key in analysis.blocks_by_line:
+        return _nested_block_hover(analysis.blocks_by_line[key])
     if key in analysis.nodes_by_line:
-        return _layer_hover(analysis.nodes_by_line[key], len(analysis.networks) > 1)
+        entries = analysis.nodes_by_line[key]
+        # A statement's own nodes, not those the compiler added for it (the flatten
+        # before the first fc) nor a joined branch's.
+        written = _statement_kind(analysis.text, line)
+        own = [entry for entry in entries if entry[1].get("written") == written]
+        return _layer_hover(own or entries, len(analysis.networks) > 1)
     if name in vocabulary.layer_kinds():
         return f"```resdsl\n{vocabulary.layer_usage(name)}\n```\nlayer kind"
     if name in vocabulary.settings():
@@ -291,6 +323,62 @@ def hover(analysis: Analysis, line: int, column: int) -> str | None:
         suffix = f": {', '.join(values)}" if values else ""
         return f"network setting `{name}`{suffix}"
     return None
+
+
+def _statement_kind(text: str, line: int) -> str | None:
+    """The kind a statement line writes: its first word after an optional label."""
+    match = re.match(r"\s*(?:[A-Za-z_][\w.]*\s*:(?!=)\s*)?([A-Za-z_]\w*)", text.splitlines()[line - 1])
+    return match.group(1) if match else None
+
+
+def _setting_hover(entries: list[tuple[Network, str]]) -> str:
+    lines = []
+    for network, setting in entries:
+        if setting == "input":
+            value = _shape(network.input_shape)
+        else:
+            value = getattr(network.settings, setting, None)
+            value = value if isinstance(value, str) else str(value).lower() if value is not None else "-"
+        lines.append(f"**{setting}** {value} (network {network.name})")
+    values = vocabulary.SETTING_VALUES.get(entries[0][1])
+    if values and entries[0][1] != "input":
+        lines.append(f"values: {', '.join(values)}")
+    return "\n\n".join(lines)
+
+
+def _block_figures(network: Network, block: BlockInstance) -> tuple[tuple[int, ...], int, int]:
+    data = network.graph.nodes
+    params = sum(data[node]["params"] for node in block.nodes if node in data)
+    macs = sum(data[node]["macs"] for node in block.nodes if node in data)
+    return tuple(data[block.exit]["shape"]) if block.exit in data else (), params, macs
+
+
+def _nested_block_hover(entries: list[tuple[Network, BlockInstance]]) -> str:
+    several = len({network.name for network, _ in entries}) > 1
+    rows = [
+        f"**{entries[0][1].type}**: {len(entries)} instance{'s' if len(entries) > 1 else ''}",
+        "",
+        "| module | output | params | MACs |",
+        "| --- | --- | ---: | ---: |",
+    ]
+    for network, block in entries[:HOVER_ROWS]:
+        shape, params, macs = _block_figures(network, block)
+        module = f"{network.name}: {block.path}" if several else block.path
+        rows.append(f"| `{module}` | {_shape(shape)} | {params:,} | {macs:,} |")
+    if len(entries) > HOVER_ROWS:
+        rows.append(f"| ... and {len(entries) - HOVER_ROWS} more | | | |")
+    return "\n".join(rows)
+
+
+def _tap_hover(entries: list[tuple[Network, BlockInstance]]) -> str:
+    network, block = entries[0]
+    data = network.graph.nodes
+    shape = tuple(data[block.tap]["shape"]) if block.tap in data else ()
+    kinds = sorted({other.plan.kind for _, other in entries if other.plan is not None})
+    return (
+        f"**tap shortcut** in `{block.type}`: the shortcut reads {_shape(shape)} here "
+        f"({len(entries)} instance{'s' if len(entries) > 1 else ''}; {', '.join(kinds) or 'no'} shortcut)"
+    )
 
 
 def _is_label(text: str, line: int, word: tuple[str, int, int] | None) -> bool:
