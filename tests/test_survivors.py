@@ -472,6 +472,12 @@ def test_a_width_that_reaches_zero_is_refused_on_a_non_square_input() -> None:
         resdsl.compile_text(text)
 
 
+def _state_with_grad(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the state for the interpreter, its parameters (not BN's buffers) requiring grad."""
+    parameters = dict(model.named_parameters())
+    return {k: v.detach().clone().requires_grad_(k in parameters) for k, v in model.state_dict().items()}
+
+
 # Outputs that autograd keeps (sigmoid's, ReLU's): an in-place op after them would break backward.
 SAVED_OUTPUTS = """
 block g(w) {
@@ -500,7 +506,7 @@ def test_in_place_ops_after_outputs_autograd_keeps_give_the_interpreters_gradien
     network = resdsl.compile_text(SAVED_OUTPUTS)
     model = randomise(resdsl.load(network)).double().train()
     x = _input(network)
-    state = {k: v.detach().clone().requires_grad_(v.is_floating_point()) for k, v in model.state_dict().items()}
+    state = _state_with_grad(model)
     model(x).square().sum().backward()
     interpret.run(network, state, x, training=True).square().sum().backward()
     for name, parameter in model.named_parameters():
@@ -618,3 +624,89 @@ def test_the_warmup_is_judged_on_each_window_of_50_iterations_alone() -> None:
         Trainer._judge_warmup(trainer, done, 50.0)
     assert trainer.schedule.warmup_end == 100, lines
     assert lines == ["warm-up ends at iteration 100: training error 40.0% < 50%"]
+
+
+# Grouped and biased convs, a BN after the flatten (a BatchNorm1d), a padded average pool
+# that leaves the padding out of its divisor: each against torch's own count or function.
+COUNTED = """
+network n {
+    input 3x9x11
+    stem {
+        conv 3x3, 8, bias=true
+        conv 3x3, 8, groups=4
+        conv 1x1, 16, groups=2, bias=true
+        gn 4
+    }
+    head {
+        flatten
+        bn
+        fc 5
+        fc 4, bias=false
+    }
+}
+"""
+
+
+def test_params_are_torchs_own_count_for_grouped_and_biased_layers() -> None:
+    network = resdsl.compile_text(COUNTED)
+    model = resdsl.load(network)
+    assert network.num_params == sum(p.numel() for p in model.parameters())
+    rows = {row.module: row.params for row in resdsl.Table.of(network, detail="layer").rows}
+    for name, module in model.named_modules():
+        if name in rows:
+            assert rows[name] == sum(p.numel() for p in module.parameters()), name
+
+
+def test_a_bn_after_the_flatten_matches_the_interpreter() -> None:
+    errors = compare_with_oracle(resdsl.compile_text(COUNTED))
+    assert errors["eval"] < TOLERANCE and errors["train"] < TOLERANCE, errors
+
+
+def test_gn_groups_must_divide_the_channels() -> None:
+    with pytest.raises(resdsl.SpecError, match="gn 3 needs channels divisible by 3, but there are 8"):
+        _network("conv 3x3, 8; gn 3")
+
+
+@pytest.mark.parametrize("include", [False, True])
+def test_a_padded_average_pool_counts_the_padding_as_asked(include: bool) -> None:
+    flag = "true" if include else "false"
+    network = _network(f"avgpool 3x3, stride=2, padding=1, count_include_pad={flag}", size=9)
+    x = _input(network)
+    expected = F.avg_pool2d(x, 3, 2, 1, count_include_pad=include)
+    with torch.no_grad():
+        assert torch.equal(_built(network)(x), expected)
+
+
+# The stem's first ReLU reads the caller's input; the block's first ReLU reads the stem's
+# ReLU output, which no other node reads (the projection reads the tap) but autograd kept.
+RELU_ON_A_FUNCTIONS_INPUT = """
+block p(w, stride=1) {
+    relu
+    tap shortcut
+    conv 3x3, w, stride=stride
+    bn
+    add shortcut
+}
+network n {
+    input 3x8x8
+    stem { relu; conv 3x3, 4; bn; relu }
+    stage s: 2 x p(8, stride=2)
+    head { avgpool; fc 3 }
+}
+"""
+
+
+def test_a_forward_never_overwrites_its_input() -> None:
+    from resdsl import interpret
+
+    network = resdsl.compile_text(RELU_ON_A_FUNCTIONS_INPUT)
+    model = randomise(resdsl.load(network)).double().train()
+    x = _input(network)
+    before = x.clone()
+    state = _state_with_grad(model)
+    model(x).square().sum().backward()
+    assert torch.equal(x, before), "the forward wrote into the caller's tensor"
+    interpret.run(network, state, x, training=True).square().sum().backward()
+    for name, parameter in model.named_parameters():
+        expected = state[name].grad
+        assert float((parameter.grad - expected).abs().max()) <= 1e-9 * float(expected.abs().max()) + 1e-12, name

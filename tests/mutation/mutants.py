@@ -212,7 +212,7 @@ MORE_MUTANTS: list[Mutant] = [
         "resdsl/layers.py",
         "weights = self.out_channels * (inputs[0][0] // self.groups) * self.kernel[0] * self.kernel[1]",
         "weights = self.out_channels * inputs[0][0] * self.kernel[0] * self.kernel[1]",
-        (TORCHVISION_FIGURES,),
+        (_s("test_params_are_torchs_own_count_for_grouped_and_biased_layers"), TORCHVISION_FIGURES),
         "a grouped conv has C_in / groups inputs per filter",
     ),
     Mutant(
@@ -228,7 +228,7 @@ MORE_MUTANTS: list[Mutant] = [
         "resdsl/layers.py",
         "return weights + (self.out_channels if self.bias else 0), weights * output[1] * output[2]",
         "return weights, weights * output[1] * output[2]",
-        (SPECS_FIGURES, "tests/test_specs.py::test_every_shipped_spec_compiles_and_figures_add_up"),
+        (_s("test_params_are_torchs_own_count_for_grouped_and_biased_layers"), SPECS_FIGURES),
         "a conv's bias adds one parameter per output channel",
     ),
     Mutant(
@@ -244,7 +244,7 @@ MORE_MUTANTS: list[Mutant] = [
         "resdsl/layers.py",
         'return Ctor("nn.BatchNorm2d" if len(inputs[0]) == 3 else "nn.BatchNorm1d", (inputs[0][0],))',
         'return Ctor("nn.BatchNorm2d", (inputs[0][0],))',
-        (EVERYTHING,),
+        (_s("test_a_bn_after_the_flatten_matches_the_interpreter"), EVERYTHING),
         "a BN after the flatten is a BatchNorm1d",
     ),
     Mutant(
@@ -260,7 +260,7 @@ MORE_MUTANTS: list[Mutant] = [
         "resdsl/layers.py",
         '        if channels % self.groups:\n            raise ShapeProblem(\n                f"gn {self.groups}',
         '        if False:\n            raise ShapeProblem(\n                f"gn {self.groups}',
-        (DIAGNOSTICS,),
+        (_s("test_gn_groups_must_divide_the_channels"),),
         "gn's groups must divide the channels",
     ),
     Mutant(
@@ -309,7 +309,7 @@ MORE_MUTANTS: list[Mutant] = [
         "resdsl/layers.py",
         "        if not self.count_include_pad:\n            kwargs += ",
         "        if False:\n            kwargs += ",
-        (EVERYTHING,),
+        (_s("test_a_padded_average_pool_counts_the_padding_as_asked"), EVERYTHING),
         "count_include_pad=false reaches the module",
     ),
     Mutant(
@@ -391,7 +391,10 @@ MORE_MUTANTS: list[Mutant] = [
         "resdsl/backends/torch.py",
         "            operand in local\n            and ",
         "            ",
-        (f"{ORACLE}::test_a_relu_that_starts_a_block_leaves_its_shortcut_intact",),
+        (
+            _s("test_a_forward_never_overwrites_its_input"),
+            f"{ORACLE}::test_a_relu_that_starts_a_block_leaves_its_shortcut_intact",
+        ),
         "a forward never overwrites its input, which the caller (a shortcut) still reads",
     ),
     Mutant(
@@ -407,8 +410,10 @@ MORE_MUTANTS: list[Mutant] = [
         "resdsl/backends/torch.py",
         "    last_use[result] = len(steps)\n",
         "",
-        (EVERYTHING, SHARED_READERS, GENERATED),
+        (EVERYTHING, SHARED_READERS),
         "the returned value's name is live until the return",
+        equivalent="every node of a forward reaches its result (the IR has no dead values), so the result's "
+        "producer is the last step and no later step can take its name",
     ),
     Mutant(
         "torch-zero-init-misses-the-norm",
