@@ -200,6 +200,8 @@ def _kernel(layer: Any) -> str:
     kernel = getattr(layer, "kernel", None)
     if layer.kind == "avgpool" and kernel is None:
         return "global"
+    if isinstance(kernel, int):  # a 1-D kernel: channel_conv K
+        return str(kernel)
     return "x".join(map(str, kernel)) if kernel else ""
 
 

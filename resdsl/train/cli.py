@@ -211,6 +211,10 @@ def run_eval(args: argparse.Namespace) -> int:
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if cuda else "cpu")
     data = open_data(args.data, recipe, device=device, normalizer=normalizer)
+    if normalizer is not None:
+        from resdsl.train.runfiles import check_normalizer_fits
+
+        check_normalizer_fits(saved["normalizer"], data.input_shape, weights)
     if args.split not in data.splits:
         raise UsageError(f"no '{args.split}' split: this recipe holds out no validation images (holdout: 0)")
     if tuple(data.input_shape) != tuple(network.input_shape) or len(data.classes) != network.output_shape[0]:

@@ -131,6 +131,7 @@ __all__ = [
     "RUN_FILES",
     "RunError",
     "check_checkpoint",
+    "check_normalizer_fits",
     "claim_run_folder",
     "iteration_of",
     "metrics_table",
@@ -281,3 +282,15 @@ def _rng_state_ok(value: Any) -> bool:
         and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < (1 << 32) for v in internal)
         and (gauss is None or isinstance(gauss, float))
     )
+
+
+def check_normalizer_fits(normalizer_state: dict[str, Any], input_shape: Sequence[int], path: Path) -> None:
+    """A checkpoint's per-pixel (3 x H x W) or per-channel (3 x 1 x 1) mean must fit the data's images."""
+    shift = tuple(normalizer_state["shift"].shape)
+    if shift not in ((3, 1, 1), (3, *tuple(input_shape)[1:])):
+        raise RunError(
+            f"the checkpoint's normalizer is for {'x'.join(map(str, shift))} images; the data's are "
+            f"{'x'.join(map(str, input_shape))}",
+            file=str(path),
+            hint="evaluate on the data set the weights were trained on",
+        )
