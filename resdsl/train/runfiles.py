@@ -14,7 +14,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from resdsl.files import FolderLock, NotRegularFile, check_target, lock_folder, make_folder, read_regular_file
+from resdsl.files import (
+    FolderLock,
+    NotRegularFile,
+    TooLarge,
+    check_target,
+    lock_folder,
+    make_folder,
+    read_regular_file,
+)
 from resdsl.train.recipes import RecipeError
 
 #: The largest metrics.csv a run folder may hold (about a million rows).
@@ -38,6 +46,8 @@ def read_text(path: Path, limit: int, what: str, error: type[RecipeError] = RunE
         raise error(f"no {what} here", file=str(path)) from None
     except NotRegularFile as problem:
         raise error(f"{what} is {problem.kind}, not a regular file", file=str(path)) from None
+    except TooLarge as problem:
+        raise error(f"{what} is larger than the limit of {limit:,} bytes ({problem.size:,})", file=str(path)) from None
     except OSError as problem:
         raise error(f"cannot read {what}: {problem.strerror or problem}", file=str(path)) from None
     if len(data) > limit:
