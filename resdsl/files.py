@@ -55,6 +55,14 @@ class WriteError(SpecError):
     """A file that cannot be written where asked: a link or special file in its place, a full disk, no permission."""
 
 
+class TooLarge(Exception):
+    """A regular file larger than the bound its reader was given; ``size`` is its size in bytes."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
 class NotRegularFile(Exception):
     """What stands at a path is not a regular file; ``kind`` says what it is."""
 
@@ -82,16 +90,21 @@ def _reason(error: OSError) -> str:
 
 
 def read_regular_file(path: str | Path, limit: int) -> bytes:
-    """At most `limit` + 1 bytes of a regular file; anything else raises NotRegularFile before a byte is read.
+    """A regular file's bytes, at most `limit` + 1 of them; anything else raises NotRegularFile unread.
 
     Links are followed (a spec may be a link to one); what they lead to must be a
-    regular file. A caller that gets more than `limit` bytes back knows the file
-    is over its bound.
+    regular file. A file whose size is over the bound raises TooLarge before a byte
+    is read (a 6 GB sparse file costs nothing); one that grows, or that reports no size
+    (/proc), is read up to `limit` + 1 bytes, and a caller that gets more than `limit`
+    back knows it is over its bound.
     """
     _refuse_unless_regular(os.stat(path).st_mode)  # a socket cannot even be opened
     descriptor = os.open(path, os.O_RDONLY | _O_NONBLOCK | _O_BINARY | _O_CLOEXEC)
     try:
-        _refuse_unless_regular(os.fstat(descriptor).st_mode)
+        status = os.fstat(descriptor)
+        _refuse_unless_regular(status.st_mode)
+        if status.st_size > limit:
+            raise TooLarge(status.st_size)
         chunks, wanted = [], limit + 1
         while wanted > 0 and (chunk := os.read(descriptor, min(wanted, 1 << 20))):
             chunks.append(chunk)
@@ -322,6 +335,7 @@ __all__ = [
     "NAME_MAX",
     "FolderLock",
     "NotRegularFile",
+    "TooLarge",
     "WriteError",
     "append_file",
     "check_target",

@@ -17,7 +17,7 @@ from pathlib import Path
 from resdsl import syntax as ast
 from resdsl.errors import LimitError, Pos, Source, SpecError, UnknownNameError, UseError, unknown
 from resdsl.evaluate import CONSTANTS, MAX_LITERAL_DIGITS, Value, bounded, describe, evaluate
-from resdsl.files import NotRegularFile, read_regular_file
+from resdsl.files import NotRegularFile, TooLarge, read_regular_file
 from resdsl.ir import Frame, Limits
 from resdsl.parser import TokenBudget, parse
 from resdsl.shipped import USE_PREFIX, shipped_use_target
@@ -90,6 +90,8 @@ def read_spec(path: Path, limits: Limits, used_at: Pos | None = None) -> Source:
         raise fail(f"{named} is a directory, not a .res file")
     try:
         data = read_regular_file(path, limits.max_file_bytes)
+    except TooLarge:
+        data = b"\0" * (limits.max_file_bytes + 1)  # reported below, as every oversized spec is
     except NotRegularFile as error:
         raise fail(f"{named} is {error.kind}, not a regular file", "give the path of a .res file") from None
     except PermissionError:

@@ -46,6 +46,8 @@ MAX_STRING_LENGTH = 4096
 
 #: Longest name (of a block, network, layer label, parameter...) accepted.
 MAX_NAME_LENGTH = 128
+#: The most dimensions a size token (3x224x224) may have.
+MAX_SIZE_DIMENSIONS = 16
 
 #: Most arguments in one call or statement, and most parameters of one definition.
 MAX_ARGUMENTS = 256
@@ -274,6 +276,13 @@ def _prescan(source: Source, budget: TokenBudget) -> None:
             raise LimitError(
                 f"a quoted path of {len(token) - 2:,} characters; paths are at most {MAX_STRING_LENGTH:,}",
                 _at(source, line, start - line_start, len(token)),
+            )
+        elif token[0].isdigit() and token.count("x") >= MAX_SIZE_DIMENSIONS:
+            # A size token of a million dimensions once took 700 MB to turn into numbers and quote.
+            raise LimitError(
+                f"a size of {token.count('x') + 1:,} dimensions; sizes have at most {MAX_SIZE_DIMENSIONS}",
+                _at(source, line, start - line_start, min(len(token), 40)),
+                "write a kernel as KxK and an input as CxHxW",
             )
         elif len(token) > MAX_NAME_LENGTH and (token[0].isalpha() or token[0] == "_"):
             raise LimitError(

@@ -318,3 +318,12 @@ def test_io_is_used(tmp_path: Path):
             info.size = len(content)
             tar.addfile(info, io.BytesIO(content))
     assert len(read_cifar(archive, "cifar10").test_labels) == 8
+
+
+def test_a_sparse_batch_of_gigabytes_is_refused_unread(tmp_path: Path):
+    folder = _write(tmp_path, _members())
+    with open(folder / "data_batch_3", "r+b") as handle:
+        handle.truncate(6 << 30)  # 6 GB that take no disk: refused by its size, before a byte is read
+    with pytest.raises(DataError, match="larger than the limit") as caught:
+        read_cifar(folder, "cifar10")
+    assert "data_batch_3" in str(caught.value)

@@ -373,3 +373,29 @@ def test_a_quote_after_a_lone_cr_shows_the_line_the_position_names():
     assert source.line(1) == "a # b"  # what follows the CR is comment text, not shown over the line
     assert source.line(2) == "second\x0cline"
     assert source.line(3) == "third"
+
+
+# ---------------------------------------------------------------------------
+# The earlier attack's remaining crash class: a shipped spec's table.
+
+
+def test_every_shipped_specs_stage_table_prints():
+    import resdsl as api
+    from resdsl.shipped import shipped_specs
+    from resdsl.table import Table
+
+    for name in shipped_specs():
+        table = str(Table.of(api.compile(name), detail="stage"))
+        assert table.strip(), name
+    eca = str(Table.of(api.compile("timm/ecaresnet50d"), detail="layer"))
+    assert "channel_conv" in eca  # its 1-D kernel (an int) once broke the kernel column
+
+
+def test_a_size_token_of_millions_of_dimensions_is_refused_before_it_is_read():
+    import resdsl as api
+
+    size = "x".join(["3"] * 1_000_000)
+    with pytest.raises(api.SpecError) as caught:
+        api.compile_text("network n {\n    input " + size + "\n}\n")
+    assert "1,000,000 dimensions" in caught.value.message and caught.value.line == 2
+    assert len(str(caught.value)) < 1000  # the quote is a window, not the token

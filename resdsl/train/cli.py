@@ -256,6 +256,10 @@ def run_eval(args: argparse.Namespace) -> int:
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if cuda else "cpu")
     data = open_data(args.data, recipe, device=device, normalizer=normalizer)
+    if normalizer is not None:
+        from resdsl.train.runfiles import check_normalizer_fits
+
+        check_normalizer_fits(saved["normalizer"], data.input_shape, weights)
     # An image folder's one evaluation split is its val/ folder (training reports it as test): both names take it.
     folder_val = recipe["dataset"] == "imagefolder" and args.split == "val"
     if args.split not in data.splits and not folder_val:

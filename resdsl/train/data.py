@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from resdsl.errors import SpecError
-from resdsl.files import NotRegularFile, kind_of, read_regular_file
+from resdsl.files import NotRegularFile, TooLarge, kind_of, read_regular_file
 
 
 class DataError(SpecError):
@@ -295,6 +295,10 @@ def _read_file(path: Path) -> bytes:
         data = read_regular_file(path, MAX_CIFAR_FILE_BYTES)
     except NotRegularFile as error:
         raise DataError(f"this CIFAR file is {error.kind}, not a regular file", file=str(path)) from None
+    except TooLarge as error:
+        raise DataError(
+            f"a CIFAR file of {error.size:,} bytes is larger than the limit of {MAX_CIFAR_FILE_BYTES:,}", file=str(path)
+        ) from None
     except OSError as error:
         raise DataError(f"cannot read this CIFAR file: {error.strerror or error}", file=str(path)) from None
     if len(data) > MAX_CIFAR_FILE_BYTES:
@@ -645,6 +649,10 @@ def load_image(path: str) -> Any:
         data = read_regular_file(path, MAX_IMAGE_FILE_BYTES)
     except NotRegularFile as error:
         raise DataError(f"this image is {error.kind}, not a regular file", file=path) from None
+    except TooLarge as error:
+        raise DataError(
+            f"this image of {error.size:,} bytes is larger than the limit of {MAX_IMAGE_FILE_BYTES:,}", file=path
+        ) from None
     except OSError as error:
         raise DataError(f"cannot read this image: {error.strerror or error}", file=path) from None
     if len(data) > MAX_IMAGE_FILE_BYTES:

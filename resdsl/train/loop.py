@@ -44,6 +44,7 @@ from resdsl.train.runfiles import (
     RESUME_FIELDS,
     RunError,
     check_checkpoint,
+    check_normalizer_fits,
     claim_run_folder,
     read_metrics_rows,
 )
@@ -387,6 +388,8 @@ class Trainer:
             self.options.data, recipe, device=device, rank=processes.rank, world=processes.world, normalizer=normalizer
         )
         self._check_shapes()
+        if saved is not None:
+            check_normalizer_fits(saved["normalizer"], self.data.input_shape, self.out / "checkpoint.pt")
         steps_per_epoch = self.data.steps_per_epoch(recipe["batch_size"])
         self.steps_per_epoch = steps_per_epoch
         self.total = recipe.steps("iterations", steps_per_epoch)

@@ -14,7 +14,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from resdsl.files import FolderLock, NotRegularFile, check_target, lock_folder, make_folder, read_regular_file
+from resdsl.files import (
+    FolderLock,
+    NotRegularFile,
+    TooLarge,
+    check_target,
+    lock_folder,
+    make_folder,
+    read_regular_file,
+)
 from resdsl.train.recipes import RecipeError
 
 #: The largest metrics.csv a run folder may hold (about a million rows).
@@ -38,6 +46,8 @@ def read_text(path: Path, limit: int, what: str, error: type[RecipeError] = RunE
         raise error(f"no {what} here", file=str(path)) from None
     except NotRegularFile as problem:
         raise error(f"{what} is {problem.kind}, not a regular file", file=str(path)) from None
+    except TooLarge as problem:
+        raise error(f"{what} is larger than the limit of {limit:,} bytes ({problem.size:,})", file=str(path)) from None
     except OSError as problem:
         raise error(f"cannot read {what}: {problem.strerror or problem}", file=str(path)) from None
     if len(data) > limit:
@@ -131,6 +141,7 @@ __all__ = [
     "RUN_FILES",
     "RunError",
     "check_checkpoint",
+    "check_normalizer_fits",
     "claim_run_folder",
     "iteration_of",
     "metrics_table",
@@ -281,3 +292,15 @@ def _rng_state_ok(value: Any) -> bool:
         and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < (1 << 32) for v in internal)
         and (gauss is None or isinstance(gauss, float))
     )
+
+
+def check_normalizer_fits(normalizer_state: dict[str, Any], input_shape: Sequence[int], path: Path) -> None:
+    """A checkpoint's per-pixel (3 x H x W) or per-channel (3 x 1 x 1) mean must fit the data's images."""
+    shift = tuple(normalizer_state["shift"].shape)
+    if shift not in ((3, 1, 1), (3, *tuple(input_shape)[1:])):
+        raise RunError(
+            f"the checkpoint's normalizer is for {'x'.join(map(str, shift))} images; the data's are "
+            f"{'x'.join(map(str, input_shape))}",
+            file=str(path),
+            hint="evaluate on the data set the weights were trained on",
+        )
