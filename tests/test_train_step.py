@@ -8,6 +8,7 @@ every host read forbidden. The capture itself needs a GPU: its test runs there.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -101,8 +102,10 @@ def test_a_resumed_run_steps_with_its_own_kernels_not_the_checkpoints(workspace:
     assert first.run() == 0
     saved = torch.load(workspace / "run" / "checkpoint.pt", weights_only=True)["optimizer"]["param_groups"][0]
     assert (saved["fused"], saved["foreach"]) == (False, False)
+    # A copy of the run (the first trainer, still alive here, may hold the folder's lock).
+    shutil.copytree(workspace / "run", workspace / "again")
     recipe = parse_recipe(BASE.replace("iterations: 12", "iterations: 14") + "optimizer_kernels: fused\n", "r.yaml")
-    options = RunOptions(spec="tiny.res", data="data", recipe=recipe, out=workspace / "run", resume=True)
+    options = RunOptions(spec="tiny.res", data="data", recipe=recipe, out=workspace / "again", resume=True)
     resumed = Trainer(options, Processes())
     resumed.setup()
     assert resumed.iteration == 12
