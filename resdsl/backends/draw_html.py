@@ -110,7 +110,8 @@ def to_html(
 </head>
 <body>
 <div id="bar"><button id="expand">expand all</button><button id="blocks">collapse blocks</button>
-<button id="stages">collapse stages</button><button id="whole">whole figure</button> drag to pan, wheel to zoom, hover a box for its figures;
+<button id="stages">collapse stages</button><button id="whole">whole figure</button>
+drag to pan, wheel to zoom, hover a box for its figures;
 click a box to collapse its block, shift-click its stage, click a summary to expand it</div>
 <svg id="figure" xmlns="http://www.w3.org/2000/svg"><g id="viewport"></g></svg>
 <div id="tooltip"></div>
