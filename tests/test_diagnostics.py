@@ -407,3 +407,23 @@ def test_a_missing_brace_says_where_the_body_opened() -> None:
     assert [(note.message, note.pos.line, note.pos.column) for note in error.notes] == [
         ("this '{' is never closed", 2, 12)
     ]
+
+
+def test_each_definition_and_use_is_checked_on_its_own(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.res"
+    spec.write_text(
+        "block a { bn }\n"
+        "block a { relu }\n"
+        "network n(c, c) {\n    input 3x8x8\n}\n"
+        "network m = n(c=1) with shortcut A, shortcut B\n"
+        'use "nosuch.res"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(SpecError) as caught:
+        resdsl.compile(spec)
+    assert [(error.line, error.message.split(":")[0]) for error in caught.value.errors] == [
+        (2, "'a' is defined twice in this file"),
+        (3, "two parameters are named 'c'"),
+        (6, "the setting 'shortcut' is given twice in this 'with'"),
+        (7, "no such file"),
+    ]
