@@ -197,6 +197,13 @@ def render_docs() -> str:
         "`tests/fixtures/errors/` and the exact text that `resdsl check` prints for it; a test",
         "keeps this page in step with the compiler.",
         "",
+        "A run reports every independent error, up to 20, in the order of the file: each syntax",
+        "error (the parser recovers at the next line), each misspelt setting, each definition and",
+        "`use` of a file, each top-level statement and each stage of the network (the first error",
+        "of a stage ends that stage; nothing after expansion runs on a network with errors). In",
+        "Python the exception is the first error and `.errors` lists them all; the language server",
+        "publishes each.",
+        "",
     ]
     for section, entries in CATALOGUE.items():
         parts += [f"## {section}", ""]
