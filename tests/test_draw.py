@@ -336,6 +336,7 @@ def test_side_branch_spacers_are_no_wider_than_the_line() -> None:
     for attributes in spacers:
         width = float(re.search(r' width="([\d.]+)"', attributes).group(1))
         assert width * 72 <= 0.8 + 1e-9 and 'penwidth="0"' in attributes  # the edges' 0.8 pt
+        assert 'fixedsize="true"' in attributes  # else Graphviz widens a box to its minimum
 
 
 @pytest.mark.parametrize(("spec", "inner"), [("timm/seresnet50", "se"), ("timm/ecaresnet50d", "eca")])

@@ -602,9 +602,21 @@ def _branches(
     length = max(len(branch.boxes) for branch in branches)
     spacers = [f"{join}_s{step}" for step in range(length)]
     for spacer in spacers:
-        # A dot exactly as wide as the line (0.8 pt) and no outline: the segments through
-        # it read as one line (a wider dot left a tick at each branch box).
-        sub.node(spacer, "", shape="point", style="filled", color="black", width="0.011", penwidth="0", group=prefix)
+        # Graphviz ends the segments through a spacer 1 pt short of its centre even
+        # unclipped: a filled bar as wide as the line (0.8 pt) and 3 pt tall bridges the
+        # gap, and no wider than the line it leaves no tick (a dot did, a point a gap).
+        sub.node(
+            spacer,
+            "",
+            shape="box",
+            style="filled",
+            color="black",
+            penwidth="0",
+            width="0.0111",
+            height="0.042",
+            fixedsize="true",
+            group=prefix,
+        )
     path = [source, *spacers, join]
     for upper, lower in itertools.pairwise(path):
         ends = {} if lower == join else {"arrowhead": "none", "headclip": "false"}
