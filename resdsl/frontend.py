@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 
 from resdsl import syntax as ast
-from resdsl.errors import LimitError, Pos, Source, SpecError, UnknownNameError, UseError, unknown
+from resdsl.errors import CompilerBug, LimitError, Pos, Source, SpecError, UnknownNameError, UseError, unknown
 from resdsl.evaluate import CONSTANTS, MAX_LITERAL_DIGITS, Value, bounded, describe, evaluate
 from resdsl.files import NotRegularFile, TooLarge, read_regular_file
 from resdsl.ir import Frame, Limits
@@ -147,7 +147,10 @@ def prelude_text() -> str:
 def _prelude() -> Namespace:
     namespace = Namespace(PRELUDE_PATH)
     module = parse(prelude_text(), PRELUDE_PATH)
-    _define(module, namespace)
+    errors: list[SpecError] = []
+    _define(module, namespace, errors)
+    if errors:  # pragma: no cover - the prelude is tested
+        raise CompilerBug(f"the prelude: {errors[0]}")
     return namespace
 
 
@@ -196,39 +199,62 @@ class _Loader:
     def load_module(self, module: ast.Module, path: Path, chain: tuple[Path, ...]) -> Namespace:
         namespace = Namespace(module.source.path)
         namespace.merge(_prelude())
+        # Each `use` and each definition is checked on its own: every independent error
+        # of the file is reported (a limit stops at once).
+        errors: list[SpecError] = []
         for definition in module.definitions:
             if isinstance(definition, ast.Use):
-                target = path.parent / definition.path
-                if "\x00" in definition.path:
-                    # The OS cannot even look such a path up (Python raises ValueError).
-                    raise UseError("a 'use' path cannot contain a NUL character", definition.pos)
-                if definition.path.startswith(USE_PREFIX):  # a shipped spec: use "resdsl:torchvision/resnet50"
-                    target = shipped_use_target(definition.path.removeprefix(USE_PREFIX), definition.pos)
-                if target.suffix != ".res":
-                    raise UseError(
-                        f"'use' imports .res files; {definition.path!r} is not one",
-                        definition.pos,
-                        "name a spec file ending in .res",
-                    )
-                namespace.merge(self.load(target, definition.pos, chain))
-        _define(module, namespace)
+                try:
+                    namespace.merge(self._use(definition, path, chain))
+                except LimitError:
+                    raise
+                except SpecError as error:
+                    errors.append(error)
+        _define(module, namespace, errors)
+        if errors:
+            raise SpecError.several(errors)
         return namespace
 
+    def _use(self, definition: ast.Use, path: Path, chain: tuple[Path, ...]) -> Namespace:
+        """The namespace of one `use`d file (a shipped spec, or a path beside this file)."""
+        target = path.parent / definition.path
+        if "\x00" in definition.path:
+            # The OS cannot even look such a path up (Python raises ValueError).
+            raise UseError("a 'use' path cannot contain a NUL character", definition.pos)
+        if definition.path.startswith(USE_PREFIX):  # a shipped spec: use "resdsl:torchvision/resnet50"
+            target = shipped_use_target(definition.path.removeprefix(USE_PREFIX), definition.pos)
+        if target.suffix != ".res":
+            raise UseError(
+                f"'use' imports .res files; {definition.path!r} is not one",
+                definition.pos,
+                "name a spec file ending in .res",
+            )
+        return self.load(target, definition.pos, chain)
 
-def _define(module: ast.Module, namespace: Namespace) -> None:
+
+def _define(module: ast.Module, namespace: Namespace, errors: list[SpecError]) -> None:
     seen: dict[str, Pos] = {}
     for definition in module.definitions:
         if isinstance(definition, ast.Use):
             continue
         if definition.name in seen:
-            raise SpecError(f"'{definition.name}' is defined twice in this file", definition.name_pos).with_note(
-                "first defined here", seen[definition.name]
+            errors.append(
+                SpecError(f"'{definition.name}' is defined twice in this file", definition.name_pos).with_note(
+                    "first defined here", seen[definition.name]
+                )
             )
+            continue
         seen[definition.name] = definition.name_pos
-        if isinstance(definition, ast.NetworkAlias):
-            _refuse_repeats(definition.overrides, "the setting '{}' is given twice in this 'with'", "first given here")
-        else:
-            _refuse_repeats(definition.params, "two parameters are named '{}'", "the first one")
+        try:
+            if isinstance(definition, ast.NetworkAlias):
+                _refuse_repeats(
+                    definition.overrides, "the setting '{}' is given twice in this 'with'", "first given here"
+                )
+            else:
+                _refuse_repeats(definition.params, "two parameters are named '{}'", "the first one")
+        except SpecError as error:
+            errors.append(error)
+            continue
         if isinstance(definition, ast.Block):
             namespace.blocks[definition.name] = (definition, namespace)
         else:

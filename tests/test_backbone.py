@@ -128,3 +128,21 @@ def test_feature_info_never_imports_torch() -> None:
         "assert 'torch' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
+
+
+def test_an_extractor_exports_and_a_model_copies() -> None:
+    import copy
+
+    x = torch.randn(2, 3, 32, 32)
+    extractor = resdsl.load("cifar20", features=("conv3_x", "conv4_x")).eval()
+    with torch.no_grad():
+        expected = extractor(x)
+    program = torch.export.export(extractor, (x,))
+    with torch.no_grad():
+        exported = program.module()(x)
+    assert list(exported) == ["conv3_x", "conv4_x"]
+    assert all(torch.equal(exported[name], expected[name]) for name in expected)
+    model = resdsl.load("cifar20").eval()
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        assert torch.equal(twin.forward_features(x), model.forward_features(x))

@@ -198,6 +198,13 @@ def render_docs() -> str:
         "`tests/fixtures/errors/` and the exact text that `resdsl check` prints for it; a test",
         "keeps this page in step with the compiler.",
         "",
+        "A run reports every independent error, up to 20, in the order of the file: each syntax",
+        "error (the parser recovers at the next line), each misspelt setting, each definition and",
+        "`use` of a file, each top-level statement and each stage of the network (the first error",
+        "of a stage ends that stage; nothing after expansion runs on a network with errors). In",
+        "Python the exception is the first error and `.errors` lists them all; the language server",
+        "publishes each.",
+        "",
     ]
     for section, entries in CATALOGUE.items():
         parts += [f"## {section}", ""]
@@ -502,4 +509,24 @@ def test_a_missing_brace_says_where_the_body_opened() -> None:
     assert error.line == 6 and "never closed" in error.message
     assert [(note.message, note.pos.line, note.pos.column) for note in error.notes] == [
         ("this '{' is never closed", 2, 12)
+    ]
+
+
+def test_each_definition_and_use_is_checked_on_its_own(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.res"
+    spec.write_text(
+        "block a { bn }\n"
+        "block a { relu }\n"
+        "network n(c, c) {\n    input 3x8x8\n}\n"
+        "network m = n(c=1) with shortcut A, shortcut B\n"
+        'use "nosuch.res"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(SpecError) as caught:
+        resdsl.compile(spec)
+    assert [(error.line, error.message.split(":")[0]) for error in caught.value.errors] == [
+        (2, "'a' is defined twice in this file"),
+        (3, "two parameters are named 'c'"),
+        (6, "the setting 'shortcut' is given twice in this 'with'"),
+        (7, "no such file"),
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -283,3 +284,79 @@ def test_draw_never_imports_torch(tmp_path: Path) -> None:
         "assert 'torch' not in sys.modules, 'draw imported torch'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _bezier_points(d: str) -> list[tuple[float, float]]:
+    """Points along an SVG path of Graphviz's form "M x,y C x,y x,y x,y ...", 20 per segment."""
+    values = [float(v) for v in d.replace("M", " ").replace("C", " ").replace(",", " ").split()]
+    points = list(zip(values[0::2], values[1::2]))
+    sampled = []
+    for start in range(0, len(points) - 3, 3):
+        p0, p1, p2, p3 = points[start : start + 4]
+        for step in range(21):
+            t = step / 20
+            a, b, c, d_ = (1 - t) ** 3, 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t**2, t**3
+            sampled.append(
+                (a * p0[0] + b * p1[0] + c * p2[0] + d_ * p3[0], a * p0[1] + b * p1[1] + c * p2[1] + d_ * p3[1])
+            )
+    return sampled
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed (CI installs it)")
+@pytest.mark.parametrize("direction", ["TB", "LR"])
+def test_columns_in_order_and_arcs_clear_of_boxes(tmp_path: Path, direction: str) -> None:
+    """LR drew the networks in reverse order, and its arcs crossed the boxes."""
+    out = tmp_path / "fig.svg"
+    assert main(["draw", "resnet18", "cifar20", "plain34", "-o", str(out), "--direction", direction]) == 0
+    boxes = _svg_boxes(out)
+    titles = [boxes[f"c{n}_title"] for n in range(3)]
+    along = 0 if direction == "TB" else 1  # columns go left to right, or rows top to bottom
+    assert titles == sorted(titles, key=lambda box: box[along])
+    root = ET.parse(out).getroot()
+    crossings = []
+    for group in root.iter(f"{SVG}g"):
+        if "shortcut" not in (group.get("class") or ""):
+            continue
+        ends = group.find(f"{SVG}title").text.split("->")
+        for point in _bezier_points(group.find(f"{SVG}path").get("d")):
+            for key, (left, top, right, bottom) in boxes.items():
+                if key in ends or "_title" in key or "_size" in key:
+                    continue
+                if left + 2 < point[0] < right - 2 and top + 2 < point[1] < bottom - 2:
+                    crossings.append((ends, key))
+    assert crossings == []
+
+
+def test_side_branch_spacers_are_no_wider_than_the_line() -> None:
+    """The main line runs through a spacer beside each branch box: a dot wider than the
+    line left a tick mark there."""
+    source = draw.to_dot(_branch_networks()[:1]).source
+    spacers = re.findall(r'^\s*"c0_n\d+_s\d+" \[([^]]*)\]', source, re.M)  # the nodes, not their edges
+    assert spacers
+    for attributes in spacers:
+        width = float(re.search(r' width="([\d.]+)"', attributes).group(1))
+        assert width * 72 <= 0.8 + 1e-9 and 'penwidth="0"' in attributes  # the edges' 0.8 pt
+        assert 'fixedsize="true"' in attributes  # else Graphviz widens a box to its minimum
+
+
+@pytest.mark.parametrize(("spec", "inner"), [("timm/seresnet50", "se"), ("timm/ecaresnet50d", "eca")])
+def test_blocks_used_inside_blocks_show_at_block_and_stage_detail(spec: str, inner: str) -> None:
+    network = resdsl.compile(spec)
+    for detail in ("block", "stage"):
+        labels = [box.label for box in draw.figure(network, detail=detail).boxes if box.style == "group"]
+        assert labels and all(f" + {inner}" in label for label in labels), (detail, labels)
+    plain = [box.label for box in draw.figure(resdsl.compile("resnet50"), detail="block").boxes]
+    assert not any(" + " in label for label in plain)
+
+
+def test_columns_take_the_titles_given(tmp_path: Path, capsys) -> None:
+    source = draw.to_dot(
+        [resdsl.compile("plain34"), resdsl.compile("resnet34")], titles=["34-layer plain", "34-layer residual"]
+    ).source
+    assert '"c1_title" [label="34-layer residual\\n' in source
+    out = tmp_path / "fig.dot"
+    assert main(["draw", "plain34", "resnet34", "-o", str(out), "--title", "plain", "--title", "residual"]) == 0
+    assert '"c0_title" [label="plain\\n' in out.read_text(encoding="utf-8")
+    capsys.readouterr()
+    assert main(["draw", "plain34", "resnet34", "-o", str(out), "--title", "only one"]) == 2
+    assert "1 titles for 2 networks" in capsys.readouterr().err

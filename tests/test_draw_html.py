@@ -67,21 +67,27 @@ def _browser():
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
+def browser():
+    with _browser() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, tmp_path_factory):
     out = tmp_path_factory.mktemp("html") / "fig.html"
     assert main(["draw", str(FIXTURES / "branches.res"), "--network", "se_net", "-o", str(out)]) == 0
-    with _browser() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        tab = browser.new_page(viewport={"width": 1200, "height": 900})
-        problems: list[str] = []
-        requests: list[str] = []
-        tab.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
-        tab.on("pageerror", lambda error: problems.append(str(error)))
-        tab.on("request", lambda request: requests.append(request.url))
-        tab.goto(out.as_uri())
-        tab.wait_for_selector(".box")
-        yield tab, problems, requests
-        browser.close()
+    tab = browser.new_page(viewport={"width": 1200, "height": 900})
+    problems: list[str] = []
+    requests: list[str] = []
+    tab.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+    tab.on("pageerror", lambda error: problems.append(str(error)))
+    tab.on("request", lambda request: requests.append(request.url))
+    tab.goto(out.as_uri())
+    tab.wait_for_selector(".box")
+    yield tab, problems, requests
+    tab.close()
 
 
 def test_loads_with_no_errors_and_fetches_nothing(page) -> None:
@@ -154,3 +160,69 @@ def test_html_needs_no_graphviz(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(draw.shutil, "which", lambda name: None)
     assert main(["draw", "resnet18", "-o", str(tmp_path / "fig.html")]) == 0
     assert (tmp_path / "fig.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+def _open(browser, tmp_path: Path, argv: list[str], viewport=(1200, 900)):
+    """A context: the page `resdsl draw ARGV -o fig.html` writes, open in a new tab."""
+    import contextlib
+
+    out = tmp_path / "fig.html"
+    assert main(["draw", *argv, "-o", str(out)]) == 0
+
+    @contextlib.contextmanager
+    def opened():
+        tab = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+        problems: list[str] = []
+        tab.on("pageerror", lambda error: problems.append(str(error)))
+        tab.goto(out.as_uri())
+        tab.wait_for_selector(".box")
+        try:
+            yield tab, problems, _payload(out.read_text(encoding="utf-8"))
+        finally:
+            tab.close()
+
+    return opened()
+
+
+def test_columns_are_level_where_they_reach_an_output_size(browser, tmp_path: Path) -> None:
+    """Fig. 3: VGG-19's "output size: 28" row is level with plain-34's and ResNet-34's."""
+    with _open(browser, tmp_path, ["vgg19", "plain34", "resnet34"]) as (tab, problems, data):
+        for size in (112, 56, 28, 14, 7):
+            tops = []
+            for column in data["columns"]:
+                box = next(b for b in column["boxes"] if b["shape"] and len(b["shape"]) == 3 and b["shape"][1] == size)
+                tops.append(float(tab.get_attribute(f'[data-key="{box["key"]}"] rect', "y")))
+            assert len(set(tops)) == 1, (size, tops)
+        assert problems == []
+
+
+def test_the_first_view_of_a_tall_network_is_readable(browser, tmp_path: Path) -> None:
+    with _open(browser, tmp_path, ["resnet152", "resnet50"]) as (tab, problems, _):
+        scale = tab.evaluate(
+            "() => { const s = document.getElementById('figure');"
+            " return s.getBoundingClientRect().width / Number(s.getAttribute('viewBox').split(' ')[2]); }"
+        )
+        assert scale >= 0.8  # 11 px labels at 8.8 px or more, not a 152-layer column squeezed into the window
+        image = tab.locator(".box").first.bounding_box()
+        assert image is not None and 0 <= image["y"] < 900 and 0 <= image["x"] < 1200
+        tab.click("#whole")
+        whole = tab.evaluate("() => document.getElementById('figure').getAttribute('viewBox').split(' ').map(Number)")
+        assert whole[3] > 4000  # the whole of both columns
+        assert problems == []
+
+
+def test_columns_take_the_titles_given(browser, tmp_path: Path) -> None:
+    with _open(browser, tmp_path, ["plain34", "resnet34", "--title", "34-layer plain", "34-layer residual"]) as (
+        tab,
+        _,
+        data,
+    ):
+        assert [column["title"] for column in data["columns"]] == ["34-layer plain", "34-layer residual"]
+        assert tab.locator(".title").all_text_contents() == ["34-layer plain", "34-layer residual"]
+
+
+def test_se_blocks_show_in_collapsed_summaries() -> None:
+    page = to_html([resdsl.compile("timm/seresnet50")], detail="block")
+    column = _payload(page)["columns"][0]
+    assert column["blocks"]["layer1.0"]["label"] == "layer1.0: bottleneck(64) + se"
+    assert column["stages"]["layer2"]["label"].startswith("layer2: 4 x bottleneck(128), /2 + se")

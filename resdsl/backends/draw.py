@@ -75,6 +75,7 @@ class Box:
     names: list[str] = field(default_factory=list)  # module names, the drawn layer's first
     stage: str | None = None  # the stage it belongs to (the interactive figure collapses by it)
     block: str | None = None  # the stage-level block's module path
+    folds: list[str] = field(default_factory=list)  # a group's inner blocks and branches, named in its label
 
     def add(self, attrs: dict[str, Any]) -> None:
         self.params += attrs["params"]
@@ -323,6 +324,16 @@ class _Reader:
             self.groups[key] = box
             self.boxes.append(box)
         layer = attrs["layer"]
+        # What the box folds that no label would show: blocks used inside the block (SE,
+        # ECA) and side branches, named once each ("bottleneck(64) + se").
+        inner = self.block_of(attrs)
+        extra = (
+            inner.type if inner is not None and inner is not top else "branch" if attrs["role"] == "branch" else None
+        )
+        if extra is not None and extra not in box.folds:
+            box.folds.append(extra)
+            first, *rest = box.label.split("\\n", 1)
+            box.label = "\\n".join([f"{first} + {extra}", *rest])
         if not box.fill and layer.kind == "conv":
             box.fill = _fill(layer)
         if layer.kind == "drop_path" and attrs["role"] == "main" and self.detail == "block":
@@ -428,12 +439,25 @@ def to_dot(
     direction: str = "TB",
     shapes: bool = False,
     all_layers: bool = False,
+    titles: Sequence[str] | None = None,
 ) -> graphviz.Digraph:
-    """One figure with each network as a column, side by side, like Fig. 3."""
+    """One figure with each network as a column, side by side, like Fig. 3. ``titles``
+    replace the columns' titles (the networks' names), one per network."""
     if detail not in DETAILS:
         raise ValueError(f"detail must be one of {', '.join(DETAILS)}")
     columns = [figure(network, f"c{index}_", detail, all_layers) for index, network in enumerate(networks)]
+    retitle(columns, titles)
     return columns_to_dot(columns, direction=direction, shapes=shapes)
+
+
+def retitle(columns: list[Column], titles: Sequence[str] | None) -> None:
+    """Give the columns these titles ("34-layer residual", as the paper's are), in order."""
+    if titles is None:
+        return
+    if len(titles) != len(columns):
+        raise DrawError(f"{len(titles)} titles for {len(columns)} networks: give one --title per network")
+    for column, title in zip(columns, titles):
+        column.title = title
 
 
 def _quote(text: str) -> str:
@@ -494,12 +518,15 @@ def columns_to_dot(columns: list[Column], *, direction: str = "TB", shapes: bool
     )
     dot.attr("edge", arrowsize="0.5", penwidth="0.8")
     out = _Writer()
-    side = "e" if direction == "TB" else "s"
+    side = "e" if direction == "TB" else "n"
     aligned = _aligned_sizes(columns)
     # The box that opens each aligned size: the column's blank space goes just above it.
     opens = {(number, index) for places in aligned.values() for number, index in places}
     size_label: dict[tuple[int, int], str] = {}
-    for number, column in enumerate(columns):
+    numbered = list(enumerate(columns))
+    # In LR, Graphviz stacks the clusters from the bottom up: written last to first, the
+    # first network is on top, as it is leftmost in TB.
+    for number, column in reversed(numbered) if direction == "LR" else numbered:
         prefix = f"c{number}_"
         with out.subgraph(f"cluster_{number}", peripheries="0", label="") as sub:
             sub.node(
@@ -576,8 +603,21 @@ def _branches(
     length = max(len(branch.boxes) for branch in branches)
     spacers = [f"{join}_s{step}" for step in range(length)]
     for spacer in spacers:
-        # A dot as thick as the line: the segments through it read as one line.
-        sub.node(spacer, "", shape="point", style="filled", color="black", width="0.012", group=prefix)
+        # Graphviz ends the segments through a spacer 1 pt short of its centre even
+        # unclipped: a filled bar as wide as the line (0.8 pt) and 3 pt tall bridges the
+        # gap, and no wider than the line it leaves no tick (a dot did, a point a gap).
+        sub.node(
+            spacer,
+            "",
+            shape="box",
+            style="filled",
+            color="black",
+            penwidth="0",
+            width="0.0111",
+            height="0.042",
+            fixedsize="true",
+            group=prefix,
+        )
     path = [source, *spacers, join]
     for upper, lower in itertools.pairwise(path):
         ends = {} if lower == join else {"arrowhead": "none", "headclip": "false"}

@@ -40,9 +40,20 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="one box per layer (Fig. 3, the default), per block, or per stage (in .html: what starts collapsed)",
     )
     draw.add_argument(
-        "--direction", choices=("TB", "LR"), default="TB", help="top to bottom (default) or left to right"
+        "--direction",
+        choices=("TB", "LR"),
+        default="TB",
+        help="top to bottom (default) or left to right (Graphviz formats; the .html page is top to bottom)",
     )
     draw.add_argument("--shapes", action="store_true", help="add output shapes and parameter counts to the boxes")
+    draw.add_argument(
+        "--title",
+        action="extend",
+        nargs="+",
+        metavar="TEXT",
+        help="the columns' titles, one per spec, in order (default: the networks' names): "
+        "--title '34-layer plain' '34-layer residual'",
+    )
     draw.add_argument(
         "--all-layers",
         action="store_true",
@@ -78,11 +89,16 @@ def run(args: argparse.Namespace) -> int:
         if suffix == ".html":
             from resdsl.backends.draw_html import to_html
 
-            page = to_html(networks, detail=args.detail, all_layers=args.all_layers)
+            page = to_html(networks, detail=args.detail, all_layers=args.all_layers, titles=args.title)
             write_file(output, page)
         else:
             dot = to_dot(
-                networks, detail=args.detail, direction=args.direction, shapes=args.shapes, all_layers=args.all_layers
+                networks,
+                detail=args.detail,
+                direction=args.direction,
+                shapes=args.shapes,
+                all_layers=args.all_layers,
+                titles=args.title,
             )
             render(dot, output)
     except OSError as error:

@@ -62,21 +62,79 @@
     return { rows: out, where: where };
   }
 
+  // The spatial size a main row outputs (a flat output counts as 1), or null.
+  function sizeOf(row) {
+    return row.shape ? (row.shape.length === 3 ? row.shape[1] : 1) : null;
+  }
+
+  // Top to bottom, each row a STEP below the last, plus the gaps that align sizes.
+  function place(laid, gaps) {
+    let y = 50;
+    laid.rows.forEach(function (row, index) {
+      y += gaps[index] || 0;
+      row.y = y;
+      y += STEP;
+    });
+    return y;
+  }
+
+  // As in the paper's Fig. 3, the rows where the columns reach an output size are level:
+  // for each size shared by columns of one input size (whose sizes only shrink, so
+  // that they come in one order), the columns that reach it sooner wait with a gap.
+  function align(layouts) {
+    const gaps = layouts.map(function () { return {}; });
+    const reach = layouts.map(function (laid) {
+      const found = [];
+      let last = null;
+      laid.rows.forEach(function (row, index) {
+        if (row.branch) return;
+        const s = sizeOf(row);
+        if (s !== null && s !== last) found.push([s, index]);
+        if (s !== null) last = s;
+      });
+      const shrinking = found.every(function (pair, i) { return i === 0 || pair[0] < found[i - 1][0]; });
+      return shrinking ? found : [];
+    });
+    const keys = {};
+    reach.forEach(function (found, number) {
+      if (!found.length) return;
+      for (const pair of found) {
+        const key = found[0][0] + ":" + pair[0];
+        (keys[key] = keys[key] || { first: found[0][0], size: pair[0], places: [] }).places.push([number, pair[1]]);
+      }
+    });
+    const shared = Object.values(keys).filter(function (k) { return k.places.length > 1; });
+    shared.sort(function (a, b) { return a.first - b.first || b.size - a.size; });
+    for (const key of shared) {
+      layouts.forEach(function (laid, number) { place(laid, gaps[number]); });
+      const level = Math.max.apply(null, key.places.map(function (p) { return layouts[p[0]].rows[p[1]].y; }));
+      for (const p of key.places) {
+        const shift = level - layouts[p[0]].rows[p[1]].y;
+        // The gap goes above the branch rows that come before the row, if any.
+        let at = p[1];
+        while (at > 0 && layouts[p[0]].rows[at - 1].branch) at--;
+        if (shift > 0) gaps[p[0]][at] = (gaps[p[0]][at] || 0) + shift;
+      }
+    }
+    return gaps;
+  }
+
   function draw() {
     while (view.firstChild) view.removeChild(view.firstChild);
     let x = NOTES + BRANCH, right = 0, bottom = 0;
+    const layouts = data.columns.map(function (column, number) { return rows(column, number); });
+    const gaps = align(layouts);
     data.columns.forEach(function (column, number) {
-      const laid = rows(column, number);
+      const laid = layouts[number];
       text(column.title, { x: x + W / 2, y: 16, class: "title" });
       text(column.subtitle, { x: x + W / 2, y: 32, class: "subtitle" });
-      let y = 50, previous = null, size = null;
+      const y = place(laid, gaps[number]);
+      let previous = null, size = null;
       for (const row of laid.rows) {
-        row.y = y;
         row.x = row.branch ? x - BRANCH : x;
-        y += STEP;
         if (!row.branch) {
           if (previous) line(previous, row);
-          const s = row.shape ? (row.shape.length === 3 ? row.shape[1] : 1) : null;
+          const s = sizeOf(row);
           if (s !== null && s !== size) text("output size: " + s, { x: x - BRANCH - 8, y: row.y + 16, class: "note" });
           if (s !== null) size = s;
           previous = row;
@@ -99,7 +157,24 @@
       bottom = Math.max(bottom, y);
       x += W + ARCS + NOTES + BRANCH;
     });
-    if (!svg.hasAttribute("viewBox")) svg.setAttribute("viewBox", "0 0 " + right + " " + (bottom + 10));
+    extent = [right, bottom + 10];
+    if (!svg.hasAttribute("viewBox")) firstView();
+  }
+
+  // The first view: the whole figure where its text stays readable; a tall or wide one
+  // from its top left, at a scale where text is at least MIN_SCALE of its size ("whole
+  // figure" shows it all).
+  const MIN_SCALE = 0.8;
+  let extent = [1, 1];
+  function firstView() {
+    const rect = svg.getBoundingClientRect();
+    const whole = Math.min(rect.width / extent[0], rect.height / extent[1]);
+    if (whole >= MIN_SCALE || !rect.width || !rect.height) return wholeView();
+    const scale = Math.min(1, Math.max(MIN_SCALE, rect.width / extent[0]));
+    svg.setAttribute("viewBox", [0, 0, rect.width / scale, rect.height / scale].join(" "));
+  }
+  function wholeView() {
+    svg.setAttribute("viewBox", "0 0 " + extent[0] + " " + extent[1]);
   }
 
   function line(upper, lower) {
@@ -180,6 +255,7 @@
   document.getElementById("expand").addEventListener("click", function () { setAll(null); });
   document.getElementById("blocks").addEventListener("click", function () { setAll("block"); });
   document.getElementById("stages").addEventListener("click", function () { setAll("stage"); });
+  document.getElementById("whole").addEventListener("click", wholeView);
 
   // Pan by dragging, zoom with the wheel about the pointer.
   function box4() { return svg.getAttribute("viewBox").split(" ").map(Number); }

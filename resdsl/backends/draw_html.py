@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from resdsl.backends.draw import DETAILS, Box, figure
+from resdsl.backends.draw import DETAILS, Box, figure, retitle
 from resdsl.ir import Network
 
 _SCRIPT = Path(__file__).with_name("draw_html.js")
@@ -65,15 +65,19 @@ def _summaries(network: Network, prefix: str, detail: str) -> dict[str, dict]:
     return summaries
 
 
-def to_html(networks: Sequence[Network], *, detail: str = "layer", all_layers: bool = False) -> str:
-    """The page, as text. ``detail`` sets what starts collapsed: nothing, every block or every stage."""
+def to_html(
+    networks: Sequence[Network], *, detail: str = "layer", all_layers: bool = False, titles: Sequence[str] | None = None
+) -> str:
+    """The page, as text. ``detail`` sets what starts collapsed: nothing, every block or
+    every stage. ``titles`` replace the columns' titles (the networks' names)."""
     if detail not in DETAILS:
         raise ValueError(f"detail must be one of {', '.join(DETAILS)}")
+    figures = [figure(network, f"c{number}_", "layer", all_layers) for number, network in enumerate(networks)]
+    retitle(figures, titles)
     columns = []
     collapsed = []
-    for number, network in enumerate(networks):
+    for number, (network, column) in enumerate(zip(networks, figures)):
         prefix = f"c{number}_"
-        column = figure(network, prefix, "layer", all_layers)
         blocks = _summaries(network, prefix, "block")
         stages = _summaries(network, prefix, "stage")
         if detail != "layer":
@@ -95,7 +99,7 @@ def to_html(networks: Sequence[Network], *, detail: str = "layer", all_layers: b
     # "</" never appears inside the script element, whatever a name holds.
     payload = json.dumps({"columns": columns, "collapsed": collapsed}, separators=(",", ":")).replace("</", "<\\/")
     script = _SCRIPT.read_text(encoding="utf-8")
-    title = html.escape(", ".join(network.name for network in networks))
+    title = html.escape(", ".join(column.title for column in figures))
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -106,7 +110,8 @@ def to_html(networks: Sequence[Network], *, detail: str = "layer", all_layers: b
 </head>
 <body>
 <div id="bar"><button id="expand">expand all</button><button id="blocks">collapse blocks</button>
-<button id="stages">collapse stages</button> drag to pan, wheel to zoom, hover a box for its figures;
+<button id="stages">collapse stages</button><button id="whole">whole figure</button>
+drag to pan, wheel to zoom, hover a box for its figures;
 click a box to collapse its block, shift-click its stage, click a summary to expand it</div>
 <svg id="figure" xmlns="http://www.w3.org/2000/svg"><g id="viewport"></g></svg>
 <div id="tooltip"></div>
