@@ -683,15 +683,6 @@ class _ToAst(Transformer_NonRecursive):
 
 def write_tables() -> None:
     """Rebuild grammar/resdsl.tables.json after the grammar changed (``python grammar/build_tables.py``)."""
-    import tempfile
+    from resdsl.files import write_file
 
-    target = tables_path()
-    handle, temporary = tempfile.mkstemp(prefix=".resdsl.tables.", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(build_tables().encode("utf-8"))
-            os.fchmod(out.fileno(), 0o644)
-        os.replace(temporary, target)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    write_file(tables_path(), build_tables())
