@@ -56,6 +56,8 @@ NOT_RUN: dict[str, str] = {
     r"^(python -m )?resdsl lsp$": "serves an editor on stdin until it exits (tests/test_lsp.py drives it)",
     r"^pip install ": "changes the environment; the extras it names are checked against pyproject.toml",
     r"^python -m pytest": "the whole suite (20+ minutes); CI runs it",
+    r"^python -m tests\.mutation\.run": "the mutation run (10+ minutes); .ci/run runs it after the suite, "
+    "and its own tests check that every mutant still applies",
     r"^python bench/": "a benchmark (a minute to 40 minutes); parsed with the script's own parser "
     "(tests/test_bench.py checks its parts)",
     r"^python docs/figures/make_figures\.py": "rewrites docs/figures/ (a minute of rendering)",
