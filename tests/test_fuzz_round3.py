@@ -131,7 +131,8 @@ def test_cifar_pickles_with_damaged_bytes(rng: random.Random) -> None:
     for _ in range(rng.randint(1, 3)):
         name = rng.choice(list(encoded))
         data = encoded[name]
-        encoded[name] = data[: rng.randrange(len(data))] if rng.random() < 0.3 else harness.mutate_bytes(data, rng)
+        truncate = rng.random() < 0.3 and data
+        encoded[name] = data[: rng.randrange(len(data))] if truncate else harness.mutate_bytes(data, rng)
     with harness.scratch() as directory:
         assert_within_budget(run_bounded(_read_cifar_case, encoded, directory), encoded)
 
