@@ -131,7 +131,8 @@ def test_cifar_pickles_with_damaged_bytes(rng: random.Random) -> None:
     for _ in range(rng.randint(1, 3)):
         name = rng.choice(list(encoded))
         data = encoded[name]
-        encoded[name] = data[: rng.randrange(len(data))] if rng.random() < 0.3 else harness.mutate_bytes(data, rng)
+        truncate = rng.random() < 0.3 and data
+        encoded[name] = data[: rng.randrange(len(data))] if truncate else harness.mutate_bytes(data, rng)
     with harness.scratch() as directory:
         assert_within_budget(run_bounded(_read_cifar_case, encoded, directory), encoded)
 
@@ -287,6 +288,10 @@ FMT_SPECS = ["cifar20.res", "lib/cifar.res", "torchvision/resnet18.res", "resnet
 INSERTIONS = ["\r", "\r\n", "\ufeff", "\x00", "😀", "# 😀\r", "\r#", "\\\n", "\u2028", "\x0c", "\x85"]
 
 
+#: Networks of a file compiled to compare its meaning (a file of a thousand aliases has a thousand).
+MEANING_NETWORKS = 4
+
+
 def _meaning(path: Path) -> Any:
     """What a spec means: each network's layers (name, kind, shape, parameters), or the error's message."""
     import resdsl
@@ -295,8 +300,8 @@ def _meaning(path: Path) -> Any:
 
     try:
         namespace = load(path)
-        meaning = []
-        for name in sorted(namespace.own_networks):
+        meaning: list[Any] = [sorted(namespace.own_networks)]
+        for name in sorted(namespace.own_networks)[:MEANING_NETWORKS]:
             try:
                 network = resdsl.compile(path, network=name)
             except SpecError as error:
@@ -318,6 +323,7 @@ def _meaning(path: Path) -> Any:
         return ("error", type(error).__name__)
 
 
+@harness.stepped
 def _fmt_case(data: bytes, directory: str, name: str) -> str:
     from resdsl.errors import CompilerBug, SpecError
     from resdsl.fmt import format_text
@@ -328,17 +334,21 @@ def _fmt_case(data: bytes, directory: str, name: str) -> str:
     source.parent.mkdir(parents=True, exist_ok=True)
     source.write_bytes(data)
     try:
-        text = read_spec(source, Limits()).text
-        formatted = format_text(text, str(source))
+        with harness.step("formatting"):
+            text = read_spec(source, Limits()).text
+            formatted = format_text(text, str(source))
     except (SpecError, CompilerBug) as error:
         if isinstance(error, SpecError):
             harness.render_error(error)
         return "refused"
-    before = _meaning(source)
+    with harness.step("compiling before"):
+        before = _meaning(source)
     source.write_bytes(formatted.encode("utf-8"))
-    after = _meaning(source)
+    with harness.step("compiling after"):
+        after = _meaning(source)
     assert before == after, f"formatting changed the meaning:\n{before!r:.1000}\n{after!r:.1000}"
-    assert format_text(formatted, str(source)) == formatted, "formatting is not idempotent"
+    with harness.step("formatting again"):
+        assert format_text(formatted, str(source)) == formatted, "formatting is not idempotent"
     return "formatted"
 
 
@@ -363,6 +373,13 @@ def test_fmt_keeps_meaning_and_is_idempotent_on_shipped_spec_mutants(rng: random
             (copy_root / "lib" / library.name).write_bytes(library.read_bytes())
         outcome = run_bounded(_fmt_case, text.encode("utf-8", "surrogatepass"), directory, name)
     assert_within_budget(outcome, text)
+
+
+@pytest.mark.parametrize("path", sorted(harness.REGRESSIONS.glob("*.res")), ids=lambda p: p.name)
+def test_fmt_on_the_regression_corpus_keeps_meaning(path: Path) -> None:
+    with harness.scratch() as directory:
+        outcome = run_bounded(_fmt_case, path.read_bytes(), directory, "fuzz.res")
+    assert_within_budget(outcome, path.name)
 
 
 # The language server over stdio -------------------------------------------------------------------
