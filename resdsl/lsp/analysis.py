@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from resdsl import syntax as ast
-from resdsl import vocabulary
+from resdsl import tokens, vocabulary
 from resdsl.errors import Pos, SpecError
 from resdsl.ir import Network
 
@@ -235,7 +235,7 @@ def _index(result: Analysis, network: Network) -> None:
 
 # Words under the cursor -------------------------------------------------------------
 
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*")
+_WORD = re.compile(tokens.NAME)
 
 
 def word_at(text: str, line: int, column: int) -> tuple[str, int, int] | None:
@@ -435,6 +435,8 @@ def _statement_starts(context: str, blocks: list[Definition]) -> list[Completion
         *(Completion(f"{word} shortcut", "keyword") for word in vocabulary.SHORTCUT_STATEMENTS),
         *(Completion(f"{word} {{", "keyword", insert=f"{word} {{") for word in vocabulary.JOINS),
         Completion("if", "keyword"),
+        *(Completion(word, "keyword") for word in ("for", *vocabulary.VALUE_KEYWORDS)),
+        *(Completion(word, "keyword") for word in vocabulary.VALUE_STATEMENTS),
         *(Completion(d.name, "block", d.signature) for d in blocks),
     ]
 

@@ -162,7 +162,7 @@ RESERVED_NAMES = frozenset(
 )
 
 #: Kinds whose nodes build no module.
-_NO_MODULE = {"input", "output", "add", "mul", "cat", "identity"}
+_NO_MODULE = {"input", "output", "add", "mul", "cat", "identity", "split", "weighted"}
 
 
 def check_path(path: str, pos: Pos | None, what: str) -> None:
