@@ -9,7 +9,8 @@ which ``for_inference`` is checked too.
 
 The tensors come from a state dict (a built module's, or any with the spec's keys);
 each node reads those under its name (``layer1.0.conv1.weight`` for the node named
-``layer1.0.conv1``). BN running statistics are read, never updated.
+``layer1.0.conv1``), and a node that is one tensor (layer scale) the key that is
+its name. BN running statistics are read, never updated.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ def run(network: Network, state: Mapping[str, Any], x: Any, *, training: bool = 
             values[node] = x
             continue
         inputs = [values[source] for source in attrs["inputs"]]
-        values[node] = layer.reference(inputs, by_module.get(attrs["name"], {}), training)
+        # A node that is one tensor (layer scale) reads the key that is its name.
+        tensors = {"tensor": state[attrs["name"]]} if layer.holds_tensor else by_module.get(attrs["name"], {})
+        values[node] = layer.reference(inputs, tensors, training)
         for source in attrs["inputs"]:
             remaining_readers[source] -= 1
             if remaining_readers[source] == 0:

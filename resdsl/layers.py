@@ -102,6 +102,9 @@ class Layer:
     arity: ClassVar[int | None] = 1
     #: A normalisation layer: what the ``norm`` setting replaces.
     is_norm: ClassVar[bool] = False
+    #: The node is one tensor, not a module: its name is the tensor's key in the
+    #: enclosing module (``layerscale``). Its constructor names a tensor factory.
+    holds_tensor: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -646,6 +649,130 @@ class LeakyReLU(Layer):
 
 
 @dataclass(frozen=True)
+class ReLU6(Activation):
+    """min(max(x, 0), 6): MobileNetV2's activation (Sandler et al., 2018)."""
+
+    kind: ClassVar[str] = "relu6"
+    example: ClassVar[str] = "relu6"
+    spelled: ClassVar[bool] = True
+    usage: ClassVar[str] = "relu6"
+    module: ClassVar[str] = "nn.ReLU6"
+
+    def reference(self, inputs, tensors, training):
+        return _clamp(inputs[0], 0.0, 6.0)
+
+
+@dataclass(frozen=True)
+class HardTanh(Activation):
+    """min(max(x, MIN), MAX); ``hardtanh 0, 6`` is ``relu6``."""
+
+    kind: ClassVar[str] = "hardtanh"
+    example: ClassVar[str] = "hardtanh -0.5, 2"
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("min_val", as_float, "the lower bound", positional=True, required=True),
+        Argument("max_val", as_float, "the upper bound", positional=True, required=True),
+    )
+    usage: ClassVar[str] = "hardtanh MIN, MAX (MIN < MAX)"
+    min_val: float = -1.0
+    max_val: float = 1.0
+
+    @classmethod
+    def from_arguments(cls, values, pos):
+        layer = super().from_arguments(values, pos)
+        if not layer.min_val < layer.max_val:
+            raise SpecError(
+                f"hardtanh needs MIN < MAX, got {layer.min_val:g} and {layer.max_val:g}",
+                values["max_val"][1],
+                "write: hardtanh 0, 6",
+            )
+        return layer
+
+    def constructor(self, inputs):
+        return Ctor("nn.Hardtanh", (self.min_val, self.max_val))
+
+    def reference(self, inputs, tensors, training):
+        return _clamp(inputs[0], self.min_val, self.max_val)
+
+    def figure_label(self):
+        return f"hardtanh {self.min_val:g}, {self.max_val:g}"
+
+
+def _clamp(x: Any, low: float, high: float) -> Any:
+    # Written with a selection, not torch.clamp, so the reference does not share the module's kernel.
+    import torch
+
+    return torch.where(x < low, torch.full_like(x, low), torch.where(x > high, torch.full_like(x, high), x))
+
+
+@dataclass(frozen=True)
+class Softmax(Layer):
+    """A softmax across channel groups (SKNet's attention over its paths, Li et al.,
+    2019; ResNeSt's over its radix, Zhang et al., 2020).
+
+    The channels are read as ``cardinality`` x ``groups`` x R (cardinal group, group,
+    channel); at each (cardinal group, channel, position) the softmax runs across the
+    ``groups`` values. The output is laid out group-major, ``groups`` x
+    ``cardinality`` x R, so that ``split groups`` would give each group's weights
+    (timm's RadixSoftmax does the same transpose). ``groups=1`` (the default) is a
+    softmax over all R channels of each cardinal group."""
+
+    kind: ClassVar[str] = "softmax"
+    example: ClassVar[str] = "softmax groups=2, cardinality=2"
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("groups", _int(), "groups"),
+        Argument("cardinality", _int(), "cardinality"),
+    )
+    usage: ClassVar[str] = "softmax[ groups=G, cardinality=K] (across G channel groups; default over all channels)"
+    groups: int = 1
+    cardinality: int = 1
+
+    def output_shape(self, inputs):
+        channels = inputs[0][0]
+        if channels % (self.groups * self.cardinality):
+            raise ShapeProblem(
+                f"softmax groups={self.groups}, cardinality={self.cardinality} needs channels divisible by "
+                f"{self.groups * self.cardinality}, but there are {channels}"
+            )
+        return inputs[0]
+
+    def constructor(self, inputs):
+        return Ctor("GroupSoftmax", (self.groups, self.cardinality))
+
+    def reference(self, inputs, tensors, training):
+        import torch
+
+        (x,) = inputs
+        k, g = self.cardinality, self.groups
+        width = x.shape[1] // (k * g)
+        if g == 1:
+            parts = [x[:, c * width : (c + 1) * width] for c in range(k)]
+            out = []
+            for part in parts:
+                e = (part - part.amax(1, keepdim=True)).exp()
+                out.append(e / e.sum(1, keepdim=True))
+            return torch.cat(out, 1)
+        # slices[c][r]: cardinal group c, group r, R channels each.
+        slices = [[x[:, (c * g + r) * width : (c * g + r + 1) * width] for r in range(g)] for c in range(k)]
+        weights: list[list[Any]] = [[None] * k for _ in range(g)]
+        for c in range(k):
+            top = slices[c][0]
+            for r in range(1, g):
+                top = torch.maximum(top, slices[c][r])
+            exps = [(slices[c][r] - top).exp() for r in range(g)]
+            total = sum(exps[1:], exps[0])
+            for r in range(g):
+                weights[r][c] = exps[r] / total
+        return torch.cat([weights[r][c] for r in range(g) for c in range(k)], 1)
+
+    def figure_label(self):
+        if self.groups == 1:
+            return "softmax"
+        return f"softmax across {self.groups}" + (f", cardinality {self.cardinality}" if self.cardinality > 1 else "")
+
+
+@dataclass(frozen=True)
 class Identity(Layer):
     """Passes its input on: a placeholder where a choice writes nothing (avg_down's
     first layer when the stride is 1). It holds a position in numbered names."""
@@ -658,6 +785,71 @@ class Identity(Layer):
 
     def reference(self, inputs, tensors, training):
         return inputs[0]
+
+
+# Scaling ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scale(Layer):
+    """Multiplies by a constant (NF-ResNet's alpha and beta): no parameters."""
+
+    kind: ClassVar[str] = "scale"
+    example: ClassVar[str] = "scale 0.2"
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("factor", as_float, "the factor", positional=True, required=True),
+    )
+    usage: ClassVar[str] = "scale K"
+    factor: float = 1.0
+
+    def constructor(self, inputs):
+        return Ctor("Scale", (self.factor,))
+
+    def reference(self, inputs, tensors, training):
+        return inputs[0] * self.factor
+
+    def figure_label(self):
+        return f"× {self.factor:g}"
+
+
+@dataclass(frozen=True)
+class LayerScale(Layer):
+    """A learned scale per channel (Touvron et al., 2021; ConvNeXt's ``gamma``), one
+    tensor of C values initialised to INIT.
+
+    The tensor is not a module: the node's name is its key, held by the enclosing
+    module. ``gamma: layerscale 1e-6`` in a block is ConvNeXt's ``stages.0.blocks.0.gamma``;
+    ``ls1.gamma: layerscale 1e-5`` is timm's LayerScale module layout."""
+
+    kind: ClassVar[str] = "layerscale"
+    example: ClassVar[str] = "layerscale 0.5"
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("init", as_float, "the initial scale", positional=True, required=True),
+    )
+    usage: ClassVar[str] = "layerscale INIT (a learned scale per channel, its tensor named by the label)"
+    holds_tensor: ClassVar[bool] = True
+    init: float = 1e-6
+
+    def cost(self, inputs, output):
+        return inputs[0][0], 0
+
+    def constructor(self, inputs):
+        return Ctor("full_parameter", ((inputs[0][0],), self.init))
+
+    def initialise(self, module):
+        from torch import nn
+
+        nn.init.constant_(module, self.init)
+
+    def reference(self, inputs, tensors, training):
+        (x,) = inputs
+        gamma = tensors["tensor"]
+        return x * gamma.reshape(gamma.shape[0], *([1] * (x.dim() - 2)))
+
+    def figure_label(self):
+        return f"layer scale {self.init:g}"
 
 
 # Pooling ------------------------------------------------------------------------
@@ -1084,6 +1276,9 @@ SYNONYMS = {
     "droppath": "drop_path",
     "stochastic_depth": "drop_path",
     "eca": "channel_conv",
+    "layer_scale": "layerscale",
+    "ls": "layerscale",
+    "radix_softmax": "softmax",
     "shortcut": "add",
     "residual": "add",
 }
@@ -1095,6 +1290,10 @@ _ARGUMENT_NAMES = {
     "out_features": "an output size (OUT)",
     "p": "a probability (P)",
     "groups": "a number of groups",
+    "min_val": "a lower bound (MIN)",
+    "max_val": "an upper bound (MAX)",
+    "factor": "a factor (K)",
+    "init": "an initial scale (INIT)",
 }
 
 #: Keyword spellings that differ from the field they set (``conv 3x3, 64, out=...`` is not one).

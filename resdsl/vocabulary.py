@@ -58,6 +58,11 @@ BASE_LAYER_KINDS = (
     "ln",
     "drop_path",
     "channel_conv",
+    "relu6",
+    "hardtanh",
+    "softmax",
+    "scale",
+    "layerscale",
 )
 
 #: Network settings: words that start a statement in a network body or follow ``with``.

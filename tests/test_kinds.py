@@ -14,9 +14,11 @@ import pytest
 pytest.importorskip("torch", reason="the conformance test builds every kind in torch")
 
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import resdsl
+import resdsl.layers
 from resdsl import interpret
 from resdsl.backends.torch import build
 from resdsl.layers import LAYER_KINDS
@@ -55,8 +57,14 @@ def test_kind_conforms(kind: str) -> None:
     model = randomise(build(network)).double().eval()
     x = torch.randn(3, *network.input_shape, dtype=torch.float64)
     module = dict(model.named_modules()).get("target")
+    tensor = dict(model.named_parameters()).get("target")
     seen: dict[str, torch.Tensor] = {}
-    if module is not None:
+    if layer.holds_tensor:
+        # One tensor under the node's name (layer scale), one value per input channel.
+        source = network.graph.nodes[attrs["inputs"][0]]["shape"]
+        assert module is None and tensor is not None and tuple(tensor.shape) == (source[0],)
+        assert attrs["params"] == tensor.numel() and attrs["macs"] == 0
+    elif module is not None:
         module.register_forward_hook(lambda _m, _i, out: seen.__setitem__("out", out))
         assert attrs["params"] == sum(p.numel() for p in module.parameters())
         source = network.graph.nodes[attrs["inputs"][0]]["shape"]
@@ -84,3 +92,102 @@ def test_kind_reports_a_bad_argument_at_its_line(kind: str) -> None:
     error = caught.value
     assert error.line == 5 and error.path == "bad.res"
     assert "bogus" in error.message or "needs" in error.message, error.message
+
+
+# The round-3 kinds against independent computations -------------------------------------
+
+
+@pytest.mark.parametrize(("radix", "cardinality"), [(2, 1), (2, 2), (4, 3)])
+def test_softmax_equals_timms_radix_softmax(radix: int, cardinality: int) -> None:
+    # timm's RadixSoftmax (ResNeSt's split attention) returns N x C; its SplitAttn views it as N x C x 1 x 1.
+    from timm.layers.split_attn import RadixSoftmax
+
+    from resdsl.backends.torch_modules import GroupSoftmax
+    from resdsl.layers import Softmax
+
+    x = torch.randn(3, radix * cardinality * 5, 1, 1, dtype=torch.float64)
+    expected = RadixSoftmax(radix, cardinality)(x).reshape(x.shape)
+    layer = Softmax(groups=radix, cardinality=cardinality)
+    assert relative_error(layer.reference([x], {}, False), expected) < 1e-12
+    assert relative_error(GroupSoftmax(radix, cardinality)(x), expected) < 1e-12
+
+
+def test_softmax_across_paths_is_sks_and_over_channels_by_default() -> None:
+    from resdsl.layers import Softmax
+
+    x = torch.randn(2, 12, 3, 4, dtype=torch.float64)
+    # SKNet: the attention's channels are num_paths x C, normalised across the paths.
+    across = torch.softmax(x.reshape(2, 2, 6, 3, 4), 1).reshape(x.shape)
+    assert relative_error(Softmax(groups=2).reference([x], {}, False), across) < 1e-12
+    assert relative_error(Softmax().reference([x], {}, False), torch.softmax(x, 1)) < 1e-12
+    per_cardinal = torch.softmax(x.reshape(2, 3, 4, 3, 4), 2).reshape(x.shape)
+    assert relative_error(Softmax(cardinality=3).reference([x], {}, False), per_cardinal) < 1e-12
+
+
+def test_relu6_and_hardtanh_as_the_networks_act() -> None:
+    text = """
+block unit(width) {
+    conv 3x3, width
+    bn
+    relu
+}
+network probe {
+    input 3x8x8
+    act ACT
+    stem {
+        conv 3x3, 4
+        relu
+    }
+    stage s: 2 x unit(4)
+}
+"""
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64) * 10
+    for act, module_type, low, high in (("relu6", nn.ReLU6, 0, 6), ("hardtanh(-1, 2)", nn.Hardtanh, -1, 2)):
+        network = resdsl.compile_text(text.replace("ACT", act), path="probe.res")
+        model = randomise(build(network)).double().eval()
+        activations = [m for m in model.modules() if isinstance(m, nn.Hardtanh)]
+        assert len(activations) == 3 and all(type(m) is module_type for m in activations)
+        assert {(m.min_val, m.max_val) for m in activations} == {(low, high)}
+        with torch.no_grad():
+            assert relative_error(model(x), interpret.run(network, model.state_dict(), x)) < 1e-12
+    assert relative_error(resdsl.layers.ReLU6().reference([x], {}, False), torch.nn.functional.relu6(x)) == 0
+
+
+def test_hardtanh_needs_min_below_max() -> None:
+    text = "network probe {\n    input 3x8x8\n    stem {\n        hardtanh 2, 1\n    }\n}\n"
+    with pytest.raises(resdsl.SpecError) as caught:
+        resdsl.compile_text(text, path="bad.res")
+    assert caught.value.line == 4 and "MIN < MAX" in caught.value.message
+
+
+def test_layerscale_tensor_is_named_by_its_label() -> None:
+    # ConvNeXt's layout: the block holds `gamma` itself; timm's LayerScale module layout: `ls1.gamma`.
+    text = """
+block unit(width) {
+    conv 3x3, width, bias=true
+    gamma: layerscale 0.25
+    ls1.gamma: layerscale 2
+    add shortcut
+}
+network probe {
+    input 4x6x6
+    stage stages.0.blocks: 2 x unit(4)
+}
+"""
+    network = resdsl.compile_text(text, path="probe.res")
+    model = build(network)
+    state = model.state_dict()
+    assert list(state) == [
+        f"stages.0.blocks.{i}.{key}" for i in (0, 1) for key in ("gamma", "conv1.weight", "conv1.bias", "ls1.gamma")
+    ]
+    assert torch.equal(state["stages.0.blocks.1.gamma"], torch.full((4,), 0.25))
+    assert torch.equal(state["stages.0.blocks.1.ls1.gamma"], torch.full((4,), 2.0))
+    assert network.num_params == 2 * (4 * 4 * 9 + 4 + 4 + 4)
+    randomise(model)
+    x = torch.randn(2, 4, 6, 6)
+    with torch.no_grad():
+        assert relative_error(model(x), interpret.run(network, model.state_dict(), x)) < 1e-6
+        block = model.get_submodule("stages.0.blocks.0")
+        gamma, ls = state["stages.0.blocks.0.gamma"], state["stages.0.blocks.0.ls1.gamma"]
+        first = block.conv1(x) * (gamma * ls).reshape(-1, 1, 1) + x
+        assert relative_error(block(x), first) < 1e-6

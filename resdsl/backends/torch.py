@@ -57,8 +57,9 @@ def _access(path: str, root: str = "self") -> str:
     return expression
 
 
-def install(root: nn.Module, path: str, module: nn.Module) -> None:
-    """Register `module` at the dotted `path` under `root`, making containers on the way."""
+def install(root: nn.Module, path: str, module: nn.Module | nn.Parameter) -> None:
+    """Register `module` (or a node's lone tensor) at the dotted `path` under `root`,
+    making containers on the way."""
     *parents, last = path.split(".")
     parent = root
     for segment in parents:
@@ -67,7 +68,10 @@ def install(root: nn.Module, path: str, module: nn.Module) -> None:
             child = Container()
             parent.add_module(segment, child)
         parent = child
-    parent.add_module(last, module)
+    if isinstance(module, nn.Parameter):
+        parent.register_parameter(last, module)
+    else:
+        parent.add_module(last, module)
 
 
 # Steps: what the generated forward does ---------------------------------------------------
@@ -77,8 +81,9 @@ def install(root: nn.Module, path: str, module: nn.Module) -> None:
 class Step:
     """One line of a generated forward: ``target = op(inputs)``.
 
-    ``op`` is ``call`` (a module at ``module``), ``add``, ``iadd`` (in place into the
-    first input), ``mul``, ``cat`` or ``alias`` (no code: the target is the input).
+    ``op`` is ``call`` (a module at ``module``), ``scale`` (the input times the tensor
+    at ``module``, one value per channel), ``add``, ``iadd`` (in place into the first
+    input), ``mul``, ``cat`` or ``alias`` (no code: the target is the input).
     """
 
     target: str
@@ -88,6 +93,8 @@ class Step:
     #: For ``expr``: the layer whose ``forward_expression`` writes the line, and its input shapes.
     layer: Any = None
     shapes: tuple = ()
+    #: For ``scale``: how many size-1 dimensions follow the channels in the broadcast view.
+    trailing: int = 0
 
 
 def forward_source(steps: list[Step], result: str) -> str:
@@ -117,6 +124,9 @@ def forward_source(steps: list[Step], result: str) -> str:
         target = current[step.target] = free[0] if free else step.target
         if step.op == "call":
             lines.append(f"    {target} = {_access(step.module)}({', '.join(names)})")
+        elif step.op == "scale":
+            view = f".view(-1{', 1' * step.trailing})" if step.trailing else ""
+            lines.append(f"    {target} = {names[0]} * {_access(step.module)}{view}")
         elif step.op == "add":
             lines.append(f"    {target} = {' + '.join(names)}")
         elif step.op == "mul":
@@ -199,6 +209,9 @@ class _Planner:
         if ctor is None:  # identity, output: the value itself
             return Step(target, "alias", names), None
         name = attrs["name"].removeprefix(strip)
+        if attrs["layer"].holds_tensor:
+            trailing = len(self.graph.nodes[inputs[0]]["shape"]) - 1
+            return Step(target, "scale", names, name, trailing), (name, ctor)
         return Step(target, "call", names, name), (name, ctor)
 
     def steps(
@@ -363,7 +376,7 @@ def export_source(network: Network) -> str:
         "from torch import nn",
         "from torch.utils.checkpoint import checkpoint as _checkpoint",
     ]
-    for name, cls in torch_modules.CUSTOM_MODULES.items():
+    for name, cls in (*torch_modules.CUSTOM_MODULES.items(), *torch_modules.TENSOR_FACTORIES.items()):
         if name in used:
             lines += ["", "", inspect.getsource(cls).rstrip()]
     lines += [
@@ -375,7 +388,10 @@ def export_source(network: Network) -> str:
         "        if segment not in root._modules:",
         "            root.add_module(segment, Container())",
         "        root = root._modules[segment]",
-        "    root.add_module(last, module)",
+        "    if isinstance(module, nn.Parameter):",
+        "        root.register_parameter(last, module)",
+        "    else:",
+        "        root.add_module(last, module)",
         "",
         "",
         "def _block(block, *modules):",
@@ -424,9 +440,14 @@ def _initialise(model: nn.Module, network: Network, zero_init_residual: bool) ->
     uninitialised."""
     graph = network.graph
     modules = dict(model.named_modules())
+    tensors = dict(model.named_parameters())
     done: set[str] = set()
     for node in network.order():
         attrs = graph.nodes[node]
+        if attrs["layer"].holds_tensor:
+            attrs["layer"].initialise(tensors[attrs["name"]])
+            done.add(attrs["name"])
+            continue
         module = modules.get(attrs["name"])
         if module is None or attrs["name"] in done:
             continue
@@ -435,7 +456,11 @@ def _initialise(model: nn.Module, network: Network, zero_init_residual: bool) ->
     for name, module in modules.items():
         if name in done or isinstance(module, Container | Stage) or module is model:
             continue
-        if any(True for _ in itertools.chain(module.parameters(recurse=False), module.buffers(recurse=False))):
+        own = itertools.chain(
+            (f"{name}.{key}" if name else key for key, _ in module.named_parameters(recurse=False)),
+            (f"{name}.{key}" if name else key for key, _ in module.named_buffers(recurse=False)),
+        )
+        if any(key not in done for key in own):
             # A module no layer kind owns would keep uninitialised memory.
             raise TypeError(f"no initialisation for {name} ({type(module).__name__})")  # pragma: no cover
     if zero_init_residual:
