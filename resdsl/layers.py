@@ -158,6 +158,10 @@ class Layer:
     def figure_label(self) -> str:
         return self.kind
 
+    def kernel_text(self) -> str:
+        """The kernel's size as tables print it ("3x3"), or "" for a kind without a kernel."""
+        return ""
+
     def describe(self) -> str:
         """The layer as a spec writes it (for tables and hover)."""
         parts = []
@@ -334,6 +338,9 @@ class Conv(Layer):
             inputs[0], tensors["weight"], tensors.get("bias"), self.stride, self.padding, self.dilation, self.groups
         )
 
+    def kernel_text(self):
+        return _word(self.kernel)
+
     def figure_label(self):
         label = f"{self.kernel[0]}x{self.kernel[1]} conv, {self.out_channels}"
         if self.stride != (1, 1):
@@ -421,6 +428,9 @@ class ChannelConv(Layer):
         rows = x.permute(0, 2, 3, 1).reshape(n * h * w, 1, c)
         out = _functional().conv1d(rows, tensors["weight"], padding=(self.kernel - 1) // 2)
         return out.reshape(n, h, w, c).permute(0, 3, 1, 2)
+
+    def kernel_text(self):
+        return str(self.kernel)  # one dimension: across the channels
 
     def figure_label(self):
         return f"channel conv {self.kernel}"
@@ -899,6 +909,9 @@ class MaxPool(Layer):
     def reference(self, inputs, tensors, training):
         return _functional().max_pool2d(inputs[0], self.kernel, self.stride, self.padding, ceil_mode=self.ceil_mode)
 
+    def kernel_text(self):
+        return _word(self.kernel)
+
     def figure_label(self):
         label = f"{self.kernel[0]}x{self.kernel[1]} max pool"
         return label + (f", /{self.stride[0]}" if self.stride != (1, 1) else "")
@@ -966,6 +979,9 @@ class AvgPool(Layer):
         return _functional().avg_pool2d(
             x, self.kernel, self.stride, self.padding, self.ceil_mode, self.count_include_pad
         )
+
+    def kernel_text(self):
+        return "global" if self.is_global else _word(self.kernel)
 
     def figure_label(self):
         if self.is_global:

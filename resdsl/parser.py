@@ -83,6 +83,12 @@ _EXAMPLES: dict[tuple[str, str | None], list[str]] = {
         "conv 3x3, 64",
         "foo bar",
         "stage s: 2 x basic(1)",
+        # After a leading comment or blank line, and after another definition, the
+        # parser is in other states: each needs its example.
+        "\nconv 3x3, 64",
+        "\nfoo bar",
+        "block b { bn }\nconv 3x3, 64",
+        "block b { bn }\nfoo bar",
     ],
     ("missing '{' after the definition's header", "write the body in braces: block NAME(params) { ... }"): [
         "block b(w) conv 3x3, w",
@@ -278,11 +284,47 @@ def _acceptable(state, terminals: set[str]) -> set[str]:
     return accepted or terminals
 
 
+@cache
+def _example_errors() -> tuple[tuple[tuple[str, str | None], int, frozenset[str], str, str], ...]:
+    """Each example's error: (label, the parser's state, what it accepts, token type, token text)."""
+    found = []
+    for label, examples in _EXAMPLES.items():
+        for example in examples:
+            try:
+                _parser().parse(example + "\n")
+            except lark.exceptions.UnexpectedToken as error:
+                found.append(
+                    (label, error.state.position, frozenset(error.accepts or ()), error.token.type, error.token)
+                )
+            except lark.exceptions.UnexpectedInput:  # pragma: no cover - every example ends in a wrong token
+                continue
+    return tuple(found)
+
+
 def _match_example(error: lark.exceptions.UnexpectedInput) -> tuple[str, str | None] | None:
-    try:
-        return error.match_examples(_parser().parse, _EXAMPLES, use_accepts=True)
-    except Exception:  # match_examples is best effort; never mask the real error
+    """The label of the example whose error the parser meets in the same state, with the
+    same next tokens (an exact token first, else one of the same type, else the state).
+
+    Lark's own match_examples also compares the depth of the parser's stack, which a
+    leading comment, a blank line or an earlier definition changes, so its labels
+    matched only in a file that starts with the mistaken definition.
+    """
+    if not isinstance(error, lark.exceptions.UnexpectedToken) or error.state is None:
         return None
+    try:
+        position, accepts = error.state.position, frozenset(error.accepts or ())
+        candidates = [entry for entry in _example_errors() if entry[1] == position and entry[2] == accepts]
+    except Exception:  # best effort; never mask the real error
+        return None
+    for wanted in (
+        lambda entry: entry[4] == error.token,
+        lambda entry: entry[3] == error.token.type,
+        lambda entry: True,
+    ):
+        for entry in candidates:
+            if wanted(entry):
+                return entry[0]
+    return None
 
 
 def _unclosed_brace(source: Source) -> Pos | None:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+import resdsl
 from resdsl import cli
 from resdsl.errors import LimitError, SpecError
 
@@ -329,3 +330,37 @@ def test_deep_nesting_is_a_spec_error_not_recursion() -> None:
 if __name__ == "__main__":
     update()
     print(f"updated {len(fixture_names())} golden files and {DOCS.relative_to(ROOT)}", file=sys.stderr)
+
+
+#: A leading comment and a blank line, as every shipped spec starts.
+LEADING = "# a network of my own\n\n"
+
+
+@pytest.mark.parametrize("name", [name for name in CATALOGUE["Syntax errors"] if name != "too_many_tokens"])
+def test_syntax_messages_survive_a_leading_comment(name: str) -> None:
+    """docs/errors.md's syntax examples start on line 1; a real file starts with a comment,
+    and the tailored message and hint (lark's match_examples) must be the same there."""
+    text = (FIXTURES / f"{name}.res").read_bytes().decode("utf-8")
+    with pytest.raises(SpecError) as plain:
+        resdsl.compile_text(text, path="spec.res")
+    with pytest.raises(SpecError) as commented:
+        resdsl.compile_text(LEADING + text, path="spec.res")
+    assert commented.value.message == plain.value.message
+    assert commented.value.hint == plain.value.hint
+    assert (commented.value.line, commented.value.column) == (plain.value.line + 2, plain.value.column)
+
+
+@pytest.mark.parametrize(
+    ("body", "label"),
+    [
+        ("block wide(width) {\n    conv 3x3 width\n    bn\n}\n", "missing ',' between arguments"),
+        ("network n {\n    input 3x32x32\n    stage conv2_x 3 x basic(64)\n}\n", "a stage needs a name and a colon"),
+        ("conv 3x3, 64\n", "a definition must start with 'use', 'block' or 'network'"),
+        ("stage s: 2 x basic(1)\n", "a definition must start with 'use', 'block' or 'network'"),
+    ],
+)
+@pytest.mark.parametrize("before", ["", LEADING, "\n\n\n", "block first { bn }\n", "block first { bn }\n\n# x\n"])
+def test_tailored_syntax_message_wherever_the_mistake_is(body: str, label: str, before: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        resdsl.compile_text(before + body, path="spec.res")
+    assert caught.value.message.startswith(label + ";"), caught.value.message
