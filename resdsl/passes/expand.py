@@ -685,7 +685,7 @@ def _names_shortcut(statement: ast.Statement, values: ValueScope) -> bool:
 def _single(value: Any, reader: str, pos: Pos | None = None) -> int:
     """The current value where one value is read: a list (a split's parts) must be named and indexed."""
     if isinstance(value, ValueList):
-        raise SpecError(
+        raise ValueNameError(
             f"{reader} reads one value, but the current value is a list of {len(value.nodes)}",
             pos or value.pos,
             "name the list (let NAME) and read one of its values: from NAME[0]",

@@ -357,7 +357,7 @@ class ValueStatements:
         weights_nodes = weights.nodes if isinstance(weights, ValueList) else (weights,)
         values_nodes = values.nodes if isinstance(values, ValueList) else (values,)
         if len(weights_nodes) != len(values_nodes) or not values_nodes:
-            raise SpecError(
+            raise ValueNameError(
                 f"'weighted' needs as many weights as values: {len(weights_nodes)} weights, {len(values_nodes)} values",
                 statement.pos,
             )
@@ -401,12 +401,14 @@ class ValueStatements:
         start = as_int(evaluate(item.start, context.env), item.start.pos, "the start of a loop", minimum=None)
         stop = as_int(evaluate(item.stop, context.env), item.stop.pos, "the end of a loop", minimum=None)
         if stop - start > MAX_LOOP_ITERATIONS:
-            raise LimitError(
+            error = LimitError(
                 f"a loop of {stop - start:,} iterations ({start} .. {stop}); a loop runs at most "
                 f"{MAX_LOOP_ITERATIONS:,} times",
                 item.stop.pos,
                 "loops unroll when the network is compiled; repeat blocks with a stage instead",
             )
+            error._blamed = True  # type: ignore[attr-defined] # the loop's own line, not the stage's
+            raise error
         if item.name in context.env:
             raise SpecError(
                 f"the loop variable '{item.name}' hides a name the block already has",
