@@ -241,7 +241,7 @@ def test_every_example_matches_the_interpreter(text: str) -> None:
 
 
 def test_sk_block_by_hand() -> None:
-    network, model = _model(SK)
+    _network, model = _model(SK)
     state = model.state_dict()
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
     h = F.relu(_bn(_conv(x, state, "conv1"), state, "bn1"))
@@ -261,7 +261,7 @@ def test_sk_block_by_hand() -> None:
 
 
 def test_res2net_block_by_hand() -> None:
-    network, model = _model(RES2NET)
+    _network, model = _model(RES2NET)
     state = model.state_dict()
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
     h = F.relu(_bn(_conv(x, state, "conv1"), state, "bn1"))
@@ -304,7 +304,7 @@ def test_csp_and_dla_by_hand() -> None:
     with torch.no_grad():
         assert relative_error(model(x), expected) < 1e-12
 
-    network, model = _model(DLA)
+    _network, model = _model(DLA)
     state = model.state_dict()
     x = torch.randn(2, 3, 12, 12, dtype=torch.float64)
     stem = _conv(x, state, "conv1")
@@ -318,7 +318,7 @@ def test_csp_and_dla_by_hand() -> None:
 
 
 def test_repvgg_paths_by_hand() -> None:
-    network, model = _model(REPVGG)
+    _network, model = _model(REPVGG)
     state = model.state_dict()
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
     h = _conv(x, state, "conv1")
@@ -409,7 +409,7 @@ network n {
     }
 }
 """
-    network, model = _model(text)
+    _network, model = _model(text)
     state = model.state_dict()
     x = torch.randn(2, 4, 3, 3, dtype=torch.float64)
     y = _conv(x, state, "a")
@@ -533,7 +533,7 @@ network n {
 
 
 def test_generated_forward_passes_every_input() -> None:
-    network, model = _model(SK)
+    _network, model = _model(SK)
     source = type(model.layer1[0])._resdsl_source
     # The weighted sum reads four values; the split parts are views of one tensor.
     assert " * " in source and "[:, 0:16]" in source and "[:, 16:32]" in source
