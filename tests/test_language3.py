@@ -290,7 +290,7 @@ def test_res2net_block_by_hand() -> None:
 
 
 def test_csp_and_dla_by_hand() -> None:
-    network, model = _model(CSP)
+    _network, model = _model(CSP)
     state = model.state_dict()
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
     h = _conv(x, state, "conv1")
