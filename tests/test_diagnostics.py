@@ -110,6 +110,18 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "integer_overflow": "Arithmetic whose result leaves 64 bits (reported where it does)",
         "real_overflow": "Arithmetic on reals that overflows to infinity",
     },
+    "Named values, lists and loops": {
+        "value_read_before_bound": "A named value read before the `let` that binds it",
+        "value_never_read": "A path named and never joined (nothing reads the value)",
+        "value_from_drops_a_path": "`from` moving on from a value that nothing reads or names",
+        "value_shadowed": "A name bound twice in one block",
+        "value_index_out_of_range": "An index past the end of a list",
+        "value_list_as_current": "A list (a split's parts) read as one value",
+        "value_split_does_not_divide": "A split whose parts do not divide the channels",
+        "value_join_shapes": "A join over named values of different shapes (both shapes)",
+        "value_loop_bound": "A loop over its bound",
+        "value_label_collision": "A label interpolation that gives one name twice",
+    },
     "Definitions and networks": {
         "duplicate_block": "A block defined twice",
         "duplicate_network": "A network defined twice",

@@ -145,6 +145,7 @@ class Expander(ValueStatements):
         self.block_contexts: dict[int, _Context] = {}
         self.projection_size = 2  # nodes a projection can add (set by _check_size)
         self.interpolated: dict[tuple[int, str], tuple[Pos, str]] = {}  # labels made by {NAME}
+        self.loop_names: list[str] = []
 
     # The network ------------------------------------------------------------------
 

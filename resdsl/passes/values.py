@@ -137,6 +137,7 @@ class ValueStatements:
 
     graph: nx.DiGraph
     interpolated: dict[tuple[int, str], tuple[Pos, str]]
+    loop_names: list[str]  # the loop variables of the loops being unrolled, outermost first
 
     # Provided by the expander.
     def _node(self, layer, inputs, statement, context, *, label, written) -> int:  # pragma: no cover
@@ -417,11 +418,13 @@ class ValueStatements:
             )
         from dataclasses import replace
 
+        self.loop_names.append(item.name)
         for index in range(start, stop):
             scope = ValueScope(context.values)
             inner = replace(context, env={**context.env, item.name: index}, values=scope)
             value = self.body(item.body, value, inner)
             finish_scope(scope, value, context.block, self.graph)
+        self.loop_names.pop()
         return value
 
     def label(self, label: str | None, label_pos: Pos | None, context: Any) -> str | None:
@@ -449,6 +452,8 @@ class ValueStatements:
 
         result = _INTERPOLATION.sub(substitute, label)
         key = (id(context.names), result)
+        named = {value.split(" = ")[0] for value in values}
+        values += [f"{name} = {context.env[name]}" for name in self.loop_names if name not in named]
         where = ", ".join(values)
         if key in self.interpolated:
             first_pos, first = self.interpolated[key]
