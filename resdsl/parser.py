@@ -20,7 +20,7 @@ from lark import Token, Transformer_NonRecursive, v_args
 
 from resdsl import syntax as ast
 from resdsl import tokens
-from resdsl.errors import LimitError, Pos, Source, SpecError, SpecSyntaxError, closest
+from resdsl.errors import MAX_ERRORS, LimitError, Note, Pos, Source, SpecError, SpecSyntaxError, closest
 from resdsl.evaluate import literal
 
 #: Deepest nesting of parentheses and braces accepted.
@@ -138,7 +138,7 @@ def parse(text: str, path: str = "<string>", budget: TokenBudget | None = None) 
     try:
         tree = _parser().parse(text + "\n")
     except lark.exceptions.UnexpectedInput as error:
-        raise _syntax_error(error, source) from None
+        raise _syntax_errors(_syntax_error(error, source), text, source) from None
     try:
         return _ToAst(source).transform(tree)
     except lark.exceptions.VisitError as error:
@@ -264,7 +264,74 @@ def _syntax_error(error: lark.exceptions.UnexpectedInput, source: Source) -> Spe
     word = (source.line(line).split() or [""])[0].rstrip(":")
     if word.isidentifier() and word not in KEYWORDS and (guess := closest(word, KEYWORDS)):
         hint = f"did you mean '{guess}'?"
-    return SpecSyntaxError(message, pos, hint)
+    error = SpecSyntaxError(message, pos, hint)
+    if word in ("use", "block", "network") and (opening := _unclosed_brace(source, before=line)):
+        # A definition read as a statement: the body above it lacks its '}'.
+        error.message = f"'{word}' inside a body whose '{{' is never closed; unexpected {what}"
+        error.hint = f"close the body above with '}}' before '{word}'"
+        error.with_note("this '{' is never closed", opening)
+    return error
+
+
+def _syntax_errors(first: SpecSyntaxError, text: str, source: Source) -> SpecError:
+    """The first syntax error and those after it, found by recovering a line at a time.
+
+    The line of each error is replaced by a stand-in that keeps its braces (nothing, in
+    a line without any) and the file is parsed again; lines keep their numbers, so the
+    next error's position is true in the original. Recovery stops at the end of the
+    file, at an error on a line already replaced, and at MAX_ERRORS.
+    """
+    errors: list[SpecError] = [first]
+    lines = text.split("\n")  # lark counts lines by \n alone
+    replaced: set[int] = set()
+    while len(errors) < MAX_ERRORS:
+        line = errors[-1].line
+        if line is None or line in replaced or not 1 <= line <= len(lines) or "end of file" in errors[-1].message:
+            break
+        if any("never closed" in note.message for note in errors[-1].notes):
+            break  # what follows an unclosed brace is read inside it: the errors there are not independent
+        lines[line - 1] = _stand_in(lines, line)
+        replaced.add(line)
+        attempt = "\n".join(lines)
+        try:
+            _parser().parse(attempt + "\n")
+        except lark.exceptions.UnexpectedInput as error:
+            found = _syntax_error(error, Source(source.path, attempt))
+        else:
+            break
+        if found.line in replaced or found.line is None:
+            break
+        errors.append(_rebase(found, source))
+    return SpecError.several(errors) if len(errors) > 1 else first
+
+
+def _stand_in(lines: list[str], number: int) -> str:
+    """What replaces a wrong line: its braces, with headers that parse where they stand."""
+    depth = 0
+    for line in lines[: number - 1]:
+        code = line.split("#", 1)[0]
+        depth += code.count("{") - code.count("}")
+    parts: list[str] = []
+    for char in lines[number - 1].split("#", 1)[0]:
+        if char == "}":
+            parts.append("}")
+            depth -= 1
+        elif char == "{":
+            # A definition at the top level, an (empty) branch inside a body.
+            parts.append(("; " if parts else "") + ("block recovered {" if depth <= 0 else "add {"))
+            depth += 1
+    return " ".join(parts)
+
+
+def _rebase(error: SpecError, source: Source) -> SpecError:
+    """The error with its positions in `source` (same lines and columns, other text)."""
+
+    def moved(pos: Pos | None) -> Pos | None:
+        return None if pos is None else Pos(source, pos.line, pos.column, pos.end_line, pos.end_column)
+
+    error.pos = moved(error.pos)
+    error.notes = [Note(note.message, moved(note.pos)) for note in error.notes]
+    return error
 
 
 def _acceptable(state, terminals: set[str]) -> set[str]:
@@ -327,9 +394,11 @@ def _match_example(error: lark.exceptions.UnexpectedInput) -> tuple[str, str | N
     return None
 
 
-def _unclosed_brace(source: Source) -> Pos | None:
+def _unclosed_brace(source: Source, before: int | None = None) -> Pos | None:
+    """The innermost '{' still open at the end of the file (or before line `before`)."""
     stack: list[tuple[int, int]] = []
-    for number, text in enumerate(source.text.splitlines(), start=1):
+    lines = source.text.splitlines()
+    for number, text in enumerate(lines[: None if before is None else before - 1], start=1):
         code = text.split("#", 1)[0]
         for index, char in enumerate(code, start=1):
             if char == "{":

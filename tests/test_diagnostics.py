@@ -47,6 +47,8 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "name_too_long": "A name longer than the bound",
         "too_many_arguments": "More arguments in one call than the bound",
         "syntax_carriage_returns": "Old Mac line endings (a bare carriage return)",
+        "syntax_several_mistakes": "Several syntax mistakes: each is reported (up to 20), in the order of the file",
+        "syntax_block_never_closed": "A block's '}' missing before the next definition",
     },
     "Unknown names": {
         "unknown_block": "A stage uses a block that does not exist",
@@ -64,6 +66,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "add_misspelt": "A residual join not written `add shortcut`",
         "unknown_function": "A misspelt function in an expression",
         "dotted_block_name": "A dotted name where a plain name is needed",
+        "several_unknown_names": "Several misspelt names: each statement and stage is checked on its own",
     },
     "Branches, taps and projections": {
         "branch_mul_shape": "A `mul` branch whose output cannot multiply the current value (both shapes)",
@@ -376,3 +379,42 @@ def test_tailored_syntax_message_wherever_the_mistake_is(body: str, label: str, 
     with pytest.raises(SpecError) as caught:
         resdsl.compile_text(before + body, path="spec.res")
     assert caught.value.message.startswith(label + ";"), caught.value.message
+
+
+def test_every_independent_error_is_reported_in_order_and_bounded() -> None:
+    import pickle
+
+    from resdsl.errors import MAX_ERRORS
+
+    text = (FIXTURES / "several_unknown_names.res").read_text(encoding="utf-8")
+    with pytest.raises(SpecError) as caught:
+        resdsl.compile_text(text, path="spec.res")
+    errors = caught.value.errors
+    assert [(error.line, error.message.split(" '")[0]) for error in errors] == [
+        (5, "unknown keyword argument"),
+        (7, "unknown layer kind"),
+        (9, "unknown block"),
+        (10, "unknown parameter"),
+    ]
+    assert str(caught.value).endswith("4 errors")
+    assert pickle.loads(pickle.dumps(caught.value)).errors[3].message == errors[3].message
+    # Thirty mistaken lines: the first MAX_ERRORS of them.
+    body = "".join(f"    conv 3x3 {index}\n" for index in range(30))
+    with pytest.raises(SpecError) as caught:
+        resdsl.compile_text(f"# many\nblock b {{\n{body}}}\n", path="spec.res")
+    assert [error.line for error in caught.value.errors] == list(range(3, 3 + MAX_ERRORS))
+    stems = "".join(f"        conv{index} 3x3, 16\n" for index in range(30))
+    with pytest.raises(SpecError) as caught:
+        resdsl.compile_text(f"network n {{\n    input 3x8x8\n    stem {{\n{stems}    }}\n}}\n", path="spec.res")
+    assert len(caught.value.errors) == MAX_ERRORS
+
+
+def test_a_missing_brace_says_where_the_body_opened() -> None:
+    text = (FIXTURES / "syntax_block_never_closed.res").read_text(encoding="utf-8")
+    with pytest.raises(SpecError) as caught:
+        resdsl.compile_text(text, path="spec.res")
+    (error,) = caught.value.errors  # what follows is read inside the block: no further errors
+    assert error.line == 6 and "never closed" in error.message
+    assert [(note.message, note.pos.line, note.pos.column) for note in error.notes] == [
+        ("this '{' is never closed", 2, 12)
+    ]

@@ -161,7 +161,7 @@ def _analyze(text: str, path: Path) -> Analysis:
             result.module = parse(text, shown)
             namespace = load_text(text, shown)
         except SpecError as error:
-            result.errors.append(error)
+            result.errors.extend(error.errors)
             # Completion and hover on names still need the blocks in scope while the
             # user is typing: read them from the text without the offending line.
             _define_despite(result, text, shown, error)
@@ -180,10 +180,11 @@ def _analyze(text: str, path: Path) -> Analysis:
             except SpecError as error:
                 if isinstance(definition, ast.NetworkAlias) and "needs a value for parameter" in error.message:
                     continue  # an alias that leaves a parameter free is a family too
-                key = (error.path, error.line, error.column, error.message)
-                if key not in seen:
-                    seen.add(key)
-                    result.errors.append(error)
+                for each in error.errors:
+                    key = (each.path, each.line, each.column, each.message)
+                    if key not in seen:
+                        seen.add(key)
+                        result.errors.append(each)
                 continue
             result.networks.append(network)
     for network in result.networks:

@@ -31,7 +31,11 @@ from typing import Any
 import networkx as nx
 
 from resdsl import syntax as ast
+<<<<<<< HEAD
 from resdsl.errors import LimitError, Note, Pos, SpecError, UnknownNameError, ValueNameError, unknown
+=======
+from resdsl.errors import MAX_ERRORS, LimitError, Note, Pos, SpecError, UnknownNameError, unknown
+>>>>>>> daily
 from resdsl.evaluate import Value, as_bool, as_int, describe, evaluate, names_in
 from resdsl.frontend import Instance, Namespace
 from resdsl.ir import BlockInstance, Frame, Network, Scope, Settings, new_node
@@ -105,6 +109,7 @@ def expand(network: Network) -> None:
     instance: Instance = network.instance
     definition = instance.definition
     env = dict(instance.params)
+    misspelt = []
     for item in definition.body:
         # A network's own lines are mostly settings, so a misspelt word here
         # ('shortcuts B', 'inptu 3x32x32') is more likely a setting than a layer;
@@ -114,13 +119,17 @@ def expand(network: Network) -> None:
             and item.kind not in (*SETTINGS, *LAYER_KINDS, ADD_SHORTCUT, TAP_SHORTCUT)
             and item.kind not in instance.namespace.blocks
         ):
-            raise unknown(
-                "setting or layer kind",
-                item.kind,
-                [*SETTINGS, *LAYER_KINDS],
-                item.kind_pos,
-                guess=SYNONYMS.get(item.kind.lower()),
+            misspelt.append(
+                unknown(
+                    "setting or layer kind",
+                    item.kind,
+                    [*SETTINGS, *LAYER_KINDS],
+                    item.kind_pos,
+                    guess=SYNONYMS.get(item.kind.lower()),
+                )
             )
+    if misspelt:
+        raise SpecError.several(misspelt)
     expander = Expander(network, instance)
     network.settings = expander.settings = _settings(definition, instance, env)
     expander.run(env)
@@ -161,7 +170,21 @@ class Expander(ValueStatements):
                     f"two stages are named '{stage.name}'", stage.name_pos, "give each stage its own name"
                 ).with_note("the other one", first_stage[stage.name].name_pos)
             first_stage[stage.name] = stage
-        repeats = [self._repeat(stage, env) for stage in stages]
+        # Independent errors are collected, each top-level statement and each stage on
+        # its own (the first error of a stage stops that stage): a failed one leaves the
+        # value as it was, and nothing after expansion runs on a network with errors.
+        errors: list[SpecError] = []
+        repeats = []
+        failed: set[int] = set()
+        for index, stage in enumerate(stages):
+            try:
+                repeats.append(self._repeat(stage, env))
+            except LimitError:
+                raise
+            except SpecError as error:
+                errors.append(error)
+                repeats.append(0)
+                failed.add(index)
         self._check_size(definition, stages, repeats)
 
         trace = self.instance.trace
@@ -184,8 +207,11 @@ class Expander(ValueStatements):
         block_index = 0
         stage_index = 0
         for item in definition.body:
+            if len(errors) >= MAX_ERRORS:
+                break
             if isinstance(item, ast.Statement) and item.kind in SETTINGS:
                 continue
+<<<<<<< HEAD
             if isinstance(item, ast.Section):
                 value = self.body(item.body, value, _replace(context, scope=top[item.kind]))
             elif isinstance(item, ast.Stage):
@@ -198,6 +224,34 @@ class Expander(ValueStatements):
                 value = self.body((item,), value, context)
         value = _single(value, "the network's output")
         finish_scope(context.values, value, None, self.graph)
+=======
+            try:
+                if isinstance(item, ast.Section):
+                    section = _replace(context, scope=top[item.kind])
+                    for statement in item.body:
+                        try:
+                            value = self.body((statement,), value, section)
+                        except LimitError:
+                            raise
+                        except SpecError as error:
+                            errors.append(error)
+                elif isinstance(item, ast.Stage):
+                    repeat, start = repeats[stage_index], block_index
+                    block_index += repeat
+                    stage_index += 1
+                    if stage_index - 1 not in failed:
+                        value = self.stage(
+                            item, repeat, value, context, start, block_count, stage_index - 1, len(stages)
+                        )
+                else:
+                    value = self.body((item,), value, context)
+            except LimitError:
+                raise
+            except SpecError as error:
+                errors.append(error)
+        if errors:
+            raise SpecError.several(errors)
+>>>>>>> daily
         new_node(
             self.graph,
             Output(),
@@ -624,6 +678,8 @@ class Expander(ValueStatements):
         for item in definition.body:
             if isinstance(item, ast.Stage):
                 stage, repeat = next(stage_iter)
+                if stage.block not in self.namespace.blocks:
+                    continue  # an unknown block, reported with the other errors
                 block = self.namespace.blocks[stage.block][0]
                 added = repeat * self._items_size(block.body, sizes, ())
                 where = stage.pos
