@@ -31,11 +31,7 @@ from typing import Any
 import networkx as nx
 
 from resdsl import syntax as ast
-<<<<<<< HEAD
-from resdsl.errors import LimitError, Note, Pos, SpecError, UnknownNameError, ValueNameError, unknown
-=======
-from resdsl.errors import MAX_ERRORS, LimitError, Note, Pos, SpecError, UnknownNameError, unknown
->>>>>>> daily
+from resdsl.errors import MAX_ERRORS, LimitError, Note, Pos, SpecError, UnknownNameError, ValueNameError, unknown
 from resdsl.evaluate import Value, as_bool, as_int, describe, evaluate, names_in
 from resdsl.frontend import Instance, Namespace
 from resdsl.ir import BlockInstance, Frame, Network, Scope, Settings, new_node
@@ -211,20 +207,6 @@ class Expander(ValueStatements):
                 break
             if isinstance(item, ast.Statement) and item.kind in SETTINGS:
                 continue
-<<<<<<< HEAD
-            if isinstance(item, ast.Section):
-                value = self.body(item.body, value, _replace(context, scope=top[item.kind]))
-            elif isinstance(item, ast.Stage):
-                value = self.stage(
-                    item, repeats[stage_index], value, context, block_index, block_count, stage_index, len(stages)
-                )
-                block_index += repeats[stage_index]
-                stage_index += 1
-            else:
-                value = self.body((item,), value, context)
-        value = _single(value, "the network's output")
-        finish_scope(context.values, value, None, self.graph)
-=======
             try:
                 if isinstance(item, ast.Section):
                     section = _replace(context, scope=top[item.kind])
@@ -251,7 +233,8 @@ class Expander(ValueStatements):
                 errors.append(error)
         if errors:
             raise SpecError.several(errors)
->>>>>>> daily
+        value = _single(value, "the network's output")
+        finish_scope(context.values, value, None, self.graph)
         new_node(
             self.graph,
             Output(),
