@@ -80,6 +80,7 @@ _NUMBERS = (
     re.compile(token_patterns.INTEGER),
 )
 _TEMPLATE = re.compile(token_patterns.TEMPLATE)
+_OUTER_LABEL = re.compile(token_patterns.OUTER_LABEL)
 _NAME = re.compile(token_patterns.NAME)
 
 
@@ -135,6 +136,8 @@ def tokenize(text: str, path: str = "<string>") -> list[Token]:
             candidates = [found for pattern in _NUMBERS if (found := pattern.match(text, position))]
             match = max(candidates, key=lambda found: found.end())
             kind = SIZE if "x" in match.group() else NUMBER
+        elif match := _OUTER_LABEL.match(text, position):
+            kind = NAME  # a label such as ..convShortcut
         elif match := _OPERATOR.match(text, position):
             kind = OP
         elif char == "=":

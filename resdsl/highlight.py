@@ -36,6 +36,7 @@ SCOPE = "source.resdsl"
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _DOTTED = tokens.NAME
 _TEMPLATE = tokens.TEMPLATE
+_OUTER_LABEL = tokens.OUTER_LABEL
 # A statement starts at a line's start or after a `;`.
 _STATEMENT_START = r"(?:^|(?<=;))"
 
@@ -106,7 +107,7 @@ def rules() -> tuple[Rule, ...]:
         ),
         Rule(
             "label",
-            rf"{_STATEMENT_START}([ \t]*)({_DOTTED}|{_TEMPLATE})([ \t]*)(:)",
+            rf"{_STATEMENT_START}([ \t]*)({_DOTTED}|{_TEMPLATE}|{_OUTER_LABEL})([ \t]*)(:)",
             (
                 _space(),
                 Group("entity.name.label.resdsl", "Name.Label"),

@@ -49,6 +49,9 @@ TEMPLATE = (
     r"(?:[A-Za-z0-9_.]|\{[A-Za-z_][A-Za-z0-9_]*\})*\{[A-Za-z_][A-Za-z0-9_]*\}"
     r"(?:[A-Za-z0-9_.]|\{[A-Za-z_][A-Za-z0-9_]*\})*(?=[ \t]*:)"
 )
+#: A label that names a module in the scope around the block (``..convShortcut``: a
+#: projection's layer beside the block's own), only ever followed by its ``:``.
+OUTER_LABEL = r"\.\.(?:[A-Za-z0-9_.]|\{[A-Za-z_][A-Za-z0-9_]*\})+(?=[ \t]*:)"
 #: ``3x3`` (a kernel) or ``3x224x224`` (an input shape): one token, so that the ``x`` of a
 #: repeat (``3 x basic(64)``) stays a keyword.
 SIZE = r"[0-9]+(?:x[0-9]+)+"
@@ -78,6 +81,7 @@ PRESCAN = re.compile(r'#[^\n]*|"[^"\n]*"?|[A-Za-z0-9_.]+|//|\n|[^\s]')
 TERMINAL_DESCRIPTIONS = {
     "NAME": "a name",
     "TEMPLATE": "a label such as convs.{i}",
+    "OUTER_LABEL": "a label such as ..convShortcut",
     "INT": "a number",
     "FLOAT": "a number",
     "DIMS": "sizes such as 3x3",
@@ -105,6 +109,7 @@ TERMINAL_DESCRIPTIONS = {
 GRAMMAR_PATTERNS = {
     "NAME": NAME,
     "TEMPLATE": TEMPLATE,
+    "OUTER_LABEL": OUTER_LABEL,
     "DIMS": SIZE,
     "FLOAT": REAL,
     "INT": INTEGER,
@@ -131,6 +136,7 @@ __all__ = [
     "KEYWORDS",
     "NAME",
     "OPERATOR",
+    "OUTER_LABEL",
     "PRESCAN",
     "PUNCTUATION",
     "RANGE",

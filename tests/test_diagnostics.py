@@ -124,6 +124,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "value_join_shapes": "A join over named values of different shapes (both shapes)",
         "value_loop_bound": "A loop over its bound",
         "value_label_collision": "A label interpolation that gives one name twice",
+        "value_outer_label_outside_projection": "A `..` label in a stage's block (it has no scope around it)",
     },
     "Definitions and networks": {
         "duplicate_block": "A block defined twice",

@@ -625,3 +625,81 @@ network n {
     with pytest.raises(resdsl.ShapeError) as caught:
         resdsl.compile_text(text, path="bad.res")
     assert "8x4x4" in caught.value.message and "4x4x4" in caught.value.message
+
+
+WRN_PORT = """
+# The widely used PyTorch port of WRN keeps its projection beside the block's own layers.
+block port_shortcut(out, stride) {
+    ..convShortcut: conv 1x1, out, stride=stride
+}
+
+block port_block(width, stride=1) {
+    bn1: bn
+    relu1: relu
+    tap shortcut
+    conv1: conv 3x3, width, stride=stride
+    bn2: bn
+    relu2: relu
+    conv2: conv 3x3, width
+    add shortcut
+}
+
+network port(classes=10) {
+    input 3x16x16
+    shortcut B
+    projection port_shortcut
+    stem {
+        conv1: conv 3x3, 16
+    }
+    stage block1.layer: 2 x port_block(32)
+    stage block2.layer: 1 x port_block(64, stride=2)
+    head {
+        bn1: bn
+        relu: relu
+        avgpool
+        fc: fc classes
+    }
+}
+"""
+
+
+def test_a_projection_label_names_a_module_beside_the_blocks_own() -> None:
+    network, model = _model(WRN_PORT)
+    keys = [key for key in model.state_dict() if key.startswith("block1.layer.0.")]
+    # The port's order: the block's layers, then convShortcut (created where the shortcut is added).
+    assert keys[-1] == "block1.layer.0.convShortcut.weight"
+    assert "block2.layer.0.convShortcut.weight" in model.state_dict()
+    assert not any("downsample" in key for key in model.state_dict())
+    assert "block1.layer.1.convShortcut.weight" not in model.state_dict()
+    assert max(compare_with_oracle(network).values()) < 1e-9
+
+
+def test_an_outer_label_in_a_stage_block_is_refused() -> None:
+    text = "block b {\n    ..conv: conv 1x1, 4\n}\nnetwork n {\n    input 4x4x4\n    stage s: 1 x b\n}\n"
+    with pytest.raises(resdsl.SpecError) as caught:
+        resdsl.compile_text(text, path="bad.res")
+    assert (caught.value.line, caught.value.column) == (2, 5)
+    assert "outside the block" in caught.value.message
+
+
+def test_a_nested_blocks_outer_label_lives_in_the_enclosing_block() -> None:
+    text = """
+block gate(c) {
+    mul {
+        avgpool
+        ..fc: conv 1x1, c, bias=true
+        sigmoid
+    }
+}
+block b(c) {
+    conv: conv 3x3, c
+    g: gate(c)
+}
+network n {
+    input 4x6x6
+    stage s: 2 x b(4)
+}
+"""
+    network, model = _model(text)
+    assert "s.0.fc.weight" in model.state_dict() and "s.1.conv.weight" in model.state_dict()
+    assert max(compare_with_oracle(network).values()) < 1e-9

@@ -429,6 +429,8 @@ class ValueStatements:
 
     def label(self, label: str | None, label_pos: Pos | None, context: Any) -> str | None:
         """The label with ``{NAME}`` replaced by its value; the same label twice in one scope is an error."""
+        if label is not None and label.startswith(".."):
+            _check_outer_label(label, label_pos, context)
         if label is None or "{" not in label:
             return label
         values: list[str] = []
@@ -497,6 +499,22 @@ def finish_scope(scope: ValueScope, result: Current, block: Any, graph: Any) -> 
                     binding.item_pos.get(index, binding.pos),
                     f"read it ({binding.name}[{index}], or the whole list {binding.name}) or remove it",
                 )
+
+
+def _check_outer_label(label: str, label_pos: Pos | None, context: Any) -> None:
+    """``..NAME`` names a module of the scope around this one; a stage's block has none it may use."""
+    names = context.names
+    block = context.block
+    outermost = names.parent is None or (
+        names.parent.parent is None and block is not None and block.stage is not None and context.role != "shortcut"
+    )
+    if outermost:
+        raise ValueNameError(
+            f"the label '{label}' names a module outside the block, but only a projection or a block used "
+            "inside another block has a scope around it",
+            label_pos,
+            f"write the label without '..': {label[2:]}",
+        )
 
 
 def _no_label(statement: ast.Statement, what: str) -> None:
