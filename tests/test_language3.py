@@ -703,3 +703,35 @@ network n {
     network, model = _model(text)
     assert "s.0.fc.weight" in model.state_dict() and "s.1.conv.weight" in model.state_dict()
     assert max(compare_with_oracle(network).values()) < 1e-9
+
+
+def test_a_block_inside_a_block_has_its_own_join_and_projection() -> None:
+    text = """
+block inner(w, stride=1) {
+    conv: conv 3x3, w, stride=stride
+    bn: bn
+    add shortcut
+}
+block outer(w) {
+    first: inner(w * 2, stride=2)
+    second: inner(w * 2)
+    add shortcut
+    relu
+}
+network n {
+    input 4x8x8
+    shortcut B
+    stage s: 2 x outer(4)
+}
+"""
+    network, model = _model(text)
+    keys = set(model.state_dict())
+    # The inner block changes width and stride: its projection is its own, under its label.
+    assert {"s.0.first.downsample.0.weight", "s.0.first.downsample.1.running_var"} <= keys
+    assert not any(key.startswith("s.0.second.downsample") for key in keys)
+    # Each outer block halves its input's size (its first inner block strides): its own projection too.
+    assert "s.0.downsample.0.weight" in keys and "s.1.downsample.0.weight" in keys
+    assert not any(key.startswith("s.1.second.downsample") for key in keys)
+    joins = [block for block in network.blocks if block.join is not None]
+    assert len(joins) == 6
+    assert max(compare_with_oracle(network).values()) < 1e-9
