@@ -38,6 +38,8 @@ Shape = tuple[int, ...]
 NODE_KINDS: dict[str, type[Layer]] = {}
 #: The kinds a spec may write as a layer statement.
 LAYER_KINDS: dict[str, type[Layer]] = {}
+#: The joins, written as a branch (``mul { ... }``): every kind whose ``is_join`` is set.
+JOINS: dict[str, type[Layer]] = {}
 
 
 class ShapeProblem(Exception):
@@ -102,13 +104,39 @@ class Layer:
     arity: ClassVar[int | None] = 1
     #: A normalisation layer: what the ``norm`` setting replaces.
     is_norm: ClassVar[bool] = False
+    #: An activation: what the ``act`` setting may name.
+    is_activation: ClassVar[bool] = False
+    #: A join of two or more values, written as a branch (``mul { ... }``); its
+    #: :meth:`forward_expression` is the generated forward's code for it.
+    is_join: ClassVar[bool] = False
+    #: Counts as a layer of the network's depth (the "34" of ResNet-34) on the main path.
+    counts_as_layer: ClassVar[bool] = False
+    #: Builds a module (and so owns its name: two nodes of such kinds may not share one).
+    builds_module: ClassVar[bool] = True
+    #: An end of the graph (input, output): it has no stage and no row in tables.
+    graph_end: ClassVar[bool] = False
+    #: The name every node of this kind has (``input``), instead of a numbered one.
+    fixed_name: ClassVar[str | None] = None
+    #: Its module takes ``inplace=True``, used where nothing else reads its input.
+    runs_in_place: ClassVar[bool] = False
+    #: A join's in-place operator (``+=``), used where nothing else reads its first input.
+    in_place_operator: ClassVar[str | None] = None
+    #: How a figure shows it at layer detail: ``"box"`` (a box of its own, as Fig. 3
+    #: draws convolutions, pools and fc), ``"marker"`` (a dashed marker: drop path),
+    #: ``"join"`` (where a side branch comes back) or ``"fold"`` (into the box above).
+    figure: ClassVar[str] = "fold"
+    #: A box's fill in figures: ``"width"`` (by output channels), ``"fc"`` or ``"pool"``.
+    figure_fill: ClassVar[str] = "pool"
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, register: bool = True, **kwargs: Any) -> None:
+        # register=False: a kind made outside the language (a test's, a tool's), known to no registry.
         super().__init_subclass__(**kwargs)
-        if cls.kind:
+        if cls.kind and register:
             NODE_KINDS[cls.kind] = cls
             if cls.spelled:
                 LAYER_KINDS[cls.kind] = cls
+            if cls.is_join:
+                JOINS[cls.kind] = cls
 
     @classmethod
     def from_arguments(cls, values: Mapping[str, tuple[Value, Pos]], pos: Pos) -> Layer:
@@ -146,6 +174,10 @@ class Layer:
         raise NotImplementedError(self.kind)  # pragma: no cover - every kind overrides it
 
     # Figures ----------------------------------------------------------------------
+
+    def forward_expression(self, names: list[str]) -> str:
+        """A join's code in the generated forward, over the Python names of its inputs."""
+        raise NotImplementedError(self.kind)  # pragma: no cover - every join overrides it
 
     def figure_label(self) -> str:
         return self.kind
@@ -238,6 +270,9 @@ def _functional() -> Any:
 class Input(Layer):
     kind: ClassVar[str] = "input"
     arity: ClassVar[int | None] = 0
+    builds_module: ClassVar[bool] = False
+    graph_end: ClassVar[bool] = True
+    fixed_name: ClassVar[str | None] = "input"
     shape: Shape = ()
 
     def output_shape(self, inputs: list[Shape]) -> Shape:
@@ -251,6 +286,9 @@ class Input(Layer):
 class Output(Layer):
     kind: ClassVar[str] = "output"
     aliases_input: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    graph_end: ClassVar[bool] = True
+    fixed_name: ClassVar[str | None] = "output"
 
     def reference(self, inputs, tensors, training):
         return inputs[0]
@@ -264,6 +302,9 @@ class Conv(Layer):
     kind: ClassVar[str] = "conv"
     example: ClassVar[str] = "conv 3x3, 8, stride=2, groups=2, bias=true"
     spelled: ClassVar[bool] = True
+    counts_as_layer: ClassVar[bool] = True
+    figure: ClassVar[str] = "box"
+    figure_fill: ClassVar[str] = "width"
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("kernel", _pair(), "the kernel size", positional=True, required=True),
         Argument("out_channels", _int(), "the number of output channels", positional=True, required=True),
@@ -340,6 +381,9 @@ class Linear(Layer):
     kind: ClassVar[str] = "fc"
     example: ClassVar[str] = "fc 7"
     spelled: ClassVar[bool] = True
+    counts_as_layer: ClassVar[bool] = True
+    figure: ClassVar[str] = "box"
+    figure_fill: ClassVar[str] = "fc"
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("out_features", _int(), "the number of outputs", positional=True, required=True),
         Argument("bias", as_bool, "bias"),
@@ -375,6 +419,7 @@ class ChannelConv(Layer):
     kind: ClassVar[str] = "channel_conv"
     example: ClassVar[str] = "channel_conv 3"
     spelled: ClassVar[bool] = True
+    figure: ClassVar[str] = "box"
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("kernel", _int(), "the kernel size", positional=True, required=True),
     )
@@ -523,6 +568,8 @@ class ReLU(Layer):
     spelled: ClassVar[bool] = True
     usage: ClassVar[str] = "relu"
     saves_output: ClassVar[bool] = True
+    is_activation: ClassVar[bool] = True
+    runs_in_place: ClassVar[bool] = True
 
     def constructor(self, inputs):
         return Ctor("nn.ReLU")
@@ -536,6 +583,7 @@ class Activation(Layer):
     """An activation without arguments; each subclass names its torch module and rule."""
 
     module: ClassVar[str] = ""
+    is_activation: ClassVar[bool] = True
 
     def constructor(self, inputs):
         return Ctor(self.module)
@@ -623,6 +671,7 @@ class LeakyReLU(Layer):
     kind: ClassVar[str] = "leaky_relu"
     example: ClassVar[str] = "leaky_relu 0.2"
     spelled: ClassVar[bool] = True
+    is_activation: ClassVar[bool] = True
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("slope", lambda v, p, w: as_float(v, p, w, minimum=0), "the negative slope", positional=True),
     )
@@ -650,6 +699,8 @@ class Identity(Layer):
     spelled: ClassVar[bool] = True
     usage: ClassVar[str] = "identity"
     aliases_input: ClassVar[bool] = True
+    is_activation: ClassVar[bool] = True  # `act identity`: no activation
+    builds_module: ClassVar[bool] = False
 
     def reference(self, inputs, tensors, training):
         return inputs[0]
@@ -663,6 +714,7 @@ class MaxPool(Layer):
     kind: ClassVar[str] = "maxpool"
     example: ClassVar[str] = "maxpool 3x3, stride=2, ceil_mode=true"
     spelled: ClassVar[bool] = True
+    figure: ClassVar[str] = "box"
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("kernel", _pair(), "the kernel size", positional=True, required=True),
         Argument("stride", _pair(), "stride"),
@@ -714,6 +766,7 @@ class AvgPool(Layer):
     kind: ClassVar[str] = "avgpool"
     example: ClassVar[str] = "avgpool 3x3, stride=2, padding=1, ceil_mode=true, count_include_pad=false"
     spelled: ClassVar[bool] = True
+    figure: ClassVar[str] = "box"
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("kernel", _pair(), "the kernel size", positional=True),
         Argument("stride", _pair(), "stride"),
@@ -813,6 +866,7 @@ class DropPath(Layer):
     kind: ClassVar[str] = "drop_path"
     example: ClassVar[str] = "drop_path 0.1"
     spelled: ClassVar[bool] = True
+    figure: ClassVar[str] = "marker"
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("p", as_probability, "the drop path probability", positional=True, required=True),
     )
@@ -860,6 +914,10 @@ class Add(Layer):
 
     kind: ClassVar[str] = "add"
     arity: ClassVar[int | None] = None
+    in_place_operator: ClassVar[str | None] = "+="
+    is_join: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    figure: ClassVar[str] = "join"
 
     def output_shape(self, inputs):
         first = inputs[0]
@@ -874,6 +932,9 @@ class Add(Layer):
             total = total + other
         return total
 
+    def forward_expression(self, names):
+        return " + ".join(names)
+
     def figure_label(self):
         return "+"
 
@@ -885,6 +946,9 @@ class Mul(Layer):
 
     kind: ClassVar[str] = "mul"
     arity: ClassVar[int | None] = None
+    is_join: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    figure: ClassVar[str] = "join"
 
     def output_shape(self, inputs):
         first = inputs[0]
@@ -903,6 +967,9 @@ class Mul(Layer):
             product = product * other
         return product
 
+    def forward_expression(self, names):
+        return " * ".join(names)
+
     def figure_label(self):
         return "×"
 
@@ -913,6 +980,9 @@ class Cat(Layer):
 
     kind: ClassVar[str] = "cat"
     arity: ClassVar[int | None] = None
+    is_join: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    figure: ClassVar[str] = "join"
 
     def output_shape(self, inputs):
         first = inputs[0]
@@ -927,6 +997,9 @@ class Cat(Layer):
         import torch
 
         return torch.cat(inputs, 1)
+
+    def forward_expression(self, names):
+        return f"torch.cat(({', '.join(names)},), 1)"
 
     def figure_label(self):
         return "concat"
@@ -964,8 +1037,6 @@ def _shape(shape: Shape) -> str:
 #: The residual join, written ``add shortcut``, and where a shortcut starts, ``tap shortcut``.
 ADD_SHORTCUT = "add"
 TAP_SHORTCUT = "tap"
-#: Branch joins, written ``mul { ... }`` and so on.
-JOINS: dict[str, type[Layer]] = {"add": Add, "mul": Mul, "cat": Cat}
 
 #: Other frameworks' names for our layer kinds: no spelling distance leads from
 #: "batchnorm" to "bn", so users coming from PyTorch or Keras get told directly.

@@ -31,9 +31,6 @@ WORD_OPERATORS = ("and", "or", "not")
 #: ``add shortcut`` and ``tap shortcut``: statements of two words.
 SHORTCUT_STATEMENTS = ("add", "tap")
 
-#: Branch joins, each a name followed by a braced body: ``mul { ... }``.
-JOINS = ("mul", "add", "cat")
-
 #: Layer kinds a spec may write (the compiler's registry is merged in by layer_kinds()).
 BASE_LAYER_KINDS = (
     "conv",
@@ -84,6 +81,14 @@ def layer_kinds() -> tuple[str, ...]:
 
         kinds.update(LAYER_KINDS)
     return tuple(sorted(kinds))
+
+
+def joins() -> tuple[str, ...]:
+    """Branch joins, each a name followed by a braced body (``mul { ... }``): the join
+    kinds of the compiler's registry (:attr:`resdsl.layers.Layer.is_join`), sorted."""
+    from resdsl.layers import JOINS
+
+    return tuple(sorted(JOINS))
 
 
 def settings() -> tuple[str, ...]:

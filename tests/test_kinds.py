@@ -48,8 +48,8 @@ def test_every_kind_has_an_example_and_usage() -> None:
 @pytest.mark.parametrize("kind", sorted(LAYER_KINDS))
 def test_kind_conforms(kind: str) -> None:
     network = network_for(kind)
-    ((_node, attrs),) = [(n, a) for n, a in network.nodes() if a["label"] == "target"]
-    layer = attrs["layer"]
+    (attrs,) = [node for node in network.nodes() if node.label == "target"]
+    layer = attrs.layer
     assert layer.kind == kind
     assert isinstance(layer.figure_label(), str) and layer.figure_label()
     model = randomise(build(network)).double().eval()
@@ -58,20 +58,20 @@ def test_kind_conforms(kind: str) -> None:
     seen: dict[str, torch.Tensor] = {}
     if module is not None:
         module.register_forward_hook(lambda _m, _i, out: seen.__setitem__("out", out))
-        assert attrs["params"] == sum(p.numel() for p in module.parameters())
-        source = network.graph.nodes[attrs["inputs"][0]]["shape"]
+        assert attrs.params == sum(p.numel() for p in module.parameters())
+        source = network.node(attrs.inputs[0]).shape
         with FlopCounterMode(display=False) as counter:
             module(torch.randn(1, *source, dtype=torch.float64))
-        assert attrs["macs"] == counter.get_total_flops() // 2
+        assert attrs.macs == counter.get_total_flops() // 2
     else:
-        assert attrs["params"] == attrs["macs"] == 0
+        assert attrs.params == attrs.macs == 0
     with torch.no_grad():
         out = model(x)
         expected = interpret.run(network, model.state_dict(), x)
     assert relative_error(out, expected) < 1e-12
     if module is not None:
-        assert tuple(seen["out"].shape[1:]) == attrs["shape"]
-    assert tuple(out.shape[1:]) == attrs["shape"]
+        assert tuple(seen["out"].shape[1:]) == attrs.shape
+    assert tuple(out.shape[1:]) == attrs.shape
 
 
 @pytest.mark.parametrize("kind", sorted(LAYER_KINDS))
