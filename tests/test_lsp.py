@@ -9,7 +9,6 @@ process to end.
 from __future__ import annotations
 
 import asyncio
-
 import os
 import subprocess
 import sys

@@ -68,16 +68,16 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "torch-inplace-shared",
         "resdsl/backends/torch.py",
-        "and graph.out_degree(operand) == 1",
-        "and graph.out_degree(operand) >= 1",
+        "and users == (node,) and",
+        "and node in users and",
         (SHARED_READERS,),
         "an in-place op may not overwrite a value another node still reads",
     ),
     Mutant(
         "torch-fold-shared-conv",
         "resdsl/backends/torch.py",
-        'if graph.nodes[source]["layer"].kind != "conv" or graph.out_degree(source) != 1:',
-        'if graph.nodes[source]["layer"].kind != "conv":',
+        "if not isinstance(source.layer, Conv) or source.users != (node.id,):",
+        "if not isinstance(source.layer, Conv):",
         (SHARED_READERS,),
         "a BN folds only into a conv that nothing else reads",
     ),
@@ -92,10 +92,10 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "naming-count-unlabelled-only",
         "resdsl/passes/naming.py",
-        '            counter[attrs["written"]] += 1\n'
-        "            local = label if label is not None else f\"{attrs['written']}",
-        '            counter[attrs["written"]] += label is None\n'
-        "            local = label if label is not None else f\"{attrs['written']}",
+        "            counter[node.written] += 1\n"
+        '            local = label if label is not None else f"{node.written}',
+        "            counter[node.written] += label is None\n"
+        '            local = label if label is not None else f"{node.written}',
         (_s("test_unlabelled_layers_after_labelled_ones_count_them"),),
         "labelled layers count toward the numbers of unlabelled ones",
     ),
