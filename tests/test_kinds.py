@@ -50,8 +50,8 @@ def test_every_kind_has_an_example_and_usage() -> None:
 @pytest.mark.parametrize("kind", sorted(LAYER_KINDS))
 def test_kind_conforms(kind: str) -> None:
     network = network_for(kind)
-    ((_node, attrs),) = [(n, a) for n, a in network.nodes() if a["label"] == "target"]
-    layer = attrs["layer"]
+    (attrs,) = [node for node in network.nodes() if node.label == "target"]
+    layer = attrs.layer
     assert layer.kind == kind
     assert isinstance(layer.figure_label(), str) and layer.figure_label()
     model = randomise(build(network)).double().eval()
@@ -61,25 +61,25 @@ def test_kind_conforms(kind: str) -> None:
     seen: dict[str, torch.Tensor] = {}
     if layer.holds_tensor:
         # One tensor under the node's name (layer scale), one value per input channel.
-        source = network.graph.nodes[attrs["inputs"][0]]["shape"]
+        source = network.node(attrs.inputs[0]).shape
         assert module is None and tensor is not None and tuple(tensor.shape) == (source[0],)
-        assert attrs["params"] == tensor.numel() and attrs["macs"] == 0
+        assert attrs.params == tensor.numel() and attrs.macs == 0
     elif module is not None:
         module.register_forward_hook(lambda _m, _i, out: seen.__setitem__("out", out))
-        assert attrs["params"] == sum(p.numel() for p in module.parameters())
-        source = network.graph.nodes[attrs["inputs"][0]]["shape"]
+        assert attrs.params == sum(p.numel() for p in module.parameters())
+        source = network.node(attrs.inputs[0]).shape
         with FlopCounterMode(display=False) as counter:
             module(torch.randn(1, *source, dtype=torch.float64))
-        assert attrs["macs"] == counter.get_total_flops() // 2
+        assert attrs.macs == counter.get_total_flops() // 2
     else:
-        assert attrs["params"] == attrs["macs"] == 0
+        assert attrs.params == attrs.macs == 0
     with torch.no_grad():
         out = model(x)
         expected = interpret.run(network, model.state_dict(), x)
     assert relative_error(out, expected) < 1e-12
     if module is not None:
-        assert tuple(seen["out"].shape[1:]) == attrs["shape"]
-    assert tuple(out.shape[1:]) == attrs["shape"]
+        assert tuple(seen["out"].shape[1:]) == attrs.shape
+    assert tuple(out.shape[1:]) == attrs.shape
 
 
 @pytest.mark.parametrize("kind", sorted(LAYER_KINDS))
@@ -205,8 +205,8 @@ network probe {
 def _flat(kind: str) -> bool:
     """Whether the kind's example makes or needs a flat tensor (then it goes in the head)."""
     network = network_for(kind)
-    ((_node, attrs),) = [(n, a) for n, a in network.nodes() if a["label"] == "target"]
-    return len(attrs["shape"]) == 1
+    (node,) = [node for node in network.nodes() if node.label == "target"]
+    return len(node.shape) == 1
 
 
 def staged_spec(kind: str) -> str:
@@ -236,9 +236,9 @@ network probe {{
 """
 
 
-def _targets(network: resdsl.Network) -> list[dict]:
-    found = [attrs for _, attrs in network.nodes() if attrs["label"] == "target"]
-    assert found and all(attrs["layer"].kind for attrs in found)
+def _targets(network: resdsl.Network) -> list:
+    found = [node for node in network.nodes() if node.label == "target"]
+    assert found and all(node.kind for node in found)
     return found
 
 
@@ -256,7 +256,7 @@ def test_every_consumer_takes_the_kind(kind: str, tmp_path, capsys) -> None:
     spec.write_text(text, encoding="utf-8")
     network = resdsl.compile(spec)
     targets = _targets(network)
-    assert {attrs["layer"].kind for attrs in targets} == {kind}
+    assert {node.kind for node in targets} == {kind}
 
     # The table, at every detail: the rows hold the target and add up to the network.
     for detail in ("layer", "block", "stage"):
@@ -265,10 +265,10 @@ def test_every_consumer_takes_the_kind(kind: str, tmp_path, capsys) -> None:
         assert sum(row.macs for row in table.rows) == network.macs, detail
         assert "probe" in str(table) and table.records()["rows"]
     layer_rows = {row.module: row for row in resdsl.Table.of(network, detail="layer").rows}
-    for attrs in targets:
-        row = layer_rows[attrs["name"]]
-        assert row.kind == kind and row.output_shape == tuple(attrs["shape"])
-        assert row.kernel == attrs["layer"].kernel_text()
+    for node in targets:
+        row = layer_rows[node.name]
+        assert row.kind == kind and row.output_shape == tuple(node.shape)
+        assert row.kernel == node.layer.kernel_text()
 
     # Figures: every detail, both directions, with and without shapes; the interactive page.
     for detail in ("layer", "block", "stage"):
@@ -276,9 +276,9 @@ def test_every_consumer_takes_the_kind(kind: str, tmp_path, capsys) -> None:
             source = draw.to_dot([network], detail=detail, direction=direction, shapes=True, all_layers=True).source
             assert "digraph" in source
             if detail == "layer":
-                label = targets[0]["layer"].figure_label()
+                label = targets[0].layer.figure_label()
                 assert label.split(",")[0] in source, (label, kind)
-    assert kind in to_html([network], detail="layer", all_layers=True) or targets[0]["name"] in to_html([network])
+    assert kind in to_html([network], detail="layer", all_layers=True) or targets[0].name in to_html([network])
 
     # The language server's hover on the kind's word, at each of its lines.
     analysis = analyze(text, spec)
@@ -312,4 +312,4 @@ def test_every_consumer_takes_the_kind(kind: str, tmp_path, capsys) -> None:
         out = capsys.readouterr().out
         assert f"{network.num_params:,}" in out
         if detail == "layer":
-            assert all(attrs["name"] in out for attrs in targets)
+            assert all(node.name in out for node in targets)

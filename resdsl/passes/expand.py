@@ -28,29 +28,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import networkx as nx
-
 from resdsl import syntax as ast
 from resdsl.errors import MAX_ERRORS, LimitError, Note, Pos, SpecError, UnknownNameError, ValueNameError, unknown
 from resdsl.evaluate import Value, as_bool, as_int, describe, evaluate, names_in
 from resdsl.frontend import Instance, Namespace
-from resdsl.ir import BlockInstance, Frame, Network, Scope, Settings, new_node
+from resdsl.ir import BlockInstance, Frame, Graph, NameScope, Network, Scope, Settings, new_node
 from resdsl.layers import (
     ADD_SHORTCUT,
     JOINS,
     LAYER_KINDS,
     SYNONYMS,
     TAP_SHORTCUT,
-    Activation,
     Add,
     Flatten,
-    Identity,
     Input,
     Layer,
-    LeakyReLU,
     Linear,
     Output,
-    ReLU,
     build_layer,
     layer_kind,
 )
@@ -69,20 +63,6 @@ DEFAULT_PROJECTION = "conv_bn_projection"
 
 #: Deepest chain of blocks used inside blocks.
 MAX_BLOCK_NESTING = 32
-
-
-@dataclass(eq=False)
-class NameScope:
-    """Where a node's module name is rooted. The naming pass resolves it to a path:
-    ``label`` when given (a dotted path, relative to the parent), else the block
-    type numbered within the parent (``se1``). A projection's scope numbers its
-    unlabelled layers by position, as ``nn.Sequential`` does."""
-
-    parent: NameScope | None
-    label: str | None = None
-    written: str = ""
-    by_position: bool = False
-    pos: Pos | None = None
 
 
 @dataclass
@@ -139,7 +119,7 @@ class Expander(ValueStatements):
         self.network = network
         self.instance = instance
         self.namespace: Namespace = instance.namespace
-        self.graph: nx.DiGraph = network.graph
+        self.graph: Graph = network.graph
         self.settings: Settings
         self.seen_flatten = False
         # Layers built from one statement under the same values of the names it reads:
@@ -518,7 +498,7 @@ class Expander(ValueStatements):
             if block.join is not None:
                 raise SpecError(
                     "'tap shortcut' after 'add shortcut': the shortcut has already been added", statement.pos
-                ).with_note("added here", self.graph.nodes[block.join]["pos"])
+                ).with_note("added here", self.graph.node(block.join).pos)
             if block.tap is not None:
                 raise SpecError(
                     "the block taps its shortcut twice", statement.pos, "a block's shortcut starts at one place"
@@ -538,7 +518,7 @@ class Expander(ValueStatements):
                 SpecError(
                     f"block '{block.type}' has two 'add shortcut' joins; a block has one shortcut",
                     statement.pos,
-                ).with_note("the first is here", self.graph.nodes[block.join]["pos"])
+                ).with_note("the first is here", self.graph.node(block.join).pos)
             )
         if context.role != "main":
             raise SpecError("'add shortcut' must stand on the block's main path, not inside a branch", statement.pos)
@@ -547,8 +527,9 @@ class Expander(ValueStatements):
                 "'add shortcut' needs a layer before it: it joins the block's output with its input",
                 statement.pos,
             )
-        node = self._node(Add(), (value, block.shortcut_source), statement, context, label=None, written="add")
-        self.graph.nodes[node]["pending_shortcut"] = True
+        # The join reads the main path alone until its shortcut is decided from shapes
+        # (validate) and built (insert_shortcuts), which gives it its second input.
+        node = self._node(Add(), (value,), statement, context, label=None, written="add")
         block.join = node
         return node
 
@@ -587,7 +568,7 @@ class Expander(ValueStatements):
         the projection's output node and the nodes it made."""
         block, _ = self.namespace.blocks[block_type]
         context = self.block_contexts[owner.id]
-        first = self.graph.graph["next_id"]
+        first = self.graph.next_id
         names = NameScope(owner.names, "downsample", block.name, by_position=True)
         inner = _replace(
             context,
@@ -603,7 +584,7 @@ class Expander(ValueStatements):
         )
         value = _single(self.body(block.body, source, inner), f"projection '{block.name}''s result")
         finish_scope(inner.values, value, None, self.graph)
-        made = list(range(first, self.graph.graph["next_id"]))
+        made = list(range(first, self.graph.next_id))
         return value, made
 
     def _node(
@@ -776,7 +757,9 @@ def _settings(definition: ast.Network, instance: Instance, env: Mapping[str, Val
     if "projection" in written:
         projection = _projection(written["projection"][0], instance.namespace)
     norm_layer = _replacement(written, "norm", env, lambda kind: kind.is_norm, "a norm: bn, gn(32) or ln")
-    act_layer = _replacement(written, "act", env, _is_activation, "an activation: relu, silu, gelu, leaky_relu(0.1)...")
+    act_layer = _replacement(
+        written, "act", env, lambda kind: kind.is_activation, "an activation: relu, silu, gelu, leaky_relu(0.1)..."
+    )
     return Settings(
         shape,
         shortcut,
@@ -788,10 +771,6 @@ def _settings(definition: ast.Network, instance: Instance, env: Mapping[str, Val
         norm_layer,
         act_layer,
     )
-
-
-def _is_activation(kind: type[Layer]) -> bool:
-    return issubclass(kind, Activation | ReLU | LeakyReLU | Identity)
 
 
 def _replacement(

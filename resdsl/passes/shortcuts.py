@@ -15,9 +15,9 @@ block's input. The projection is the block type the ``projection`` setting names
 by default the prelude's ``conv_bn_projection`` (1x1 convolution with the stride,
 then BN).
 
-``validate`` plans every join and stores the plan on its block (and under the add
-node's ``shortcut`` key), reporting the joins no option can make;
-``insert_shortcuts`` then materialises the plans.
+``validate`` plans every join and stores the plan on its block, reporting the joins
+no option can make; ``insert_shortcuts`` then materialises the plans, giving each
+join its second input.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from resdsl.errors import ShapeError, SpecError
-from resdsl.ir import BlockInstance, Network, new_node, node_error, remove_node, set_inputs
+from resdsl.ir import BlockInstance, Network, node_error
 from resdsl.layers import Pair, Shape, ShapeProblem, ZeroPad
 from resdsl.passes.expand import DEFAULT_PROJECTION, Expander
 from resdsl.passes.shapes import infer_node
@@ -90,16 +90,15 @@ def validate(network: Network) -> None:
     for block in network.blocks:
         if block.join is None:
             continue
-        main = graph.nodes[block.join]["inputs"][0]
-        tapped = graph.nodes[block.tap]["shape"] if block.tap is not None else None
+        (main,) = graph.node(block.join).inputs
+        tapped = graph.node(block.tap).shape if block.tap is not None else None
         try:
-            plan = plan_shortcut(option, graph.nodes[block.entry]["shape"], graph.nodes[main]["shape"], tapped)
+            plan = plan_shortcut(option, graph.node(block.entry).shape, graph.node(main).shape, tapped)
         except ShapeProblem as problem:
             raise node_error(graph, block.join, str(problem), problem.hint, ShapeError) from None
         if plan.kind == "projection":
             plan = ShortcutPlan(plan.kind, plan.stride, plan.in_shape, plan.out_shape, projection)
         block.plan = plan
-        graph.nodes[block.join]["shortcut"] = plan
 
 
 def insert_shortcuts(network: Network) -> None:
@@ -111,42 +110,37 @@ def insert_shortcuts(network: Network) -> None:
             continue
         plan: ShortcutPlan = block.plan
         join = block.join
-        graph.nodes[join]["pending_shortcut"] = False
-        main = graph.nodes[join]["inputs"][0]
+        (main,) = graph.node(join).inputs
         if plan.kind == "none":
-            for reader in list(graph.successors(join)):
-                inputs = tuple(main if source == join else source for source in graph.nodes[reader]["inputs"])
-                set_inputs(graph, reader, inputs)
-            remove_node(graph, join)
+            graph.replace_all_uses_with(join, main)
+            graph.erase(join)
             replaced[join] = main
             block.join = None
             continue
         if plan.kind == "identity":
-            set_inputs(graph, join, (main, block.entry))
+            graph.set_inputs(join, (main, block.entry))
             continue
         source = block.shortcut_source
         if plan.kind == "zeropad":
-            attrs = graph.nodes[join]
-            node = new_node(
-                graph,
+            typed = graph.node(join)
+            node = graph.create(
                 ZeroPad(plan.stride, plan.out_shape[0] - plan.in_shape[0]),
                 (source,),
-                pos=attrs["pos"],
-                trace=attrs["trace"],
-                scope=attrs["scope"],
+                pos=typed.pos,
+                trace=typed.trace,
+                scope=typed.scope,
                 block=block.id,
                 names=block.names,
                 label="downsample",
-                label_pos=None,
                 written="zeropad",
                 role="shortcut",
-            )
+            ).id
             _add_to_blocks(network, block, node)
             infer_node(graph, node)
             made = [node]
         else:
             node, made = _project(network, expander, block, plan, source)
-        set_inputs(graph, join, (main, node))
+        graph.set_inputs(join, (main, node))
         block.shortcut_nodes = tuple(made)
     if replaced:
         for block in network.blocks:
@@ -179,7 +173,7 @@ def _project(network: Network, expander: Expander, block: BlockInstance, plan: S
         raise error.with_note(f"in the projection of block '{block.type}'", block.pos) from None
     for new in made:
         infer_node(graph, new)
-    shape = graph.nodes[node]["shape"] if node != source else plan.in_shape
+    shape = graph.node(node).shape if node != source else plan.in_shape
     if node == source or shape != plan.out_shape:
         got = "nothing" if node == source else "x".join(map(str, shape))
         raise node_error(

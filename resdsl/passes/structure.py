@@ -16,7 +16,7 @@ from resdsl.ir import Network
 def block_structure(network: Network) -> None:
     graph = network.graph
     for block in network.blocks:
-        entry, exit_ = graph.nodes[block.entry]["shape"], graph.nodes[block.exit]["shape"]
+        entry, exit_ = graph.node(block.entry).shape, graph.node(block.exit).shape
         if len(entry) == 3 and len(exit_) == 3 and exit_[1] and exit_[2]:
             block.stride = (max(1, -(-entry[1] // exit_[1])), max(1, -(-entry[2] // exit_[2])))
         block.nodes = sorted(set(block.nodes))
