@@ -735,3 +735,23 @@ network n {
     joins = [block for block in network.blocks if block.join is not None]
     assert len(joins) == 6
     assert max(compare_with_oracle(network).values()) < 1e-9
+
+
+def test_the_language_server_reads_the_new_statements(tmp_path) -> None:
+    from resdsl.lsp.analysis import analyze, complete, hover
+
+    path = tmp_path / "sk.res"
+    path.write_text(SK, encoding="utf-8")
+    analysis = analyze(SK, path)
+    assert not analysis.errors, analysis.errors
+    lines = SK.splitlines()
+    weighted = next(number for number, line in enumerate(lines, 1) if "weighted" in line)
+    shown = hover(analysis, weighted, lines[weighted - 1].index("weighted") + 1)
+    assert shown is not None and "weighted" in shown
+    inside = next(number for number, line in enumerate(lines, 1) if line.strip() == "let x")
+    words = {item.label for item in complete(analysis, inside, 5)}
+    assert {"let", "from", "for", "split", "weighted"} <= words
+
+    broken = SK.replace("let p1\n", "")
+    analysis = analyze(broken, path)
+    assert any("'p1'" in error.message for error in analysis.errors)
