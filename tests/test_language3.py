@@ -755,3 +755,25 @@ def test_the_language_server_reads_the_new_statements(tmp_path) -> None:
     broken = SK.replace("let p1\n", "")
     analysis = analyze(broken, path)
     assert any("'p1'" in error.message for error in analysis.errors)
+
+
+def test_a_branch_may_start_from_a_named_value() -> None:
+    # conv(x) + conv1x1(x), the second path written as a branch that starts from x.
+    text = """
+network n {
+    input 4x5x5
+    stem {
+        let x
+        a: conv 3x3, 4
+        add {
+            from x
+            b: conv 1x1, 4
+        }
+    }
+}
+"""
+    _network, model = _model(text)
+    state = model.state_dict()
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    with torch.no_grad():
+        assert relative_error(model(x), _conv(x, state, "a") + _conv(x, state, "b")) < 1e-15

@@ -416,7 +416,13 @@ class Expander(ValueStatements):
         inner = _replace(
             context, names=names, role="branch" if context.role == "main" else context.role, top_level=False
         )
+        # The join reads the branch's input after the branch: a `from` inside it drops nothing.
+        pending = context.values.root.pending
+        fresh = value not in pending
+        pending.add(value)
         result = self.body(branch.body, value, inner)
+        if fresh:
+            pending.discard(value)
         if result == value:
             raise SpecError(
                 f"this '{branch.join}' branch has no layers: it would join the value with itself",

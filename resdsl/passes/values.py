@@ -80,6 +80,8 @@ class ValueScope:
     def __init__(self, parent: ValueScope | None, body: tuple = ()) -> None:
         self.parent = parent
         self.bindings: dict[str, Binding] = {}
+        #: Values that an enclosing branch's join will read once the branch is expanded.
+        self.pending: set[int] = set()
         self._body = body
         self._lets: dict[str, Pos] | None = None
 
@@ -236,7 +238,7 @@ class ValueStatements:
             return
         block = context.block
         node = self.graph.node(value)
-        if node.users or scope.names_node(value):
+        if node.users or scope.names_node(value) or value in scope.root.pending:
             return
         if block is not None and value in (block.tap, block.entry):
             return
