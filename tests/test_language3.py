@@ -10,6 +10,9 @@ a front-end mistake (a value bound to the wrong node) cannot pass by being in bo
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 import resdsl
@@ -19,6 +22,8 @@ F = torch.nn.functional
 
 from resdsl.backends.torch import build  # noqa: E402
 from tests.oracle import compare_with_oracle, randomise, relative_error  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SK = """
 block sk_conv(width, stride=1, reduction=16, min_attn=8) {
@@ -777,3 +782,34 @@ network n {
     x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
     with torch.no_grad():
         assert relative_error(model(x), _conv(x, state, "a") + _conv(x, state, "b")) < 1e-15
+
+
+# The design sketch of round 3 ---------------------------------------------------------
+
+SHARED_SKETCH = ROOT.parent / "shared" / "design" / "LANGUAGE-3.md"
+VENDORED_SKETCH = ROOT / "tests" / "fixtures" / "LANGUAGE-3.md"
+
+
+def _sketch_examples() -> str:
+    document = (SHARED_SKETCH if SHARED_SKETCH.is_file() else VENDORED_SKETCH).read_text(encoding="utf-8")
+    return "\n".join(re.findall(r"```\n(.*?)```", document, flags=re.S))
+
+
+def test_vendored_sketch_is_current() -> None:
+    if not SHARED_SKETCH.is_file():
+        pytest.skip(f"{SHARED_SKETCH} is not beside this checkout; the vendored copy is used instead")
+    assert VENDORED_SKETCH.read_text(encoding="utf-8") == SHARED_SKETCH.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    "stage",
+    ["stage s: 2 x sk_conv(32)", "stage s: 3 x res2net_bottleneck(8)", "stage s: 2 x res2net_bottleneck(8, stride=2)"],
+)
+def test_each_sketched_block_runs_like_the_interpreter(stage: str) -> None:
+    text = _sketch_examples() + (
+        f"\nnetwork tiny {{\n    input 3x16x16\n    stem {{\n        conv 3x3, 32\n    }}\n    {stage}\n"
+        "    head {\n        avgpool\n        fc 3\n    }\n}\n"
+    )
+    network = resdsl.compile_text(text, path="sketch.res", network="tiny")
+    errors = compare_with_oracle(network)
+    assert max(errors.values()) < 1e-9, errors
