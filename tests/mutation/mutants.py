@@ -47,6 +47,7 @@ FULL_SELECTION: dict[str, tuple[str, ...]] = {
     "resdsl/passes/naming.py": ("tests/test_language.py", "tests/test_language2.py", "tests/test_specs.py"),
     "resdsl/passes/shortcuts.py": (ORACLE, GENERATED, "tests/test_language.py", "tests/test_language2.py"),
     "resdsl/passes/expand.py": (ORACLE, GENERATED, "tests/test_language.py", "tests/test_language2.py"),
+    "resdsl/passes/values.py": ("tests/test_language3.py", "tests/test_oracle_values.py", "tests/test_diagnostics.py"),
     "resdsl/passes/cost.py": ("tests/test_specs.py", "tests/test_language.py"),
     "resdsl/fmt.py": ("tests/test_fmt.py",),
     "resdsl/train/loop.py": ("tests/test_train_options.py", "tests/test_train_loop.py"),
@@ -92,8 +93,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "naming-count-unlabelled-only",
         "resdsl/passes/naming.py",
-        "            counter[node.written] += 1\n"
-        '            local = label if label is not None else f"{node.written}',
+        '            counter[node.written] += 1\n            local = label if label is not None else f"{node.written}',
         "            counter[node.written] += label is None\n"
         '            local = label if label is not None else f"{node.written}',
         (_s("test_unlabelled_layers_after_labelled_ones_count_them"),),
@@ -173,5 +173,47 @@ MUTANTS: list[Mutant] = [
         '    return "" if OP in (token.kind, previous.kind) else " "\n',
         (_s("test_fmt_spaces_every_binary_operator"),),
         "binary operators have a space on each side",
+    ),
+    # -- Named values, splits and weighted sums (round 3) ----------------------------------------
+    Mutant(
+        "values-join-reversed",
+        "resdsl/passes/values.py",
+        "            inputs += got.nodes if isinstance(got, ValueList) else [got]\n        if not inputs:",
+        "            inputs = (list(got.nodes) if isinstance(got, ValueList) else [got]) + inputs\n"
+        "        if not inputs:",
+        ("tests/test_language3.py::test_joins_take_any_number_of_values_in_the_written_order",),
+        "a join over named values reads them in the order written",
+    ),
+    Mutant(
+        "values-let-ignores-its-value",
+        "resdsl/passes/values.py",
+        "        target = value if item.value is None else self.read_values(item.value, context)",
+        "        target = value",
+        ("tests/test_language3.py::test_res2net_block_by_hand",),
+        "let NAME = VALUE names VALUE, not the current value",
+    ),
+    Mutant(
+        "split-sized-slice-off-by-one",
+        "resdsl/layers.py",
+        'return f"{names[0]}[:, {start}:{start + self.sizes[self.part]}]"',
+        'return f"{names[0]}[:, {start + 1}:{start + 1 + self.sizes[self.part]}]"',
+        ("tests/test_language3.py::test_split_by_sizes_and_mul_of_named_values",),
+        "a sized split's part is the channels from the sum of the sizes before it",
+    ),
+    Mutant(
+        "weighted-pairs-shifted",
+        "resdsl/layers.py",
+        'return " + ".join(f"{w} * {v}" for w, v in zip(weights, values, strict=True))',
+        'return " + ".join(f"{w} * {v}" for w, v in zip(weights, values[::-1], strict=True))',
+        ("tests/test_language3.py::test_weighted_broadcasts_per_channel_weights",),
+        "weighted pairs the i-th weight with the i-th value",
+    ),
+    Mutant(
+        "split-reference-first-part",
+        "resdsl/layers.py",
+        "return torch.split(x, sizes, dim=1)[self.part]",
+        "return torch.split(x, sizes, dim=1)[0]",
+        ("tests/test_oracle_values.py::test_generated_multi_path_network_matches_the_interpreter",),
+        "the interpreter's split gives the node's own part",
     ),
 ]
