@@ -92,8 +92,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "naming-count-unlabelled-only",
         "resdsl/passes/naming.py",
-        "            counter[node.written] += 1\n"
-        '            local = label if label is not None else f"{node.written}',
+        '            counter[node.written] += 1\n            local = label if label is not None else f"{node.written}',
         "            counter[node.written] += label is None\n"
         '            local = label if label is not None else f"{node.written}',
         (_s("test_unlabelled_layers_after_labelled_ones_count_them"),),
