@@ -200,6 +200,8 @@ def _kernel(layer: Any) -> str:
     kernel = getattr(layer, "kernel", None)
     if getattr(layer, "is_global", False):
         return "global"
+    if isinstance(kernel, int):  # channel_conv's 1-D kernel across channels
+        return str(kernel)
     return "x".join(map(str, kernel)) if kernel else ""
 
 
