@@ -130,8 +130,8 @@ class Node:
         self.label = label  # the user's label, possibly a dotted path (expand)
         self.label_pos = label_pos  # where the label is written (expand)
         self.written = written  # the kind as written: unlabelled names count by it (expand)
-        self.role = role  # "main", "branch" or "shortcut" (expand, insert_shortcuts)
-        self.shape = shape  # output shape, (C, H, W) or (F,) (infer_shapes)
+        self.role = role  # "main", "branch" or "shortcut" (expand)
+        self.shape = shape  # output shape, (C, H, W) or (F,) (expand, as each node is made)
         self.name = name  # qualified module name, e.g. layer1.0.conv1 (assign_names)
         self.params = params  # trainable parameters (count_cost)
         self.macs = macs  # multiply-accumulates for one input (count_cost)
@@ -153,8 +153,16 @@ class Node:
         return f"<Node %{self.id} {self.name or self.kind} = {self.kind}({inputs})>"
 
 
+#: The fields lint can ask for, and how each is read.
+_FIELD_READERS = {
+    "shape": lambda node: node.shape,
+    "name": lambda node: node.name,
+    "params": lambda node: node.params,
+    "macs": lambda node: node.macs,
+}
+
 #: The fields a node must have once the pass that writes them has run (checked by lint).
-WRITTEN_BY = {"infer_shapes": ("shape",), "assign_names": ("name",), "count_cost": ("params", "macs")}
+WRITTEN_BY = {"expand": ("shape",), "assign_names": ("name",), "count_cost": ("params", "macs")}
 
 
 class IRError(AssertionError):
@@ -284,22 +292,24 @@ class Graph(nx.DiGraph):
 
     # Checking -----------------------------------------------------------------------
 
-    def lint(self, fields: tuple[str, ...] = (), *, joined: bool = True) -> None:
+    def lint(self, fields: tuple[str, ...] = ()) -> None:
         """Check every invariant of the graph; an :class:`IRError` names the first broken one.
 
         Edges, inputs and users agree; execution order is topological and complete;
         each node's data is its typed node alone (no pass scaffolding); every node has
-        `fields` set; with `joined`, every node has as many inputs as its kind takes.
+        `fields` set and as many inputs as its kind takes.
         """
         typed = self._typed
         if set(typed) != set(self._node):
             raise IRError(f"the graph and its typed nodes differ: {sorted(set(typed) ^ set(self._node))}")
         if self.graph:
             raise IRError(f"the graph carries attributes {sorted(self.graph)}")
+        need_shape, need_name = "shape" in fields, "name" in fields
+        need_cost = "params" in fields or "macs" in fields
         edges = set()
         for node_id, node in typed.items():
             data = self._node[node_id]
-            if set(data) != {"node"} or data["node"] is not node or node.id != node_id:
+            if len(data) != 1 or data.get("node") is not node or node.id != node_id:
                 raise IRError(f"node {node_id} carries {sorted(data)}, not its typed node alone")
             for source in node._inputs:
                 if source not in typed:
@@ -310,21 +320,26 @@ class Graph(nx.DiGraph):
             for user in node._users:
                 if user not in typed or node_id not in typed[user]._inputs:
                     raise IRError(f"node {user} is a user of node {node_id} but does not read it")
-            if fields:
-                written = {"shape": node.shape, "name": node.name, "params": node.params, "macs": node.macs}
-                for name in fields:
-                    if written[name] is None:
-                        raise IRError(f"node {node_id} ({node.kind}) has no {name}")
+            if (
+                (need_shape and node.shape is None)
+                or (need_name and node.name is None)
+                or (need_cost and (node.params is None or node.macs is None))
+            ):
+                missing = [name for name in fields if _FIELD_READERS[name](node) is None]
+                raise IRError(f"node {node_id} ({node.kind}) has no {', '.join(missing)}")
             arity = node.layer.arity
             count = len(node._inputs)
-            if joined and (count != arity if arity is not None else count < 2):
+            if count != arity if arity is not None else count < 2:
                 wanted = arity if arity is not None else "two or more"
                 raise IRError(f"node {node_id} ({node.kind}) has {count} inputs; the kind takes {wanted}")
-        if edges != set(self.edges):
-            raise IRError(f"edges and inputs differ: {sorted(edges ^ set(self.edges))}")
-        for source, target in self.edges:
-            if self.edges[source, target]:
-                raise IRError(f"the edge {source} -> {target} carries attributes")
+        actual = set()
+        for source, targets in self._succ.items():
+            for target, data in targets.items():
+                actual.add((source, target))
+                if data:
+                    raise IRError(f"the edge {source} -> {target} carries attributes")
+        if edges != actual:
+            raise IRError(f"edges and inputs differ: {sorted(edges ^ actual)}")
         order = self.execution_order()
         position = {node: index for index, node in enumerate(order)}
         if len(position) != len(typed):
@@ -352,8 +367,8 @@ class Settings:
 @dataclass
 class BlockInstance:
     """One instance of a block type in the network: a stage's repetition, or a block
-    used inside another block. Written by expand (entry, tap, join, nodes) and by
-    the shortcut passes (plan, shortcut_nodes, stride); backends read it.
+    used inside another block. Written by expand (entry, tap, join, plan, shortcut
+    nodes, nodes), block_structure (stride) and assign_names (path); backends read it.
     """
 
     id: int
@@ -368,13 +383,14 @@ class BlockInstance:
     entry: int = -1  # the node whose value enters the block
     exit: int = -1  # the node whose value leaves it
     tap: int | None = None  # where `tap shortcut` reads; None: the entry
-    join: int | None = None  # the `add shortcut` node (removed under shortcut none)
-    plan: Any = None  # the ShortcutPlan of the join (validate)
-    shortcut_nodes: tuple[int, ...] = ()  # the projection's or zero-pad's nodes (insert_shortcuts)
+    join: int | None = None  # the `add shortcut` node (None under shortcut none)
+    plan: Any = None  # the ShortcutPlan of `add shortcut`, decided where it is expanded
+    shortcut_nodes: tuple[int, ...] = ()  # the projection's or zero-pad's nodes
     nodes: list[int] = field(default_factory=list)  # every node of the block, nested ones included
     stride: tuple[int, int] = (1, 1)  # the spatial reduction from entry to exit (structure pass)
     names: Any = field(default=None, repr=False)  # its naming scope (expand; resolved by assign_names)
     tap_pos: Pos | None = field(default=None, repr=False)
+    join_pos: Pos | None = field(default=None, repr=False)  # where `add shortcut` stands
 
     @property
     def shortcut_source(self) -> int:
@@ -415,8 +431,8 @@ class Limits:
 class Network:
     """A compiled network: the validated IR and its figures.
 
-    The passes fill it in; after :func:`resdsl.compile` returns, every documented
-    node key is present.
+    The passes fill it in; after :func:`resdsl.compile` returns, every node has every
+    field documented in docs/ir.md (``Network.lint`` checks it).
     """
 
     name: str
@@ -451,19 +467,23 @@ class Network:
         shortcuts or side branches): the "34" of ResNet-34."""
         return sum(1 for node in self.graph.walk() if node.layer.counts_as_layer and node.role == "main")
 
-    def lint(self, fields: tuple[str, ...] = (), *, joined: bool = True) -> None:
+    def lint(self, fields: tuple[str, ...] = ()) -> None:
         """:meth:`Graph.lint`, and the block records against the graph: every node a
-        block names exists, each node's block holds it, and shortcut nodes are the
-        block's own."""
+        block names exists, each node's block holds it, shortcut nodes are the block's
+        own, a block with a plan other than ``none`` has its join, and the expander
+        left nothing on the network."""
         graph = self.graph
-        graph.lint(fields, joined=joined)
+        graph.lint(fields)
+        if self.instance is not None:  # the front end's definition, read by expand alone
+            raise IRError(f"the network still carries {type(self.instance).__name__} after expansion")
         by_id = {block.id: block for block in self.blocks}
         members = {block.id: set(block.nodes) for block in self.blocks}
+        present = set(graph._typed)
         for block in self.blocks:
             for what, node in (("entry", block.entry), ("exit", block.exit), ("tap", block.tap), ("join", block.join)):
-                if node is not None and node not in graph:
+                if node is not None and node not in present:
                     raise IRError(f"block {block.id} ({block.type}) names node {node} as its {what}, not in the graph")
-            missing = members[block.id] - set(graph)
+            missing = members[block.id] - present
             if missing:
                 raise IRError(f"block {block.id} ({block.type}) holds nodes {sorted(missing)}, not in the graph")
             if not set(block.shortcut_nodes) <= members[block.id]:
@@ -474,6 +494,8 @@ class Network:
                 join = graph.node(block.join)
                 if not join.layer.is_join:
                     raise IRError(f"block {block.id} ({block.type}) joins its shortcut at a {join.kind} node")
+            if block.plan is not None and (block.plan.kind == "none") != (block.join is None):
+                raise IRError(f"block {block.id} ({block.type}) has a {block.plan.kind} shortcut but join {block.join}")
         for node in graph.walk():
             if node.block is not None and (node.block not in by_id or node.id not in members[node.block]):
                 raise IRError(f"node {node.id} ({node.kind}) names block {node.block}, which does not hold it")
@@ -529,20 +551,25 @@ def readers(graph: Graph, node: int) -> list[int]:
 
 
 def node_error(graph: Graph, node: int, message: str, hint: str | None = None, cls=SpecError) -> SpecError:
-    """An error about a node, at the user's line that instantiated it.
+    """An error about a node, at the user's line that instantiated it (:func:`located_error`)."""
+    typed = graph.node(node)
+    return located_error(typed.pos, typed.trace, typed.scope, message, hint, cls)
+
+
+def located_error(
+    pos: Pos, trace: tuple[Frame, ...], scope: Scope | None, message: str, hint: str | None = None, cls=SpecError
+) -> SpecError:
+    """An error about a statement expanded at `trace` in `scope`, at the user's line.
 
     A layer written in a block is reported at the stage line that expanded the
     block, with the block's own line as a note; a layer written directly in the
     network is reported at its own line.
     """
-    typed = graph.node(node)
-    pos = typed.pos
-    trace = typed.trace
     notes: list[Note] = []
     primary = pos
-    if typed.scope is not None and typed.scope.block is not None and trace:
+    if scope is not None and scope.block is not None and trace:
         primary = trace[-1].pos
-        notes.append(Note(f"in block '{typed.scope.block}', repetition {typed.scope.index}", pos))
+        notes.append(Note(f"in block '{scope.block}', repetition {scope.index}", pos))
         outer = trace[:-1]
     else:
         outer = trace

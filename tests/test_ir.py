@@ -258,12 +258,25 @@ def test_the_suite_lints_after_every_pass_and_a_bad_pass_is_a_compiler_bug() -> 
         passes.run_passes(network, (stray_edge,))
 
 
-def test_residual_joins_leave_no_scaffolding() -> None:
-    # Until its shortcut is built, a residual add reads its main path alone; after the
-    # passes, every add has its two inputs and nodes carry their typed node only.
-    for option in ("A", "B", "C", "none"):
+def test_shortcuts_are_decided_where_add_shortcut_is_expanded(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Expand alone makes the whole graph, shapes and shortcuts included: each add has
+    # its two inputs and each block its plan, and nothing of the expander stays behind.
+    from resdsl import compiler, passes
+
+    assert [compiler_pass.__name__ for compiler_pass in passes.PASSES] == [
+        "expand",
+        "block_structure",
+        "assign_names",
+        "count_cost",
+    ]
+    monkeypatch.setattr(compiler, "run_passes", lambda network: passes.run_passes(network, (passes.expand,)))
+    for option, kinds in (("A", {"zeropad"}), ("B", {"conv", "bn"}), ("C", {"conv", "bn"}), ("none", set())):
         network = compile_small(option)
-        for node in network.nodes("add"):
-            assert len(node.inputs) == 2
+        assert all(node.shape is not None and node.name is None for node in network.nodes())
+        assert all(len(node.inputs) == 2 for node in network.nodes("add"))
+        assert all(block.plan is not None for block in network.blocks)
+        shortcut_nodes = [network.node(n) for block in network.blocks for n in block.shortcut_nodes]
+        assert {node.kind for node in shortcut_nodes} == kinds
+        assert all(node.role == "shortcut" for node in shortcut_nodes)
         assert all(set(data) == {"node"} for _, data in network.graph.nodes(data=True))
         assert not network.graph.graph and network.instance is None

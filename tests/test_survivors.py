@@ -31,7 +31,7 @@ import resdsl
 from resdsl import fmt, syntax
 from resdsl.evaluate import INT_MAX, INT_MIN, evaluate
 from resdsl.parser import parse
-from tests.oracle import compare_with_oracle, randomise
+from tests.oracle import compare_with_oracle, randomise, shape_mismatches
 
 TOLERANCE = 1e-9
 
@@ -50,26 +50,6 @@ def _input(network: resdsl.Network, batch: int = 2, seed: int = 1) -> torch.Tens
 
 def _built(network: resdsl.Network) -> torch.nn.Module:
     return randomise(resdsl.load(network)).double().eval()
-
-
-def _real_shapes_match_the_ir(network: resdsl.Network) -> None:
-    """Every module's real output shape (forward hooks) is the shape the IR gives its row."""
-    model = _built(network)
-    rows = {row.module: row.output_shape for row in resdsl.Table.of(network, detail="layer").rows}
-    seen: dict[str, tuple[int, ...]] = {}
-    hooks = [
-        module.register_forward_hook(lambda _m, _i, out, name=name: seen.__setitem__(name, tuple(out.shape[1:])))
-        for name, module in model.named_modules()
-        if name in rows
-    ]
-    with torch.no_grad():
-        out = model(_input(network))
-    for hook in hooks:
-        hook.remove()
-    assert seen, "no module ran"
-    for name, shape in seen.items():
-        assert shape == tuple(rows[name]), (name, shape, rows[name])
-    assert tuple(out.shape[1:]) == tuple(network.output_shape)
 
 
 # -- layers.py: shape rules against torch.nn.functional ------------------------------
@@ -143,7 +123,7 @@ network n {{
     assert network.output_shape == (3,)
     rows = {row.module: row.output_shape for row in resdsl.Table.of(network, detail="layer").rows}
     assert rows["s2.0.conv2"] == (8, half, half) and rows["s3.0.conv2"] == (16, -(-half // 2), -(-half // 2))
-    _real_shapes_match_the_ir(network)
+    assert not shape_mismatches(network)
     errors = compare_with_oracle(network)
     assert max(errors.values()) < 1e-8, errors
 
@@ -462,3 +442,271 @@ def test_resume_after_an_error_triggered_warmup_ended_is_bit_identical(train_wor
     for name, tensor in expected["model"].items():
         assert torch.equal(final["model"][name], tensor), name
     assert final["scheduler"] == expected["scheduler"] == {"warmup_end": end}
+
+
+# -- Rules that mutants of the curated list (tests/mutation/mutants.py) found untested ----
+
+
+def test_macs_of_a_non_square_input_count_height_and_width() -> None:
+    text = "network n {\n    input 3x9x14\n    stem { c: conv 3x3, 4, stride=2; d: conv 1x1, 6, bias=true }\n}\n"
+    network = resdsl.compile_text(text)
+    with torch.no_grad():
+        model = _built(network)
+        middle = model.c(_input(network))
+    height, width = middle.shape[2:]
+    assert (height, width) == (5, 7)
+    assert network.macs == 4 * 3 * 9 * height * width + 6 * 4 * height * width
+    assert network.num_params == sum(p.numel() for p in model.parameters()) == 4 * 3 * 9 + 6 * 4 + 6
+
+
+def test_a_branch_that_is_neither_the_shape_nor_a_gate_is_refused() -> None:
+    # mul takes a branch of the same shape or C x 1 x 1; 8 x 4 x 4 against 8 x 8 x 8 broadcasts in neither way.
+    with pytest.raises(resdsl.SpecError, match="cannot multiply 8x8x8 by 8x4x4"):
+        _network("conv 3x3, 8; mul { avgpool 2x2, stride=2 }", size=8)
+    assert _network("conv 3x3, 8; mul { avgpool; sigmoid }", size=8).output_shape == (8, 8, 8)
+
+
+def test_a_width_that_reaches_zero_is_refused_on_a_non_square_input() -> None:
+    text = "network n {\n    input 3x16x2\n    stem { conv 3x3, 4, padding=0 }\n}\n"
+    with pytest.raises(resdsl.SpecError, match="reaches zero"):
+        resdsl.compile_text(text)
+
+
+def _state_with_grad(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the state for the interpreter, its parameters (not BN's buffers) requiring grad."""
+    parameters = dict(model.named_parameters())
+    return {k: v.detach().clone().requires_grad_(k in parameters) for k, v in model.state_dict().items()}
+
+
+# Outputs that autograd keeps (sigmoid's, ReLU's): an in-place op after them would break backward.
+SAVED_OUTPUTS = """
+block g(w) {
+    conv 3x3, w
+    sigmoid
+    relu
+    conv 3x3, w
+    tanh
+    add {
+        conv 1x1, w
+    }
+    add shortcut
+}
+network n {
+    input 3x8x8
+    stem { conv 3x3, 4; sigmoid; add { conv 1x1, 4 } }
+    stage s: 2 x g(4)
+    head { avgpool; fc 3 }
+}
+"""
+
+
+def test_in_place_ops_after_outputs_autograd_keeps_give_the_interpreters_gradients() -> None:
+    from resdsl import interpret
+
+    network = resdsl.compile_text(SAVED_OUTPUTS)
+    model = randomise(resdsl.load(network)).double().train()
+    x = _input(network)
+    state = _state_with_grad(model)
+    model(x).square().sum().backward()
+    interpret.run(network, state, x, training=True).square().sum().backward()
+    for name, parameter in model.named_parameters():
+        expected = state[name].grad
+        assert expected is not None and parameter.grad is not None, name
+        assert float((parameter.grad - expected).abs().max()) <= 1e-9 * float(expected.abs().max()) + 1e-12, name
+
+
+def test_and_or_short_circuit() -> None:
+    # `block_count > 1 and x / (block_count - 1) > 0`: the right side is not evaluated when the left decides.
+    assert evaluate(_expression("false and 1 // 0 > 0"), {}) is False
+    assert evaluate(_expression("true or 1 // 0 > 0"), {}) is True
+    with pytest.raises(resdsl.SpecError, match="division by zero"):
+        evaluate(_expression("true and 1 // 0 > 0"), {})
+
+
+def test_functions_agree_with_python() -> None:
+    for value in (-2.5, 2.5, -0.5, 0.5, -7.0, 7, -7, float(HUGE), -1e18):
+        assert evaluate(_expression("int(v)"), {"v": value}) == int(value), value
+        assert evaluate(_expression("abs(v)"), {"v": value}) == abs(value), value
+    assert evaluate(_expression("min(3, -4, 2)"), {}) == -4 and evaluate(_expression("max(3, -4, 2)"), {}) == 3
+    assert evaluate(_expression("log2(8)"), {}) == 3.0
+
+
+def test_the_integer_range_is_64_bits_exactly() -> None:
+    assert evaluate(_expression("9223372036854775807"), {}) == INT_MAX == 2**63 - 1
+    assert evaluate(_expression("-9223372036854775807 - 1"), {}) == INT_MIN == -(2**63)
+    for text in ("9223372036854775807 + 1", "-9223372036854775807 - 2", "4611686018427387904 * 2"):
+        with pytest.raises(resdsl.SpecError):
+            evaluate(_expression(text), {})
+
+
+def test_sizes_compare_with_equal_and_not_equal() -> None:
+    for a, b in [((3, 3), (3, 3)), ((3, 3), (1, 1)), ((3, 1), (3, 3))]:
+        assert evaluate(_expression("a == b"), {"a": a, "b": b}) is (a == b)
+        assert evaluate(_expression("a != b"), {"a": a, "b": b}) is (a != b)
+    with pytest.raises(resdsl.SpecError, match="only be compared with == and !="):
+        evaluate(_expression("a < b"), {"a": (3, 3), "b": (1, 1)})
+
+
+def _keys(text: str) -> set[str]:
+    return {key.rpartition(".")[0] for key in resdsl.load(resdsl.compile_text(text)).state_dict()}
+
+
+def test_option_c_projects_every_shortcut() -> None:
+    # The paper's option C: projections on every shortcut, where shapes match too.
+    text = """
+network n {{
+    input 3x8x8
+    shortcut {option}
+    stem {{ conv 3x3, 4 }}
+    stage s: 2 x basic(4)
+    stage t: 1 x basic(8, stride=2)
+}}
+"""
+    c, b = _keys(text.format(option="C")), _keys(text.format(option="B"))
+    projections = {"s.0.downsample.0", "s.0.downsample.1", "s.1.downsample.0", "s.1.downsample.1"}
+    assert projections <= c and not projections & b
+    assert "t.0.downsample.0" in c and "t.0.downsample.0" in b
+
+
+def test_option_a_downsamples_without_new_channels() -> None:
+    # Option A on a block that halves the size and keeps the width: a zero-pad that adds no channels.
+    text = """
+network n {
+    input 3x9x9
+    shortcut A
+    stem { conv 3x3, 4 }
+    stage s: 1 x basic(4, stride=2)
+    head { flatten; fc 3 }
+}
+"""
+    network = resdsl.compile_text(text)
+    assert not shape_mismatches(network)
+    errors = compare_with_oracle(network)
+    assert max(errors.values()) < 1e-9, errors
+
+
+def test_unlabelled_blocks_inside_blocks_are_numbered_from_one() -> None:
+    text = """
+block inner(w) {
+    conv 1x1, w
+}
+block b(w) {
+    inner(w)
+    inner(w)
+    add shortcut
+}
+network n {
+    input 3x8x8
+    stem { conv 3x3, 4 }
+    stage s: 1 x b(4)
+}
+"""
+    assert _keys(text) == {"conv1", "s.0.inner1.conv1", "s.0.inner2.conv1"}
+
+
+def test_the_warmup_is_judged_on_each_window_of_50_iterations_alone() -> None:
+    # Each judgement reads the training error of its own window: 100% wrong, then 40% wrong,
+    # ends a warm-up whose threshold is 50% at the second window (over both it would be 70%).
+    from types import SimpleNamespace
+
+    from resdsl.train.loop import Processes, Schedule, Trainer
+
+    lines: list[str] = []
+    trainer = SimpleNamespace(
+        window={"warm_wrong": torch.zeros((), dtype=torch.float64), "warm_images": 0},
+        processes=Processes(),
+        schedule=Schedule(0.1, 1000, "step", [], 0.1, warmup=500, warmup_lr=0.01),
+        log=lines.append,
+    )
+    for done, wrong in ((50, 50), (100, 20)):
+        trainer.window["warm_wrong"] += wrong
+        trainer.window["warm_images"] += 50
+        Trainer._judge_warmup(trainer, done, 50.0)
+    assert trainer.schedule.warmup_end == 100, lines
+    assert lines == ["warm-up ends at iteration 100: training error 40.0% < 50%"]
+
+
+# Grouped and biased convs, a BN after the flatten (a BatchNorm1d), a padded average pool
+# that leaves the padding out of its divisor: each against torch's own count or function.
+COUNTED = """
+network n {
+    input 3x9x11
+    stem {
+        conv 3x3, 8, bias=true
+        conv 3x3, 8, groups=4
+        conv 1x1, 16, groups=2, bias=true
+        gn 4
+    }
+    head {
+        flatten
+        bn
+        fc 5
+        fc 4, bias=false
+    }
+}
+"""
+
+
+def test_params_are_torchs_own_count_for_grouped_and_biased_layers() -> None:
+    network = resdsl.compile_text(COUNTED)
+    model = resdsl.load(network)
+    assert network.num_params == sum(p.numel() for p in model.parameters())
+    rows = {row.module: row.params for row in resdsl.Table.of(network, detail="layer").rows}
+    for name, module in model.named_modules():
+        if name in rows:
+            assert rows[name] == sum(p.numel() for p in module.parameters()), name
+
+
+def test_a_bn_after_the_flatten_matches_the_interpreter() -> None:
+    errors = compare_with_oracle(resdsl.compile_text(COUNTED))
+    assert errors["eval"] < TOLERANCE and errors["train"] < TOLERANCE, errors
+
+
+def test_gn_groups_must_divide_the_channels() -> None:
+    with pytest.raises(resdsl.SpecError, match="gn 3 needs channels divisible by 3, but there are 8"):
+        _network("conv 3x3, 8; gn 3")
+
+
+@pytest.mark.parametrize("include", [False, True])
+def test_a_padded_average_pool_counts_the_padding_as_asked(include: bool) -> None:
+    flag = "true" if include else "false"
+    network = _network(f"avgpool 3x3, stride=2, padding=1, count_include_pad={flag}", size=9)
+    x = _input(network)
+    expected = F.avg_pool2d(x, 3, 2, 1, count_include_pad=include)
+    with torch.no_grad():
+        assert torch.equal(_built(network)(x), expected)
+
+
+# The stem's first ReLU reads the caller's input; the block's first ReLU reads the stem's
+# ReLU output, which no other node reads (the projection reads the tap) but autograd kept.
+RELU_ON_A_FUNCTIONS_INPUT = """
+block p(w, stride=1) {
+    relu
+    tap shortcut
+    conv 3x3, w, stride=stride
+    bn
+    add shortcut
+}
+network n {
+    input 3x8x8
+    stem { relu; conv 3x3, 4; bn; relu }
+    stage s: 2 x p(8, stride=2)
+    head { avgpool; fc 3 }
+}
+"""
+
+
+def test_a_forward_never_overwrites_its_input() -> None:
+    from resdsl import interpret
+
+    network = resdsl.compile_text(RELU_ON_A_FUNCTIONS_INPUT)
+    model = randomise(resdsl.load(network)).double().train()
+    x = _input(network)
+    before = x.clone()
+    state = _state_with_grad(model)
+    model(x).square().sum().backward()
+    assert torch.equal(x, before), "the forward wrote into the caller's tensor"
+    interpret.run(network, state, x, training=True).square().sum().backward()
+    for name, parameter in model.named_parameters():
+        expected = state[name].grad
+        assert float((parameter.grad - expected).abs().max()) <= 1e-9 * float(expected.abs().max()) + 1e-12, name

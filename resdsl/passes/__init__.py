@@ -17,16 +17,16 @@ from resdsl.passes.cost import count_cost
 from resdsl.passes.expand import expand
 from resdsl.passes.naming import assign_names
 from resdsl.passes.shapes import infer_shapes
-from resdsl.passes.shortcuts import insert_shortcuts, validate
 from resdsl.passes.structure import block_structure
 
 Pass = Callable[[Network], None]
 
+#: infer_shapes is not among them: expand infers each node's shape as it makes it. It
+#: stays for tools that change a compiled graph (tests/test_torch_backend.py does).
+__all__ = ["LINT", "PASSES", "assign_names", "block_structure", "count_cost", "expand", "infer_shapes", "run_passes"]
+
 PASSES: tuple[Pass, ...] = (
     expand,
-    infer_shapes,
-    validate,
-    insert_shortcuts,
     block_structure,
     assign_names,
     count_cost,
@@ -40,14 +40,12 @@ LINT = False
 def run_passes(network: Network, passes: tuple[Pass, ...] = PASSES, *, lint: bool | None = None) -> Network:
     checking = LINT if lint is None else lint
     fields: tuple[str, ...] = ()
-    joined = False  # residual joins read their main path alone until insert_shortcuts
     for compiler_pass in passes:
         try:
             compiler_pass(network)
             if checking:
                 fields += WRITTEN_BY.get(compiler_pass.__name__, ())
-                joined = joined or compiler_pass is insert_shortcuts
-                network.lint(fields, joined=joined)
+                network.lint(fields)
         except SpecError:
             raise
         except RecursionError as error:

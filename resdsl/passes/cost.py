@@ -1,4 +1,4 @@
-"""Pass 7: exact parameter counts and multiply-accumulates.
+"""Pass 4: exact parameter counts and multiply-accumulates.
 
 MACs count the multiply-accumulates of convolutions (ECA's channel convolution
 included) and fully connected layers, shortcuts and side branches included, for one

@@ -1,4 +1,4 @@
-"""Pass 6: module names (LANGUAGE.md, "Naming"; LANGUAGE-2.md, "Names that match
+"""Pass 3: module names (LANGUAGE.md, "Naming"; LANGUAGE-2.md, "Names that match
 any checkpoint").
 
 A labelled layer is named by its label; an unlabelled one by its kind as written,

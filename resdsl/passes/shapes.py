@@ -1,10 +1,10 @@
-"""Pass 2: shape inference, with PyTorch's output-size arithmetic.
+"""Shape inference, with PyTorch's output-size arithmetic.
 
-Writes ``shape`` on every node (its output). Each kind's
-:meth:`~resdsl.layers.Layer.output_shape` is the one rule for it; the shortcut pass
-uses :func:`infer_node` for the nodes it adds, so no shape is derived twice. A
-residual join reads its main path alone until its shortcut is decided, so it has
-its main input's shape until then.
+:func:`infer_node` writes a node's ``shape`` (its output) from its inputs' shapes
+with its kind's :meth:`~resdsl.layers.Layer.output_shape`, the one rule for it. The
+expander calls it on every node as it makes it, so shapes are known where a
+shortcut is decided; :func:`infer_shapes` re-infers a whole graph, for tools that
+change a compiled one.
 """
 
 from __future__ import annotations

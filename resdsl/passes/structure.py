@@ -1,8 +1,8 @@
-"""Pass 5: block structure, computed once for every backend.
+"""Pass 2: block structure, computed once for every backend.
 
 For every block instance (:class:`~resdsl.ir.BlockInstance`), expand recorded
 where it starts, where its shortcut is tapped and joined, and which nodes it
-holds; the shortcut passes recorded its plan and shortcut nodes. This pass adds
+holds, its shortcut plan and shortcut nodes. This pass adds
 what follows from shapes: the block's ``stride`` (the spatial reduction from its
 input to its output). Backends read these fields and never walk the graph to
 rediscover a block.
