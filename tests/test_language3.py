@@ -813,3 +813,20 @@ def test_each_sketched_block_runs_like_the_interpreter(stage: str) -> None:
     network = resdsl.compile_text(text, path="sketch.res", network="tiny")
     errors = compare_with_oracle(network)
     assert max(errors.values()) < 1e-9, errors
+
+
+def test_the_shortcuts_modules_come_where_add_shortcut_stands() -> None:
+    text = """
+block b(w, stride=1) {
+    c1: conv 3x3, w, stride=stride
+    add shortcut
+    after: bn
+}
+network n {
+    input 4x8x8
+    stage s: 1 x b(8, stride=2)
+}
+"""
+    network = resdsl.compile_text(text, path="order.res")
+    keys = [key for key in build(network).state_dict() if key.endswith("weight")]
+    assert keys == ["s.0.c1.weight", "s.0.downsample.0.weight", "s.0.downsample.1.weight", "s.0.after.weight"]
