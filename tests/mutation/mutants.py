@@ -583,7 +583,7 @@ MORE_MUTANTS: list[Mutant] = [
         "resdsl/train/data.py",
         "rows = torch.randint(0, 2 * pad + 1, (count, 1), generator=generator, device=device)",
         "rows = torch.randint(0, 2 * pad, (count, 1), generator=generator, device=device)",
-        ("tests/test_train_data.py::test_crop_and_flip_takes_shifted_windows_of_the_padded_image",),
+        ("tests/test_train_data.py::test_crops_start_at_every_offset_of_the_padding",),
         "a crop may start at every offset 0..2 * pad",
     ),
     Mutant(
