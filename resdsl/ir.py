@@ -175,14 +175,14 @@ class Graph(nx.DiGraph):
     derived from them and never disagree.
 
     It is a ``networkx.DiGraph``, so networkx's algorithms read it directly; each
-    networkx node's data holds one key, ``"node"``, the typed node. Change the graph
+    networkx node's data holds one key, ``"node"``, the typed node, and is the only
+    map from ids to nodes (a networkx copy reads the same nodes). Change the graph
     only through the methods below (networkx's own ``add_edge`` and ``remove_node``
     would bypass them; :meth:`lint` reports it).
     """
 
     def __init__(self, incoming_graph_data: Any = None, **attr: Any) -> None:
         super().__init__(incoming_graph_data, **attr)
-        self._typed: dict[int, Node] = {}
         self._next_id = 0
         self._version = 0
         self._order: tuple[int, list[int]] | None = None
@@ -191,7 +191,7 @@ class Graph(nx.DiGraph):
 
     def node(self, node: int) -> Node:
         """The typed node of an id."""
-        return self._typed[node]
+        return self._node[node]["node"]
 
     @property
     def next_id(self) -> int:
@@ -200,7 +200,7 @@ class Graph(nx.DiGraph):
 
     def users(self, node: int) -> tuple[int, ...]:
         """The nodes that read `node`'s value."""
-        return self._typed[node].users
+        return self._node[node]["node"].users
 
     def execution_order(self) -> list[int]:
         """The node ids in execution order: topological, ties broken by creation.
@@ -209,14 +209,14 @@ class Graph(nx.DiGraph):
         this order, and sorting dominated compile time on deep networks.
         """
         if self._order is None or self._order[0] != self._version:
-            pending = {node: len(set(typed._inputs)) for node, typed in self._typed.items()}
+            pending = {node: len(set(data["node"]._inputs)) for node, data in self._node.items()}
             ready = [node for node, count in pending.items() if count == 0]
             heapq.heapify(ready)
             order: list[int] = []
             while ready:
                 node = heapq.heappop(ready)
                 order.append(node)
-                for reader in self._typed[node]._users:
+                for reader in self._node[node]["node"]._users:
                     pending[reader] -= 1
                     if pending[reader] == 0:
                         heapq.heappush(ready, reader)
@@ -227,10 +227,11 @@ class Graph(nx.DiGraph):
 
     def walk(self, kind: str | None = None) -> Iterator[Node]:
         """The typed nodes in execution order, optionally of one kind."""
-        typed = self._typed
+        data = self._node
         for node in self.execution_order():
-            if kind is None or typed[node].layer.kind == kind:
-                yield typed[node]
+            typed = data[node]["node"]
+            if kind is None or typed.layer.kind == kind:
+                yield typed
 
     # Changing -----------------------------------------------------------------------
 
@@ -238,27 +239,26 @@ class Graph(nx.DiGraph):
         """A new node reading `inputs` (ids of existing nodes), with the given fields."""
         node = Node(self._next_id, layer, tuple(inputs), **fields)
         for source in node._inputs:
-            if source not in self._typed:
+            if source not in self._node:
                 raise IRError(f"node {node.id} reads node {source}, which is not in the graph")
         self._next_id += 1
         self._version += 1
         self.add_node(node.id, node=node)
-        self._typed[node.id] = node
         for source in node._inputs:
             self._link(source, node.id)
         return node
 
     def set_inputs(self, node: int, inputs: tuple[int, ...]) -> None:
         """Rewire a node's ordered inputs; edges and users follow."""
-        typed = self._typed[node]
+        typed = self._node[node]["node"]
         inputs = tuple(inputs)
         for source in inputs:
-            if source not in self._typed:
+            if source not in self._node:
                 raise IRError(f"node {node} would read node {source}, which is not in the graph")
         self._version += 1
         for source in set(typed._inputs) - set(inputs):
             self.remove_edge(source, node)
-            del self._typed[source]._users[node]
+            del self._node[source]["node"]._users[node]
         typed._inputs = inputs
         for source in inputs:
             if not self.has_edge(source, node):
@@ -266,29 +266,28 @@ class Graph(nx.DiGraph):
 
     def replace_input(self, node: int, old: int, new: int) -> None:
         """Every use of `old` among `node`'s inputs becomes `new`."""
-        self.set_inputs(node, tuple(new if source == old else source for source in self._typed[node]._inputs))
+        self.set_inputs(node, tuple(new if source == old else source for source in self._node[node]["node"]._inputs))
 
     def replace_all_uses_with(self, node: int, replacement: int) -> list[int]:
         """Every node reading `node` reads `replacement` instead; returns those nodes."""
-        changed = list(self._typed[node]._users)
+        changed = list(self._node[node]["node"]._users)
         for user in changed:
             self.replace_input(user, node, replacement)
         return changed
 
     def erase(self, node: int) -> None:
         """Remove a node that nothing reads."""
-        typed = self._typed[node]
+        typed = self._node[node]["node"]
         if typed._users:
             raise IRError(f"cannot erase node {node}: nodes {sorted(typed._users)} still read it")
         self._version += 1
         for source in set(typed._inputs):
-            del self._typed[source]._users[node]
+            del self._node[source]["node"]._users[node]
         self.remove_node(node)
-        del self._typed[node]
 
     def _link(self, source: int, node: int) -> None:
         self.add_edge(source, node)
-        self._typed[source]._users[node] = None
+        self._node[source]["node"]._users[node] = None
 
     # Checking -----------------------------------------------------------------------
 
@@ -299,18 +298,18 @@ class Graph(nx.DiGraph):
         each node's data is its typed node alone (no pass scaffolding); every node has
         `fields` set and as many inputs as its kind takes.
         """
-        typed = self._typed
-        if set(typed) != set(self._node):
-            raise IRError(f"the graph and its typed nodes differ: {sorted(set(typed) ^ set(self._node))}")
+        typed: dict[int, Node] = {}
+        for node_id, data in self._node.items():
+            node = data.get("node")
+            if len(data) != 1 or not isinstance(node, Node) or node.id != node_id:
+                raise IRError(f"node {node_id} carries {sorted(data)}, not its typed node alone")
+            typed[node_id] = node
         if self.graph:
             raise IRError(f"the graph carries attributes {sorted(self.graph)}")
         need_shape, need_name = "shape" in fields, "name" in fields
         need_cost = "params" in fields or "macs" in fields
         edges = set()
         for node_id, node in typed.items():
-            data = self._node[node_id]
-            if len(data) != 1 or data.get("node") is not node or node.id != node_id:
-                raise IRError(f"node {node_id} carries {sorted(data)}, not its typed node alone")
             for source in node._inputs:
                 if source not in typed:
                     raise IRError(f"node {node_id} reads node {source}, which is not in the graph")
@@ -478,7 +477,7 @@ class Network:
             raise IRError(f"the network still carries {type(self.instance).__name__} after expansion")
         by_id = {block.id: block for block in self.blocks}
         members = {block.id: set(block.nodes) for block in self.blocks}
-        present = set(graph._typed)
+        present = set(graph)
         for block in self.blocks:
             for what, node in (("entry", block.entry), ("exit", block.exit), ("tap", block.tap), ("join", block.join)):
                 if node is not None and node not in present:

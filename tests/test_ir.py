@@ -214,6 +214,11 @@ def test_graph_derives_edges_and_users_from_inputs() -> None:
     assert set(graph.edges) == {(0, 1), (1, 2), (2, 3)}
     with pytest.raises(IRError, match="not in the graph"):
         graph.create(ReLU(), (99,))
+    # The node data is the one map from ids to nodes: a networkx copy reads the same nodes.
+    copy = graph.copy()
+    assert isinstance(copy, Graph) and copy.node(1) is graph.node(1)
+    assert [node.id for node in copy.walk()] == graph.execution_order()
+    copy.lint()
 
 
 @pytest.mark.parametrize(
