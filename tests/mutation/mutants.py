@@ -398,8 +398,8 @@ MORE_MUTANTS: list[Mutant] = [
     Mutant(
         "interpret-always-eval",
         "resdsl/interpret.py",
-        "values[node.id] = layer.reference(inputs, by_module.get(node.name, {}), training)",
-        "values[node.id] = layer.reference(inputs, by_module.get(node.name, {}), False)",
+        "values[node.id] = layer.reference(inputs, tensors, training)",
+        "values[node.id] = layer.reference(inputs, tensors, False)",
         (EVERYTHING,),
         "the interpreter runs BN on batch statistics in training",
     ),
@@ -641,8 +641,8 @@ MORE_MUTANTS: list[Mutant] = [
     Mutant(
         "fmt-unary-after-comma-spaced",
         "resdsl/fmt.py",
-        "if previous.kind in (OP, LPAR, COMMA, EQUAL, COLON, LBRACE):",
-        "if previous.kind in (OP, LPAR, EQUAL, COLON, LBRACE):",
+        "if previous.kind in (OP, LPAR, LSQB, COMMA, EQUAL, COLON, LBRACE):",
+        "if previous.kind in (OP, LPAR, LSQB, EQUAL, COLON, LBRACE):",
         (FMT_LAYOUT,),
         "a sign after a comma is unary: `conv 3x3, -w` stays joined",
     ),
