@@ -60,6 +60,8 @@ NOT_RUN: dict[str, str] = {
     "(tests/test_bench.py checks its parts)",
     r"^python docs/figures/make_figures\.py": "rewrites docs/figures/ (a minute of rendering)",
     r"^python tests/": "rewrites the golden files or runs the fuzzer; the script must exist",
+    r"^python -m tests\.mutation\.run": "plants every curated mutant and runs its tests (minutes); "
+    "tests/test_mutation_list.py checks that each still applies and names tests that exist",
     r"^python -m resdsl\.highlight$": "rewrites the TextMate grammar (tests/test_highlight.py fails while it is stale)",
     r"^python -c ": "the code is compiled, not run",
     r"^cd ": "changes the folder of the commands after it in its block; the folder must exist",
