@@ -5,8 +5,8 @@ nothing is downloaded) and, for the CIFAR networks of the 2016 papers that timm 
 not have, small torch modules below written from the authors' published code. For
 each network: the reference's weights and BN statistics are randomised, loaded into
 the module the spec builds with ``strict=True``, and both are run in float64 in eval
-mode; the outputs must agree, and so must the ``state_dict()`` keys, the parameter
-count and the multiply-accumulates (torch's FlopCounterMode on the reference, counting
+and in train mode; the outputs must agree, and so must the ``state_dict()`` keys, the
+parameter count and the multiply-accumulates (torch's FlopCounterMode on the reference, counting
 convolutions and matrix products, against the compiler's figure); the reference
 interpreter (resdsl.interpret) computes the same output from the IR. Inputs are
 small and not square, so that CI stays fast and a swapped height and width would
@@ -182,6 +182,11 @@ TIMM_NAMES = (
     "resnext50_32x4d",
     "wide_resnet50_2",
     "resnetv2_50",
+    "mobilenetv2_100",
+    "efficientnet_b0",
+    "convnext_atto",
+    "regnetx_002",
+    "regnety_002",
 )
 
 CASES = {
@@ -256,6 +261,12 @@ def test_spec_matches_its_reference(name: str) -> None:
     assert got.shape == expected.shape == (batch, *network.output_shape)
     assert relative_error(got, expected) < TOLERANCE
     assert relative_error(interpreted, expected) < TOLERANCE
+    # Train mode: BN normalises with the batch's statistics (and both update their
+    # running ones, which nothing reads after this).
+    reference.train()
+    model.train()
+    with torch.no_grad():
+        assert relative_error(model(x), reference(x)) < TOLERANCE
     assert network.macs == reference_macs(reference, case.input_shape)
 
 
@@ -287,15 +298,17 @@ def _drop_paths(model: nn.Module) -> dict[str, float]:
     return found
 
 
-@pytest.mark.parametrize("name", ["resnet50", "resnetv2_50"])
-def test_drop_path_schedule_matches_timm(name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "count"), [("resnet50", 15), ("resnetv2_50", 15), ("convnext_atto", 11), ("regnety_002", 12)]
+)
+def test_drop_path_schedule_matches_timm(name: str, count: int) -> None:
     rate = 0.05
     reference = timm.create_model(name, pretrained=False, drop_path_rate=rate)
     model = resdsl.load(compile_at(f"timm/{name}", IMAGENET_INPUT, drop_path_rate=rate))
     expected = _drop_paths(reference)
     got = _drop_paths(model)
     assert set(got) == set(expected)
-    assert len(got) == 15  # every block but the first, whose probability is 0
+    assert len(got) == count  # every block but the first, whose probability is 0
     for module, probability in expected.items():
         assert got[module] == pytest.approx(probability, rel=1e-6)
     last = max(got.values())
