@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 #: Longest stretch of a source line that a diagnostic quotes.
 QUOTE_WIDTH = 100
+#: Most errors one run reports (as compilers stop after a screenful).
+MAX_ERRORS = 20
 
 
 @dataclass(frozen=True)
@@ -100,9 +102,35 @@ class SpecError(Exception):
     hint: str | None = None
     notes: list[Note] = field(default_factory=list)
     file: str | None = None  # the file concerned, where no position in it applies
+    #: Further independent errors of the same run, in the order of the file; ``str()``
+    #: prints them after this one. The attributes above are the first error's.
+    also: list[SpecError] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
+
+    @property
+    def errors(self) -> list[SpecError]:
+        """This error and every further one, each on its own (their ``also`` empty)."""
+        first = _rebuild(type(self), self.message, self.pos, self.hint, self.notes, self.file)
+        return [first, *self.also]
+
+    @classmethod
+    def several(cls, errors: list[SpecError]) -> SpecError:
+        """One exception for independent errors: the first, carrying the rest (bounded
+        by MAX_ERRORS, the same message at the same place once)."""
+        unique: list[SpecError] = []
+        seen: set[tuple] = set()
+        for error in (one for each in errors for one in each.errors):
+            key = (error.message, str(error.pos) if error.pos else error.file)
+            if key not in seen:
+                seen.add(key)
+                unique.append(error)
+        # In the order of the file, as a compiler lists them.
+        unique.sort(key=lambda error: (error.path or "", error.line or 0, error.column or 0))
+        first = unique[0]
+        first.also = unique[1:MAX_ERRORS]
+        return first
 
     @property
     def path(self) -> str | None:
@@ -133,14 +161,20 @@ class SpecError(Exception):
                 parts.append(quote)
         if self.hint:
             parts.append(f"  hint: {self.hint}")
+        for other in self.also:
+            parts += ["", str(other)]
+        if self.also:
+            parts += ["", f"{len(self.also) + 1} errors"]
         return "\n".join(parts)
 
     def __reduce__(self):  # keep errors picklable (multiprocessing, pytest-xdist)
-        return (_rebuild, (type(self), self.message, self.pos, self.hint, self.notes, self.file))
+        return (_rebuild, (type(self), self.message, self.pos, self.hint, self.notes, self.file, self.also))
 
 
-def _rebuild(cls, message, pos, hint, notes, file):
-    return cls(message, pos, hint, notes, file)
+def _rebuild(cls, message, pos, hint, notes, file, also=()):
+    error = cls(message, pos, hint, list(notes), file)
+    error.also = list(also)
+    return error
 
 
 class SpecSyntaxError(SpecError):
@@ -149,6 +183,12 @@ class SpecSyntaxError(SpecError):
 
 class UnknownNameError(SpecError):
     """A block, layer kind, parameter, setting or network that does not exist."""
+
+
+class ValueNameError(SpecError):
+    """A named value (``let``, ``from``, a join's operands) used wrongly: read before it
+    is bound, bound twice, never read, indexed out of range. Reported where it is
+    written, inside the block, not at the stage that uses the block."""
 
 
 class ShapeError(SpecError):

@@ -139,6 +139,11 @@ class Layer:
         """The module to build, or None where the generated forward computes the node inline."""
         return None
 
+    def forward_expression(self, names: list[str], shapes: list[Shape]) -> str | None:
+        """A Python expression over the input variables `names` that computes the node
+        inline in the generated forward, for kinds with no module; None for the others."""
+        return None
+
     def initialise(self, module: Any) -> None:
         """Set every parameter and buffer of a freshly allocated module."""
         if any(True for _ in module.parameters()) or any(True for _ in module.buffers()):
@@ -152,6 +157,10 @@ class Layer:
 
     def figure_label(self) -> str:
         return self.kind
+
+    def kernel_text(self) -> str:
+        """The kernel's size as tables print it ("3x3"), or "" for a kind without a kernel."""
+        return ""
 
     def describe(self) -> str:
         """The layer as a spec writes it (for tables and hover)."""
@@ -329,6 +338,9 @@ class Conv(Layer):
             inputs[0], tensors["weight"], tensors.get("bias"), self.stride, self.padding, self.dilation, self.groups
         )
 
+    def kernel_text(self):
+        return _word(self.kernel)
+
     def figure_label(self):
         label = f"{self.kernel[0]}x{self.kernel[1]} conv, {self.out_channels}"
         if self.stride != (1, 1):
@@ -416,6 +428,9 @@ class ChannelConv(Layer):
         rows = x.permute(0, 2, 3, 1).reshape(n * h * w, 1, c)
         out = _functional().conv1d(rows, tensors["weight"], padding=(self.kernel - 1) // 2)
         return out.reshape(n, h, w, c).permute(0, 3, 1, 2)
+
+    def kernel_text(self):
+        return str(self.kernel)  # one dimension: across the channels
 
     def figure_label(self):
         return f"channel conv {self.kernel}"
@@ -894,6 +909,9 @@ class MaxPool(Layer):
     def reference(self, inputs, tensors, training):
         return _functional().max_pool2d(inputs[0], self.kernel, self.stride, self.padding, ceil_mode=self.ceil_mode)
 
+    def kernel_text(self):
+        return _word(self.kernel)
+
     def figure_label(self):
         label = f"{self.kernel[0]}x{self.kernel[1]} max pool"
         return label + (f", /{self.stride[0]}" if self.stride != (1, 1) else "")
@@ -961,6 +979,9 @@ class AvgPool(Layer):
         return _functional().avg_pool2d(
             x, self.kernel, self.stride, self.padding, self.ceil_mode, self.count_include_pad
         )
+
+    def kernel_text(self):
+        return "global" if self.is_global else _word(self.kernel)
 
     def figure_label(self):
         if self.is_global:
@@ -1122,6 +1143,93 @@ class Cat(Layer):
 
     def figure_label(self):
         return "concat"
+
+
+@dataclass(frozen=True)
+class Split(Layer):
+    """One part of a value split along channels (``split N`` or ``split [SIZES]``): part
+    `part` of `parts` equal groups, or of the groups `sizes`. A spec's list of parts
+    exists only in the front end; in the IR each part is one node reading the value."""
+
+    kind: ClassVar[str] = "split"
+    aliases_input: ClassVar[bool] = True  # a view of its input
+    part: int = 0
+    parts: int = 1
+    sizes: tuple[int, ...] = ()
+
+    def bounds(self, channels: int) -> tuple[int, int]:
+        """The channels [start, stop) of this part, for an input of `channels`."""
+        if self.sizes:
+            if sum(self.sizes) != channels:
+                raise ShapeProblem(
+                    f"split {list(self.sizes)} makes {sum(self.sizes)} channels, but its input has {channels}",
+                    "the sizes of a split must add up to the channels it splits",
+                )
+            start = sum(self.sizes[: self.part])
+            return start, start + self.sizes[self.part]
+        if channels % self.parts:
+            raise ShapeProblem(
+                f"split {self.parts} does not divide the input's {channels} channels",
+                f"split into a divisor of {channels}, or give the sizes: split [..]",
+            )
+        width = channels // self.parts
+        return self.part * width, (self.part + 1) * width
+
+    def output_shape(self, inputs):
+        start, stop = self.bounds(inputs[0][0])
+        return (stop - start, *inputs[0][1:])
+
+    def reference(self, inputs, tensors, training):
+        import torch
+
+        x = inputs[0]
+        sizes = list(self.sizes) or [x.shape[1] // self.parts] * self.parts
+        return torch.split(x, sizes, dim=1)[self.part]
+
+    def forward_expression(self, names, shapes):
+        start, stop = self.bounds(shapes[0][0])
+        return f"{names[0]}[:, {start}:{stop}]"
+
+    def figure_label(self):
+        return f"split {self.part + 1}/{len(self.sizes) or self.parts}"
+
+
+@dataclass(frozen=True)
+class Weighted(Layer):
+    """``weighted WEIGHTS, VALUES``: the sum of WEIGHTS[i] * VALUES[i]. Its inputs are the
+    `count` weights, then the `count` values; a weight may be C x 1 x 1 (one factor per
+    channel, broadcast over positions) or the values' shape."""
+
+    kind: ClassVar[str] = "weighted"
+    arity: ClassVar[int | None] = None
+    count: int = 1
+
+    def output_shape(self, inputs):
+        weights, values = inputs[: self.count], inputs[self.count :]
+        first = values[0]
+        for other in values[1:]:
+            if other != first:
+                raise ShapeProblem(f"weighted values of different shapes: {_shape(first)} and {_shape(other)}")
+        for weight in weights:
+            if weight != first and not (len(first) == 3 and weight == (first[0], 1, 1)):
+                raise ShapeProblem(
+                    f"a weight of {_shape(weight)} cannot scale a value of {_shape(first)}",
+                    f"weights must be {_shape(first)} or {first[0]}x1x1 (one factor per channel)",
+                )
+        return first
+
+    def reference(self, inputs, tensors, training):
+        import torch
+
+        weights, values = inputs[: self.count], inputs[self.count :]
+        return torch.stack([torch.mul(w, v) for w, v in zip(weights, values, strict=True)]).sum(0)
+
+    def forward_expression(self, names, shapes):
+        weights, values = names[: self.count], names[self.count :]
+        return " + ".join(f"{w} * {v}" for w, v in zip(weights, values, strict=True))
+
+    def figure_label(self):
+        return "weighted sum"
 
 
 @dataclass(frozen=True)

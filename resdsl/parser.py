@@ -11,7 +11,6 @@ column of the offending token.
 from __future__ import annotations
 
 import contextlib
-import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -20,7 +19,8 @@ import lark
 from lark import Token, Transformer_NonRecursive, v_args
 
 from resdsl import syntax as ast
-from resdsl.errors import LimitError, Pos, Source, SpecError, SpecSyntaxError, closest
+from resdsl import tokens
+from resdsl.errors import MAX_ERRORS, LimitError, Note, Pos, Source, SpecError, SpecSyntaxError, closest
 from resdsl.evaluate import literal
 
 #: Deepest nesting of parentheses and braces accepted.
@@ -46,46 +46,13 @@ MAX_NAME_LENGTH = 128
 #: Most arguments in one call or statement, and most parameters of one definition.
 MAX_ARGUMENTS = 256
 
-#: One match per token that lark would see, with comments and quoted strings whole,
-#: so that the scan below runs once per token, not once per character.
-_PRESCAN = re.compile(r'#[^\n]*|"[^"\n]*"?|[A-Za-z0-9_.]+|//|\n|[^\s]')
+#: One match per token that lark would see (resdsl/tokens.py describes every token).
+_PRESCAN = tokens.PRESCAN
 
-KEYWORDS = ("use", "block", "network", "stage", "stem", "head", "with", "if", "else", "and", "or", "not")
+KEYWORDS = tokens.KEYWORDS
 
 # What each terminal is called in "expected ..." messages.
-_TERMINAL_NAMES = {
-    "NAME": "a name",
-    "INT": "a number",
-    "FLOAT": "a number",
-    "DIMS": "sizes such as 3x3",
-    "STRING": 'a quoted path such as "lib/cifar.res"',
-    "_SEP": "end of line",
-    "$END": "end of file",
-    "LBRACE": "'{'",
-    "RBRACE": "'}'",
-    "LPAR": "'('",
-    "RPAR": "')'",
-    "COMMA": "','",
-    "COLON": "':'",
-    "EQUAL": "'='",
-    "ADD_OP": "'+' or '-'",
-    "MUL_OP": "'*', '//', '/' or '%'",
-    "COMPARE": "a comparison",
-    "CALL": "a call such as min(a, b)",
-    "IF": "'if'",
-    "ELSE": "'else'",
-    "AND": "'and'",
-    "OR": "'or'",
-    "NOT": "'not'",
-    "X": "'x'",
-    "STEM": "'stem'",
-    "HEAD": "'head'",
-    "STAGE": "'stage'",
-    "USE": "'use'",
-    "BLOCK": "'block'",
-    "NETWORK": "'network'",
-    "WITH": "'with'",
-}
+_TERMINAL_NAMES = tokens.TERMINAL_DESCRIPTIONS
 
 # Named syntax errors (lark's match_examples): a label, a hint, and examples that
 # end in the mistake. The parser's state at the error picks the closest label.
@@ -116,6 +83,12 @@ _EXAMPLES: dict[tuple[str, str | None], list[str]] = {
         "conv 3x3, 64",
         "foo bar",
         "stage s: 2 x basic(1)",
+        # After a leading comment or blank line, and after another definition, the
+        # parser is in other states: each needs its example.
+        "\nconv 3x3, 64",
+        "\nfoo bar",
+        "block b { bn }\nconv 3x3, 64",
+        "block b { bn }\nfoo bar",
     ],
     ("missing '{' after the definition's header", "write the body in braces: block NAME(params) { ... }"): [
         "block b(w) conv 3x3, w",
@@ -165,7 +138,7 @@ def parse(text: str, path: str = "<string>", budget: TokenBudget | None = None) 
     try:
         tree = _parser().parse(text + "\n")
     except lark.exceptions.UnexpectedInput as error:
-        raise _syntax_error(error, source) from None
+        raise _syntax_errors(_syntax_error(error, source), text, source) from None
     try:
         return _ToAst(source).transform(tree)
     except lark.exceptions.VisitError as error:
@@ -291,7 +264,74 @@ def _syntax_error(error: lark.exceptions.UnexpectedInput, source: Source) -> Spe
     word = (source.line(line).split() or [""])[0].rstrip(":")
     if word.isidentifier() and word not in KEYWORDS and (guess := closest(word, KEYWORDS)):
         hint = f"did you mean '{guess}'?"
-    return SpecSyntaxError(message, pos, hint)
+    error = SpecSyntaxError(message, pos, hint)
+    if word in ("use", "block", "network") and (opening := _unclosed_brace(source, before=line)):
+        # A definition read as a statement: the body above it lacks its '}'.
+        error.message = f"'{word}' inside a body whose '{{' is never closed; unexpected {what}"
+        error.hint = f"close the body above with '}}' before '{word}'"
+        error.with_note("this '{' is never closed", opening)
+    return error
+
+
+def _syntax_errors(first: SpecSyntaxError, text: str, source: Source) -> SpecError:
+    """The first syntax error and those after it, found by recovering a line at a time.
+
+    The line of each error is replaced by a stand-in that keeps its braces (nothing, in
+    a line without any) and the file is parsed again; lines keep their numbers, so the
+    next error's position is true in the original. Recovery stops at the end of the
+    file, at an error on a line already replaced, and at MAX_ERRORS.
+    """
+    errors: list[SpecError] = [first]
+    lines = text.split("\n")  # lark counts lines by \n alone
+    replaced: set[int] = set()
+    while len(errors) < MAX_ERRORS:
+        line = errors[-1].line
+        if line is None or line in replaced or not 1 <= line <= len(lines) or "end of file" in errors[-1].message:
+            break
+        if any("never closed" in note.message for note in errors[-1].notes):
+            break  # what follows an unclosed brace is read inside it: the errors there are not independent
+        lines[line - 1] = _stand_in(lines, line)
+        replaced.add(line)
+        attempt = "\n".join(lines)
+        try:
+            _parser().parse(attempt + "\n")
+        except lark.exceptions.UnexpectedInput as error:
+            found = _syntax_error(error, Source(source.path, attempt))
+        else:
+            break
+        if found.line in replaced or found.line is None:
+            break
+        errors.append(_rebase(found, source))
+    return SpecError.several(errors) if len(errors) > 1 else first
+
+
+def _stand_in(lines: list[str], number: int) -> str:
+    """What replaces a wrong line: its braces, with headers that parse where they stand."""
+    depth = 0
+    for line in lines[: number - 1]:
+        code = line.split("#", 1)[0]
+        depth += code.count("{") - code.count("}")
+    parts: list[str] = []
+    for char in lines[number - 1].split("#", 1)[0]:
+        if char == "}":
+            parts.append("}")
+            depth -= 1
+        elif char == "{":
+            # A definition at the top level, an (empty) branch inside a body.
+            parts.append(("; " if parts else "") + ("block recovered {" if depth <= 0 else "add {"))
+            depth += 1
+    return " ".join(parts)
+
+
+def _rebase(error: SpecError, source: Source) -> SpecError:
+    """The error with its positions in `source` (same lines and columns, other text)."""
+
+    def moved(pos: Pos | None) -> Pos | None:
+        return None if pos is None else Pos(source, pos.line, pos.column, pos.end_line, pos.end_column)
+
+    error.pos = moved(error.pos)
+    error.notes = [Note(note.message, moved(note.pos)) for note in error.notes]
+    return error
 
 
 def _acceptable(state, terminals: set[str]) -> set[str]:
@@ -311,16 +351,54 @@ def _acceptable(state, terminals: set[str]) -> set[str]:
     return accepted or terminals
 
 
+@cache
+def _example_errors() -> tuple[tuple[tuple[str, str | None], int, frozenset[str], str, str], ...]:
+    """Each example's error: (label, the parser's state, what it accepts, token type, token text)."""
+    found = []
+    for label, examples in _EXAMPLES.items():
+        for example in examples:
+            try:
+                _parser().parse(example + "\n")
+            except lark.exceptions.UnexpectedToken as error:
+                found.append(
+                    (label, error.state.position, frozenset(error.accepts or ()), error.token.type, error.token)
+                )
+            except lark.exceptions.UnexpectedInput:  # pragma: no cover - every example ends in a wrong token
+                continue
+    return tuple(found)
+
+
 def _match_example(error: lark.exceptions.UnexpectedInput) -> tuple[str, str | None] | None:
-    try:
-        return error.match_examples(_parser().parse, _EXAMPLES, use_accepts=True)
-    except Exception:  # match_examples is best effort; never mask the real error
+    """The label of the example whose error the parser meets in the same state, with the
+    same next tokens (an exact token first, else one of the same type, else the state).
+
+    Lark's own match_examples also compares the depth of the parser's stack, which a
+    leading comment, a blank line or an earlier definition changes, so its labels
+    matched only in a file that starts with the mistaken definition.
+    """
+    if not isinstance(error, lark.exceptions.UnexpectedToken) or error.state is None:
         return None
+    try:
+        position, accepts = error.state.position, frozenset(error.accepts or ())
+        candidates = [entry for entry in _example_errors() if entry[1] == position and entry[2] == accepts]
+    except Exception:  # best effort; never mask the real error
+        return None
+    for wanted in (
+        lambda entry: entry[4] == error.token,
+        lambda entry: entry[3] == error.token.type,
+        lambda entry: True,
+    ):
+        for entry in candidates:
+            if wanted(entry):
+                return entry[0]
+    return None
 
 
-def _unclosed_brace(source: Source) -> Pos | None:
+def _unclosed_brace(source: Source, before: int | None = None) -> Pos | None:
+    """The innermost '{' still open at the end of the file (or before line `before`)."""
     stack: list[tuple[int, int]] = []
-    for number, text in enumerate(source.text.splitlines(), start=1):
+    lines = source.text.splitlines()
+    for number, text in enumerate(lines[: None if before is None else before - 1], start=1):
         code = text.split("#", 1)[0]
         for index, char in enumerate(code, start=1):
             if char == "{":
@@ -502,3 +580,22 @@ class _ToAst(Transformer_NonRecursive):
 
     def name(self, meta, token: Token):
         return ast.Name(str(token), self._tpos(token))
+
+    def label(self, meta, token: Token) -> Token:
+        return token
+
+    def index(self, meta, target, index):
+        return self._nest(ast.Index(target, index, self._pos(meta)), target, index)
+
+    def list(self, meta, *items):
+        items = self._bounded(meta, _args(items), "items in one list")
+        return self._nest(ast.ListExpr(items, self._pos(meta)), *items)
+
+    def for_statement(self, meta, _for, name: Token, _in, start, _range, stop, body):
+        return ast.For(self._plain(name, "loop variable"), start, stop, body, self._pos(meta), self._tpos(name))
+
+    def let_statement(self, meta, _let, name: Token, index, value):
+        return ast.Let(self._plain(name, "value name"), index, value, self._pos(meta), self._tpos(name))
+
+    def from_statement(self, meta, _from, value):
+        return ast.From(value, self._pos(meta))

@@ -196,13 +196,6 @@ def _megabytes(count: int) -> str:
     return f"{count / 1e6:.2f} MB"  # 10^6 bytes, as torchinfo prints them
 
 
-def _kernel(layer: Any) -> str:
-    kernel = getattr(layer, "kernel", None)
-    if layer.kind == "avgpool" and kernel is None:
-        return "global"
-    return "x".join(map(str, kernel)) if kernel else ""
-
-
 def _layer_rows(network: Network) -> list[Row]:
     rows = []
     for _, attrs in network.nodes():
@@ -217,7 +210,7 @@ def _layer_rows(network: Network) -> list[Row]:
                 kind=layer.kind,
                 level="layer",
                 stage=attrs["scope"].stage,
-                kernel=_kernel(layer),
+                kernel=layer.kernel_text(),
                 output_shape=tuple(attrs["shape"]),
                 params=attrs["params"],
                 macs=attrs["macs"],

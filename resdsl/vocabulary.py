@@ -17,22 +17,24 @@ from __future__ import annotations
 
 import contextlib
 
-#: Reserved words: a name can never be one of these.
-KEYWORDS = ("use", "block", "network", "stem", "stage", "head", "with", "x", "if", "else", "and", "or", "not")
-
-#: The two constants.
-CONSTANTS = ("true", "false")
-
-#: Words of the definitions' and sections' headers.
-DEFINITION_KEYWORDS = ("use", "block", "network", "stem", "stage", "head", "with")
-CONTROL_KEYWORDS = ("if", "else")
-WORD_OPERATORS = ("and", "or", "not")
+# The keywords and token patterns are described once, in resdsl/tokens.py.
+from resdsl.tokens import (  # noqa: F401 - re-exported for the editor tooling
+    CONSTANTS,
+    CONTROL_KEYWORDS,
+    DEFINITION_KEYWORDS,
+    KEYWORDS,
+    VALUE_KEYWORDS,
+    WORD_OPERATORS,
+)
 
 #: ``add shortcut`` and ``tap shortcut``: statements of two words.
 SHORTCUT_STATEMENTS = ("add", "tap")
 
-#: Branch joins, each a name followed by a braced body: ``mul { ... }``.
+#: Joins: over a branch (``mul { ... }``) or over named values (``add p0, p1``).
 JOINS = ("mul", "add", "cat")
+
+#: Statements over named values and lists that are not layers: ``split 2``, ``weighted a, [p0, p1]``.
+VALUE_STATEMENTS = ("split", "weighted")
 
 #: Layer kinds a spec may write (the compiler's registry is merged in by layer_kinds()).
 BASE_LAYER_KINDS = (

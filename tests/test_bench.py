@@ -220,3 +220,13 @@ def test_runtime_table_with_every_variant_runs_on_the_cpu() -> None:
 def test_gpu_group_says_plainly_when_there_is_no_gpu() -> None:
     (row,) = torch_runtime.gpu_rows(quick=True)
     assert row["resdsl"] == "not measured: no GPU here (torch.cuda.is_available() is False)"
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_frontend_group_compiles_every_depth_it_times(quick: bool) -> None:
+    """README's `python bench/run.py --only frontend` compiled n = 1000 and 2000 past the
+    default layer bound and stopped with a LimitError."""
+    from bench.run import compile_cifar, frontend_depths
+
+    for n in frontend_depths(quick):
+        assert compile_cifar(n).layer_count() == 6 * n + 2

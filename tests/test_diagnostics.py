@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+import resdsl
 from resdsl import cli
 from resdsl.errors import LimitError, SpecError
 
@@ -46,6 +47,8 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "name_too_long": "A name longer than the bound",
         "too_many_arguments": "More arguments in one call than the bound",
         "syntax_carriage_returns": "Old Mac line endings (a bare carriage return)",
+        "syntax_several_mistakes": "Several syntax mistakes: each is reported (up to 20), in the order of the file",
+        "syntax_block_never_closed": "A block's '}' missing before the next definition",
     },
     "Unknown names": {
         "unknown_block": "A stage uses a block that does not exist",
@@ -63,6 +66,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "add_misspelt": "A residual join not written `add shortcut`",
         "unknown_function": "A misspelt function in an expression",
         "dotted_block_name": "A dotted name where a plain name is needed",
+        "several_unknown_names": "Several misspelt names: each statement and stage is checked on its own",
     },
     "Branches, taps and projections": {
         "branch_mul_shape": "A `mul` branch whose output cannot multiply the current value (both shapes)",
@@ -108,6 +112,19 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "integer_literal_too_large": "An integer literal that does not fit in 64 bits",
         "integer_overflow": "Arithmetic whose result leaves 64 bits (reported where it does)",
         "real_overflow": "Arithmetic on reals that overflows to infinity",
+    },
+    "Named values, lists and loops": {
+        "value_read_before_bound": "A named value read before the `let` that binds it",
+        "value_never_read": "A path named and never joined (nothing reads the value)",
+        "value_from_drops_a_path": "`from` moving on from a value that nothing reads or names",
+        "value_shadowed": "A name bound twice in one block",
+        "value_index_out_of_range": "An index past the end of a list",
+        "value_list_as_current": "A list (a split's parts) read as one value",
+        "value_split_does_not_divide": "A split whose parts do not divide the channels",
+        "value_join_shapes": "A join over named values of different shapes (both shapes)",
+        "value_loop_bound": "A loop over its bound",
+        "value_label_collision": "A label interpolation that gives one name twice",
+        "value_outer_label_outside_projection": "A `..` label in a stage's block (it has no scope around it)",
     },
     "Definitions and networks": {
         "duplicate_block": "A block defined twice",
@@ -329,3 +346,76 @@ def test_deep_nesting_is_a_spec_error_not_recursion() -> None:
 if __name__ == "__main__":
     update()
     print(f"updated {len(fixture_names())} golden files and {DOCS.relative_to(ROOT)}", file=sys.stderr)
+
+
+#: A leading comment and a blank line, as every shipped spec starts.
+LEADING = "# a network of my own\n\n"
+
+
+@pytest.mark.parametrize("name", [name for name in CATALOGUE["Syntax errors"] if name != "too_many_tokens"])
+def test_syntax_messages_survive_a_leading_comment(name: str) -> None:
+    """docs/errors.md's syntax examples start on line 1; a real file starts with a comment,
+    and the tailored message and hint (lark's match_examples) must be the same there."""
+    text = (FIXTURES / f"{name}.res").read_bytes().decode("utf-8")
+    with pytest.raises(SpecError) as plain:
+        resdsl.compile_text(text, path="spec.res")
+    with pytest.raises(SpecError) as commented:
+        resdsl.compile_text(LEADING + text, path="spec.res")
+    assert commented.value.message == plain.value.message
+    assert commented.value.hint == plain.value.hint
+    assert (commented.value.line, commented.value.column) == (plain.value.line + 2, plain.value.column)
+
+
+@pytest.mark.parametrize(
+    ("body", "label"),
+    [
+        ("block wide(width) {\n    conv 3x3 width\n    bn\n}\n", "missing ',' between arguments"),
+        ("network n {\n    input 3x32x32\n    stage conv2_x 3 x basic(64)\n}\n", "a stage needs a name and a colon"),
+        ("conv 3x3, 64\n", "a definition must start with 'use', 'block' or 'network'"),
+        ("stage s: 2 x basic(1)\n", "a definition must start with 'use', 'block' or 'network'"),
+    ],
+)
+@pytest.mark.parametrize("before", ["", LEADING, "\n\n\n", "block first { bn }\n", "block first { bn }\n\n# x\n"])
+def test_tailored_syntax_message_wherever_the_mistake_is(body: str, label: str, before: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        resdsl.compile_text(before + body, path="spec.res")
+    assert caught.value.message.startswith(label + ";"), caught.value.message
+
+
+def test_every_independent_error_is_reported_in_order_and_bounded() -> None:
+    import pickle
+
+    from resdsl.errors import MAX_ERRORS
+
+    text = (FIXTURES / "several_unknown_names.res").read_text(encoding="utf-8")
+    with pytest.raises(SpecError) as caught:
+        resdsl.compile_text(text, path="spec.res")
+    errors = caught.value.errors
+    assert [(error.line, error.message.split(" '")[0]) for error in errors] == [
+        (5, "unknown keyword argument"),
+        (7, "unknown layer kind"),
+        (9, "unknown block"),
+        (10, "unknown parameter"),
+    ]
+    assert str(caught.value).endswith("4 errors")
+    assert pickle.loads(pickle.dumps(caught.value)).errors[3].message == errors[3].message
+    # Thirty mistaken lines: the first MAX_ERRORS of them.
+    body = "".join(f"    conv 3x3 {index}\n" for index in range(30))
+    with pytest.raises(SpecError) as caught:
+        resdsl.compile_text(f"# many\nblock b {{\n{body}}}\n", path="spec.res")
+    assert [error.line for error in caught.value.errors] == list(range(3, 3 + MAX_ERRORS))
+    stems = "".join(f"        conv{index} 3x3, 16\n" for index in range(30))
+    with pytest.raises(SpecError) as caught:
+        resdsl.compile_text(f"network n {{\n    input 3x8x8\n    stem {{\n{stems}    }}\n}}\n", path="spec.res")
+    assert len(caught.value.errors) == MAX_ERRORS
+
+
+def test_a_missing_brace_says_where_the_body_opened() -> None:
+    text = (FIXTURES / "syntax_block_never_closed.res").read_text(encoding="utf-8")
+    with pytest.raises(SpecError) as caught:
+        resdsl.compile_text(text, path="spec.res")
+    (error,) = caught.value.errors  # what follows is read inside the block: no further errors
+    assert error.line == 6 and "never closed" in error.message
+    assert [(note.message, note.pos.line, note.pos.column) for note in error.notes] == [
+        ("this '{' is never closed", 2, 12)
+    ]

@@ -191,3 +191,125 @@ network probe {
         gamma, ls = state["stages.0.blocks.0.gamma"], state["stages.0.blocks.0.ls1.gamma"]
         first = block.conv1(x) * (gamma * ls).reshape(-1, 1, 1) + x
         assert relative_error(block(x), first) < 1e-6
+
+
+# Every consumer of a kind ------------------------------------------------------------
+#
+# A kind reaches a user through more than the torch backend: the table (the `check
+# --stages` and `build` output), figures, the language server's hover, `fmt` and `diff`.
+# Each kind's example goes through all of them, inside a block of a stage (or the head,
+# for a kind whose output or input is flat), so a kind added to LAYER_KINDS is covered
+# here without a line of this file changing.
+
+
+def _flat(kind: str) -> bool:
+    """Whether the kind's example makes or needs a flat tensor (then it goes in the head)."""
+    network = network_for(kind)
+    ((_node, attrs),) = [(n, a) for n, a in network.nodes() if a["label"] == "target"]
+    return len(attrs["shape"]) == 1
+
+
+def staged_spec(kind: str) -> str:
+    """A spec with the kind's example labelled `target`: in a stage's block, or in the head."""
+    example = LAYER_KINDS[kind].example
+    if _flat(kind):
+        head = f"avgpool\n        {'flatten' if kind == 'fc' else ''}\n        target: {example}"
+        block = "conv 3x3, c"
+    else:
+        head = "avgpool\n        fc 3"
+        block = f"conv 3x3, c\n    target: {example}"
+    return f"""# the {kind} kind in every consumer
+block probe_block(c) {{
+    {block}
+}}
+
+network probe {{
+    input 4x11x11
+    stem {{
+        conv 3x3, 8
+    }}
+    stage s1: 2 x probe_block(8)
+    head {{
+        {head}
+    }}
+}}
+"""
+
+
+def _targets(network: resdsl.Network) -> list[dict]:
+    found = [attrs for _, attrs in network.nodes() if attrs["label"] == "target"]
+    assert found and all(attrs["layer"].kind for attrs in found)
+    return found
+
+
+@pytest.mark.parametrize("kind", sorted(LAYER_KINDS))
+def test_every_consumer_takes_the_kind(kind: str, tmp_path, capsys) -> None:
+    from resdsl.backends import draw
+    from resdsl.backends.draw_html import to_html
+    from resdsl.cli import main
+    from resdsl.diff import diff
+    from resdsl.fmt import format_text
+    from resdsl.lsp.analysis import analyze, hover
+
+    text = staged_spec(kind)
+    spec = tmp_path / f"{kind}.res"
+    spec.write_text(text, encoding="utf-8")
+    network = resdsl.compile(spec)
+    targets = _targets(network)
+    assert {attrs["layer"].kind for attrs in targets} == {kind}
+
+    # The table, at every detail: the rows hold the target and add up to the network.
+    for detail in ("layer", "block", "stage"):
+        table = resdsl.Table.of(network, detail=detail)
+        assert sum(row.params for row in table.rows) == network.num_params, detail
+        assert sum(row.macs for row in table.rows) == network.macs, detail
+        assert "probe" in str(table) and table.records()["rows"]
+    layer_rows = {row.module: row for row in resdsl.Table.of(network, detail="layer").rows}
+    for attrs in targets:
+        row = layer_rows[attrs["name"]]
+        assert row.kind == kind and row.output_shape == tuple(attrs["shape"])
+        assert row.kernel == attrs["layer"].kernel_text()
+
+    # Figures: every detail, both directions, with and without shapes; the interactive page.
+    for detail in ("layer", "block", "stage"):
+        for direction in ("TB", "LR"):
+            source = draw.to_dot([network], detail=detail, direction=direction, shapes=True, all_layers=True).source
+            assert "digraph" in source
+            if detail == "layer":
+                label = targets[0]["layer"].figure_label()
+                assert label.split(",")[0] in source, (label, kind)
+    assert kind in to_html([network], detail="layer", all_layers=True) or targets[0]["name"] in to_html([network])
+
+    # The language server's hover on the kind's word, at each of its lines.
+    analysis = analyze(text, spec)
+    assert not analysis.errors, analysis.errors
+    line_number, line = next((i, line) for i, line in enumerate(text.splitlines(), 1) if "target:" in line)
+    shown = hover(analysis, line_number, line.index(kind) + 1)
+    assert shown is not None and f"**{kind}**" in shown, shown
+
+    # fmt: the canonical layout parses to the same network and is a fixed point.
+    formatted = format_text(text, str(spec))
+    assert format_text(formatted, str(spec)) == formatted
+    again = resdsl.compile_text(formatted, path=str(spec))
+    assert (again.num_params, again.macs) == (network.num_params, network.macs)
+    assert again.output_shape == network.output_shape
+
+    # diff against itself (no change) and against a shipped network.
+    same = diff(network, network)
+    assert all(pair.params_change == 0 and pair.macs_change == 0 for pair in same.pairs)
+    assert "probe" in str(same)
+    other = diff(network, resdsl.compile("resnet18"))
+    assert sum(pair.params_change for pair in other.pairs) == other.b.num_params - network.num_params
+    assert "s1" in str(other)
+
+    # The command line: check --stages and build's table (block and layer detail).
+    capsys.readouterr()
+    assert main(["check", str(spec), "--stages"]) == 0
+    out = capsys.readouterr().out
+    assert "s1" in out and f"{network.num_params:,}" in out
+    for detail in ("block", "layer"):
+        assert main(["build", str(spec), "--detail", detail]) == 0
+        out = capsys.readouterr().out
+        assert f"{network.num_params:,}" in out
+        if detail == "layer":
+            assert all(attrs["name"] in out for attrs in targets)

@@ -358,3 +358,20 @@ def test_an_edit_to_comments_alone_reuses_the_compiled_network(tmp_path: Path) -
     assert "# normalise" in commented.text
     changed = analysis.analyze(GOOD.replace("2 x basic(16)", "3 x basic(16)"), path)
     assert changed.networks[0].num_params > first.networks[0].num_params
+
+
+@pytest.mark.asyncio
+async def test_every_independent_error_is_a_diagnostic(client: LanguageClient, tmp_path: Path):
+    """Three misspelt names, three diagnostics (a compiler stopping at the first showed one)."""
+    text = (
+        GOOD.replace("conv 3x3, 16", "conv 3x3, 16, strid=1")
+        .replace("basic(16)", "basik(16)")
+        .replace("basic(32, stride=2)", "basic(32, strde=2)")
+    )
+    uri = await _open(client, tmp_path / "small.res", text)
+    lines = sorted(diagnostic.range.start.line for diagnostic in client.diagnostics[uri])
+    assert lines == [_line_of(text, "strid="), _line_of(text, "basik"), _line_of(text, "strde")]
+    syntax = GOOD.replace("conv 3x3, 16", "conv 3x3 16").replace("stage s2: 2", "stage s2 2")
+    uri = await _open(client, tmp_path / "syntax.res", syntax)
+    lines = sorted(diagnostic.range.start.line for diagnostic in client.diagnostics[uri])
+    assert lines == [_line_of(syntax, "conv 3x3 16"), _line_of(syntax, "stage s2 2")]

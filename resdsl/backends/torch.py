@@ -90,6 +90,9 @@ class Step:
     op: str
     inputs: tuple[str, ...]
     module: str | None = None
+    #: For ``expr``: the layer whose ``forward_expression`` writes the line, and its input shapes.
+    layer: Any = None
+    shapes: tuple = ()
     #: For ``scale``: how many size-1 dimensions follow the channels in the broadcast view.
     trailing: int = 0
 
@@ -120,7 +123,7 @@ def forward_source(steps: list[Step], result: str) -> str:
         free = [name for name in free if name not in live_names]
         target = current[step.target] = free[0] if free else step.target
         if step.op == "call":
-            lines.append(f"    {target} = {_access(step.module)}({names[0]})")
+            lines.append(f"    {target} = {_access(step.module)}({', '.join(names)})")
         elif step.op == "scale":
             view = f".view(-1{', 1' * step.trailing})" if step.trailing else ""
             lines.append(f"    {target} = {names[0]} * {_access(step.module)}{view}")
@@ -130,6 +133,8 @@ def forward_source(steps: list[Step], result: str) -> str:
             lines.append(f"    {target} = {' * '.join(names)}")
         elif step.op == "cat":
             lines.append(f"    {target} = torch.cat(({', '.join(names)},), 1)")
+        elif step.op == "expr":
+            lines.append(f"    {target} = {step.layer.forward_expression(names, list(step.shapes))}")
         else:  # pragma: no cover - the planner makes only the ops above
             raise ValueError(f"unknown step {step.op!r}")
     lines.append(f"    return {current[result]}")
@@ -197,6 +202,9 @@ class _Planner:
             if in_place and self.in_place_ok(node, inputs[0], local):
                 return Step(target, "iadd", names), None
             return Step(target, kind, names), None
+        shapes = tuple(self.graph.nodes[source]["shape"] for source in inputs)
+        if attrs["layer"].forward_expression(list(names), list(shapes)) is not None:
+            return Step(target, "expr", names, layer=attrs["layer"], shapes=shapes), None
         ctor = self.ctor(node, self.in_place_ok(node, inputs[0], local))
         if ctor is None:  # identity, output: the value itself
             return Step(target, "alias", names), None

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from resdsl import syntax as ast
-from resdsl import vocabulary
+from resdsl import tokens, vocabulary
 from resdsl.errors import Pos, SpecError
 from resdsl.ir import Network
 
@@ -161,7 +161,7 @@ def _analyze(text: str, path: Path) -> Analysis:
             result.module = parse(text, shown)
             namespace = load_text(text, shown)
         except SpecError as error:
-            result.errors.append(error)
+            result.errors.extend(error.errors)
             # Completion and hover on names still need the blocks in scope while the
             # user is typing: read them from the text without the offending line.
             _define_despite(result, text, shown, error)
@@ -180,10 +180,11 @@ def _analyze(text: str, path: Path) -> Analysis:
             except SpecError as error:
                 if isinstance(definition, ast.NetworkAlias) and "needs a value for parameter" in error.message:
                     continue  # an alias that leaves a parameter free is a family too
-                key = (error.path, error.line, error.column, error.message)
-                if key not in seen:
-                    seen.add(key)
-                    result.errors.append(error)
+                for each in error.errors:
+                    key = (each.path, each.line, each.column, each.message)
+                    if key not in seen:
+                        seen.add(key)
+                        result.errors.append(each)
                 continue
             result.networks.append(network)
     for network in result.networks:
@@ -235,7 +236,7 @@ def _index(result: Analysis, network: Network) -> None:
 
 # Words under the cursor -------------------------------------------------------------
 
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*")
+_WORD = re.compile(tokens.NAME)
 
 
 def word_at(text: str, line: int, column: int) -> tuple[str, int, int] | None:
@@ -435,6 +436,8 @@ def _statement_starts(context: str, blocks: list[Definition]) -> list[Completion
         *(Completion(f"{word} shortcut", "keyword") for word in vocabulary.SHORTCUT_STATEMENTS),
         *(Completion(f"{word} {{", "keyword", insert=f"{word} {{") for word in vocabulary.JOINS),
         Completion("if", "keyword"),
+        *(Completion(word, "keyword") for word in ("for", *vocabulary.VALUE_KEYWORDS)),
+        *(Completion(word, "keyword") for word in vocabulary.VALUE_STATEMENTS),
         *(Completion(d.name, "block", d.signature) for d in blocks),
     ]
 

@@ -31,7 +31,7 @@ from typing import Any
 import networkx as nx
 
 from resdsl import syntax as ast
-from resdsl.errors import LimitError, Note, Pos, SpecError, UnknownNameError, unknown
+from resdsl.errors import MAX_ERRORS, LimitError, Note, Pos, SpecError, UnknownNameError, ValueNameError, unknown
 from resdsl.evaluate import Value, as_bool, as_int, describe, evaluate, names_in
 from resdsl.frontend import Instance, Namespace
 from resdsl.ir import BlockInstance, Frame, Network, Scope, Settings, new_node
@@ -54,6 +54,7 @@ from resdsl.layers import (
     build_layer,
     layer_kind,
 )
+from resdsl.passes.values import ValueList, ValueScope, ValueStatements, finish_scope
 
 SHORTCUT_OPTIONS = ("A", "B", "C", "none")
 CHECKPOINT_OPTIONS = ("none", "stage", "block")
@@ -97,12 +98,14 @@ class _Context:
     top_level: bool = True  # not inside a block or branch: the first fc flattens
     nesting: tuple[str, ...] = ()  # the block types being expanded, outermost first
     blame: Any = None  # the stage (or statement) that instantiated the block, for errors
+    values: Any = None  # the ValueScope of named values (per block instance; per loop iteration)
 
 
 def expand(network: Network) -> None:
     instance: Instance = network.instance
     definition = instance.definition
     env = dict(instance.params)
+    misspelt = []
     for item in definition.body:
         # A network's own lines are mostly settings, so a misspelt word here
         # ('shortcuts B', 'inptu 3x32x32') is more likely a setting than a layer;
@@ -112,20 +115,24 @@ def expand(network: Network) -> None:
             and item.kind not in (*SETTINGS, *LAYER_KINDS, ADD_SHORTCUT, TAP_SHORTCUT)
             and item.kind not in instance.namespace.blocks
         ):
-            raise unknown(
-                "setting or layer kind",
-                item.kind,
-                [*SETTINGS, *LAYER_KINDS],
-                item.kind_pos,
-                guess=SYNONYMS.get(item.kind.lower()),
+            misspelt.append(
+                unknown(
+                    "setting or layer kind",
+                    item.kind,
+                    [*SETTINGS, *LAYER_KINDS],
+                    item.kind_pos,
+                    guess=SYNONYMS.get(item.kind.lower()),
+                )
             )
+    if misspelt:
+        raise SpecError.several(misspelt)
     expander = Expander(network, instance)
     network.settings = expander.settings = _settings(definition, instance, env)
     expander.run(env)
     network.instance = expander  # the shortcut pass expands projection blocks with it
 
 
-class Expander:
+class Expander(ValueStatements):
     """Turns statements into nodes, one block instance at a time."""
 
     def __init__(self, network: Network, instance: Instance) -> None:
@@ -142,6 +149,8 @@ class Expander:
         self.free_names: dict[int, frozenset[str]] = {}
         self.block_contexts: dict[int, _Context] = {}
         self.projection_size = 2  # nodes a projection can add (set by _check_size)
+        self.interpolated: dict[tuple[int, str], tuple[Pos, str]] = {}  # labels made by {NAME}
+        self.loop_names: list[str] = []
 
     # The network ------------------------------------------------------------------
 
@@ -157,7 +166,21 @@ class Expander:
                     f"two stages are named '{stage.name}'", stage.name_pos, "give each stage its own name"
                 ).with_note("the other one", first_stage[stage.name].name_pos)
             first_stage[stage.name] = stage
-        repeats = [self._repeat(stage, env) for stage in stages]
+        # Independent errors are collected, each top-level statement and each stage on
+        # its own (the first error of a stage stops that stage): a failed one leaves the
+        # value as it was, and nothing after expansion runs on a network with errors.
+        errors: list[SpecError] = []
+        repeats = []
+        failed: set[int] = set()
+        for index, stage in enumerate(stages):
+            try:
+                repeats.append(self._repeat(stage, env))
+            except LimitError:
+                raise
+            except SpecError as error:
+                errors.append(error)
+                repeats.append(0)
+                failed.add(index)
         self._check_size(definition, stages, repeats)
 
         trace = self.instance.trace
@@ -175,23 +198,43 @@ class Expander:
             written="input",
             role="main",
         )
-        context = _Context(env, root, top["body"], None, trace)
+        context = _Context(env, root, top["body"], None, trace, values=ValueScope(None, definition.body))
         block_count = sum(repeats)
         block_index = 0
         stage_index = 0
         for item in definition.body:
+            if len(errors) >= MAX_ERRORS:
+                break
             if isinstance(item, ast.Statement) and item.kind in SETTINGS:
                 continue
-            if isinstance(item, ast.Section):
-                value = self.body(item.body, value, _replace(context, scope=top[item.kind]))
-            elif isinstance(item, ast.Stage):
-                value = self.stage(
-                    item, repeats[stage_index], value, context, block_index, block_count, stage_index, len(stages)
-                )
-                block_index += repeats[stage_index]
-                stage_index += 1
-            else:
-                value = self.body((item,), value, context)
+            try:
+                if isinstance(item, ast.Section):
+                    section = _replace(context, scope=top[item.kind])
+                    for statement in item.body:
+                        try:
+                            value = self.body((statement,), value, section)
+                        except LimitError:
+                            raise
+                        except SpecError as error:
+                            errors.append(error)
+                elif isinstance(item, ast.Stage):
+                    repeat, start = repeats[stage_index], block_index
+                    block_index += repeat
+                    stage_index += 1
+                    if stage_index - 1 not in failed:
+                        value = self.stage(
+                            item, repeat, value, context, start, block_count, stage_index - 1, len(stages)
+                        )
+                else:
+                    value = self.body((item,), value, context)
+            except LimitError:
+                raise
+            except SpecError as error:
+                errors.append(error)
+        if errors:
+            raise SpecError.several(errors)
+        value = _single(value, "the network's output")
+        finish_scope(context.values, value, None, self.graph)
         new_node(
             self.graph,
             Output(),
@@ -299,9 +342,15 @@ class Expander:
         )
         instance.names = context.names
         self.network.blocks.append(instance)
-        inner = _replace(context, block=instance, role="main" if context.role != "shortcut" else "shortcut")
+        inner = _replace(
+            context,
+            block=instance,
+            role="main" if context.role != "shortcut" else "shortcut",
+            values=ValueScope(None, block.body),
+        )
         self.block_contexts[instance.id] = inner
-        exit_value = self.body(block.body, value, inner)
+        exit_value = _single(self.body(block.body, value, inner), f"block '{block.name}''s result")
+        finish_scope(inner.values, exit_value, instance, self.graph)
         if instance.tap is not None and instance.join is None:
             raise SpecError(
                 f"block '{block.name}' taps its shortcut but never adds it",
@@ -358,14 +407,20 @@ class Expander:
 
     # Statements ---------------------------------------------------------------------
 
-    def body(self, items: tuple, value: int, context: _Context) -> int:
+    def body(self, items: tuple, value: Any, context: _Context) -> Any:
         for item in items:
             if isinstance(item, ast.If):
                 condition = evaluate(item.condition, context.env)
                 chosen = as_bool(condition, item.condition.pos, "the condition of 'if'")
                 value = self.body(item.then if chosen else item.otherwise, value, context)
+            elif isinstance(item, ast.Let):
+                value = self.let_statement(item, value, context)
+            elif isinstance(item, ast.From):
+                value = self.from_statement(item, value, context)
+            elif isinstance(item, ast.For):
+                value = self.for_statement(item, value, context)
             elif isinstance(item, ast.Branch):
-                value = self.branch(item, value, context)
+                value = self.branch(item, _single(value, f"a '{item.join}' branch", item.pos), context)
             else:
                 value = self.statement(item, value, context)
         return value
@@ -376,7 +431,8 @@ class Expander:
             raise unknown("branch join", branch.join, JOINS, branch.join_pos, guess=SYNONYMS.get(branch.join))
         names = context.names
         if branch.label is not None:
-            names = NameScope(context.names, branch.label, "branch", pos=branch.label_pos)
+            label = self.label(branch.label, branch.label_pos, context)
+            names = NameScope(context.names, label, "branch", pos=branch.label_pos)
         inner = _replace(
             context, names=names, role="branch" if context.role == "main" else context.role, top_level=False
         )
@@ -389,12 +445,20 @@ class Expander:
             )
         return self._node(join(), (value, result), branch, context, label=None, written=branch.join)
 
-    def statement(self, statement: ast.Statement, value: int, context: _Context) -> int:
+    def statement(self, statement: ast.Statement, value: Any, context: _Context) -> Any:
         kind = statement.kind
         if kind in SETTINGS and context.block is not None:
             raise SpecError(f"the setting '{kind}' belongs in a network, not in a block", statement.kind_pos)
+        if not statement.called and kind not in self.namespace.blocks:
+            if kind in JOINS and statement.args and not _names_shortcut(statement, context.values):
+                return self.value_join(statement, value, context)
+            if kind == "weighted":
+                return self.weighted(statement, value, context)
+        value = _single(value, f"'{kind}'", statement.pos)
         if kind in (ADD_SHORTCUT, TAP_SHORTCUT) and not statement.called:
             return self.shortcut_statement(statement, value, context)
+        if kind == "split" and not statement.called and kind not in self.namespace.blocks:
+            return self.split(statement, value, context)
         if kind in self.namespace.blocks and kind not in LAYER_KINDS:
             return self.nested_block(statement, value, context)
         layer = self._layer(statement, context)
@@ -404,7 +468,8 @@ class Expander:
             # The first fc flattens what comes before it, as torchvision's forward does.
             self.seen_flatten = True
             value = self._node(Flatten(), (value,), statement, context, label=None, written="flatten")
-        return self._node(layer, (value,), statement, context, label=statement.label, written=kind)
+        label = self.label(statement.label, statement.label_pos, context)
+        return self._node(layer, (value,), statement, context, label=label, written=kind)
 
     def _layer(self, statement: ast.Statement, context: _Context) -> Layer:
         kind_name = statement.kind
@@ -503,7 +568,8 @@ class Expander:
                 error.notes.insert(0, _note_defined(block))
                 error.pos = statement.kind_pos
             raise
-        names = NameScope(context.names, statement.label, block.name, pos=statement.label_pos or statement.kind_pos)
+        label = self.label(statement.label, statement.label_pos, context)
+        names = NameScope(context.names, label, block.name, pos=statement.label_pos or statement.kind_pos)
         inner = _replace(
             context,
             env=bound,
@@ -533,8 +599,10 @@ class Expander:
             top_level=False,
             block=owner,
             trace=(*context.trace, Frame(f"projection '{block.name}'", block.pos)),
+            values=ValueScope(None, block.body),
         )
-        value = self.body(block.body, source, inner)
+        value = _single(self.body(block.body, source, inner), f"projection '{block.name}''s result")
+        finish_scope(inner.values, value, None, self.graph)
         made = list(range(first, self.graph.graph["next_id"]))
         return value, made
 
@@ -548,6 +616,13 @@ class Expander:
         label: str | None,
         written: str,
     ) -> int:
+        limit = self.network.limits.max_layers
+        if self.graph.number_of_nodes() > limit + 2:  # loops unroll past what _check_size can bound
+            raise LimitError(
+                f"the network would have more than {limit:,} layers",
+                statement.pos,
+                "raise the bound with --max-layers N (Limits(max_layers=N) in the API) if this is intended",
+            )
         node = new_node(
             self.graph,
             layer,
@@ -586,6 +661,8 @@ class Expander:
         for item in definition.body:
             if isinstance(item, ast.Stage):
                 stage, repeat = next(stage_iter)
+                if stage.block not in self.namespace.blocks:
+                    continue  # an unknown block, reported with the other errors
                 block = self.namespace.blocks[stage.block][0]
                 added = repeat * self._items_size(block.body, sizes, ())
                 where = stage.pos
@@ -609,7 +686,12 @@ class Expander:
         """Nodes that `items` can expand to, at most (a projection counted where a block joins its shortcut)."""
         total = 0
         for item in items:
-            if isinstance(item, ast.If):
+            if isinstance(item, ast.Let | ast.From):
+                continue
+            if isinstance(item, ast.For):
+                # Counted once: its iterations are known only once expanded, where _node bounds them.
+                total += self._items_size(item.body, sizes, nesting)
+            elif isinstance(item, ast.If):
                 total += self._items_size(item.then, sizes, nesting) + self._items_size(item.otherwise, sizes, nesting)
             elif isinstance(item, ast.Branch):
                 total += 1 + self._items_size(item.body, sizes, nesting)
@@ -629,6 +711,26 @@ class Expander:
 
 def _replace(context: _Context, **changes: Any) -> _Context:
     return dataclasses.replace(context, **changes)
+
+
+def _names_shortcut(statement: ast.Statement, values: ValueScope) -> bool:
+    """``add shortcut`` (or a misspelling of it): the residual join, not a join over named values."""
+    args = statement.args
+    if statement.kind != ADD_SHORTCUT or len(args) != 1 or not isinstance(args[0], ast.Positional):
+        return False
+    name = getattr(args[0].value, "id", None)
+    return name == "shortcut" or (isinstance(name, str) and values.find(name) is None)
+
+
+def _single(value: Any, reader: str, pos: Pos | None = None) -> int:
+    """The current value where one value is read: a list (a split's parts) must be named and indexed."""
+    if isinstance(value, ValueList):
+        raise ValueNameError(
+            f"{reader} reads one value, but the current value is a list of {len(value.nodes)}",
+            pos or value.pos,
+            "name the list (let NAME) and read one of its values: from NAME[0]",
+        ).with_note("the list is made here", value.pos)
+    return value
 
 
 # Settings -------------------------------------------------------------------------------
@@ -763,7 +865,7 @@ def _note_defined(block: ast.Block) -> Note:
 
 def _blame_stage(error: SpecError, stage: ast.Stage, block: ast.Block) -> SpecError:
     """Report a block's bad value at the stage that passed it; a bad name stays in the block."""
-    if isinstance(error, UnknownNameError) or getattr(error, "_blamed", False):
+    if isinstance(error, UnknownNameError | ValueNameError) or getattr(error, "_blamed", False):
         if not getattr(error, "_blamed", False):
             error.with_note(f"block '{block.name}' is used by stage '{stage.name}'", stage.pos)
         error._blamed = True  # type: ignore[attr-defined]

@@ -162,7 +162,7 @@ RESERVED_NAMES = frozenset(
 )
 
 #: Kinds whose nodes build no module.
-_NO_MODULE = {"input", "output", "add", "mul", "cat", "identity"}
+_NO_MODULE = {"input", "output", "add", "mul", "cat", "identity", "split", "weighted"}
 
 
 def check_path(path: str, pos: Pos | None, what: str) -> None:
@@ -222,7 +222,11 @@ def assign_names(network: Network) -> None:
         scope: NameScope = attrs["names"]
         prefix = resolve(scope)
         label = attrs["label"]
-        if scope.by_position:
+        if label is not None and label.startswith(".."):
+            # A module of the scope around this one: a projection's layer beside the block's own.
+            prefix = resolve(scope.parent) if scope.parent is not None else ""
+            label = local = label[2:]
+        elif scope.by_position:
             position = positions.get(id(scope), 0)
             positions[id(scope)] = position + 1
             local = label if label is not None else str(position)
