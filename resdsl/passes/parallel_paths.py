@@ -1,0 +1,194 @@
+"""Folding parallel linear paths into one convolution, for inference.
+
+RepVGG (Ding et al., 2021), ACNet and DBB train blocks whose paths from one value are
+each linear in eval mode and summed: a KxK convolution with BN, a 1x1 convolution
+with BN, a BN alone, the identity, an average pool. A sum of convolutions of one
+input with one stride is one convolution: each path's kernel, zero-padded to the
+largest, scaled by its BN, added. This pass finds such sums in the IR alone, with
+no code for any block type, and rewrites the IR so that each becomes one ``conv``
+node; the torch backend computes the folded weights (``fold_for_inference``).
+
+A path is, reading from the summed value back: an optional ``bn``, after an optional
+``conv`` (dilation 1) or windowed ``avgpool`` (no ceil mode; padding counted, or
+none), each read by nothing else; the node it starts from is the path's source.
+A path with neither is the identity. An ``add`` folds where every input is such a
+path from one source, at least one path is a convolution, they share a stride
+(the identity only stride 1), each kernel fits inside the largest one with their
+paddings aligned, and the folded convolution gives the sum's shape.
+
+This module never imports torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+from resdsl.ir import Network, new_node, remove_node, set_inputs
+from resdsl.layers import Add, AvgPool, BatchNorm, Conv
+
+Pair = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class PathTerm:
+    """One summed path: its linear node (``conv`` or ``avgpool``) and its ``bn``, either
+    absent (both absent: the identity); and the kernel, padding, stride and groups
+    that make it a convolution of the source."""
+
+    linear: int | None
+    norm: int | None
+    kernel: Pair
+    padding: Pair
+    stride: Pair
+    groups: int  # the source's channels for the identity, a BN or a pool (one per channel)
+
+
+@dataclass(frozen=True)
+class ParallelFold:
+    """A sum of paths from one value, and the convolution that replaces it."""
+
+    join: int  # the add node
+    source: int  # the value every path reads
+    terms: tuple[PathTerm, ...]
+    conv: Conv  # the folded convolution (with bias)
+    named_after: int  # the conv node whose name and place the folded one takes
+
+    @property
+    def removed(self) -> tuple[int, ...]:
+        """The nodes the folded convolution replaces."""
+        nodes = [self.join]
+        for term in self.terms:
+            nodes += [node for node in (term.linear, term.norm) if node is not None]
+        return tuple(nodes)
+
+
+def find_parallel_folds(network: Network) -> list[ParallelFold]:
+    """Every foldable sum of parallel linear paths in the network, in execution order."""
+    graph = network.graph
+    users: dict[int, int] = dict.fromkeys(graph.nodes, 0)
+    for node in graph.nodes:
+        for source in graph.nodes[node]["inputs"]:
+            users[source] += 1
+    folds = []
+    for node in network.order():
+        attrs = graph.nodes[node]
+        if isinstance(attrs["layer"], Add) and len(attrs["inputs"]) >= 2:
+            fold = _fold_of(network, node, users)
+            if fold is not None:
+                folds.append(fold)
+    return folds
+
+
+def _fold_of(network: Network, join: int, users: dict[int, int]) -> ParallelFold | None:
+    graph = network.graph
+    shape = graph.nodes[join]["shape"]
+    if len(shape) != 3:
+        return None
+    found = [_path(network, value, users) for value in graph.nodes[join]["inputs"]]
+    if any(path is None for path in found):
+        return None
+    sources = {source for source, _ in found}  # type: ignore[misc]
+    terms = [term for _, term in found]  # type: ignore[misc]
+    if len(sources) != 1 or not any(_is_conv(network, term) for term in terms):
+        return None
+    (source,) = sources
+    if len({term.stride for term in terms}) != 1:
+        return None
+    kernel = (max(term.kernel[0] for term in terms), max(term.kernel[1] for term in terms))
+    padding = (max(term.padding[0] for term in terms), max(term.padding[1] for term in terms))
+    for term in terms:
+        for axis in (0, 1):
+            offset = padding[axis] - term.padding[axis]
+            if offset + term.kernel[axis] > kernel[axis]:
+                return None  # the kernels' centres do not line up
+    groups = math.gcd(*(term.groups for term in terms))
+    conv = Conv(kernel, shape[0], terms[0].stride, padding, (1, 1), groups, bias=True)
+    source_shape = graph.nodes[source]["shape"]
+    try:
+        if conv.output_shape([source_shape]) != shape:
+            return None
+    except Exception:  # a shape rule's complaint: this sum is not one convolution
+        return None
+    convs = [term for term in terms if _is_conv(network, term)]
+    widest = max(convs, key=lambda term: term.kernel[0] * term.kernel[1])
+    return ParallelFold(join, source, tuple(terms), conv, widest.linear)  # type: ignore[arg-type]
+
+
+def _is_conv(network: Network, term: PathTerm) -> bool:
+    return term.linear is not None and isinstance(network.graph.nodes[term.linear]["layer"], Conv)
+
+
+def _path(network: Network, value: int, users: dict[int, int]) -> tuple[int, PathTerm] | None:
+    """(source, term) for the path ending at `value`; None where it is not linear."""
+    graph = network.graph
+    node = value
+    norm = linear = None
+    if isinstance(graph.nodes[node]["layer"], BatchNorm) and users[node] == 1:
+        norm, (node,) = node, graph.nodes[node]["inputs"]
+    layer = graph.nodes[node]["layer"]
+    foldable_pool = (
+        isinstance(layer, AvgPool)
+        and not layer.is_global
+        and not layer.ceil_mode
+        and (layer.count_include_pad or layer.padding == (0, 0))
+    )
+    foldable_conv = isinstance(layer, Conv) and layer.dilation == (1, 1)
+    if (foldable_pool or foldable_conv) and users[node] == 1:
+        linear, (node,) = node, graph.nodes[node]["inputs"]
+    source = node
+    channels = graph.nodes[source]["shape"][0]
+    if linear is None:
+        if graph.nodes[value]["shape"] != graph.nodes[source]["shape"]:
+            return None
+        return source, PathTerm(None, norm, (1, 1), (0, 0), (1, 1), channels)
+    layer = graph.nodes[linear]["layer"]
+    if isinstance(layer, Conv):
+        return source, PathTerm(linear, norm, layer.kernel, layer.padding, layer.stride, layer.groups)
+    return source, PathTerm(linear, norm, layer.kernel, layer.padding, layer.stride, channels)
+
+
+def apply_parallel_folds(network: Network, folds: list[ParallelFold]) -> tuple[Network, dict[int, int]]:
+    """A copy of the network in which each fold's nodes are one ``conv`` node, named and
+    placed as the fold's widest convolution; and each fold's join mapped to its new node."""
+    folded = copy.deepcopy(network, {id(network.instance): network.instance})
+    graph = folded.graph
+    replaced: dict[int, int] = {}
+    for fold in folds:
+        template = graph.nodes[fold.named_after]
+        shape = graph.nodes[fold.join]["shape"]
+        source = replaced.get(fold.source, fold.source)  # an earlier fold's sum, now its convolution
+        attrs = {key: value for key, value in template.items() if key not in ("layer", "inputs")}
+        attrs["shape"] = shape
+        attrs["params"], attrs["macs"] = fold.conv.cost([graph.nodes[source]["shape"]], shape)
+        node = new_node(graph, fold.conv, (source,), **attrs)
+        for reader in list(graph.successors(fold.join)):
+            inputs = tuple(node if source == fold.join else source for source in graph.nodes[reader]["inputs"])
+            set_inputs(graph, reader, inputs)
+        gone = set(fold.removed)
+        for block in folded.blocks:
+            if gone & set(block.nodes):
+                position = min(block.nodes.index(old) for old in gone if old in block.nodes)
+                block.nodes = [old for old in block.nodes if old not in gone]
+                block.nodes.insert(position, node)
+            # The sum may be where a block ends, and so where the next one starts.
+            if block.exit == fold.join:
+                block.exit = node
+            if block.entry == fold.join:
+                block.entry = node
+            if block.tap == fold.join:
+                block.tap = node
+            if block.join == fold.join:
+                block.join = None
+                block.plan = None
+            block.shortcut_nodes = tuple(old for old in block.shortcut_nodes if old not in gone)
+        for old in fold.removed:
+            remove_node(graph, old)
+        replaced[fold.join] = node
+    folded.num_params = sum(attrs["params"] for _, attrs in graph.nodes(data=True))
+    folded.macs = sum(attrs["macs"] for _, attrs in graph.nodes(data=True))
+    return folded, replaced
+
+
+__all__ = ["ParallelFold", "PathTerm", "apply_parallel_folds", "find_parallel_folds"]
