@@ -190,6 +190,8 @@ TIMM_NAMES = (
     "repvgg_a0",
     "skresnet18",
     "resnest14d",
+    "res2net50_26w_4s",
+    "cspresnet50",
 )
 
 CASES = {
