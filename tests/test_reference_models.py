@@ -206,6 +206,8 @@ CASES = {
         )
         for name in TIMM_NAMES
     },
+    # DLA's pooled shortcuts and strided blocks meet only where every size divides by 32.
+    "dla34": Case("timm/dla34", _timm("dla34"), (3, 64, 64)),
     "preact_resnet164": Case("preact_resnet164", lambda: PreActResNet(164), CIFAR_INPUT),
     "preact_resnet1001": Case("preact_resnet1001", lambda: PreActResNet(1001), CIFAR_INPUT, batch=1),
     "wrn28_10": Case("wrn28_10", lambda: WideResNet(28, 10), CIFAR_INPUT, batch=1),
