@@ -598,7 +598,9 @@ def load_weights(
 
 
 def fold_for_inference(model: nn.Module, network: Network) -> nn.Module:
-    """Eval mode, every foldable BN folded into its convolution, channels_last weights.
+    """Eval mode, every sum of parallel linear paths folded into one convolution
+    (:func:`fold_parallel_paths`: the model is rebuilt, so use the returned one),
+    every foldable BN folded into its convolution, channels_last weights.
 
     Folding follows the IR's dataflow: a BN folds into a convolution only where that
     convolution alone feeds the BN and nothing else reads the convolution's output
