@@ -102,7 +102,7 @@ def rules() -> tuple[Rule, ...]:
         ),
         Rule(
             "join",
-            rf"\b({_words(vocabulary.JOINS)})(?=[ \t]*\{{)",
+            rf"\b({_words(vocabulary.joins())})(?=[ \t]*\{{)",
             (Group("keyword.other.join.resdsl", "Keyword.Pseudo"),),
         ),
         Rule(

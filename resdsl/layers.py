@@ -38,6 +38,8 @@ Shape = tuple[int, ...]
 NODE_KINDS: dict[str, type[Layer]] = {}
 #: The kinds a spec may write as a layer statement.
 LAYER_KINDS: dict[str, type[Layer]] = {}
+#: The joins, written as a branch (``mul { ... }``): every kind whose ``is_join`` is set.
+JOINS: dict[str, type[Layer]] = {}
 
 
 class ShapeProblem(Exception):
@@ -105,13 +107,42 @@ class Layer:
     #: The node is one tensor, not a module: its name is the tensor's key in the
     #: enclosing module (``layerscale``). Its constructor names a tensor factory.
     holds_tensor: ClassVar[bool] = False
+    #: An activation: what the ``act`` setting may name.
+    is_activation: ClassVar[bool] = False
+    #: A join of two or more values, written as a branch (``mul { ... }``); its
+    #: :meth:`forward_expression` is the generated forward's code for it.
+    is_join: ClassVar[bool] = False
+    #: Computed by the generated forward's own code (:meth:`forward_expression`), with no
+    #: module, though not written as a branch: a split's part, a weighted sum.
+    computed_inline: ClassVar[bool] = False
+    #: Counts as a layer of the network's depth (the "34" of ResNet-34) on the main path.
+    counts_as_layer: ClassVar[bool] = False
+    #: Builds a module (and so owns its name: two nodes of such kinds may not share one).
+    builds_module: ClassVar[bool] = True
+    #: An end of the graph (input, output): it has no stage and no row in tables.
+    graph_end: ClassVar[bool] = False
+    #: The name every node of this kind has (``input``), instead of a numbered one.
+    fixed_name: ClassVar[str | None] = None
+    #: Its module takes ``inplace=True``, used where nothing else reads its input.
+    runs_in_place: ClassVar[bool] = False
+    #: A join's in-place operator (``+=``), used where nothing else reads its first input.
+    in_place_operator: ClassVar[str | None] = None
+    #: How a figure shows it at layer detail: ``"box"`` (a box of its own, as Fig. 3
+    #: draws convolutions, pools and fc), ``"marker"`` (a dashed marker: drop path),
+    #: ``"join"`` (where a side branch comes back) or ``"fold"`` (into the box above).
+    figure: ClassVar[str] = "fold"
+    #: A box's fill in figures: ``"width"`` (by output channels), ``"fc"`` or ``"pool"``.
+    figure_fill: ClassVar[str] = "pool"
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, register: bool = True, **kwargs: Any) -> None:
+        # register=False: a kind made outside the language (a test's, a tool's), known to no registry.
         super().__init_subclass__(**kwargs)
-        if cls.kind:
+        if cls.kind and register:
             NODE_KINDS[cls.kind] = cls
             if cls.spelled:
                 LAYER_KINDS[cls.kind] = cls
+            if cls.is_join:
+                JOINS[cls.kind] = cls
 
     @classmethod
     def from_arguments(cls, values: Mapping[str, tuple[Value, Pos]], pos: Pos) -> Layer:
@@ -139,11 +170,6 @@ class Layer:
         """The module to build, or None where the generated forward computes the node inline."""
         return None
 
-    def forward_expression(self, names: list[str], shapes: list[Shape]) -> str | None:
-        """A Python expression over the input variables `names` that computes the node
-        inline in the generated forward, for kinds with no module; None for the others."""
-        return None
-
     def initialise(self, module: Any) -> None:
         """Set every parameter and buffer of a freshly allocated module."""
         if any(True for _ in module.parameters()) or any(True for _ in module.buffers()):
@@ -154,6 +180,11 @@ class Layer:
         raise NotImplementedError(self.kind)  # pragma: no cover - every kind overrides it
 
     # Figures ----------------------------------------------------------------------
+
+    def forward_expression(self, names: list[str]) -> str:
+        """A join's (or another inline kind's) code in the generated forward, over the
+        Python names of its inputs."""
+        raise NotImplementedError(self.kind)  # pragma: no cover - every join overrides it
 
     def figure_label(self) -> str:
         return self.kind
@@ -250,6 +281,9 @@ def _functional() -> Any:
 class Input(Layer):
     kind: ClassVar[str] = "input"
     arity: ClassVar[int | None] = 0
+    builds_module: ClassVar[bool] = False
+    graph_end: ClassVar[bool] = True
+    fixed_name: ClassVar[str | None] = "input"
     shape: Shape = ()
 
     def output_shape(self, inputs: list[Shape]) -> Shape:
@@ -263,6 +297,9 @@ class Input(Layer):
 class Output(Layer):
     kind: ClassVar[str] = "output"
     aliases_input: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    graph_end: ClassVar[bool] = True
+    fixed_name: ClassVar[str | None] = "output"
 
     def reference(self, inputs, tensors, training):
         return inputs[0]
@@ -276,6 +313,9 @@ class Conv(Layer):
     kind: ClassVar[str] = "conv"
     example: ClassVar[str] = "conv 3x3, 8, stride=2, groups=2, bias=true"
     spelled: ClassVar[bool] = True
+    counts_as_layer: ClassVar[bool] = True
+    figure: ClassVar[str] = "box"
+    figure_fill: ClassVar[str] = "width"
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("kernel", _pair(), "the kernel size", positional=True, required=True),
         Argument("out_channels", _int(), "the number of output channels", positional=True, required=True),
@@ -355,6 +395,9 @@ class Linear(Layer):
     kind: ClassVar[str] = "fc"
     example: ClassVar[str] = "fc 7"
     spelled: ClassVar[bool] = True
+    counts_as_layer: ClassVar[bool] = True
+    figure: ClassVar[str] = "box"
+    figure_fill: ClassVar[str] = "fc"
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("out_features", _int(), "the number of outputs", positional=True, required=True),
         Argument("bias", as_bool, "bias"),
@@ -390,6 +433,7 @@ class ChannelConv(Layer):
     kind: ClassVar[str] = "channel_conv"
     example: ClassVar[str] = "channel_conv 3"
     spelled: ClassVar[bool] = True
+    figure: ClassVar[str] = "box"
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("kernel", _int(), "the kernel size", positional=True, required=True),
     )
@@ -541,6 +585,8 @@ class ReLU(Layer):
     spelled: ClassVar[bool] = True
     usage: ClassVar[str] = "relu"
     saves_output: ClassVar[bool] = True
+    is_activation: ClassVar[bool] = True
+    runs_in_place: ClassVar[bool] = True
 
     def constructor(self, inputs):
         return Ctor("nn.ReLU")
@@ -554,6 +600,7 @@ class Activation(Layer):
     """An activation without arguments; each subclass names its torch module and rule."""
 
     module: ClassVar[str] = ""
+    is_activation: ClassVar[bool] = True
 
     def constructor(self, inputs):
         return Ctor(self.module)
@@ -641,6 +688,7 @@ class LeakyReLU(Layer):
     kind: ClassVar[str] = "leaky_relu"
     example: ClassVar[str] = "leaky_relu 0.2"
     spelled: ClassVar[bool] = True
+    is_activation: ClassVar[bool] = True
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("slope", lambda v, p, w: as_float(v, p, w, minimum=0), "the negative slope", positional=True),
     )
@@ -792,6 +840,8 @@ class Identity(Layer):
     spelled: ClassVar[bool] = True
     usage: ClassVar[str] = "identity"
     aliases_input: ClassVar[bool] = True
+    is_activation: ClassVar[bool] = True  # `act identity`: no activation
+    builds_module: ClassVar[bool] = False
 
     def reference(self, inputs, tensors, training):
         return inputs[0]
@@ -870,6 +920,7 @@ class MaxPool(Layer):
     kind: ClassVar[str] = "maxpool"
     example: ClassVar[str] = "maxpool 3x3, stride=2, ceil_mode=true"
     spelled: ClassVar[bool] = True
+    figure: ClassVar[str] = "box"
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("kernel", _pair(), "the kernel size", positional=True, required=True),
         Argument("stride", _pair(), "stride"),
@@ -924,6 +975,7 @@ class AvgPool(Layer):
     kind: ClassVar[str] = "avgpool"
     example: ClassVar[str] = "avgpool 3x3, stride=2, padding=1, ceil_mode=true, count_include_pad=false"
     spelled: ClassVar[bool] = True
+    figure: ClassVar[str] = "box"
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("kernel", _pair(), "the kernel size", positional=True),
         Argument("stride", _pair(), "stride"),
@@ -1026,6 +1078,7 @@ class DropPath(Layer):
     kind: ClassVar[str] = "drop_path"
     example: ClassVar[str] = "drop_path 0.1"
     spelled: ClassVar[bool] = True
+    figure: ClassVar[str] = "marker"
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("p", as_probability, "the drop path probability", positional=True, required=True),
     )
@@ -1073,6 +1126,10 @@ class Add(Layer):
 
     kind: ClassVar[str] = "add"
     arity: ClassVar[int | None] = None
+    in_place_operator: ClassVar[str | None] = "+="
+    is_join: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    figure: ClassVar[str] = "join"
 
     def output_shape(self, inputs):
         first = inputs[0]
@@ -1087,6 +1144,9 @@ class Add(Layer):
             total = total + other
         return total
 
+    def forward_expression(self, names):
+        return " + ".join(names)
+
     def figure_label(self):
         return "+"
 
@@ -1098,6 +1158,9 @@ class Mul(Layer):
 
     kind: ClassVar[str] = "mul"
     arity: ClassVar[int | None] = None
+    is_join: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    figure: ClassVar[str] = "join"
 
     def output_shape(self, inputs):
         first = inputs[0]
@@ -1116,6 +1179,9 @@ class Mul(Layer):
             product = product * other
         return product
 
+    def forward_expression(self, names):
+        return " * ".join(names)
+
     def figure_label(self):
         return "×"
 
@@ -1126,6 +1192,9 @@ class Cat(Layer):
 
     kind: ClassVar[str] = "cat"
     arity: ClassVar[int | None] = None
+    is_join: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    figure: ClassVar[str] = "join"
 
     def output_shape(self, inputs):
         first = inputs[0]
@@ -1141,6 +1210,9 @@ class Cat(Layer):
 
         return torch.cat(inputs, 1)
 
+    def forward_expression(self, names):
+        return f"torch.cat(({', '.join(names)},), 1)"
+
     def figure_label(self):
         return "concat"
 
@@ -1153,6 +1225,8 @@ class Split(Layer):
 
     kind: ClassVar[str] = "split"
     aliases_input: ClassVar[bool] = True  # a view of its input
+    computed_inline: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
     part: int = 0
     parts: int = 1
     sizes: tuple[int, ...] = ()
@@ -1186,9 +1260,11 @@ class Split(Layer):
         sizes = list(self.sizes) or [x.shape[1] // self.parts] * self.parts
         return torch.split(x, sizes, dim=1)[self.part]
 
-    def forward_expression(self, names, shapes):
-        start, stop = self.bounds(shapes[0][0])
-        return f"{names[0]}[:, {start}:{stop}]"
+    def forward_expression(self, names):
+        if self.sizes:
+            start = sum(self.sizes[: self.part])
+            return f"{names[0]}[:, {start}:{start + self.sizes[self.part]}]"
+        return f"{names[0]}.chunk({self.parts}, 1)[{self.part}]"  # equal parts: the shape pass checked they divide
 
     def figure_label(self):
         return f"split {self.part + 1}/{len(self.sizes) or self.parts}"
@@ -1202,6 +1278,9 @@ class Weighted(Layer):
 
     kind: ClassVar[str] = "weighted"
     arity: ClassVar[int | None] = None
+    computed_inline: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    figure: ClassVar[str] = "join"
     count: int = 1
 
     def output_shape(self, inputs):
@@ -1224,7 +1303,7 @@ class Weighted(Layer):
         weights, values = inputs[: self.count], inputs[self.count :]
         return torch.stack([torch.mul(w, v) for w, v in zip(weights, values, strict=True)]).sum(0)
 
-    def forward_expression(self, names, shapes):
+    def forward_expression(self, names):
         weights, values = names[: self.count], names[self.count :]
         return " + ".join(f"{w} * {v}" for w, v in zip(weights, values, strict=True))
 
@@ -1264,8 +1343,6 @@ def _shape(shape: Shape) -> str:
 #: The residual join, written ``add shortcut``, and where a shortcut starts, ``tap shortcut``.
 ADD_SHORTCUT = "add"
 TAP_SHORTCUT = "tap"
-#: Branch joins, written ``mul { ... }`` and so on.
-JOINS: dict[str, type[Layer]] = {"add": Add, "mul": Mul, "cat": Cat}
 
 #: Other frameworks' names for our layer kinds: no spelling distance leads from
 #: "batchnorm" to "bn", so users coming from PyTorch or Keras get told directly.

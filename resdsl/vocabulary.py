@@ -30,9 +30,6 @@ from resdsl.tokens import (  # noqa: F401 - re-exported for the editor tooling
 #: ``add shortcut`` and ``tap shortcut``: statements of two words.
 SHORTCUT_STATEMENTS = ("add", "tap")
 
-#: Joins: over a branch (``mul { ... }``) or over named values (``add p0, p1``).
-JOINS = ("mul", "add", "cat")
-
 #: Statements over named values and lists that are not layers: ``split 2``, ``weighted a, [p0, p1]``.
 VALUE_STATEMENTS = ("split", "weighted")
 
@@ -91,6 +88,14 @@ def layer_kinds() -> tuple[str, ...]:
 
         kinds.update(LAYER_KINDS)
     return tuple(sorted(kinds))
+
+
+def joins() -> tuple[str, ...]:
+    """Branch joins, each a name followed by a braced body (``mul { ... }``): the join
+    kinds of the compiler's registry (:attr:`resdsl.layers.Layer.is_join`), sorted."""
+    from resdsl.layers import JOINS
+
+    return tuple(sorted(JOINS))
 
 
 def settings() -> tuple[str, ...]:

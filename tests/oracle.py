@@ -52,3 +52,39 @@ def compare_with_oracle(network: resdsl.Network, *, batch: int = 2, seed: int = 
         folded = fold_for_inference(model, network)
         errors["for_inference"] = relative_error(folded(x.contiguous(memory_format=torch.channels_last)), expected)
     return errors
+
+
+def shape_mismatches(network: resdsl.Network, model: nn.Module | None = None) -> dict[str, tuple]:
+    """Modules whose real output shape (seen by forward hooks) is not the IR's shape for
+    them (``Table``'s layer rows), and the network's output: {name: (real, IR)}.
+
+    The interpreter and the built module compute real tensors, so they agree even where
+    the IR's shape rule is wrong; this compares the rule with what torch really does."""
+    from resdsl.backends.torch import build
+
+    if model is None:
+        model = build(network)
+    rows = {row.module: tuple(row.output_shape) for row in resdsl.Table.of(network, detail="layer").rows}
+    seen: dict[str, tuple[int, ...]] = {}
+
+    def record(name: str):
+        def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:  # None: keeps the output
+            seen.setdefault(name, tuple(output.shape[1:]))
+
+        return hook
+
+    hooks = [module.register_forward_hook(record(name)) for name, module in model.named_modules() if name in rows]
+    parameter = next(model.parameters(), None)
+    x = torch.zeros(1, *network.input_shape, dtype=parameter.dtype if parameter is not None else torch.float32)
+    try:
+        with torch.no_grad():
+            out = model.eval()(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if not seen:
+        raise AssertionError("no module of the IR's table ran")
+    wrong = {name: (shape, rows[name]) for name, shape in seen.items() if shape != rows[name]}
+    if tuple(out.shape[1:]) != tuple(network.output_shape):
+        wrong["<output>"] = (tuple(out.shape[1:]), tuple(network.output_shape))
+    return wrong

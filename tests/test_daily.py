@@ -146,6 +146,16 @@ def test_table_rows_levels_and_totals() -> None:
         Table.of(network, detail="blocks")
 
 
+def test_table_of_a_network_with_a_channel_conv() -> None:
+    # ECA's channel_conv has a 1-D kernel (an int): the table once raised a TypeError on it.
+    network = resdsl.compile("timm/ecaresnet50d")
+    rows = {row.module: row for row in Table.of(network, detail="layer").rows}
+    eca = rows["layer1.0.se.conv"]
+    # ECA's kernel for 256 channels: int((log2(256) + 1) / 2) = 4, made odd: 5.
+    assert eca.kind == "channel_conv" and eca.kernel == "5" and eca.output_shape == (256, 1, 1)
+    assert "layer1.0" in str(Table.of(network))
+
+
 def test_network_repr_is_one_line_and_draws_inline() -> None:
     network = resdsl.compile("resnet50")
     assert repr(network) == "<Network resnet50: 50 layers, 25,557,032 params, 3.858 GMACs, input 3x224x224>"

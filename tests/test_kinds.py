@@ -9,6 +9,9 @@ and its functional reference against the module (via the interpreter).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import pytest
 
 pytest.importorskip("torch", reason="the conformance test builds every kind in torch")
@@ -21,7 +24,7 @@ import resdsl
 import resdsl.layers
 from resdsl import interpret
 from resdsl.backends.torch import build
-from resdsl.layers import LAYER_KINDS
+from resdsl.layers import JOINS, LAYER_KINDS, NODE_KINDS, Layer
 from tests.oracle import randomise, relative_error
 
 
@@ -50,8 +53,8 @@ def test_every_kind_has_an_example_and_usage() -> None:
 @pytest.mark.parametrize("kind", sorted(LAYER_KINDS))
 def test_kind_conforms(kind: str) -> None:
     network = network_for(kind)
-    ((_node, attrs),) = [(n, a) for n, a in network.nodes() if a["label"] == "target"]
-    layer = attrs["layer"]
+    (attrs,) = [node for node in network.nodes() if node.label == "target"]
+    layer = attrs.layer
     assert layer.kind == kind
     assert isinstance(layer.figure_label(), str) and layer.figure_label()
     model = randomise(build(network)).double().eval()
@@ -61,25 +64,27 @@ def test_kind_conforms(kind: str) -> None:
     seen: dict[str, torch.Tensor] = {}
     if layer.holds_tensor:
         # One tensor under the node's name (layer scale), one value per input channel.
-        source = network.graph.nodes[attrs["inputs"][0]]["shape"]
+        source = network.node(attrs.inputs[0]).shape
         assert module is None and tensor is not None and tuple(tensor.shape) == (source[0],)
-        assert attrs["params"] == tensor.numel() and attrs["macs"] == 0
+        assert attrs.params == tensor.numel() and attrs.macs == 0
     elif module is not None:
         module.register_forward_hook(lambda _m, _i, out: seen.__setitem__("out", out))
-        assert attrs["params"] == sum(p.numel() for p in module.parameters())
-        source = network.graph.nodes[attrs["inputs"][0]]["shape"]
+        assert attrs.params == sum(p.numel() for p in module.parameters())
+        source = network.node(attrs.inputs[0]).shape
         with FlopCounterMode(display=False) as counter:
             module(torch.randn(1, *source, dtype=torch.float64))
-        assert attrs["macs"] == counter.get_total_flops() // 2
+        assert attrs.macs == counter.get_total_flops() // 2
     else:
-        assert attrs["params"] == attrs["macs"] == 0
+        assert attrs.params == attrs.macs == 0
+    # The trait the naming pass reads agrees with what the backend builds.
+    assert (module is not None) == layer.builds_module
     with torch.no_grad():
         out = model(x)
         expected = interpret.run(network, model.state_dict(), x)
     assert relative_error(out, expected) < 1e-12
     if module is not None:
-        assert tuple(seen["out"].shape[1:]) == attrs["shape"]
-    assert tuple(out.shape[1:]) == attrs["shape"]
+        assert tuple(seen["out"].shape[1:]) == attrs.shape
+    assert tuple(out.shape[1:]) == attrs.shape
 
 
 @pytest.mark.parametrize("kind", sorted(LAYER_KINDS))
@@ -205,8 +210,8 @@ network probe {
 def _flat(kind: str) -> bool:
     """Whether the kind's example makes or needs a flat tensor (then it goes in the head)."""
     network = network_for(kind)
-    ((_node, attrs),) = [(n, a) for n, a in network.nodes() if a["label"] == "target"]
-    return len(attrs["shape"]) == 1
+    (node,) = [node for node in network.nodes() if node.label == "target"]
+    return len(node.shape) == 1
 
 
 def staged_spec(kind: str) -> str:
@@ -236,9 +241,9 @@ network probe {{
 """
 
 
-def _targets(network: resdsl.Network) -> list[dict]:
-    found = [attrs for _, attrs in network.nodes() if attrs["label"] == "target"]
-    assert found and all(attrs["layer"].kind for attrs in found)
+def _targets(network: resdsl.Network) -> list:
+    found = [node for node in network.nodes() if node.label == "target"]
+    assert found and all(node.kind for node in found)
     return found
 
 
@@ -256,7 +261,7 @@ def test_every_consumer_takes_the_kind(kind: str, tmp_path, capsys) -> None:
     spec.write_text(text, encoding="utf-8")
     network = resdsl.compile(spec)
     targets = _targets(network)
-    assert {attrs["layer"].kind for attrs in targets} == {kind}
+    assert {node.kind for node in targets} == {kind}
 
     # The table, at every detail: the rows hold the target and add up to the network.
     for detail in ("layer", "block", "stage"):
@@ -265,10 +270,10 @@ def test_every_consumer_takes_the_kind(kind: str, tmp_path, capsys) -> None:
         assert sum(row.macs for row in table.rows) == network.macs, detail
         assert "probe" in str(table) and table.records()["rows"]
     layer_rows = {row.module: row for row in resdsl.Table.of(network, detail="layer").rows}
-    for attrs in targets:
-        row = layer_rows[attrs["name"]]
-        assert row.kind == kind and row.output_shape == tuple(attrs["shape"])
-        assert row.kernel == attrs["layer"].kernel_text()
+    for node in targets:
+        row = layer_rows[node.name]
+        assert row.kind == kind and row.output_shape == tuple(node.shape)
+        assert row.kernel == node.layer.kernel_text()
 
     # Figures: every detail, both directions, with and without shapes; the interactive page.
     for detail in ("layer", "block", "stage"):
@@ -276,9 +281,9 @@ def test_every_consumer_takes_the_kind(kind: str, tmp_path, capsys) -> None:
             source = draw.to_dot([network], detail=detail, direction=direction, shapes=True, all_layers=True).source
             assert "digraph" in source
             if detail == "layer":
-                label = targets[0]["layer"].figure_label()
+                label = targets[0].layer.figure_label()
                 assert label.split(",")[0] in source, (label, kind)
-    assert kind in to_html([network], detail="layer", all_layers=True) or targets[0]["name"] in to_html([network])
+    assert kind in to_html([network], detail="layer", all_layers=True) or targets[0].name in to_html([network])
 
     # The language server's hover on the kind's word, at each of its lines.
     analysis = analyze(text, spec)
@@ -312,4 +317,85 @@ def test_every_consumer_takes_the_kind(kind: str, tmp_path, capsys) -> None:
         out = capsys.readouterr().out
         assert f"{network.num_params:,}" in out
         if detail == "layer":
-            assert all(attrs["name"] in out for attrs in targets)
+            assert all(node.name in out for node in targets)
+
+
+def test_every_kind_declares_its_traits_consistently() -> None:
+    for name, kind in NODE_KINDS.items():
+        assert kind.figure in ("box", "marker", "join", "fold"), name
+        assert kind.figure_fill in ("width", "fc", "pool"), name
+        if kind.is_join:
+            assert kind.arity is None and not kind.builds_module and kind.figure == "join", name
+            assert kind.forward_expression is not Layer.forward_expression, name
+            assert JOINS[name] is kind
+        assert (kind.fixed_name is not None) == kind.graph_end, name
+
+
+@pytest.fixture
+def maximum_join():
+    """A join defined as one class, the way docs/ir.md says a new join is added; taken
+    out of the registries afterwards."""
+
+    @dataclass(frozen=True)
+    class Maximum(Layer):
+        """The elementwise maximum of values of one shape."""
+
+        kind: ClassVar[str] = "maximum"
+        arity: ClassVar[int | None] = None
+        is_join: ClassVar[bool] = True
+        builds_module: ClassVar[bool] = False
+        figure: ClassVar[str] = "join"
+
+        def output_shape(self, inputs):
+            assert all(shape == inputs[0] for shape in inputs)
+            return inputs[0]
+
+        def reference(self, inputs, tensors, training):
+            result = inputs[0]
+            for other in inputs[1:]:
+                result = torch.where(other > result, other, result)
+            return result
+
+        def forward_expression(self, names):
+            expression = names[0]
+            for name in names[1:]:
+                expression = f"torch.maximum({expression}, {name})"
+            return expression
+
+        def figure_label(self):
+            return "max"
+
+    yield Maximum
+    del NODE_KINDS["maximum"], JOINS["maximum"]
+
+
+def test_a_new_join_is_its_class_alone(maximum_join) -> None:
+    # Parsing, expansion, naming, the generated forward, figures and the editors' words
+    # all take the join from its class: nothing else was written for it.
+    from resdsl import vocabulary
+    from resdsl.backends import draw
+
+    text = """
+block b(w) {
+    conv 3x3, w
+    bn
+    maximum { conv 1x1, w; bn }
+    relu
+    add shortcut
+}
+network t { input 4x8x8; stem { conv 3x3, 8 }; stage s: 2 x b(8) }
+"""
+    network = resdsl.compile_text(text)
+    (first, second) = network.nodes("maximum")
+    assert (first.name, second.name) == ("s.0.maximum1", "s.1.maximum1")
+    assert len(first.inputs) == 2 and first.params == 0
+    model = randomise(build(network)).double()
+    assert "torch.maximum(" in type(model.s[0])._resdsl_source
+    x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    for training in (False, True):
+        model.train(training)
+        with torch.no_grad():
+            expected = interpret.run(network, model.state_dict(), x, training=training)
+            assert relative_error(model(x), expected) < 1e-12
+    assert 'label="max"' in draw.to_dot([network]).source
+    assert "maximum" in vocabulary.joins()

@@ -10,6 +10,9 @@ a front-end mistake (a value bound to the wrong node) cannot pass by being in bo
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 import resdsl
@@ -19,6 +22,8 @@ F = torch.nn.functional
 
 from resdsl.backends.torch import build  # noqa: E402
 from tests.oracle import compare_with_oracle, randomise, relative_error  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SK = """
 block sk_conv(width, stride=1, reduction=16, min_attn=8) {
@@ -509,7 +514,7 @@ network n {
 }
 """
     network = resdsl.compile_text(text, path="loops.res")
-    names = {attrs["name"] for _, attrs in network.nodes("conv")}
+    names = {node.name for node in network.nodes("conv")}
     assert names == {"s.0.even.0", "s.0.odd.1.x", "s.0.even.2", "s.1.odd.0.x", "s.1.odd.1.x", "s.1.odd.2.x"}
 
 
@@ -529,14 +534,14 @@ network n {
 }
 """
     network = resdsl.compile_text(text, path="loops.res")
-    assert [attrs["layer"].kind for _, attrs in network.nodes()] == ["input", "conv", "relu", "output"]
+    assert [node.kind for node in network.nodes()] == ["input", "conv", "relu", "output"]
 
 
 def test_generated_forward_passes_every_input() -> None:
     _network, model = _model(SK)
     source = type(model.layer1[0])._resdsl_source
     # The weighted sum reads four values; the split parts are views of one tensor.
-    assert " * " in source and "[:, 0:16]" in source and "[:, 16:32]" in source
+    assert " * " in source and ".chunk(2, 1)[0]" in source and ".chunk(2, 1)[1]" in source
 
 
 ERRORS = {
@@ -735,3 +740,93 @@ network n {
     joins = [block for block in network.blocks if block.join is not None]
     assert len(joins) == 6
     assert max(compare_with_oracle(network).values()) < 1e-9
+
+
+def test_the_language_server_reads_the_new_statements(tmp_path) -> None:
+    from resdsl.lsp.analysis import analyze, complete, hover
+
+    path = tmp_path / "sk.res"
+    path.write_text(SK, encoding="utf-8")
+    analysis = analyze(SK, path)
+    assert not analysis.errors, analysis.errors
+    lines = SK.splitlines()
+    weighted = next(number for number, line in enumerate(lines, 1) if "weighted" in line)
+    shown = hover(analysis, weighted, lines[weighted - 1].index("weighted") + 1)
+    assert shown is not None and "weighted" in shown
+    inside = next(number for number, line in enumerate(lines, 1) if line.strip() == "let x")
+    words = {item.label for item in complete(analysis, inside, 5)}
+    assert {"let", "from", "for", "split", "weighted"} <= words
+
+    broken = SK.replace("let p1\n", "")
+    analysis = analyze(broken, path)
+    assert any("'p1'" in error.message for error in analysis.errors)
+
+
+def test_a_branch_may_start_from_a_named_value() -> None:
+    # conv(x) + conv1x1(x), the second path written as a branch that starts from x.
+    text = """
+network n {
+    input 4x5x5
+    stem {
+        let x
+        a: conv 3x3, 4
+        add {
+            from x
+            b: conv 1x1, 4
+        }
+    }
+}
+"""
+    _network, model = _model(text)
+    state = model.state_dict()
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    with torch.no_grad():
+        assert relative_error(model(x), _conv(x, state, "a") + _conv(x, state, "b")) < 1e-15
+
+
+# The design sketch of round 3 ---------------------------------------------------------
+
+SHARED_SKETCH = ROOT.parent / "shared" / "design" / "LANGUAGE-3.md"
+VENDORED_SKETCH = ROOT / "tests" / "fixtures" / "LANGUAGE-3.md"
+
+
+def _sketch_examples() -> str:
+    document = (SHARED_SKETCH if SHARED_SKETCH.is_file() else VENDORED_SKETCH).read_text(encoding="utf-8")
+    return "\n".join(re.findall(r"```\n(.*?)```", document, flags=re.S))
+
+
+def test_vendored_sketch_is_current() -> None:
+    if not SHARED_SKETCH.is_file():
+        pytest.skip(f"{SHARED_SKETCH} is not beside this checkout; the vendored copy is used instead")
+    assert VENDORED_SKETCH.read_text(encoding="utf-8") == SHARED_SKETCH.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    "stage",
+    ["stage s: 2 x sk_conv(32)", "stage s: 3 x res2net_bottleneck(8)", "stage s: 2 x res2net_bottleneck(8, stride=2)"],
+)
+def test_each_sketched_block_runs_like_the_interpreter(stage: str) -> None:
+    text = _sketch_examples() + (
+        f"\nnetwork tiny {{\n    input 3x16x16\n    stem {{\n        conv 3x3, 32\n    }}\n    {stage}\n"
+        "    head {\n        avgpool\n        fc 3\n    }\n}\n"
+    )
+    network = resdsl.compile_text(text, path="sketch.res", network="tiny")
+    errors = compare_with_oracle(network)
+    assert max(errors.values()) < 1e-9, errors
+
+
+def test_the_shortcuts_modules_come_where_add_shortcut_stands() -> None:
+    text = """
+block b(w, stride=1) {
+    c1: conv 3x3, w, stride=stride
+    add shortcut
+    after: bn
+}
+network n {
+    input 4x8x8
+    stage s: 1 x b(8, stride=2)
+}
+"""
+    network = resdsl.compile_text(text, path="order.res")
+    keys = [key for key in build(network).state_dict() if key.endswith("weight")]
+    assert keys == ["s.0.c1.weight", "s.0.downsample.0.weight", "s.0.downsample.1.weight", "s.0.after.weight"]

@@ -123,7 +123,7 @@ network everything(classes=5) {
 
 def test_every_kind_and_construct_matches_the_reference_interpreter() -> None:
     network = resdsl.compile_text(EVERYTHING, path="everything.res")
-    used = {attrs["layer"].kind for _, attrs in network.nodes()}
+    used = {node.kind for node in network.nodes()}
     # The fixture must keep up with the language: every spelled kind and every join appears.
     missing = (set(LAYER_KINDS) | {"add", "mul", "cat", "zeropad"} - {"zeropad"}) - used
     assert not missing, missing

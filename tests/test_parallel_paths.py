@@ -17,7 +17,7 @@ from torch import nn
 
 import resdsl
 from resdsl.backends.torch import build, fold_for_inference
-from resdsl.passes.parallel_paths import find_parallel_folds
+from resdsl.passes.parallel_paths import apply_parallel_folds, find_parallel_folds
 from tests.oracle import randomise, relative_error
 from tests.test_reference_models import IMAGENET_INPUT, compile_at
 
@@ -109,6 +109,49 @@ def test_every_path_kind_folds_into_one_convolution() -> None:
     # The stem, one per `many` block (named as its largest convolution), and `kept`'s two.
     assert convs == ["conv1", "s1.0.dense", "s1.1.dense", "s2.0.dense", "s2.1.dense", "s3.0.conv1", "s3.0.conv2"]
     assert not [m for m in folded.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+LINTED = ("shape", "name", "params", "macs")
+
+
+def test_the_rewritten_ir_passes_lint_and_counts_the_folded_convolutions() -> None:
+    network = resdsl.compile_text(PATHS, path="paths.res")
+    folded, replaced = apply_parallel_folds(network, find_parallel_folds(network))
+    folded.lint(LINTED)
+    network.lint(LINTED)  # the original is left as it was
+    assert len(replaced) == 4 and all(folded.graph.node(node).kind == "conv" for node in replaced.values())
+    assert folded.num_params == sum(node.params for node in folded.graph.walk())
+    assert folded.num_params != network.num_params
+
+
+def test_a_residual_join_of_linear_paths_folds_too() -> None:
+    # conv-BN plus the identity shortcut, and conv-BN plus a projection (option B's
+    # 1x1 conv and BN at stride 2): each `add shortcut` is a sum of paths from the block input.
+    text = """
+block linear(width, stride=1) {
+    conv 3x3, width, stride=stride
+    bn
+    add shortcut
+    relu
+}
+network n {
+    input 4x8x8
+    shortcut B
+    stage s1: 2 x linear(4)
+    stage s2: 2 x linear(8, stride=2)
+}
+"""
+    network = resdsl.compile_text(text, path="n.res")
+    folds = find_parallel_folds(network)
+    assert [len(fold.terms) for fold in folds] == [2, 2, 2, 2]
+    folded, _ = apply_parallel_folds(network, folds)
+    folded.lint(LINTED)
+    assert all(block.join is None for block in folded.blocks)
+    model, x, expected = _pair(network)
+    with torch.no_grad():
+        result = fold_for_inference(model, network)
+        assert relative_error(result(x), expected) < 1e-12
+    assert [type(m).__name__ for m in result.modules() if isinstance(m, nn.Conv2d | nn.BatchNorm2d)] == ["Conv2d"] * 4
 
 
 def test_grouped_paths_keep_their_groups() -> None:

@@ -293,7 +293,7 @@ def test_cifar_figures_the_papers_print() -> None:
     # (10,178,490 of 10,327,706 for ResNet-1001; 1,679,034 of 1,703,258 for ResNet-164).
     for spec, printed in (("preact_resnet164", 1.7), ("preact_resnet1001", 10.2)):
         network = resdsl.compile(spec)
-        norms = sum(attrs["params"] for _, attrs in network.nodes("bn"))
+        norms = sum(node.params for node in network.nodes("bn"))
         assert round((network.num_params - norms) / 1e6, 1) == printed
     assert round(resdsl.compile("wrn28_10").num_params / 1e6, 1) == 36.5  # Table 5
 

@@ -25,8 +25,8 @@ import copy
 import math
 from dataclasses import dataclass
 
-from resdsl.ir import Network, new_node, remove_node, set_inputs
-from resdsl.layers import Add, AvgPool, BatchNorm, Conv
+from resdsl.ir import Network, Node
+from resdsl.layers import Add, AvgPool, BatchNorm, Conv, ShapeProblem
 
 Pair = tuple[int, int]
 
@@ -57,36 +57,30 @@ class ParallelFold:
 
     @property
     def removed(self) -> tuple[int, ...]:
-        """The nodes the folded convolution replaces."""
+        """The nodes the folded convolution replaces, each before the nodes it reads."""
         nodes = [self.join]
         for term in self.terms:
-            nodes += [node for node in (term.linear, term.norm) if node is not None]
+            nodes += [node for node in (term.norm, term.linear) if node is not None]
         return tuple(nodes)
 
 
 def find_parallel_folds(network: Network) -> list[ParallelFold]:
     """Every foldable sum of parallel linear paths in the network, in execution order."""
-    graph = network.graph
-    users: dict[int, int] = dict.fromkeys(graph.nodes, 0)
-    for node in graph.nodes:
-        for source in graph.nodes[node]["inputs"]:
-            users[source] += 1
     folds = []
-    for node in network.order():
-        attrs = graph.nodes[node]
-        if isinstance(attrs["layer"], Add) and len(attrs["inputs"]) >= 2:
-            fold = _fold_of(network, node, users)
+    for node in network.graph.walk(Add.kind):
+        if len(node.inputs) >= 2:
+            fold = _fold_of(network, node)
             if fold is not None:
                 folds.append(fold)
     return folds
 
 
-def _fold_of(network: Network, join: int, users: dict[int, int]) -> ParallelFold | None:
+def _fold_of(network: Network, join: Node) -> ParallelFold | None:
     graph = network.graph
-    shape = graph.nodes[join]["shape"]
+    shape = join.shape
     if len(shape) != 3:
         return None
-    found = [_path(network, value, users) for value in graph.nodes[join]["inputs"]]
+    found = [_path(network, value) for value in join.inputs]
     if any(path is None for path in found):
         return None
     sources = {source for source, _ in found}  # type: ignore[misc]
@@ -105,29 +99,28 @@ def _fold_of(network: Network, join: int, users: dict[int, int]) -> ParallelFold
                 return None  # the kernels' centres do not line up
     groups = math.gcd(*(term.groups for term in terms))
     conv = Conv(kernel, shape[0], terms[0].stride, padding, (1, 1), groups, bias=True)
-    source_shape = graph.nodes[source]["shape"]
     try:
-        if conv.output_shape([source_shape]) != shape:
+        if conv.output_shape([graph.node(source).shape]) != shape:
             return None
-    except Exception:  # a shape rule's complaint: this sum is not one convolution
+    except ShapeProblem:  # this sum is not one convolution
         return None
     convs = [term for term in terms if _is_conv(network, term)]
     widest = max(convs, key=lambda term: term.kernel[0] * term.kernel[1])
-    return ParallelFold(join, source, tuple(terms), conv, widest.linear)  # type: ignore[arg-type]
+    return ParallelFold(join.id, source, tuple(terms), conv, widest.linear)  # type: ignore[arg-type]
 
 
 def _is_conv(network: Network, term: PathTerm) -> bool:
-    return term.linear is not None and isinstance(network.graph.nodes[term.linear]["layer"], Conv)
+    return term.linear is not None and isinstance(network.graph.node(term.linear).layer, Conv)
 
 
-def _path(network: Network, value: int, users: dict[int, int]) -> tuple[int, PathTerm] | None:
+def _path(network: Network, value: int) -> tuple[int, PathTerm] | None:
     """(source, term) for the path ending at `value`; None where it is not linear."""
     graph = network.graph
-    node = value
+    node = graph.node(value)
     norm = linear = None
-    if isinstance(graph.nodes[node]["layer"], BatchNorm) and users[node] == 1:
-        norm, (node,) = node, graph.nodes[node]["inputs"]
-    layer = graph.nodes[node]["layer"]
+    if isinstance(node.layer, BatchNorm) and len(node.users) == 1:
+        norm, node = node.id, graph.node(node.inputs[0])
+    layer = node.layer
     foldable_pool = (
         isinstance(layer, AvgPool)
         and not layer.is_global
@@ -135,37 +128,38 @@ def _path(network: Network, value: int, users: dict[int, int]) -> tuple[int, Pat
         and (layer.count_include_pad or layer.padding == (0, 0))
     )
     foldable_conv = isinstance(layer, Conv) and layer.dilation == (1, 1)
-    if (foldable_pool or foldable_conv) and users[node] == 1:
-        linear, (node,) = node, graph.nodes[node]["inputs"]
+    if (foldable_pool or foldable_conv) and len(node.users) == 1:
+        linear, node = node.id, graph.node(node.inputs[0])
     source = node
-    channels = graph.nodes[source]["shape"][0]
+    channels = source.shape[0]
     if linear is None:
-        if graph.nodes[value]["shape"] != graph.nodes[source]["shape"]:
+        if graph.node(value).shape != source.shape:
             return None
-        return source, PathTerm(None, norm, (1, 1), (0, 0), (1, 1), channels)
-    layer = graph.nodes[linear]["layer"]
+        return source.id, PathTerm(None, norm, (1, 1), (0, 0), (1, 1), channels)
+    layer = graph.node(linear).layer
     if isinstance(layer, Conv):
-        return source, PathTerm(linear, norm, layer.kernel, layer.padding, layer.stride, layer.groups)
-    return source, PathTerm(linear, norm, layer.kernel, layer.padding, layer.stride, channels)
+        return source.id, PathTerm(linear, norm, layer.kernel, layer.padding, layer.stride, layer.groups)
+    return source.id, PathTerm(linear, norm, layer.kernel, layer.padding, layer.stride, channels)
+
+
+#: The fields a folded convolution takes from the convolution it is named after.
+_KEPT_FIELDS = ("pos", "trace", "scope", "block", "names", "label", "label_pos", "written", "role", "name")
 
 
 def apply_parallel_folds(network: Network, folds: list[ParallelFold]) -> tuple[Network, dict[int, int]]:
     """A copy of the network in which each fold's nodes are one ``conv`` node, named and
-    placed as the fold's widest convolution; and each fold's join mapped to its new node."""
+    placed as the fold's largest convolution; and each fold's join mapped to its new node."""
     folded = copy.deepcopy(network, {id(network.instance): network.instance})
     graph = folded.graph
     replaced: dict[int, int] = {}
     for fold in folds:
-        template = graph.nodes[fold.named_after]
-        shape = graph.nodes[fold.join]["shape"]
+        template = graph.node(fold.named_after)
+        shape = graph.node(fold.join).shape
         source = replaced.get(fold.source, fold.source)  # an earlier fold's sum, now its convolution
-        attrs = {key: value for key, value in template.items() if key not in ("layer", "inputs")}
-        attrs["shape"] = shape
-        attrs["params"], attrs["macs"] = fold.conv.cost([graph.nodes[source]["shape"]], shape)
-        node = new_node(graph, fold.conv, (source,), **attrs)
-        for reader in list(graph.successors(fold.join)):
-            inputs = tuple(node if source == fold.join else source for source in graph.nodes[reader]["inputs"])
-            set_inputs(graph, reader, inputs)
+        fields = {key: getattr(template, key) for key in _KEPT_FIELDS}
+        params, macs = fold.conv.cost([graph.node(source).shape], shape)
+        node = graph.create(fold.conv, (source,), shape=shape, params=params, macs=macs, **fields).id
+        graph.replace_all_uses_with(fold.join, node)
         gone = set(fold.removed)
         for block in folded.blocks:
             if gone & set(block.nodes):
@@ -183,11 +177,12 @@ def apply_parallel_folds(network: Network, folds: list[ParallelFold]) -> tuple[N
                 block.join = None
                 block.plan = None
             block.shortcut_nodes = tuple(old for old in block.shortcut_nodes if old not in gone)
+        # Erase from the sum back to the source, so that nothing erased is still read.
         for old in fold.removed:
-            remove_node(graph, old)
+            graph.erase(old)
         replaced[fold.join] = node
-    folded.num_params = sum(attrs["params"] for _, attrs in graph.nodes(data=True))
-    folded.macs = sum(attrs["macs"] for _, attrs in graph.nodes(data=True))
+    folded.num_params = sum(node.params for node in graph.walk())
+    folded.macs = sum(node.macs for node in graph.walk())
     return folded, replaced
 
 

@@ -29,7 +29,7 @@ from resdsl.evaluate import as_int, describe, evaluate
 from resdsl.layers import JOINS, Split, Weighted
 
 if TYPE_CHECKING:
-    import networkx as nx
+    from resdsl.ir import Graph
 
 #: Most iterations of one ``for`` loop (the network's layer bound applies as well).
 MAX_LOOP_ITERATIONS = 1024
@@ -80,6 +80,8 @@ class ValueScope:
     def __init__(self, parent: ValueScope | None, body: tuple = ()) -> None:
         self.parent = parent
         self.bindings: dict[str, Binding] = {}
+        #: Values that an enclosing branch's join will read once the branch is expanded.
+        self.pending: set[int] = set()
         self._body = body
         self._lets: dict[str, Pos] | None = None
 
@@ -135,7 +137,7 @@ class ValueScope:
 class ValueStatements:
     """The expander's statements over named values (mixed into resdsl.passes.expand.Expander)."""
 
-    graph: nx.DiGraph
+    graph: Graph
     interpolated: dict[tuple[int, str], tuple[Pos, str]]
     loop_names: list[str]  # the loop variables of the loops being unrolled, outermost first
 
@@ -235,18 +237,18 @@ class ValueStatements:
                 )
             return
         block = context.block
-        if self.graph.out_degree(value) > 0 or scope.names_node(value):
+        node = self.graph.node(value)
+        if node.users or scope.names_node(value) or value in scope.root.pending:
             return
         if block is not None and value in (block.tap, block.entry):
             return
-        attrs = self.graph.nodes[value]
-        if attrs["layer"].kind == "input":
+        if node.kind == "input":
             return
         raise ValueNameError(
             f"{what} replaces a value that nothing reads",
             pos,
             "name the value first (let NAME) and read it, or remove the layers that make it",
-        ).with_note("the value is made here", attrs["pos"])
+        ).with_note("the value is made here", node.pos)
 
     # Reading values ------------------------------------------------------------------------
 
