@@ -76,9 +76,9 @@ def test_kind_conforms(kind: str) -> None:
         assert attrs.macs == counter.get_total_flops() // 2
     else:
         assert attrs.params == attrs.macs == 0
-    # The trait the naming pass reads agrees with what the backend builds (a kind that is one
-    # tensor, layer scale, owns its name as a module would).
-    assert (module is not None or layer.holds_tensor) == layer.builds_module
+    # The trait the naming pass reads agrees with what the backend registers under the name
+    # (a module, or layer scale's lone tensor).
+    assert (module is not None or tensor is not None) == layer.builds_module
     with torch.no_grad():
         out = model(x)
         expected = interpret.run(network, model.state_dict(), x)

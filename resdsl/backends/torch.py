@@ -585,7 +585,9 @@ def load_weights(
 
 
 def fold_for_inference(model: nn.Module, network: Network) -> nn.Module:
-    """Eval mode, every foldable BN folded into its convolution, channels_last weights.
+    """Eval mode, every sum of parallel linear paths folded into one convolution
+    (:func:`fold_parallel_paths`: the model is rebuilt, so use the returned one),
+    every foldable BN folded into its convolution, channels_last weights.
 
     Folding follows the IR's dataflow: a BN folds into a convolution only where that
     convolution alone feeds the BN and nothing else reads the convolution's output
@@ -595,8 +597,13 @@ def fold_for_inference(model: nn.Module, network: Network) -> nn.Module:
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    graph = network.graph
+    from resdsl.passes.parallel_paths import find_parallel_folds
+
     model.eval()
+    folds = find_parallel_folds(network)
+    if folds:
+        model, network = fold_parallel_paths(model, network, folds)
+    graph = network.graph
     modules = dict(model.named_modules())
     for node in graph.walk(BatchNorm.kind):
         if len(node.inputs) != 1:
@@ -610,6 +617,91 @@ def fold_for_inference(model: nn.Module, network: Network) -> nn.Module:
         _replace_module(model, source.name, fuse_conv_bn_eval(conv, bn))
         _replace_module(model, node.name, nn.Identity())
     return model.to(memory_format=torch.channels_last)
+
+
+def fold_parallel_paths(model: nn.Module, network: Network, folds: list | None = None) -> tuple[nn.Module, Network]:
+    """The model rebuilt from the IR with every sum of parallel linear paths folded into
+    one convolution (resdsl.passes.parallel_paths), and that IR; in eval mode, it
+    computes what `model` computes in eval mode. The folded weights are computed in
+    float64 and stored in the model's dtype."""
+    from resdsl.passes.parallel_paths import apply_parallel_folds, find_parallel_folds
+
+    if folds is None:
+        folds = find_parallel_folds(network)
+    state = model.state_dict()
+    first = next(iter(state.values()))
+    folded_network, replaced = apply_parallel_folds(network, folds)
+    new_state = {}
+    for fold in folds:
+        name = folded_network.graph.node(replaced[fold.join]).name
+        weight, bias = _folded_weights(fold, network, state)
+        new_state[f"{name}.weight"] = weight.to(first.dtype)
+        new_state[f"{name}.bias"] = bias.to(first.dtype)
+    folded = build(folded_network, device=first.device, initialise=False).to(first.dtype)
+    kept = folded.state_dict()
+    for key in kept:
+        if key not in new_state:
+            new_state[key] = state[key]
+    folded.load_state_dict(new_state)
+    folded.network = folded_network
+    return folded.eval(), folded_network
+
+
+def _folded_weights(
+    fold: Any, network: Network, state: Mapping[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight and bias of a fold's convolution: each path as a convolution of the
+    source (a pool's kernel is 1 / K^2 on its channel, the identity's 1 at the
+    centre), scaled by its BN, zero-padded into the largest kernel, summed."""
+    graph = network.graph
+    conv = fold.conv
+    channels = graph.node(fold.source).shape[0]
+    out_channels = conv.out_channels
+    weight = torch.zeros(out_channels, channels // conv.groups, *conv.kernel, dtype=torch.float64)
+    bias = torch.zeros(out_channels, dtype=torch.float64)
+    for term in fold.terms:
+        if term.linear is not None and isinstance(graph.node(term.linear).layer, Conv):
+            prefix = graph.node(term.linear).name
+            w = state[f"{prefix}.weight"].to(torch.float64)
+            b = state.get(f"{prefix}.bias")
+            b = b.to(torch.float64) if b is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+        else:
+            # The identity, a BN or a pool: one channel to itself (a depthwise kernel).
+            kh, kw = term.kernel
+            w = torch.full((channels, 1, kh, kw), 1.0 / (kh * kw), dtype=torch.float64)
+            b = torch.zeros(channels, dtype=torch.float64)
+        if term.norm is not None:
+            prefix = graph.node(term.norm).name
+            eps = 1e-5  # the bn kind's eps (resdsl.layers.BatchNorm.reference)
+            scale = (
+                state[f"{prefix}.weight"].to(torch.float64)
+                / (state[f"{prefix}.running_var"].to(torch.float64) + eps).sqrt()
+            )
+            w = w * scale[:, None, None, None]
+            b = (b - state[f"{prefix}.running_mean"].to(torch.float64)) * scale + state[f"{prefix}.bias"].to(
+                torch.float64
+            )
+        w = _regroup(w, term.groups, conv.groups, channels)
+        top, left = conv.padding[0] - term.padding[0], conv.padding[1] - term.padding[1]
+        weight[:, :, top : top + term.kernel[0], left : left + term.kernel[1]] += w
+        bias += b
+    return weight, bias
+
+
+def _regroup(weight: torch.Tensor, groups: int, target: int, in_channels: int) -> torch.Tensor:
+    """A grouped convolution's weight as one with fewer groups (`target` divides
+    `groups`): block-diagonal, zero where an output channel did not read an input."""
+    if groups == target:
+        return weight
+    out_channels = weight.shape[0]
+    wide = weight.new_zeros(out_channels, in_channels // target, *weight.shape[2:])
+    out_per, in_per = out_channels // groups, in_channels // groups
+    out_per_target, in_per_target = out_channels // target, in_channels // target
+    for group in range(groups):
+        rows = slice(group * out_per, (group + 1) * out_per)
+        start = group * in_per - (group * out_per // out_per_target) * in_per_target
+        wide[rows, start : start + in_per] = weight[rows]
+    return wide
 
 
 def _replace_module(model: nn.Module, path: str, module: nn.Module) -> None:
