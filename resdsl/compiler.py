@@ -6,13 +6,11 @@ import gc
 from collections.abc import Sequence
 from pathlib import Path
 
-import networkx as nx
-
 from resdsl import syntax as ast
 from resdsl.errors import Pos, Source, SpecError, UseError, unknown
 from resdsl.evaluate import Value
 from resdsl.frontend import Namespace, choose, instantiate, load, load_text
-from resdsl.ir import Limits, Network, Settings
+from resdsl.ir import Graph, Limits, Network, Settings
 from resdsl.passes import run_passes
 from resdsl.shipped import shipped_specs, specs_dir
 
@@ -122,7 +120,7 @@ def _compile(
         instance.overrides.append(_input_override(input_shape))
     result = Network(
         name=name,
-        graph=nx.DiGraph(),
+        graph=Graph(),
         settings=Settings((), "B"),
         path=namespace.path,
         pos=pos,

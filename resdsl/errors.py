@@ -189,6 +189,12 @@ class UnknownNameError(SpecError):
     """A block, layer kind, parameter, setting or network that does not exist."""
 
 
+class ValueNameError(SpecError):
+    """A named value (``let``, ``from``, a join's operands) used wrongly: read before it
+    is bound, bound twice, never read, indexed out of range. Reported where it is
+    written, inside the block, not at the stage that uses the block."""
+
+
 class ShapeError(SpecError):
     """Dimensions that cannot work: sizes reaching zero, channels that do not divide..."""
 

@@ -91,6 +91,18 @@ def _evaluate(expr: ast.Expr, env: Mapping[str, Value]) -> Value:
                 return a / b
             except OverflowError:  # an int too large for a float: out of range all the same
                 raise out_of_range(float("inf"), pos) from None
+        case ast.ListExpr(items=items):
+            return tuple(as_int(evaluate(item, env), item.pos, "an item of a list of sizes") for item in items)
+        case ast.Index(target=target, index=index, pos=pos):
+            sizes = evaluate(target, env)
+            if not isinstance(sizes, tuple):
+                raise SpecError(f"only a list can be indexed, not {describe(sizes)}", target.pos)
+            at = as_int(evaluate(index, env), index.pos, "an index", minimum=None)
+            if not 0 <= at < len(sizes):
+                raise SpecError(
+                    f"index {at} is out of range: the list has {len(sizes)} items (0 to {len(sizes) - 1})", index.pos
+                )
+            return sizes[at]
         case ast.Call(name=name, args=args, pos=pos, name_pos=name_pos):
             function = FUNCTIONS.get(name)
             if function is None:
@@ -118,6 +130,10 @@ def names_in(*exprs: ast.Expr) -> set[str]:
             stack.append(node.operand)
         elif isinstance(node, ast.Call):
             stack += [arg.value for arg in node.args]
+        elif isinstance(node, ast.Index):
+            stack += [node.target, node.index]
+        elif isinstance(node, ast.ListExpr):
+            stack += list(node.items)
     return found
 
 

@@ -36,12 +36,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 
+from resdsl import tokens as token_patterns
 from resdsl.cli_support import EXIT_OK, EXIT_SPEC, UsageError
 from resdsl.errors import CompilerBug, LimitError, Pos, Source, SpecError, SpecSyntaxError, UseError
 from resdsl.files import kind_of, write_file
 from resdsl.frontend import decode_spec, read_spec
 from resdsl.ir import Limits
-from resdsl.vocabulary import KEYWORDS
+from resdsl.tokens import KEYWORDS
 
 #: Longest line the formatter writes where a statement can be wrapped after a comma.
 LINE_WIDTH = 100
@@ -54,24 +55,37 @@ EXIT_BUG = 3
 # Token kinds.
 NAME, SIZE, NUMBER, STRING, OP, EQUAL = "NAME", "SIZE", "NUMBER", "STRING", "OP", "EQUAL"
 LBRACE, RBRACE, LPAR, RPAR, COMMA, COLON = "LBRACE", "RBRACE", "LPAR", "RPAR", "COMMA", "COLON"
+LSQB, RSQB = "LSQB", "RSQB"
 SEMI, NEWLINE, COMMENT, CONTINUATION = "SEMI", "NEWLINE", "COMMENT", "CONTINUATION"
 
-_PUNCTUATION = {"{": LBRACE, "}": RBRACE, "(": LPAR, ")": RPAR, ",": COMMA, ":": COLON, ";": SEMI}
+_PUNCTUATION = {
+    "{": LBRACE,
+    "}": RBRACE,
+    "(": LPAR,
+    ")": RPAR,
+    "[": LSQB,
+    "]": RSQB,
+    ",": COMMA,
+    ":": COLON,
+    ";": SEMI,
+}
 
-# Alternatives tried at each position; sizes, reals and integers compete by length,
-# as they do in the compiler's lexer (3x3 is one size; 64x is 64 and then x).
+# Alternatives tried at each position, from resdsl/tokens.py; sizes, reals and integers
+# compete by length, as they do in the compiler's lexer (3x3 is one size; 64x is 64 and then x).
 _SKIP = re.compile(r"[ \t\f]+")
 _CONTINUATION = re.compile(r"\\\r?\n")
 _NEWLINE = re.compile(r"\r?\n")
-_COMMENT = re.compile(r"#[^\n]*")  # as the compiler reads it: a lone CR is comment text
-_STRING = re.compile(r'"[^"\n]*"')
-_OPERATOR = re.compile(r"==|!=|<=|>=|//|[-+*/%<>]")
+_COMMENT = re.compile(token_patterns.COMMENT)  # as the compiler reads it: a lone CR is comment text
+_STRING = re.compile(token_patterns.STRING)
+_OPERATOR = re.compile(token_patterns.OPERATOR)
 _NUMBERS = (
-    re.compile(r"[0-9]+(?:x[0-9]+)+"),
-    re.compile(r"[0-9]+\.[0-9]*(?:[eE][-+]?[0-9]+)?|\.[0-9]+(?:[eE][-+]?[0-9]+)?|[0-9]+[eE][-+]?[0-9]+"),
-    re.compile(r"[0-9]+"),
+    re.compile(token_patterns.SIZE),
+    re.compile(token_patterns.REAL),
+    re.compile(token_patterns.INTEGER),
 )
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*")
+_TEMPLATE = re.compile(token_patterns.TEMPLATE)
+_OUTER_LABEL = re.compile(token_patterns.OUTER_LABEL)
+_NAME = re.compile(token_patterns.NAME)
 
 
 @dataclass
@@ -126,10 +140,14 @@ def tokenize(text: str, path: str = "<string>") -> list[Token]:
             candidates = [found for pattern in _NUMBERS if (found := pattern.match(text, position))]
             match = max(candidates, key=lambda found: found.end())
             kind = SIZE if "x" in match.group() else NUMBER
+        elif match := _OUTER_LABEL.match(text, position):
+            kind = NAME  # a label such as ..convShortcut
         elif match := _OPERATOR.match(text, position):
             kind = OP
         elif char == "=":
             kind, match = EQUAL, re.compile("=").match(text, position)
+        elif match := _TEMPLATE.match(text, position):
+            kind = NAME  # a label such as convs.{i}
         elif match := _NAME.match(text, position):
             kind = NAME
         if kind is None or match is None:
@@ -296,7 +314,8 @@ def _head_words(tokens: list[Token]) -> set[int]:
 def _render(tokens: list[Token]) -> tuple[str, list[int]]:
     """The line's text, and the offsets just after each comma (where it may wrap)."""
     heads = _head_words(tokens)
-    alias = bool(tokens) and tokens[0].text == "network"
+    # `network a = b(...)` and `let last = s[3]` space their '='; arguments (stride=2) do not.
+    alias = bool(tokens) and tokens[0].text in ("network", "let")
     out: list[str] = []
     breaks: list[int] = []
     parens = 0
@@ -328,17 +347,22 @@ def _starts_operand(tokens: list[Token], index: int, heads: set[int]) -> bool:
     previous = tokens[index - 1]
     if index - 1 in heads:
         return True
-    if previous.kind in (OP, LPAR, COMMA, EQUAL, COLON, LBRACE):
+    if previous.kind in (OP, LPAR, LSQB, COMMA, EQUAL, COLON, LBRACE):
         return True
     return previous.is_keyword and previous.text not in ("true", "false")
 
 
 def _gap(previous: Token, token: Token, previous_is_head: bool, unary: bool, spaced_equal: bool, sign: bool) -> str:
     """The space between two tokens on one line."""
-    if token.kind in (COMMA, RPAR, COLON, SEMI):
+    if token.kind in (COMMA, RPAR, RSQB, COLON, SEMI):
         return ""
-    if previous.kind == LPAR:
+    if previous.kind in (LPAR, LSQB):
         return ""
+    if token.kind == LSQB:
+        # `s[i]` indexes; `split [64, 64]` and `, [p0, p1]` write a list.
+        if previous.kind in (RSQB, RPAR) or (previous.kind == NAME and not previous.is_keyword):
+            return "" if not previous_is_head else " "
+        return " "
     if previous.kind == EQUAL or token.kind == EQUAL:
         return " " if spaced_equal else ""
     if unary:

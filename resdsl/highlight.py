@@ -29,20 +29,22 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from resdsl import vocabulary
+from resdsl import tokens, vocabulary
 from resdsl.files import write_file
 
 SCOPE = "source.resdsl"
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
-_DOTTED = rf"{_NAME}(?:\.[A-Za-z0-9_]+)*"
+_DOTTED = tokens.NAME
+_TEMPLATE = tokens.TEMPLATE
+_OUTER_LABEL = tokens.OUTER_LABEL
 # A statement starts at a line's start or after a `;`.
 _STATEMENT_START = r"(?:^|(?<=;))"
 
 
 def _words(words: tuple[str, ...] | list[str]) -> str:
     # Longest first, so that no word's prefix wins where `\b` would allow it.
-    return "|".join(sorted(words, key=lambda word: (-len(word), word)))
+    return tokens.words_pattern(words)
 
 
 @dataclass(frozen=True)
@@ -101,12 +103,12 @@ def rules() -> tuple[Rule, ...]:
         ),
         Rule(
             "join",
-            rf"\b({_words(vocabulary.JOINS)})(?=[ \t]*\{{)",
+            rf"\b({_words(vocabulary.joins())})(?=[ \t]*\{{)",
             (Group("keyword.other.join.resdsl", "Keyword.Pseudo"),),
         ),
         Rule(
             "label",
-            rf"{_STATEMENT_START}([ \t]*)({_DOTTED})([ \t]*)(:)",
+            rf"{_STATEMENT_START}([ \t]*)({_DOTTED}|{_TEMPLATE}|{_OUTER_LABEL})([ \t]*)(:)",
             (
                 _space(),
                 Group("entity.name.label.resdsl", "Name.Label"),
@@ -130,6 +132,12 @@ def rules() -> tuple[Rule, ...]:
             (_keyword(),),
         ),
         Rule("control", rf"\b({_words(vocabulary.CONTROL_KEYWORDS)})\b", (_keyword("control"),)),
+        Rule("value", rf"\b({_words(vocabulary.VALUE_KEYWORDS)})\b", (_keyword("other.value"),)),
+        Rule(
+            "value-statement",
+            rf"{_STATEMENT_START}([ \t]*)({_words(vocabulary.VALUE_STATEMENTS)})\b",
+            (_space(), Group("support.function.value.resdsl", "Name.Builtin")),
+        ),
         Rule("repeat", r"\b(x)\b", (_keyword("repeat"),)),
         Rule(
             "word-operator",
@@ -162,10 +170,11 @@ def rules() -> tuple[Rule, ...]:
             (Group("variable.parameter.resdsl", "Name.Variable"),),
         ),
         Rule("call", rf"\b({_NAME})(?=\()", (Group("entity.name.function.call.resdsl", "Name.Function"),)),
+        Rule("range", r"(\.\.)", (Group("keyword.operator.range.resdsl", "Operator"),)),
         Rule("size", r"\b([0-9]+(?:x[0-9]+)+)\b", (Group("constant.numeric.size.resdsl", "Literal.Number"),)),
         Rule(
             "real",
-            r"((?:\b[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|\b[0-9]+[eE][-+]?[0-9]+)",
+            r"((?:\b[0-9]+\.(?!\.)[0-9]*|(?<!\.)\.[0-9]+)(?:[eE][-+]?[0-9]+)?|\b[0-9]+[eE][-+]?[0-9]+)",
             (Group("constant.numeric.float.resdsl", "Literal.Number.Float"),),
         ),
         Rule("integer", r"\b([0-9]+)\b", (Group("constant.numeric.integer.resdsl", "Literal.Number.Integer"),)),
@@ -177,6 +186,7 @@ def rules() -> tuple[Rule, ...]:
         Rule("arithmetic", r"(//|[-+*/%])", (Group("keyword.operator.arithmetic.resdsl", "Operator"),)),
         Rule("assignment", r"(=)", (Group("keyword.operator.assignment.resdsl", "Operator"),)),
         Rule("brace", r"([{}])", (Group("punctuation.section.braces.resdsl", "Punctuation"),)),
+        Rule("bracket", r"([\[\]])", (Group("punctuation.section.brackets.resdsl", "Punctuation"),)),
         Rule("parenthesis", r"([()])", (Group("punctuation.section.parens.resdsl", "Punctuation"),)),
         Rule("separator", r"([,:;])", (Group("punctuation.separator.resdsl", "Punctuation"),)),
         Rule("name", rf"({_DOTTED})", (Group("variable.other.resdsl", "Name"),)),

@@ -9,7 +9,8 @@ which ``for_inference`` is checked too.
 
 The tensors come from a state dict (a built module's, or any with the spec's keys);
 each node reads those under its name (``layer1.0.conv1.weight`` for the node named
-``layer1.0.conv1``). BN running statistics are read, never updated.
+``layer1.0.conv1``), and a node that is one tensor (layer scale) the key that is
+its name. BN running statistics are read, never updated.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from resdsl.ir import Network
+from resdsl.layers import Input, Output
 
 
 def run(network: Network, state: Mapping[str, Any], x: Any, *, training: bool = False) -> Any:
@@ -32,23 +34,21 @@ def run(network: Network, state: Mapping[str, Any], x: Any, *, training: bool = 
         module, _, attribute = key.rpartition(".")
         by_module.setdefault(module, {})[attribute] = tensor
     values: dict[int, Any] = {}
-    remaining_readers = dict.fromkeys(graph.nodes, 0)
-    for node in graph.nodes:
-        for source in graph.nodes[node]["inputs"]:
-            remaining_readers[source] += 1
+    remaining_readers = {node.id: len(node.users) for node in graph.walk()}
     result = None
-    for node in network.order():
-        attrs = graph.nodes[node]
-        layer = attrs["layer"]
-        if layer.kind == "input":
-            values[node] = x
+    for node in graph.walk():
+        layer = node.layer
+        if isinstance(layer, Input):
+            values[node.id] = x
             continue
-        inputs = [values[source] for source in attrs["inputs"]]
-        values[node] = layer.reference(inputs, by_module.get(attrs["name"], {}), training)
-        for source in attrs["inputs"]:
+        inputs = [values[source] for source in node.inputs]
+        # A node that is one tensor (layer scale) reads the key that is its name.
+        tensors = {"tensor": state[node.name]} if layer.holds_tensor else by_module.get(node.name, {})
+        values[node.id] = layer.reference(inputs, tensors, training)
+        for source in set(node.inputs):
             remaining_readers[source] -= 1
             if remaining_readers[source] == 0:
                 del values[source]  # keep memory to what is live, as deep networks need
-        if layer.kind == "output":
-            result = values[node]
+        if isinstance(layer, Output):
+            result = values[node.id]
     return result

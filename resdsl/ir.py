@@ -1,40 +1,21 @@
-"""The intermediate representation: a network as a networkx DiGraph of layers.
+"""The intermediate representation: a network as a dataflow graph of typed nodes.
 
-Nodes are integers, numbered in creation order. As in torch.fx, every node has
-ordered inputs (``inputs``, a tuple of node ids: a join's first input is the value it
-joins onto) and one of a small set of kinds (:data:`resdsl.layers.NODE_KINDS`).
-Graph edges mirror ``inputs`` for networkx's algorithms; :func:`new_node` and
-:func:`set_inputs` keep the two in step. Every node carries:
+As in torch.fx, every node is one typed object, a :class:`Node`: its layer (the
+kind, :data:`resdsl.layers.NODE_KINDS`), its ordered inputs (node ids; a join's
+first input is the value it joins onto), the nodes that read it (``users``), and
+typed fields for what the passes write (position, scope, shape, name, parameters,
+MACs). The graph is a :class:`Graph`, a ``networkx.DiGraph`` whose node ids
+(integers, in creation order) map to their :class:`Node` (``graph.node(id)``, or
+``graph.nodes[id]["node"]`` from plain networkx). One class owns every change:
+:meth:`Graph.create`, :meth:`Graph.set_inputs`, :meth:`Graph.replace_input`,
+:meth:`Graph.replace_all_uses_with` and :meth:`Graph.erase` derive the edges and the
+users from the inputs, so the three never disagree, and :meth:`Graph.lint` checks
+that they do not (tests run it after every pass).
 
-========== ===================================================================
-key        meaning (and the pass that writes it)
-========== ===================================================================
-layer      the typed layer (:mod:`resdsl.layers`); ``layer.kind`` is the node kind
-inputs     the ordered input node ids (expand; insert_shortcuts rewires joins)
-pos        the source position of the statement it came from (expand)
-trace      the instantiation chain, outermost first: :class:`Frame` tuples for
-           network aliases, stage lines and blocks used inside blocks (expand)
-scope      :class:`Scope`: section, stage, block index and type of the stage-level
-           block the node belongs to (expand)
-block      the :class:`BlockInstance` (innermost) the node belongs to, or None (expand)
-path       the module path of its naming scope, e.g. ``layer1.0.se`` (expand)
-label      the user's label (``conv1: conv ...``), possibly a dotted path, or None (expand)
-written    the kind as the statement wrote it (``bn`` under ``norm gn(32)``): names
-           count by it (expand)
-role       ``"main"``, ``"branch"`` (inside a side branch) or ``"shortcut"`` (a
-           projection's or zero-pad's layers) (expand, insert_shortcuts)
-shape      the output shape, ``(C, H, W)`` or ``(F,)`` (infer_shapes)
-name       the qualified module name, e.g. ``layer1.0.conv1`` (assign_names)
-params     the number of trainable parameters (count_cost)
-macs       multiply-accumulates for one input (count_cost)
-========== ===================================================================
-
-Edges carry ``shape`` (the tensor that flows along them, written by infer_shapes).
 Block structure (where each block starts, where its shortcut is tapped and joined,
 its stride and shortcut plan) is computed once, in :attr:`Network.blocks`, and
-backends read it from there.
-
-Backends read these keys; they never re-derive shapes, block structure or names.
+backends read it from there. Backends read the typed fields; they never re-derive
+shapes, block structure or names. docs/ir.md documents every field.
 """
 
 from __future__ import annotations
@@ -75,6 +56,298 @@ class Scope:
         return f"{self.stage}.{self.index}" if self.stage is not None else ""
 
 
+@dataclass(eq=False)
+class NameScope:
+    """Where a node's module name is rooted. The naming pass resolves it to a path:
+    ``label`` when given (a dotted path, relative to the parent), else the block
+    type numbered within the parent (``se1``). A projection's scope numbers its
+    unlabelled layers by position, as ``nn.Sequential`` does."""
+
+    parent: NameScope | None
+    label: str | None = None
+    written: str = ""
+    by_position: bool = False
+    pos: Pos | None = None
+
+
+class Node:
+    """One node of the IR: a layer applied to ordered inputs, and what the passes know of it.
+
+    ``inputs`` and ``users`` are read-only here: :class:`Graph` changes them, keeping
+    the graph's edges in step. The other fields are plain attributes, written by the
+    pass named beside each (docs/ir.md, "Node fields").
+    """
+
+    __slots__ = (
+        "_inputs",
+        "_users",
+        "block",
+        "id",
+        "label",
+        "label_pos",
+        "layer",
+        "macs",
+        "name",
+        "names",
+        "params",
+        "pos",
+        "role",
+        "scope",
+        "shape",
+        "trace",
+        "written",
+    )
+
+    def __init__(
+        self,
+        id: int,
+        layer: Layer,
+        inputs: tuple[int, ...] = (),
+        *,
+        pos: Pos | None = None,
+        trace: tuple[Frame, ...] = (),
+        scope: Scope | None = None,
+        block: int | None = None,
+        names: NameScope | None = None,
+        label: str | None = None,
+        label_pos: Pos | None = None,
+        written: str = "",
+        role: str = "main",
+        shape: Shape | None = None,
+        name: str | None = None,
+        params: int | None = None,
+        macs: int | None = None,
+    ) -> None:
+        self.id = id
+        self.layer = layer  # the typed layer; its class is the node's kind (expand)
+        self._inputs = tuple(inputs)  # ordered input ids (Graph)
+        self._users: dict[int, None] = {}  # the nodes reading this one, in the order they began to (Graph)
+        self.pos = pos  # the statement it came from (expand)
+        self.trace = trace  # the instantiation chain, outermost first (expand)
+        self.scope = scope  # the stage-level block it belongs to (expand)
+        self.block = block  # id of the innermost BlockInstance holding it, or None (expand)
+        self.names = names  # the naming scope its module name is rooted in (expand)
+        self.label = label  # the user's label, possibly a dotted path (expand)
+        self.label_pos = label_pos  # where the label is written (expand)
+        self.written = written  # the kind as written: unlabelled names count by it (expand)
+        self.role = role  # "main", "branch" or "shortcut" (expand)
+        self.shape = shape  # output shape, (C, H, W) or (F,) (expand, as each node is made)
+        self.name = name  # qualified module name, e.g. layer1.0.conv1 (assign_names)
+        self.params = params  # trainable parameters (count_cost)
+        self.macs = macs  # multiply-accumulates for one input (count_cost)
+
+    @property
+    def kind(self) -> str:
+        return self.layer.kind
+
+    @property
+    def inputs(self) -> tuple[int, ...]:
+        return self._inputs
+
+    @property
+    def users(self) -> tuple[int, ...]:
+        return tuple(self._users)
+
+    def __repr__(self) -> str:
+        inputs = ", ".join(f"%{source}" for source in self._inputs)
+        return f"<Node %{self.id} {self.name or self.kind} = {self.kind}({inputs})>"
+
+
+#: The fields lint can ask for, and how each is read.
+_FIELD_READERS = {
+    "shape": lambda node: node.shape,
+    "name": lambda node: node.name,
+    "params": lambda node: node.params,
+    "macs": lambda node: node.macs,
+}
+
+#: The fields a node must have once the pass that writes them has run (checked by lint).
+WRITTEN_BY = {"expand": ("shape",), "assign_names": ("name",), "count_cost": ("params", "macs")}
+
+
+class IRError(AssertionError):
+    """The IR broke an invariant (raised by lint): a compiler bug, never the user's."""
+
+
+class Graph(nx.DiGraph):
+    """The IR's graph: node ids map to typed :class:`Node` objects, and this class owns
+    every change to inputs, so that edges (networkx's) and users (the nodes') are
+    derived from them and never disagree.
+
+    It is a ``networkx.DiGraph``, so networkx's algorithms read it directly; each
+    networkx node's data holds one key, ``"node"``, the typed node, and is the only
+    map from ids to nodes (a networkx copy reads the same nodes). Change the graph
+    only through the methods below (networkx's own ``add_edge`` and ``remove_node``
+    would bypass them; :meth:`lint` reports it).
+    """
+
+    def __init__(self, incoming_graph_data: Any = None, **attr: Any) -> None:
+        super().__init__(incoming_graph_data, **attr)
+        self._next_id = 0
+        self._version = 0
+        self._order: tuple[int, list[int]] | None = None
+
+    # Reading ------------------------------------------------------------------------
+
+    def node(self, node: int) -> Node:
+        """The typed node of an id."""
+        return self._node[node]["node"]
+
+    @property
+    def next_id(self) -> int:
+        """The id the next created node will have (ids count up from 0)."""
+        return self._next_id
+
+    def users(self, node: int) -> tuple[int, ...]:
+        """The nodes that read `node`'s value."""
+        return self._node[node]["node"].users
+
+    def execution_order(self) -> list[int]:
+        """The node ids in execution order: topological, ties broken by creation.
+
+        Cached under a version that every change bumps: every pass walks the graph in
+        this order, and sorting dominated compile time on deep networks.
+        """
+        if self._order is None or self._order[0] != self._version:
+            pending = {node: len(set(data["node"]._inputs)) for node, data in self._node.items()}
+            ready = [node for node, count in pending.items() if count == 0]
+            heapq.heapify(ready)
+            order: list[int] = []
+            while ready:
+                node = heapq.heappop(ready)
+                order.append(node)
+                for reader in self._node[node]["node"]._users:
+                    pending[reader] -= 1
+                    if pending[reader] == 0:
+                        heapq.heappush(ready, reader)
+            if len(order) != len(pending):
+                raise IRError("the IR has a cycle")
+            self._order = (self._version, order)
+        return self._order[1]
+
+    def walk(self, kind: str | None = None) -> Iterator[Node]:
+        """The typed nodes in execution order, optionally of one kind."""
+        data = self._node
+        for node in self.execution_order():
+            typed = data[node]["node"]
+            if kind is None or typed.layer.kind == kind:
+                yield typed
+
+    # Changing -----------------------------------------------------------------------
+
+    def create(self, layer: Layer, inputs: tuple[int, ...] = (), **fields: Any) -> Node:
+        """A new node reading `inputs` (ids of existing nodes), with the given fields."""
+        node = Node(self._next_id, layer, tuple(inputs), **fields)
+        for source in node._inputs:
+            if source not in self._node:
+                raise IRError(f"node {node.id} reads node {source}, which is not in the graph")
+        self._next_id += 1
+        self._version += 1
+        self.add_node(node.id, node=node)
+        for source in node._inputs:
+            self._link(source, node.id)
+        return node
+
+    def set_inputs(self, node: int, inputs: tuple[int, ...]) -> None:
+        """Rewire a node's ordered inputs; edges and users follow."""
+        typed = self._node[node]["node"]
+        inputs = tuple(inputs)
+        for source in inputs:
+            if source not in self._node:
+                raise IRError(f"node {node} would read node {source}, which is not in the graph")
+        self._version += 1
+        for source in set(typed._inputs) - set(inputs):
+            self.remove_edge(source, node)
+            del self._node[source]["node"]._users[node]
+        typed._inputs = inputs
+        for source in inputs:
+            if not self.has_edge(source, node):
+                self._link(source, node)
+
+    def replace_input(self, node: int, old: int, new: int) -> None:
+        """Every use of `old` among `node`'s inputs becomes `new`."""
+        self.set_inputs(node, tuple(new if source == old else source for source in self._node[node]["node"]._inputs))
+
+    def replace_all_uses_with(self, node: int, replacement: int) -> list[int]:
+        """Every node reading `node` reads `replacement` instead; returns those nodes."""
+        changed = list(self._node[node]["node"]._users)
+        for user in changed:
+            self.replace_input(user, node, replacement)
+        return changed
+
+    def erase(self, node: int) -> None:
+        """Remove a node that nothing reads."""
+        typed = self._node[node]["node"]
+        if typed._users:
+            raise IRError(f"cannot erase node {node}: nodes {sorted(typed._users)} still read it")
+        self._version += 1
+        for source in set(typed._inputs):
+            del self._node[source]["node"]._users[node]
+        self.remove_node(node)
+
+    def _link(self, source: int, node: int) -> None:
+        self.add_edge(source, node)
+        self._node[source]["node"]._users[node] = None
+
+    # Checking -----------------------------------------------------------------------
+
+    def lint(self, fields: tuple[str, ...] = ()) -> None:
+        """Check every invariant of the graph; an :class:`IRError` names the first broken one.
+
+        Edges, inputs and users agree; execution order is topological and complete;
+        each node's data is its typed node alone (no pass scaffolding); every node has
+        `fields` set and as many inputs as its kind takes.
+        """
+        typed: dict[int, Node] = {}
+        for node_id, data in self._node.items():
+            node = data.get("node")
+            if len(data) != 1 or not isinstance(node, Node) or node.id != node_id:
+                raise IRError(f"node {node_id} carries {sorted(data)}, not its typed node alone")
+            typed[node_id] = node
+        if self.graph:
+            raise IRError(f"the graph carries attributes {sorted(self.graph)}")
+        need_shape, need_name = "shape" in fields, "name" in fields
+        need_cost = "params" in fields or "macs" in fields
+        edges = set()
+        for node_id, node in typed.items():
+            for source in node._inputs:
+                if source not in typed:
+                    raise IRError(f"node {node_id} reads node {source}, which is not in the graph")
+                edges.add((source, node_id))
+                if node_id not in typed[source]._users:
+                    raise IRError(f"node {node_id} reads node {source} but is not among its users")
+            for user in node._users:
+                if user not in typed or node_id not in typed[user]._inputs:
+                    raise IRError(f"node {user} is a user of node {node_id} but does not read it")
+            if (
+                (need_shape and node.shape is None)
+                or (need_name and node.name is None)
+                or (need_cost and (node.params is None or node.macs is None))
+            ):
+                missing = [name for name in fields if _FIELD_READERS[name](node) is None]
+                raise IRError(f"node {node_id} ({node.kind}) has no {', '.join(missing)}")
+            arity = node.layer.arity
+            count = len(node._inputs)
+            if count != arity if arity is not None else count < 2:
+                wanted = arity if arity is not None else "two or more"
+                raise IRError(f"node {node_id} ({node.kind}) has {count} inputs; the kind takes {wanted}")
+        actual = set()
+        for source, targets in self._succ.items():
+            for target, data in targets.items():
+                actual.add((source, target))
+                if data:
+                    raise IRError(f"the edge {source} -> {target} carries attributes")
+        if edges != actual:
+            raise IRError(f"edges and inputs differ: {sorted(edges ^ actual)}")
+        order = self.execution_order()
+        position = {node: index for index, node in enumerate(order)}
+        if len(position) != len(typed):
+            raise IRError("the execution order misses nodes")
+        for node_id, node in typed.items():
+            if any(position[source] >= position[node_id] for source in node._inputs):
+                raise IRError(f"node {node_id} runs before one of its inputs")
+
+
 @dataclass(frozen=True)
 class Settings:
     """A network's settings (``input``, ``shortcut``...), after overrides."""
@@ -93,8 +366,8 @@ class Settings:
 @dataclass
 class BlockInstance:
     """One instance of a block type in the network: a stage's repetition, or a block
-    used inside another block. Written by expand (entry, tap, join, nodes) and by
-    the shortcut passes (plan, shortcut_nodes, stride); backends read it.
+    used inside another block. Written by expand (entry, tap, join, plan, shortcut
+    nodes, nodes), block_structure (stride) and assign_names (path); backends read it.
     """
 
     id: int
@@ -109,13 +382,14 @@ class BlockInstance:
     entry: int = -1  # the node whose value enters the block
     exit: int = -1  # the node whose value leaves it
     tap: int | None = None  # where `tap shortcut` reads; None: the entry
-    join: int | None = None  # the `add shortcut` node (removed under shortcut none)
-    plan: Any = None  # the ShortcutPlan of the join (validate)
-    shortcut_nodes: tuple[int, ...] = ()  # the projection's or zero-pad's nodes (insert_shortcuts)
+    join: int | None = None  # the `add shortcut` node (None under shortcut none)
+    plan: Any = None  # the ShortcutPlan of `add shortcut`, decided where it is expanded
+    shortcut_nodes: tuple[int, ...] = ()  # the projection's or zero-pad's nodes
     nodes: list[int] = field(default_factory=list)  # every node of the block, nested ones included
     stride: tuple[int, int] = (1, 1)  # the spatial reduction from entry to exit (structure pass)
     names: Any = field(default=None, repr=False)  # its naming scope (expand; resolved by assign_names)
     tap_pos: Pos | None = field(default=None, repr=False)
+    join_pos: Pos | None = field(default=None, repr=False)  # where `add shortcut` stands
 
     @property
     def shortcut_source(self) -> int:
@@ -156,12 +430,12 @@ class Limits:
 class Network:
     """A compiled network: the validated IR and its figures.
 
-    The passes fill it in; after :func:`resdsl.compile` returns, every documented
-    node key is present.
+    The passes fill it in; after :func:`resdsl.compile` returns, every node has every
+    field documented in docs/ir.md (``Network.lint`` checks it).
     """
 
     name: str
-    graph: nx.DiGraph
+    graph: Graph
     settings: Settings
     path: str
     pos: Pos
@@ -176,50 +450,54 @@ class Network:
     instance: Any = field(default=None, repr=False)
 
     def order(self) -> list[int]:
-        """The nodes in execution order: topological, ties broken by creation.
+        """The node ids in execution order: topological, ties broken by creation."""
+        return self.graph.execution_order()
 
-        Cached under the graph's version, which every change through this module
-        (:func:`new_node`, :func:`set_inputs`, :func:`remove_node`) bumps: every pass
-        walks the graph in this order, and sorting dominated compile time on deep
-        networks.
-        """
-        graph = self.graph
-        key = graph.graph.get("version", 0)
-        cached = graph.graph.get("order")
-        if cached is None or cached[0] != key:
-            successors = graph.succ
-            pending = {node: len(predecessors) for node, predecessors in graph.pred.items()}
-            ready = [node for node, count in pending.items() if count == 0]
-            heapq.heapify(ready)
-            order: list[int] = []
-            while ready:
-                node = heapq.heappop(ready)
-                order.append(node)
-                for reader in successors[node]:
-                    pending[reader] -= 1
-                    if pending[reader] == 0:
-                        heapq.heappush(ready, reader)
-            if len(order) != len(pending):  # pragma: no cover - expand builds no cycles
-                raise ValueError("the IR has a cycle")
-            cached = (key, order)
-            graph.graph["order"] = cached
-        return cached[1]
+    def nodes(self, kind: str | None = None) -> Iterator[Node]:
+        """The typed nodes in execution order, optionally of one kind."""
+        return self.graph.walk(kind)
 
-    def nodes(self, kind: str | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
-        """(node, attributes) in execution order, optionally of one kind."""
-        data = self.graph.nodes
-        for node in self.order():
-            if kind is None or data[node]["layer"].kind == kind:
-                yield node, data[node]
+    def node(self, node: int) -> Node:
+        """The typed node of an id."""
+        return self.graph.node(node)
 
     def layer_count(self) -> int:
-        """Layers with weights on the main path (conv and fc, not shortcuts or side
-        branches): the "34" of ResNet-34."""
-        return sum(
-            1
-            for _, attrs in self.graph.nodes(data=True)
-            if attrs["layer"].kind in ("conv", "fc") and attrs.get("role") == "main"
-        )
+        """Layers with weights on the main path (the kinds that count as layers, not
+        shortcuts or side branches): the "34" of ResNet-34."""
+        return sum(1 for node in self.graph.walk() if node.layer.counts_as_layer and node.role == "main")
+
+    def lint(self, fields: tuple[str, ...] = ()) -> None:
+        """:meth:`Graph.lint`, and the block records against the graph: every node a
+        block names exists, each node's block holds it, shortcut nodes are the block's
+        own, a block with a plan other than ``none`` has its join, and the expander
+        left nothing on the network."""
+        graph = self.graph
+        graph.lint(fields)
+        if self.instance is not None:  # the front end's definition, read by expand alone
+            raise IRError(f"the network still carries {type(self.instance).__name__} after expansion")
+        by_id = {block.id: block for block in self.blocks}
+        members = {block.id: set(block.nodes) for block in self.blocks}
+        present = set(graph)
+        for block in self.blocks:
+            for what, node in (("entry", block.entry), ("exit", block.exit), ("tap", block.tap), ("join", block.join)):
+                if node is not None and node not in present:
+                    raise IRError(f"block {block.id} ({block.type}) names node {node} as its {what}, not in the graph")
+            missing = members[block.id] - present
+            if missing:
+                raise IRError(f"block {block.id} ({block.type}) holds nodes {sorted(missing)}, not in the graph")
+            if not set(block.shortcut_nodes) <= members[block.id]:
+                raise IRError(f"block {block.id} ({block.type}) has shortcut nodes outside it")
+            if block.parent is not None and not members[block.id] <= members[block.parent]:
+                raise IRError(f"block {block.id} ({block.type}) has nodes its parent {block.parent} lacks")
+            if block.join is not None:
+                join = graph.node(block.join)
+                if not join.layer.is_join:
+                    raise IRError(f"block {block.id} ({block.type}) joins its shortcut at a {join.kind} node")
+            if block.plan is not None and (block.plan.kind == "none") != (block.join is None):
+                raise IRError(f"block {block.id} ({block.type}) has a {block.plan.kind} shortcut but join {block.join}")
+        for node in graph.walk():
+            if node.block is not None and (node.block not in by_id or node.id not in members[node.block]):
+                raise IRError(f"node {node.id} ({node.kind}) names block {node.block}, which does not hold it")
 
     def stage_blocks(self) -> list[BlockInstance]:
         """The stage-level block instances, in order."""
@@ -248,57 +526,48 @@ class Network:
         return f"{self.name}: {self.num_params:,} params, {self.macs / 1e9:.3f} GMACs, output {shape}"
 
 
-def new_node(graph: nx.DiGraph, layer: Layer, inputs: tuple[int, ...] = (), **attrs: Any) -> int:
-    node = graph.graph.get("next_id", 0)
-    graph.graph["next_id"] = node + 1
-    _touch(graph)
-    graph.add_node(node, layer=layer, inputs=tuple(inputs), **attrs)
-    for source in inputs:
-        graph.add_edge(source, node)
-    return node
+# Module-level forms of the Graph methods, for code written before Graph had them.
 
 
-def set_inputs(graph: nx.DiGraph, node: int, inputs: tuple[int, ...]) -> None:
-    """Rewire a node's ordered inputs, keeping the graph's edges in step."""
-    _touch(graph)
-    for source in set(graph.nodes[node]["inputs"]) - set(inputs):
-        graph.remove_edge(source, node)
-    graph.nodes[node]["inputs"] = tuple(inputs)
-    for source in inputs:
-        if not graph.has_edge(source, node):
-            shape = graph.nodes[source].get("shape")
-            graph.add_edge(source, node, **({"shape": shape} if shape is not None else {}))
+def new_node(graph: Graph, layer: Layer, inputs: tuple[int, ...] = (), **fields: Any) -> int:
+    """:meth:`Graph.create`, returning the new node's id."""
+    return graph.create(layer, inputs, **fields).id
 
 
-def remove_node(graph: nx.DiGraph, node: int) -> None:
-    _touch(graph)
-    graph.remove_node(node)
+def set_inputs(graph: Graph, node: int, inputs: tuple[int, ...]) -> None:
+    """:meth:`Graph.set_inputs`."""
+    graph.set_inputs(node, inputs)
 
 
-def _touch(graph: nx.DiGraph) -> None:
-    graph.graph["version"] = graph.graph.get("version", 0) + 1
+def remove_node(graph: Graph, node: int) -> None:
+    """:meth:`Graph.erase`."""
+    graph.erase(node)
 
 
-def readers(graph: nx.DiGraph, node: int) -> list[int]:
-    """The nodes that read `node`'s value."""
-    return list(graph.successors(node))
+def readers(graph: Graph, node: int) -> list[int]:
+    """The nodes that read `node`'s value (:meth:`Graph.users`)."""
+    return list(graph.users(node))
 
 
-def node_error(graph: nx.DiGraph, node: int, message: str, hint: str | None = None, cls=SpecError) -> SpecError:
-    """An error about a node, at the user's line that instantiated it.
+def node_error(graph: Graph, node: int, message: str, hint: str | None = None, cls=SpecError) -> SpecError:
+    """An error about a node, at the user's line that instantiated it (:func:`located_error`)."""
+    typed = graph.node(node)
+    return located_error(typed.pos, typed.trace, typed.scope, message, hint, cls)
+
+
+def located_error(
+    pos: Pos, trace: tuple[Frame, ...], scope: Scope | None, message: str, hint: str | None = None, cls=SpecError
+) -> SpecError:
+    """An error about a statement expanded at `trace` in `scope`, at the user's line.
 
     A layer written in a block is reported at the stage line that expanded the
     block, with the block's own line as a note; a layer written directly in the
     network is reported at its own line.
     """
-    attrs = graph.nodes[node]
-    pos: Pos = attrs["pos"]
-    trace: tuple[Frame, ...] = attrs.get("trace", ())
     notes: list[Note] = []
     primary = pos
-    if attrs["scope"].block is not None and trace:
+    if scope is not None and scope.block is not None and trace:
         primary = trace[-1].pos
-        scope = attrs["scope"]
         where = f"in block '{scope.block}', repetition {scope.index}"
         if trace[-1].what.startswith("block "):
             # The layer is in a block used inside the stage's block: name the one it is in.
@@ -319,7 +588,7 @@ def activation_bytes(network: Network) -> int:
     tensors as it goes, an upper bound. Read from the IR's shapes, so known before
     anything is allocated.
     """
-    return 4 * sum(math.prod(attrs["shape"]) for _, attrs in network.graph.nodes(data=True))
+    return 4 * sum(math.prod(node.shape) for node in network.graph.walk())
 
 
 #: Largest kernel, stride, padding or dilation a forward pass is run with: torch's CPU
@@ -331,14 +600,14 @@ MAX_KERNEL_SIZE = 2**31 - 1
 def check_forward_pass(network: Network) -> None:
     """A LimitError if one forward pass would need more than ``limits.max_activation_bytes``,
     or a layer's sizes are past what torch's kernels index (MAX_KERNEL_SIZE)."""
-    for node, attrs in network.graph.nodes(data=True):
-        fields = getattr(attrs["layer"], "__dict__", {})  # the layer dataclass's fields
+    for node in network.graph.walk():
+        fields = getattr(node.layer, "__dict__", {})  # the layer dataclass's fields
         for what in ("kernel", "stride", "padding", "dilation"):
             sizes = fields.get(what)
             if isinstance(sizes, tuple) and max(sizes) > MAX_KERNEL_SIZE:
                 raise node_error(
                     network.graph,
-                    node,
+                    node.id,
                     f"a {what} of {max(sizes):,} is past what torch's kernels take ({MAX_KERNEL_SIZE:,})",
                     "a stride or padding larger than the input does nothing a smaller one would not",
                     cls=LimitError,

@@ -38,6 +38,8 @@ Shape = tuple[int, ...]
 NODE_KINDS: dict[str, type[Layer]] = {}
 #: The kinds a spec may write as a layer statement.
 LAYER_KINDS: dict[str, type[Layer]] = {}
+#: The joins, written as a branch (``mul { ... }``): every kind whose ``is_join`` is set.
+JOINS: dict[str, type[Layer]] = {}
 
 
 class ShapeProblem(Exception):
@@ -102,13 +104,45 @@ class Layer:
     arity: ClassVar[int | None] = 1
     #: A normalisation layer: what the ``norm`` setting replaces.
     is_norm: ClassVar[bool] = False
+    #: The node is one tensor, not a module: its name is the tensor's key in the
+    #: enclosing module (``layerscale``). Its constructor names a tensor factory.
+    holds_tensor: ClassVar[bool] = False
+    #: An activation: what the ``act`` setting may name.
+    is_activation: ClassVar[bool] = False
+    #: A join of two or more values, written as a branch (``mul { ... }``); its
+    #: :meth:`forward_expression` is the generated forward's code for it.
+    is_join: ClassVar[bool] = False
+    #: Computed by the generated forward's own code (:meth:`forward_expression`), with no
+    #: module, though not written as a branch: a split's part, a weighted sum.
+    computed_inline: ClassVar[bool] = False
+    #: Counts as a layer of the network's depth (the "34" of ResNet-34) on the main path.
+    counts_as_layer: ClassVar[bool] = False
+    #: Builds a module (and so owns its name: two nodes of such kinds may not share one).
+    builds_module: ClassVar[bool] = True
+    #: An end of the graph (input, output): it has no stage and no row in tables.
+    graph_end: ClassVar[bool] = False
+    #: The name every node of this kind has (``input``), instead of a numbered one.
+    fixed_name: ClassVar[str | None] = None
+    #: Its module takes ``inplace=True``, used where nothing else reads its input.
+    runs_in_place: ClassVar[bool] = False
+    #: A join's in-place operator (``+=``), used where nothing else reads its first input.
+    in_place_operator: ClassVar[str | None] = None
+    #: How a figure shows it at layer detail: ``"box"`` (a box of its own, as Fig. 3
+    #: draws convolutions, pools and fc), ``"marker"`` (a dashed marker: drop path),
+    #: ``"join"`` (where a side branch comes back) or ``"fold"`` (into the box above).
+    figure: ClassVar[str] = "fold"
+    #: A box's fill in figures: ``"width"`` (by output channels), ``"fc"`` or ``"pool"``.
+    figure_fill: ClassVar[str] = "pool"
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, register: bool = True, **kwargs: Any) -> None:
+        # register=False: a kind made outside the language (a test's, a tool's), known to no registry.
         super().__init_subclass__(**kwargs)
-        if cls.kind:
+        if cls.kind and register:
             NODE_KINDS[cls.kind] = cls
             if cls.spelled:
                 LAYER_KINDS[cls.kind] = cls
+            if cls.is_join:
+                JOINS[cls.kind] = cls
 
     @classmethod
     def from_arguments(cls, values: Mapping[str, tuple[Value, Pos]], pos: Pos) -> Layer:
@@ -146,6 +180,11 @@ class Layer:
         raise NotImplementedError(self.kind)  # pragma: no cover - every kind overrides it
 
     # Figures ----------------------------------------------------------------------
+
+    def forward_expression(self, names: list[str]) -> str:
+        """A join's (or another inline kind's) code in the generated forward, over the
+        Python names of its inputs."""
+        raise NotImplementedError(self.kind)  # pragma: no cover - every join overrides it
 
     def figure_label(self) -> str:
         return self.kind
@@ -242,6 +281,9 @@ def _functional() -> Any:
 class Input(Layer):
     kind: ClassVar[str] = "input"
     arity: ClassVar[int | None] = 0
+    builds_module: ClassVar[bool] = False
+    graph_end: ClassVar[bool] = True
+    fixed_name: ClassVar[str | None] = "input"
     shape: Shape = ()
 
     def output_shape(self, inputs: list[Shape]) -> Shape:
@@ -255,6 +297,9 @@ class Input(Layer):
 class Output(Layer):
     kind: ClassVar[str] = "output"
     aliases_input: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    graph_end: ClassVar[bool] = True
+    fixed_name: ClassVar[str | None] = "output"
 
     def reference(self, inputs, tensors, training):
         return inputs[0]
@@ -268,6 +313,9 @@ class Conv(Layer):
     kind: ClassVar[str] = "conv"
     example: ClassVar[str] = "conv 3x3, 8, stride=2, groups=2, bias=true"
     spelled: ClassVar[bool] = True
+    counts_as_layer: ClassVar[bool] = True
+    figure: ClassVar[str] = "box"
+    figure_fill: ClassVar[str] = "width"
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("kernel", _pair(), "the kernel size", positional=True, required=True),
         Argument("out_channels", _int(), "the number of output channels", positional=True, required=True),
@@ -347,6 +395,9 @@ class Linear(Layer):
     kind: ClassVar[str] = "fc"
     example: ClassVar[str] = "fc 7"
     spelled: ClassVar[bool] = True
+    counts_as_layer: ClassVar[bool] = True
+    figure: ClassVar[str] = "box"
+    figure_fill: ClassVar[str] = "fc"
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("out_features", _int(), "the number of outputs", positional=True, required=True),
         Argument("bias", as_bool, "bias"),
@@ -382,6 +433,7 @@ class ChannelConv(Layer):
     kind: ClassVar[str] = "channel_conv"
     example: ClassVar[str] = "channel_conv 3"
     spelled: ClassVar[bool] = True
+    figure: ClassVar[str] = "box"
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("kernel", _int(), "the kernel size", positional=True, required=True),
     )
@@ -533,6 +585,8 @@ class ReLU(Layer):
     spelled: ClassVar[bool] = True
     usage: ClassVar[str] = "relu"
     saves_output: ClassVar[bool] = True
+    is_activation: ClassVar[bool] = True
+    runs_in_place: ClassVar[bool] = True
 
     def constructor(self, inputs):
         return Ctor("nn.ReLU")
@@ -546,6 +600,7 @@ class Activation(Layer):
     """An activation without arguments; each subclass names its torch module and rule."""
 
     module: ClassVar[str] = ""
+    is_activation: ClassVar[bool] = True
 
     def constructor(self, inputs):
         return Ctor(self.module)
@@ -633,6 +688,7 @@ class LeakyReLU(Layer):
     kind: ClassVar[str] = "leaky_relu"
     example: ClassVar[str] = "leaky_relu 0.2"
     spelled: ClassVar[bool] = True
+    is_activation: ClassVar[bool] = True
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("slope", lambda v, p, w: as_float(v, p, w, minimum=0), "the negative slope", positional=True),
     )
@@ -651,6 +707,130 @@ class LeakyReLU(Layer):
 
 
 @dataclass(frozen=True)
+class ReLU6(Activation):
+    """min(max(x, 0), 6): MobileNetV2's activation (Sandler et al., 2018)."""
+
+    kind: ClassVar[str] = "relu6"
+    example: ClassVar[str] = "relu6"
+    spelled: ClassVar[bool] = True
+    usage: ClassVar[str] = "relu6"
+    module: ClassVar[str] = "nn.ReLU6"
+
+    def reference(self, inputs, tensors, training):
+        return _clamp(inputs[0], 0.0, 6.0)
+
+
+@dataclass(frozen=True)
+class HardTanh(Activation):
+    """min(max(x, MIN), MAX); ``hardtanh 0, 6`` is ``relu6``."""
+
+    kind: ClassVar[str] = "hardtanh"
+    example: ClassVar[str] = "hardtanh -0.5, 2"
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("min_val", as_float, "the lower bound", positional=True, required=True),
+        Argument("max_val", as_float, "the upper bound", positional=True, required=True),
+    )
+    usage: ClassVar[str] = "hardtanh MIN, MAX (MIN < MAX)"
+    min_val: float = -1.0
+    max_val: float = 1.0
+
+    @classmethod
+    def from_arguments(cls, values, pos):
+        layer = super().from_arguments(values, pos)
+        if not layer.min_val < layer.max_val:
+            raise SpecError(
+                f"hardtanh needs MIN < MAX, got {layer.min_val:g} and {layer.max_val:g}",
+                values["max_val"][1],
+                "write: hardtanh 0, 6",
+            )
+        return layer
+
+    def constructor(self, inputs):
+        return Ctor("nn.Hardtanh", (self.min_val, self.max_val))
+
+    def reference(self, inputs, tensors, training):
+        return _clamp(inputs[0], self.min_val, self.max_val)
+
+    def figure_label(self):
+        return f"hardtanh {self.min_val:g}, {self.max_val:g}"
+
+
+def _clamp(x: Any, low: float, high: float) -> Any:
+    # Written with a selection, not torch.clamp, so the reference does not share the module's kernel.
+    import torch
+
+    return torch.where(x < low, torch.full_like(x, low), torch.where(x > high, torch.full_like(x, high), x))
+
+
+@dataclass(frozen=True)
+class Softmax(Layer):
+    """A softmax across channel groups (SKNet's attention over its paths, Li et al.,
+    2019; ResNeSt's over its radix, Zhang et al., 2020).
+
+    The channels are read as ``cardinality`` x ``groups`` x R (cardinal group, group,
+    channel); at each (cardinal group, channel, position) the softmax runs across the
+    ``groups`` values. The output is laid out group-major, ``groups`` x
+    ``cardinality`` x R, so that ``split groups`` would give each group's weights
+    (timm's RadixSoftmax does the same transpose). ``groups=1`` (the default) is a
+    softmax over all R channels of each cardinal group."""
+
+    kind: ClassVar[str] = "softmax"
+    example: ClassVar[str] = "softmax groups=2, cardinality=2"
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("groups", _int(), "groups"),
+        Argument("cardinality", _int(), "cardinality"),
+    )
+    usage: ClassVar[str] = "softmax[ groups=G, cardinality=K] (across G channel groups; default over all channels)"
+    groups: int = 1
+    cardinality: int = 1
+
+    def output_shape(self, inputs):
+        channels = inputs[0][0]
+        if channels % (self.groups * self.cardinality):
+            raise ShapeProblem(
+                f"softmax groups={self.groups}, cardinality={self.cardinality} needs channels divisible by "
+                f"{self.groups * self.cardinality}, but there are {channels}"
+            )
+        return inputs[0]
+
+    def constructor(self, inputs):
+        return Ctor("GroupSoftmax", (self.groups, self.cardinality))
+
+    def reference(self, inputs, tensors, training):
+        import torch
+
+        (x,) = inputs
+        k, g = self.cardinality, self.groups
+        width = x.shape[1] // (k * g)
+        if g == 1:
+            parts = [x[:, c * width : (c + 1) * width] for c in range(k)]
+            out = []
+            for part in parts:
+                e = (part - part.amax(1, keepdim=True)).exp()
+                out.append(e / e.sum(1, keepdim=True))
+            return torch.cat(out, 1)
+        # slices[c][r]: cardinal group c, group r, R channels each.
+        slices = [[x[:, (c * g + r) * width : (c * g + r + 1) * width] for r in range(g)] for c in range(k)]
+        weights: list[list[Any]] = [[None] * k for _ in range(g)]
+        for c in range(k):
+            top = slices[c][0]
+            for r in range(1, g):
+                top = torch.maximum(top, slices[c][r])
+            exps = [(slices[c][r] - top).exp() for r in range(g)]
+            total = sum(exps[1:], exps[0])
+            for r in range(g):
+                weights[r][c] = exps[r] / total
+        return torch.cat([weights[r][c] for r in range(g) for c in range(k)], 1)
+
+    def figure_label(self):
+        if self.groups == 1:
+            return "softmax"
+        return f"softmax across {self.groups}" + (f", cardinality {self.cardinality}" if self.cardinality > 1 else "")
+
+
+@dataclass(frozen=True)
 class Identity(Layer):
     """Passes its input on: a placeholder where a choice writes nothing (avg_down's
     first layer when the stride is 1). It holds a position in numbered names."""
@@ -660,9 +840,76 @@ class Identity(Layer):
     spelled: ClassVar[bool] = True
     usage: ClassVar[str] = "identity"
     aliases_input: ClassVar[bool] = True
+    is_activation: ClassVar[bool] = True  # `act identity`: no activation
+    builds_module: ClassVar[bool] = False
 
     def reference(self, inputs, tensors, training):
         return inputs[0]
+
+
+# Scaling ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scale(Layer):
+    """Multiplies by a constant (NF-ResNet's alpha and beta): no parameters."""
+
+    kind: ClassVar[str] = "scale"
+    example: ClassVar[str] = "scale 0.2"
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("factor", as_float, "the factor", positional=True, required=True),
+    )
+    usage: ClassVar[str] = "scale K"
+    factor: float = 1.0
+
+    def constructor(self, inputs):
+        return Ctor("Scale", (self.factor,))
+
+    def reference(self, inputs, tensors, training):
+        return inputs[0] * self.factor
+
+    def figure_label(self):
+        return f"× {self.factor:g}"
+
+
+@dataclass(frozen=True)
+class LayerScale(Layer):
+    """A learned scale per channel (Touvron et al., 2021; ConvNeXt's ``gamma``), one
+    tensor of C values initialised to INIT.
+
+    The tensor is not a module: the node's name is its key, held by the enclosing
+    module. ``gamma: layerscale 1e-6`` in a block is ConvNeXt's ``stages.0.blocks.0.gamma``;
+    ``ls1.gamma: layerscale 1e-5`` is timm's LayerScale module layout."""
+
+    kind: ClassVar[str] = "layerscale"
+    example: ClassVar[str] = "layerscale 0.5"
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("init", as_float, "the initial scale", positional=True, required=True),
+    )
+    usage: ClassVar[str] = "layerscale INIT (a learned scale per channel, its tensor named by the label)"
+    holds_tensor: ClassVar[bool] = True
+    init: float = 1e-6
+
+    def cost(self, inputs, output):
+        return inputs[0][0], 0
+
+    def constructor(self, inputs):
+        return Ctor("full_parameter", ((inputs[0][0],), self.init))
+
+    def initialise(self, module):
+        from torch import nn
+
+        nn.init.constant_(module, self.init)
+
+    def reference(self, inputs, tensors, training):
+        (x,) = inputs
+        gamma = tensors["tensor"]
+        return x * gamma.reshape(gamma.shape[0], *([1] * (x.dim() - 2)))
+
+    def figure_label(self):
+        return f"layer scale {self.init:g}"
 
 
 # Pooling ------------------------------------------------------------------------
@@ -673,6 +920,7 @@ class MaxPool(Layer):
     kind: ClassVar[str] = "maxpool"
     example: ClassVar[str] = "maxpool 3x3, stride=2, ceil_mode=true"
     spelled: ClassVar[bool] = True
+    figure: ClassVar[str] = "box"
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("kernel", _pair(), "the kernel size", positional=True, required=True),
         Argument("stride", _pair(), "stride"),
@@ -727,6 +975,7 @@ class AvgPool(Layer):
     kind: ClassVar[str] = "avgpool"
     example: ClassVar[str] = "avgpool 3x3, stride=2, padding=1, ceil_mode=true, count_include_pad=false"
     spelled: ClassVar[bool] = True
+    figure: ClassVar[str] = "box"
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("kernel", _pair(), "the kernel size", positional=True),
         Argument("stride", _pair(), "stride"),
@@ -829,6 +1078,7 @@ class DropPath(Layer):
     kind: ClassVar[str] = "drop_path"
     example: ClassVar[str] = "drop_path 0.1"
     spelled: ClassVar[bool] = True
+    figure: ClassVar[str] = "marker"
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("p", as_probability, "the drop path probability", positional=True, required=True),
     )
@@ -876,6 +1126,10 @@ class Add(Layer):
 
     kind: ClassVar[str] = "add"
     arity: ClassVar[int | None] = None
+    in_place_operator: ClassVar[str | None] = "+="
+    is_join: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    figure: ClassVar[str] = "join"
 
     def output_shape(self, inputs):
         first = inputs[0]
@@ -890,6 +1144,9 @@ class Add(Layer):
             total = total + other
         return total
 
+    def forward_expression(self, names):
+        return " + ".join(names)
+
     def figure_label(self):
         return "+"
 
@@ -901,6 +1158,9 @@ class Mul(Layer):
 
     kind: ClassVar[str] = "mul"
     arity: ClassVar[int | None] = None
+    is_join: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    figure: ClassVar[str] = "join"
 
     def output_shape(self, inputs):
         first = inputs[0]
@@ -919,6 +1179,9 @@ class Mul(Layer):
             product = product * other
         return product
 
+    def forward_expression(self, names):
+        return " * ".join(names)
+
     def figure_label(self):
         return "×"
 
@@ -929,6 +1192,9 @@ class Cat(Layer):
 
     kind: ClassVar[str] = "cat"
     arity: ClassVar[int | None] = None
+    is_join: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    figure: ClassVar[str] = "join"
 
     def output_shape(self, inputs):
         first = inputs[0]
@@ -944,8 +1210,105 @@ class Cat(Layer):
 
         return torch.cat(inputs, 1)
 
+    def forward_expression(self, names):
+        return f"torch.cat(({', '.join(names)},), 1)"
+
     def figure_label(self):
         return "concat"
+
+
+@dataclass(frozen=True)
+class Split(Layer):
+    """One part of a value split along channels (``split N`` or ``split [SIZES]``): part
+    `part` of `parts` equal groups, or of the groups `sizes`. A spec's list of parts
+    exists only in the front end; in the IR each part is one node reading the value."""
+
+    kind: ClassVar[str] = "split"
+    aliases_input: ClassVar[bool] = True  # a view of its input
+    computed_inline: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    part: int = 0
+    parts: int = 1
+    sizes: tuple[int, ...] = ()
+
+    def bounds(self, channels: int) -> tuple[int, int]:
+        """The channels [start, stop) of this part, for an input of `channels`."""
+        if self.sizes:
+            if sum(self.sizes) != channels:
+                raise ShapeProblem(
+                    f"split {list(self.sizes)} makes {sum(self.sizes)} channels, but its input has {channels}",
+                    "the sizes of a split must add up to the channels it splits",
+                )
+            start = sum(self.sizes[: self.part])
+            return start, start + self.sizes[self.part]
+        if channels % self.parts:
+            raise ShapeProblem(
+                f"split {self.parts} does not divide the input's {channels} channels",
+                f"split into a divisor of {channels}, or give the sizes: split [..]",
+            )
+        width = channels // self.parts
+        return self.part * width, (self.part + 1) * width
+
+    def output_shape(self, inputs):
+        start, stop = self.bounds(inputs[0][0])
+        return (stop - start, *inputs[0][1:])
+
+    def reference(self, inputs, tensors, training):
+        import torch
+
+        x = inputs[0]
+        sizes = list(self.sizes) or [x.shape[1] // self.parts] * self.parts
+        return torch.split(x, sizes, dim=1)[self.part]
+
+    def forward_expression(self, names):
+        if self.sizes:
+            start = sum(self.sizes[: self.part])
+            return f"{names[0]}[:, {start}:{start + self.sizes[self.part]}]"
+        return f"{names[0]}.chunk({self.parts}, 1)[{self.part}]"  # equal parts: the shape pass checked they divide
+
+    def figure_label(self):
+        return f"split {self.part + 1}/{len(self.sizes) or self.parts}"
+
+
+@dataclass(frozen=True)
+class Weighted(Layer):
+    """``weighted WEIGHTS, VALUES``: the sum of WEIGHTS[i] * VALUES[i]. Its inputs are the
+    `count` weights, then the `count` values; a weight may be C x 1 x 1 (one factor per
+    channel, broadcast over positions) or the values' shape."""
+
+    kind: ClassVar[str] = "weighted"
+    arity: ClassVar[int | None] = None
+    computed_inline: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    figure: ClassVar[str] = "join"
+    count: int = 1
+
+    def output_shape(self, inputs):
+        weights, values = inputs[: self.count], inputs[self.count :]
+        first = values[0]
+        for other in values[1:]:
+            if other != first:
+                raise ShapeProblem(f"weighted values of different shapes: {_shape(first)} and {_shape(other)}")
+        for weight in weights:
+            if weight != first and not (len(first) == 3 and weight == (first[0], 1, 1)):
+                raise ShapeProblem(
+                    f"a weight of {_shape(weight)} cannot scale a value of {_shape(first)}",
+                    f"weights must be {_shape(first)} or {first[0]}x1x1 (one factor per channel)",
+                )
+        return first
+
+    def reference(self, inputs, tensors, training):
+        import torch
+
+        weights, values = inputs[: self.count], inputs[self.count :]
+        return torch.stack([torch.mul(w, v) for w, v in zip(weights, values, strict=True)]).sum(0)
+
+    def forward_expression(self, names):
+        weights, values = names[: self.count], names[self.count :]
+        return " + ".join(f"{w} * {v}" for w, v in zip(weights, values, strict=True))
+
+    def figure_label(self):
+        return "weighted sum"
 
 
 @dataclass(frozen=True)
@@ -980,8 +1343,6 @@ def _shape(shape: Shape) -> str:
 #: The residual join, written ``add shortcut``, and where a shortcut starts, ``tap shortcut``.
 ADD_SHORTCUT = "add"
 TAP_SHORTCUT = "tap"
-#: Branch joins, written ``mul { ... }`` and so on.
-JOINS: dict[str, type[Layer]] = {"add": Add, "mul": Mul, "cat": Cat}
 
 #: Other frameworks' names for our layer kinds: no spelling distance leads from
 #: "batchnorm" to "bn", so users coming from PyTorch or Keras get told directly.
@@ -1008,6 +1369,9 @@ SYNONYMS = {
     "droppath": "drop_path",
     "stochastic_depth": "drop_path",
     "eca": "channel_conv",
+    "layer_scale": "layerscale",
+    "ls": "layerscale",
+    "radix_softmax": "softmax",
     "shortcut": "add",
     "residual": "add",
 }
@@ -1019,6 +1383,10 @@ _ARGUMENT_NAMES = {
     "out_features": "an output size (OUT)",
     "p": "a probability (P)",
     "groups": "a number of groups",
+    "min_val": "a lower bound (MIN)",
+    "max_val": "an upper bound (MAX)",
+    "factor": "a factor (K)",
+    "init": "an initial scale (INIT)",
 }
 
 #: Keyword spellings that differ from the field they set (``conv 3x3, 64, out=...`` is not one).

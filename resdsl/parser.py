@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import stat
 from dataclasses import dataclass
 from functools import cache
@@ -24,6 +23,7 @@ import lark
 from lark import Token, Transformer_NonRecursive, v_args
 
 from resdsl import syntax as ast
+from resdsl import tokens
 from resdsl.errors import MAX_ERRORS, LimitError, Note, Pos, Source, SpecError, SpecSyntaxError, closest
 from resdsl.evaluate import literal
 
@@ -52,46 +52,13 @@ MAX_SIZE_DIMENSIONS = 16
 #: Most arguments in one call or statement, and most parameters of one definition.
 MAX_ARGUMENTS = 256
 
-#: One match per token that lark would see, with comments and quoted strings whole,
-#: so that the scan below runs once per token, not once per character.
-_PRESCAN = re.compile(r'#[^\n]*|"[^"\n]*"?|[A-Za-z0-9_.]+|//|\n|[^\s]')
+#: One match per token that lark would see (resdsl/tokens.py describes every token).
+_PRESCAN = tokens.PRESCAN
 
-KEYWORDS = ("use", "block", "network", "stage", "stem", "head", "with", "if", "else", "and", "or", "not")
+KEYWORDS = tokens.KEYWORDS
 
 # What each terminal is called in "expected ..." messages.
-_TERMINAL_NAMES = {
-    "NAME": "a name",
-    "INT": "a number",
-    "FLOAT": "a number",
-    "DIMS": "sizes such as 3x3",
-    "STRING": 'a quoted path such as "lib/cifar.res"',
-    "_SEP": "end of line",
-    "$END": "end of file",
-    "LBRACE": "'{'",
-    "RBRACE": "'}'",
-    "LPAR": "'('",
-    "RPAR": "')'",
-    "COMMA": "','",
-    "COLON": "':'",
-    "EQUAL": "'='",
-    "ADD_OP": "'+' or '-'",
-    "MUL_OP": "'*', '//', '/' or '%'",
-    "COMPARE": "a comparison",
-    "CALL": "a call such as min(a, b)",
-    "IF": "'if'",
-    "ELSE": "'else'",
-    "AND": "'and'",
-    "OR": "'or'",
-    "NOT": "'not'",
-    "X": "'x'",
-    "STEM": "'stem'",
-    "HEAD": "'head'",
-    "STAGE": "'stage'",
-    "USE": "'use'",
-    "BLOCK": "'block'",
-    "NETWORK": "'network'",
-    "WITH": "'with'",
-}
+_TERMINAL_NAMES = tokens.TERMINAL_DESCRIPTIONS
 
 # Named syntax errors (lark's match_examples): a label, a hint, and examples that
 # end in the mistake. The parser's state at the error picks the closest label.
@@ -680,6 +647,24 @@ class _ToAst(Transformer_NonRecursive):
     def name(self, meta, token: Token):
         return ast.Name(str(token), self._tpos(token))
 
+    def label(self, meta, token: Token) -> Token:
+        return token
+
+    def index(self, meta, target, index):
+        return self._nest(ast.Index(target, index, self._pos(meta)), target, index)
+
+    def list(self, meta, *items):
+        items = self._bounded(meta, _args(items), "items in one list")
+        return self._nest(ast.ListExpr(items, self._pos(meta)), *items)
+
+    def for_statement(self, meta, _for, name: Token, _in, start, _range, stop, body):
+        return ast.For(self._plain(name, "loop variable"), start, stop, body, self._pos(meta), self._tpos(name))
+
+    def let_statement(self, meta, _let, name: Token, index, value):
+        return ast.Let(self._plain(name, "value name"), index, value, self._pos(meta), self._tpos(name))
+
+    def from_statement(self, meta, _from, value):
+        return ast.From(value, self._pos(meta))
 
 def write_tables() -> None:
     """Rebuild grammar/resdsl.tables.json after the grammar changed (``python grammar/build_tables.py``)."""

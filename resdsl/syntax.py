@@ -59,7 +59,24 @@ class Call:
     name_pos: Pos
 
 
-Expr = Number | Dims | Name | BinOp | Unary | Call
+@dataclass(frozen=True)
+class Index:
+    """``s[i]``: one element of a list (of named values, or of sizes)."""
+
+    target: Expr
+    index: Expr
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class ListExpr:
+    """``[p0, p1]`` or ``[64, 64]``: a list written out."""
+
+    items: tuple[Expr, ...]
+    pos: Pos
+
+
+Expr = Number | Dims | Name | BinOp | Unary | Call | Index | ListExpr
 
 # Arguments, statements and definitions ---------------------------------------
 
@@ -125,7 +142,39 @@ class If:
     pos: Pos
 
 
-BodyItem = Statement | Branch | If
+@dataclass(frozen=True)
+class For:
+    """``for i in A .. B { ... }``: the body unrolled once per value of ``i`` (B exclusive)."""
+
+    name: str
+    start: Expr
+    stop: Expr
+    body: tuple[BodyItem, ...]
+    pos: Pos
+    name_pos: Pos
+
+
+@dataclass(frozen=True)
+class Let:
+    """``let x`` (the current value), ``let o[i]`` (one element of a list) or
+    ``let y = s[1]`` (another value), named for the rest of the block."""
+
+    name: str
+    index: Expr | None
+    value: Expr | None
+    pos: Pos
+    name_pos: Pos
+
+
+@dataclass(frozen=True)
+class From:
+    """``from x``: a named value becomes the current value."""
+
+    value: Expr
+    pos: Pos
+
+
+BodyItem = Statement | Branch | If | For | Let | From
 
 
 @dataclass(frozen=True)
@@ -174,7 +223,7 @@ class Block:
     name_pos: Pos
 
 
-NetworkItem = Statement | Branch | If | Section | Stage
+NetworkItem = Statement | Branch | If | For | Let | From | Section | Stage
 
 
 @dataclass(frozen=True)

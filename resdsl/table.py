@@ -70,7 +70,7 @@ class Table:
             raise ValueError(f"detail must be one of {', '.join(DETAILS)}, not {detail!r}")
         if batch < 1:
             raise ValueError(f"batch must be at least 1, not {batch}")
-        scopes = {attrs["name"]: attrs["scope"] for _, attrs in network.nodes()}
+        scopes = {node.name: node.scope for node in network.nodes()}
         layers = _layer_rows(network)
         stages = _stage_rows(network, layers, scopes)
         rows = {"layer": layers, "block": _block_rows(layers, scopes), "stage": stages}[detail]
@@ -198,24 +198,24 @@ def _megabytes(count: int) -> str:
 
 def _layer_rows(network: Network) -> list[Row]:
     rows = []
-    for _, attrs in network.nodes():
-        layer = attrs["layer"]
-        if layer.kind in ("input", "output"):
+    for node in network.nodes():
+        layer = node.layer
+        if layer.graph_end:
             continue
         # torchinfo counts the output of each module with parameters once.
-        saved = _elements(attrs["shape"]) if attrs["params"] else 0
+        saved = _elements(node.shape) if node.params else 0
         rows.append(
             Row(
-                module=attrs["name"],
+                module=node.name,
                 kind=layer.kind,
                 level="layer",
-                stage=attrs["scope"].stage,
+                stage=node.scope.stage,
                 kernel=layer.kernel_text(),
-                output_shape=tuple(attrs["shape"]),
-                params=attrs["params"],
-                macs=attrs["macs"],
+                output_shape=tuple(node.shape),
+                params=node.params,
+                macs=node.macs,
                 saved=saved,
-                role=attrs["role"],
+                role=node.role,
             )
         )
     return rows

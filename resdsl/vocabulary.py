@@ -17,22 +17,21 @@ from __future__ import annotations
 
 import contextlib
 
-#: Reserved words: a name can never be one of these.
-KEYWORDS = ("use", "block", "network", "stem", "stage", "head", "with", "x", "if", "else", "and", "or", "not")
-
-#: The two constants.
-CONSTANTS = ("true", "false")
-
-#: Words of the definitions' and sections' headers.
-DEFINITION_KEYWORDS = ("use", "block", "network", "stem", "stage", "head", "with")
-CONTROL_KEYWORDS = ("if", "else")
-WORD_OPERATORS = ("and", "or", "not")
+# The keywords and token patterns are described once, in resdsl/tokens.py.
+from resdsl.tokens import (  # noqa: F401 - re-exported for the editor tooling
+    CONSTANTS,
+    CONTROL_KEYWORDS,
+    DEFINITION_KEYWORDS,
+    KEYWORDS,
+    VALUE_KEYWORDS,
+    WORD_OPERATORS,
+)
 
 #: ``add shortcut`` and ``tap shortcut``: statements of two words.
 SHORTCUT_STATEMENTS = ("add", "tap")
 
-#: Branch joins, each a name followed by a braced body: ``mul { ... }``.
-JOINS = ("mul", "add", "cat")
+#: Statements over named values and lists that are not layers: ``split 2``, ``weighted a, [p0, p1]``.
+VALUE_STATEMENTS = ("split", "weighted")
 
 #: Layer kinds a spec may write (the compiler's registry is merged in by layer_kinds()).
 BASE_LAYER_KINDS = (
@@ -56,6 +55,11 @@ BASE_LAYER_KINDS = (
     "ln",
     "drop_path",
     "channel_conv",
+    "relu6",
+    "hardtanh",
+    "softmax",
+    "scale",
+    "layerscale",
 )
 
 #: Network settings: words that start a statement in a network body or follow ``with``.
@@ -84,6 +88,14 @@ def layer_kinds() -> tuple[str, ...]:
 
         kinds.update(LAYER_KINDS)
     return tuple(sorted(kinds))
+
+
+def joins() -> tuple[str, ...]:
+    """Branch joins, each a name followed by a braced body (``mul { ... }``): the join
+    kinds of the compiler's registry (:attr:`resdsl.layers.Layer.is_join`), sorted."""
+    from resdsl.layers import JOINS
+
+    return tuple(sorted(JOINS))
 
 
 def settings() -> tuple[str, ...]:

@@ -30,3 +30,13 @@ def _restore_denormals():
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_flush_denormal(False)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _lint_the_ir_after_every_pass():
+    """Every compile in the suite checks the IR's invariants after each pass (docs/ir.md, "Lint")."""
+    from resdsl import passes
+
+    passes.LINT = True
+    yield
+    passes.LINT = False

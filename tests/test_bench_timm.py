@@ -41,3 +41,17 @@ def test_verdicts_read_the_interval() -> None:
     assert timm_models.verdict(result(0.90, 0.99)) == "ok"
     assert timm_models.verdict(result(1.01, 1.10)) == "MISSED"
     assert timm_models.verdict(result(0.95, 1.05)) == "within noise"
+
+
+def test_the_parallel_paths_table_has_the_folded_row_and_each_models_rows() -> None:
+    from bench import parallel_paths
+
+    setup = parallel_paths.Setup(batch=2, size=32, rounds=1, models=("skresnet18",))  # SK trains BN at 1x1
+    rows = list(parallel_paths.measure(setup))  # measure() checks the folded pair's outputs agree
+    assert [row["figure"] for row in rows] == [
+        "repvgg_a0 folded, eval forward (batch 2, 32x32)",
+        "skresnet18 eager forward, eval (batch 2, 32x32)",
+        "skresnet18 eager forward+backward (batch 2, 32x32)",
+    ]
+    for row in rows:
+        assert row["verdict"] in ("ok", "MISSED", "within noise")

@@ -56,12 +56,12 @@ NOT_RUN: dict[str, str] = {
     r"^(python -m )?resdsl lsp$": "serves an editor on stdin until it exits (tests/test_lsp.py drives it)",
     r"^pip install ": "changes the environment; the extras it names are checked against pyproject.toml",
     r"^python -m pytest": "the whole suite (20+ minutes); CI runs it",
-    r"^python -m tests\.mutation\.run": "the mutation run (10+ minutes); .ci/run runs it after the suite, "
-    "and its own tests check that every mutant still applies",
     r"^python bench/": "a benchmark (a minute to 40 minutes); parsed with the script's own parser "
     "(tests/test_bench.py checks its parts)",
     r"^python docs/figures/make_figures\.py": "rewrites docs/figures/ (a minute of rendering)",
     r"^python tests/": "rewrites the golden files or runs the fuzzer; the script must exist",
+    r"^python -m tests\.mutation\.run": "plants every curated mutant and runs its tests (minutes); "
+    "tests/test_mutation_list.py checks that each still applies and names tests that exist",
     r"^python -m resdsl\.highlight$": "rewrites the TextMate grammar (tests/test_highlight.py fails while it is stale)",
     r"^python -c ": "the code is compiled, not run",
     r"^cd ": "changes the folder of the commands after it in its block; the folder must exist",

@@ -234,7 +234,7 @@ def test_rendered_svg_has_the_expected_nodes_and_edges(tmp_path: Path) -> None:
     groups = [(g.get("class") or "").split()[0] for g in root.iter(f"{SVG}g")]
     network = resdsl.compile(FIXTURES / "tiny.res")
     drawn_layers = sum(
-        1 for _, a in network.nodes() if a["role"] == "main" and draw.layer_label(a["layer"]) is not None
+        1 for node in network.nodes() if node.role == "main" and draw.layer_label(node.layer) is not None
     )
     notes = len(draw.figure(network).size_changes())
     # The image box, the title, one "output size" note per size.

@@ -100,18 +100,18 @@ def test_loads_with_no_errors_and_fetches_nothing(page) -> None:
 def test_hovering_a_layer_shows_its_figures(page) -> None:
     tab, problems, _ = page
     network = resdsl.compile(FIXTURES / "branches.res", network="se_net")
-    node, attrs = next((n, a) for n, a in network.nodes("conv") if a["name"] == "s2.0.conv1")
-    tab.hover(f'[data-key="c0_n{node}"]')
+    conv = next(node for node in network.nodes("conv") if node.name == "s2.0.conv1")
+    tab.hover(f'[data-key="c0_n{conv.id}"]')
     tip = tab.inner_text("#tooltip")
     assert tab.is_visible("#tooltip")
     assert "s2.0.conv1" in tip
-    assert "output: " + "x".join(map(str, attrs["shape"])) in tip
+    assert "output: " + "x".join(map(str, conv.shape)) in tip
     # The box holds the conv and the BN and ReLU folded into it.
-    folded = sum(a["params"] for n, a in network.nodes() if a["name"] in ("s2.0.conv1", "s2.0.bn1", "s2.0.relu1"))
+    folded = sum(n.params for n in network.nodes() if n.name in ("s2.0.conv1", "s2.0.bn1", "s2.0.relu1"))
     assert f"params: {folded:,}" in tip
-    assert f"MACs: {attrs['macs']:,}" in tip
+    assert f"MACs: {conv.macs:,}" in tip
     # A side branch's box too.
-    branch = next(n for n, a in network.nodes("conv") if a["name"] == "s1.0.se.fc1")
+    branch = next(n.id for n in network.nodes("conv") if n.name == "s1.0.se.fc1")
     tab.hover(f'[data-key="c0_n{branch}"]')
     assert "s1.0.se.fc1" in tab.inner_text("#tooltip")
     assert problems == []
@@ -121,7 +121,7 @@ def test_blocks_and_stages_collapse_and_expand(page) -> None:
     tab, problems, _ = page
     boxes = tab.locator(".box").count()
     network = resdsl.compile(FIXTURES / "branches.res", network="se_net")
-    conv = next(n for n, a in network.nodes("conv") if a["name"] == "s1.1.conv1")
+    conv = next(n.id for n in network.nodes("conv") if n.name == "s1.1.conv1")
     tab.click(f'[data-key="c0_n{conv}"]')
     summary = tab.locator(".box.summary")
     assert summary.count() == 1 and "s1.1: se_basic(16)" in summary.text_content()

@@ -82,7 +82,7 @@ def _figures(network: resdsl.Network) -> tuple:
         network.macs,
         network.input_shape,
         network.output_shape,
-        [(attrs["name"], attrs["shape"], attrs["params"], attrs["macs"]) for _, attrs in network.nodes()],
+        [(node.name, node.shape, node.params, node.macs) for node in network.nodes()],
         network.stages,
     )
 

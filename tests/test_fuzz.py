@@ -350,9 +350,9 @@ def test_generated_specs_compile_with_the_expected_figures(spec: Spec) -> None:
     last_stage = [stage for stage in network.stages if stage.block is not None][-1]
     assert tuple(last_stage.output_shape) == spec.features
     assert network.num_params == spec.params, spec.text
-    assert network.num_params == sum(attrs.get("params", 0) for _, attrs in network.nodes())
+    assert network.num_params == sum(node.params for node in network.nodes())
     assert network.num_params == sum(stage.params for stage in network.stages)
-    assert network.macs == sum(attrs.get("macs", 0) for _, attrs in network.nodes())
+    assert network.macs == sum(node.macs for node in network.nodes())
 
 
 @FUZZ

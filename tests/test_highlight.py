@@ -80,7 +80,7 @@ def _documents() -> list[tuple[str, str]]:
         (str(path.relative_to(ROOT)), path.read_text(encoding="utf-8")) for path in sorted(ROOT.glob("specs/**/*.res"))
     ]
     documents.append(("resdsl/prelude.res", (ROOT / "resdsl" / "prelude.res").read_text(encoding="utf-8")))
-    for name in ("LANGUAGE.md", "LANGUAGE-2.md"):
+    for name in ("LANGUAGE.md", "LANGUAGE-2.md", "LANGUAGE-3.md"):
         path = DESIGN / name if (DESIGN / name).is_file() else ROOT / "tests" / "fixtures" / name
         if path.is_file():
             for index, example in enumerate(re.findall(r"```\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S)):

@@ -9,17 +9,22 @@ and its functional reference against the module (via the interpreter).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import pytest
 
 pytest.importorskip("torch", reason="the conformance test builds every kind in torch")
 
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import resdsl
+import resdsl.layers
 from resdsl import interpret
 from resdsl.backends.torch import build
-from resdsl.layers import LAYER_KINDS
+from resdsl.layers import JOINS, LAYER_KINDS, NODE_KINDS, Layer
 from tests.oracle import randomise, relative_error
 
 
@@ -48,30 +53,39 @@ def test_every_kind_has_an_example_and_usage() -> None:
 @pytest.mark.parametrize("kind", sorted(LAYER_KINDS))
 def test_kind_conforms(kind: str) -> None:
     network = network_for(kind)
-    ((_node, attrs),) = [(n, a) for n, a in network.nodes() if a["label"] == "target"]
-    layer = attrs["layer"]
+    (attrs,) = [node for node in network.nodes() if node.label == "target"]
+    layer = attrs.layer
     assert layer.kind == kind
     assert isinstance(layer.figure_label(), str) and layer.figure_label()
     model = randomise(build(network)).double().eval()
     x = torch.randn(3, *network.input_shape, dtype=torch.float64)
     module = dict(model.named_modules()).get("target")
+    tensor = dict(model.named_parameters()).get("target")
     seen: dict[str, torch.Tensor] = {}
-    if module is not None:
+    if layer.holds_tensor:
+        # One tensor under the node's name (layer scale), one value per input channel.
+        source = network.node(attrs.inputs[0]).shape
+        assert module is None and tensor is not None and tuple(tensor.shape) == (source[0],)
+        assert attrs.params == tensor.numel() and attrs.macs == 0
+    elif module is not None:
         module.register_forward_hook(lambda _m, _i, out: seen.__setitem__("out", out))
-        assert attrs["params"] == sum(p.numel() for p in module.parameters())
-        source = network.graph.nodes[attrs["inputs"][0]]["shape"]
+        assert attrs.params == sum(p.numel() for p in module.parameters())
+        source = network.node(attrs.inputs[0]).shape
         with FlopCounterMode(display=False) as counter:
             module(torch.randn(1, *source, dtype=torch.float64))
-        assert attrs["macs"] == counter.get_total_flops() // 2
+        assert attrs.macs == counter.get_total_flops() // 2
     else:
-        assert attrs["params"] == attrs["macs"] == 0
+        assert attrs.params == attrs.macs == 0
+    # The trait the naming pass reads agrees with what the backend registers under the name
+    # (a module, or layer scale's lone tensor).
+    assert (module is not None or tensor is not None) == layer.builds_module
     with torch.no_grad():
         out = model(x)
         expected = interpret.run(network, model.state_dict(), x)
     assert relative_error(out, expected) < 1e-12
     if module is not None:
-        assert tuple(seen["out"].shape[1:]) == attrs["shape"]
-    assert tuple(out.shape[1:]) == attrs["shape"]
+        assert tuple(seen["out"].shape[1:]) == attrs.shape
+    assert tuple(out.shape[1:]) == attrs.shape
 
 
 @pytest.mark.parametrize("kind", sorted(LAYER_KINDS))
@@ -86,6 +100,105 @@ def test_kind_reports_a_bad_argument_at_its_line(kind: str) -> None:
     assert "bogus" in error.message or "needs" in error.message, error.message
 
 
+# The round-3 kinds against independent computations -------------------------------------
+
+
+@pytest.mark.parametrize(("radix", "cardinality"), [(2, 1), (2, 2), (4, 3)])
+def test_softmax_equals_timms_radix_softmax(radix: int, cardinality: int) -> None:
+    # timm's RadixSoftmax (ResNeSt's split attention) returns N x C; its SplitAttn views it as N x C x 1 x 1.
+    from timm.layers.split_attn import RadixSoftmax
+
+    from resdsl.backends.torch_modules import GroupSoftmax
+    from resdsl.layers import Softmax
+
+    x = torch.randn(3, radix * cardinality * 5, 1, 1, dtype=torch.float64)
+    expected = RadixSoftmax(radix, cardinality)(x).reshape(x.shape)
+    layer = Softmax(groups=radix, cardinality=cardinality)
+    assert relative_error(layer.reference([x], {}, False), expected) < 1e-12
+    assert relative_error(GroupSoftmax(radix, cardinality)(x), expected) < 1e-12
+
+
+def test_softmax_across_paths_is_sks_and_over_channels_by_default() -> None:
+    from resdsl.layers import Softmax
+
+    x = torch.randn(2, 12, 3, 4, dtype=torch.float64)
+    # SKNet: the attention's channels are num_paths x C, normalised across the paths.
+    across = torch.softmax(x.reshape(2, 2, 6, 3, 4), 1).reshape(x.shape)
+    assert relative_error(Softmax(groups=2).reference([x], {}, False), across) < 1e-12
+    assert relative_error(Softmax().reference([x], {}, False), torch.softmax(x, 1)) < 1e-12
+    per_cardinal = torch.softmax(x.reshape(2, 3, 4, 3, 4), 2).reshape(x.shape)
+    assert relative_error(Softmax(cardinality=3).reference([x], {}, False), per_cardinal) < 1e-12
+
+
+def test_relu6_and_hardtanh_as_the_networks_act() -> None:
+    text = """
+block unit(width) {
+    conv 3x3, width
+    bn
+    relu
+}
+network probe {
+    input 3x8x8
+    act ACT
+    stem {
+        conv 3x3, 4
+        relu
+    }
+    stage s: 2 x unit(4)
+}
+"""
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64) * 10
+    for act, module_type, low, high in (("relu6", nn.ReLU6, 0, 6), ("hardtanh(-1, 2)", nn.Hardtanh, -1, 2)):
+        network = resdsl.compile_text(text.replace("ACT", act), path="probe.res")
+        model = randomise(build(network)).double().eval()
+        activations = [m for m in model.modules() if isinstance(m, nn.Hardtanh)]
+        assert len(activations) == 3 and all(type(m) is module_type for m in activations)
+        assert {(m.min_val, m.max_val) for m in activations} == {(low, high)}
+        with torch.no_grad():
+            assert relative_error(model(x), interpret.run(network, model.state_dict(), x)) < 1e-12
+    assert relative_error(resdsl.layers.ReLU6().reference([x], {}, False), torch.nn.functional.relu6(x)) == 0
+
+
+def test_hardtanh_needs_min_below_max() -> None:
+    text = "network probe {\n    input 3x8x8\n    stem {\n        hardtanh 2, 1\n    }\n}\n"
+    with pytest.raises(resdsl.SpecError) as caught:
+        resdsl.compile_text(text, path="bad.res")
+    assert caught.value.line == 4 and "MIN < MAX" in caught.value.message
+
+
+def test_layerscale_tensor_is_named_by_its_label() -> None:
+    # ConvNeXt's layout: the block holds `gamma` itself; timm's LayerScale module layout: `ls1.gamma`.
+    text = """
+block unit(width) {
+    conv 3x3, width, bias=true
+    gamma: layerscale 0.25
+    ls1.gamma: layerscale 2
+    add shortcut
+}
+network probe {
+    input 4x6x6
+    stage stages.0.blocks: 2 x unit(4)
+}
+"""
+    network = resdsl.compile_text(text, path="probe.res")
+    model = build(network)
+    state = model.state_dict()
+    assert list(state) == [
+        f"stages.0.blocks.{i}.{key}" for i in (0, 1) for key in ("gamma", "conv1.weight", "conv1.bias", "ls1.gamma")
+    ]
+    assert torch.equal(state["stages.0.blocks.1.gamma"], torch.full((4,), 0.25))
+    assert torch.equal(state["stages.0.blocks.1.ls1.gamma"], torch.full((4,), 2.0))
+    assert network.num_params == 2 * (4 * 4 * 9 + 4 + 4 + 4)
+    randomise(model)
+    x = torch.randn(2, 4, 6, 6)
+    with torch.no_grad():
+        assert relative_error(model(x), interpret.run(network, model.state_dict(), x)) < 1e-6
+        block = model.get_submodule("stages.0.blocks.0")
+        gamma, ls = state["stages.0.blocks.0.gamma"], state["stages.0.blocks.0.ls1.gamma"]
+        first = block.conv1(x) * (gamma * ls).reshape(-1, 1, 1) + x
+        assert relative_error(block(x), first) < 1e-6
+
+
 # Every consumer of a kind ------------------------------------------------------------
 #
 # A kind reaches a user through more than the torch backend: the table (the `check
@@ -98,8 +211,8 @@ def test_kind_reports_a_bad_argument_at_its_line(kind: str) -> None:
 def _flat(kind: str) -> bool:
     """Whether the kind's example makes or needs a flat tensor (then it goes in the head)."""
     network = network_for(kind)
-    ((_node, attrs),) = [(n, a) for n, a in network.nodes() if a["label"] == "target"]
-    return len(attrs["shape"]) == 1
+    (node,) = [node for node in network.nodes() if node.label == "target"]
+    return len(node.shape) == 1
 
 
 def staged_spec(kind: str) -> str:
@@ -129,9 +242,9 @@ network probe {{
 """
 
 
-def _targets(network: resdsl.Network) -> list[dict]:
-    found = [attrs for _, attrs in network.nodes() if attrs["label"] == "target"]
-    assert found and all(attrs["layer"].kind for attrs in found)
+def _targets(network: resdsl.Network) -> list:
+    found = [node for node in network.nodes() if node.label == "target"]
+    assert found and all(node.kind for node in found)
     return found
 
 
@@ -149,7 +262,7 @@ def test_every_consumer_takes_the_kind(kind: str, tmp_path, capsys) -> None:
     spec.write_text(text, encoding="utf-8")
     network = resdsl.compile(spec)
     targets = _targets(network)
-    assert {attrs["layer"].kind for attrs in targets} == {kind}
+    assert {node.kind for node in targets} == {kind}
 
     # The table, at every detail: the rows hold the target and add up to the network.
     for detail in ("layer", "block", "stage"):
@@ -158,10 +271,10 @@ def test_every_consumer_takes_the_kind(kind: str, tmp_path, capsys) -> None:
         assert sum(row.macs for row in table.rows) == network.macs, detail
         assert "probe" in str(table) and table.records()["rows"]
     layer_rows = {row.module: row for row in resdsl.Table.of(network, detail="layer").rows}
-    for attrs in targets:
-        row = layer_rows[attrs["name"]]
-        assert row.kind == kind and row.output_shape == tuple(attrs["shape"])
-        assert row.kernel == attrs["layer"].kernel_text()
+    for node in targets:
+        row = layer_rows[node.name]
+        assert row.kind == kind and row.output_shape == tuple(node.shape)
+        assert row.kernel == node.layer.kernel_text()
 
     # Figures: every detail, both directions, with and without shapes; the interactive page.
     for detail in ("layer", "block", "stage"):
@@ -169,9 +282,9 @@ def test_every_consumer_takes_the_kind(kind: str, tmp_path, capsys) -> None:
             source = draw.to_dot([network], detail=detail, direction=direction, shapes=True, all_layers=True).source
             assert "digraph" in source
             if detail == "layer":
-                label = targets[0]["layer"].figure_label()
+                label = targets[0].layer.figure_label()
                 assert label.split(",")[0] in source, (label, kind)
-    assert kind in to_html([network], detail="layer", all_layers=True) or targets[0]["name"] in to_html([network])
+    assert kind in to_html([network], detail="layer", all_layers=True) or targets[0].name in to_html([network])
 
     # The language server's hover on the kind's word, at each of its lines.
     analysis = analyze(text, spec)
@@ -205,4 +318,85 @@ def test_every_consumer_takes_the_kind(kind: str, tmp_path, capsys) -> None:
         out = capsys.readouterr().out
         assert f"{network.num_params:,}" in out
         if detail == "layer":
-            assert all(attrs["name"] in out for attrs in targets)
+            assert all(node.name in out for node in targets)
+
+
+def test_every_kind_declares_its_traits_consistently() -> None:
+    for name, kind in NODE_KINDS.items():
+        assert kind.figure in ("box", "marker", "join", "fold"), name
+        assert kind.figure_fill in ("width", "fc", "pool"), name
+        if kind.is_join:
+            assert kind.arity is None and not kind.builds_module and kind.figure == "join", name
+            assert kind.forward_expression is not Layer.forward_expression, name
+            assert JOINS[name] is kind
+        assert (kind.fixed_name is not None) == kind.graph_end, name
+
+
+@pytest.fixture
+def maximum_join():
+    """A join defined as one class, the way docs/ir.md says a new join is added; taken
+    out of the registries afterwards."""
+
+    @dataclass(frozen=True)
+    class Maximum(Layer):
+        """The elementwise maximum of values of one shape."""
+
+        kind: ClassVar[str] = "maximum"
+        arity: ClassVar[int | None] = None
+        is_join: ClassVar[bool] = True
+        builds_module: ClassVar[bool] = False
+        figure: ClassVar[str] = "join"
+
+        def output_shape(self, inputs):
+            assert all(shape == inputs[0] for shape in inputs)
+            return inputs[0]
+
+        def reference(self, inputs, tensors, training):
+            result = inputs[0]
+            for other in inputs[1:]:
+                result = torch.where(other > result, other, result)
+            return result
+
+        def forward_expression(self, names):
+            expression = names[0]
+            for name in names[1:]:
+                expression = f"torch.maximum({expression}, {name})"
+            return expression
+
+        def figure_label(self):
+            return "max"
+
+    yield Maximum
+    del NODE_KINDS["maximum"], JOINS["maximum"]
+
+
+def test_a_new_join_is_its_class_alone(maximum_join) -> None:
+    # Parsing, expansion, naming, the generated forward, figures and the editors' words
+    # all take the join from its class: nothing else was written for it.
+    from resdsl import vocabulary
+    from resdsl.backends import draw
+
+    text = """
+block b(w) {
+    conv 3x3, w
+    bn
+    maximum { conv 1x1, w; bn }
+    relu
+    add shortcut
+}
+network t { input 4x8x8; stem { conv 3x3, 8 }; stage s: 2 x b(8) }
+"""
+    network = resdsl.compile_text(text)
+    (first, second) = network.nodes("maximum")
+    assert (first.name, second.name) == ("s.0.maximum1", "s.1.maximum1")
+    assert len(first.inputs) == 2 and first.params == 0
+    model = randomise(build(network)).double()
+    assert "torch.maximum(" in type(model.s[0])._resdsl_source
+    x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    for training in (False, True):
+        model.train(training)
+        with torch.no_grad():
+            expected = interpret.run(network, model.state_dict(), x, training=training)
+            assert relative_error(model(x), expected) < 1e-12
+    assert 'label="max"' in draw.to_dot([network]).source
+    assert "maximum" in vocabulary.joins()

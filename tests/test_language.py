@@ -99,7 +99,7 @@ def test_torchvision_naming_example_matches_torchvision(write_spec) -> None:
         reference = models.resnet50()
     expected = {name.rsplit(".", 1)[0] for name in reference.state_dict()}
     with_state = {"conv", "bn", "fc", "projection"}
-    names = {attrs["name"] for _, attrs in network.graph.nodes(data=True) if attrs["layer"].kind in with_state}
+    names = {node.name for node in network.nodes() if node.kind in with_state}
     projections = {name for name in names if name.endswith("downsample")}
     names = (names - projections) | {f"{p}.0" for p in projections} | {f"{p}.1" for p in projections}
     assert names == expected

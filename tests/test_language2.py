@@ -38,7 +38,7 @@ def test_resnet50d_example_has_timm_layout(tmp_path: Path) -> None:
     path = tmp_path / "round2.res"
     path.write_text(_examples(), encoding="utf-8")
     network = resdsl.compile(path, network="resnet50d")
-    names = {attrs["name"] for _, attrs in network.nodes()}
+    names = {node.name for node in network.nodes()}
     # The deep stem's labels are module paths, and avg_down's convolution sits at
     # downsample.1 after the pool at position 0 (timm's resnet50d keys).
     assert {"conv1.0", "conv1.3", "conv1.6", "bn1", "layer2.0.downsample.1", "layer2.0.downsample.2"} <= names

@@ -165,12 +165,12 @@ async def test_hover_on_a_layer_a_stage_and_a_block(client: LanguageClient, tmp_
             text_document=lsp.TextDocumentIdentifier(uri=uri), position=lsp.Position(line=line, character=9)
         )
     )
-    (conv,) = [attrs for _, attrs in network.nodes("conv") if attrs["pos"].line == line + 1]
+    (conv,) = [node for node in network.nodes("conv") if node.pos.line == line + 1]
     text = hover.contents.value
-    assert f"`{conv['name']}`" in text
-    assert "x".join(map(str, conv["shape"])) in text
-    assert f"{conv['params']:,} params" in text
-    assert f"{conv['macs']:,} MACs" in text
+    assert f"`{conv.name}`" in text
+    assert "x".join(map(str, conv.shape)) in text
+    assert f"{conv.params:,} params" in text
+    assert f"{conv.macs:,} MACs" in text
 
     line = _line_of(GOOD, "stage s2")
     hover = await client.text_document_hover_async(
@@ -209,12 +209,12 @@ async def test_hover_on_a_block_line_lists_its_instances(client: LanguageClient,
         )
     )
     network = resdsl.compile(path)
-    instances = [attrs for _, attrs in network.nodes("conv") if attrs["pos"].line == line + 1]
+    instances = [node for node in network.nodes("conv") if node.pos.line == line + 1]
     assert len(instances) == 2
     value = hover.contents.value
     assert f"{len(instances)} instances" in value
-    for attrs in instances:
-        assert f"`{attrs['name']}`" in value
+    for node in instances:
+        assert f"`{node.name}`" in value
 
 
 @pytest.mark.asyncio

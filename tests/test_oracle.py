@@ -82,6 +82,20 @@ block post(width, stride=1) {
     relu
 }
 
+block modern(width) {
+    conv 3x3, width, bias=true
+    relu6
+    gamma: layerscale 0.5
+    mul {
+        avgpool
+        conv 1x1, width, bias=true
+        softmax groups=2, cardinality=2
+        scale 2
+    }
+    hardtanh -1, 2
+    add shortcut
+}
+
 network everything(classes=5) {
     input 3x20x20
     shortcut B
@@ -94,6 +108,7 @@ network everything(classes=5) {
     }
     stage stages.0: 2 x preact(8)
     stage stages.1: 2 x post(16, stride=2)
+    stage stages.2: 2 x modern(16)
     head {
         norm: bn
         relu
@@ -108,7 +123,7 @@ network everything(classes=5) {
 
 def test_every_kind_and_construct_matches_the_reference_interpreter() -> None:
     network = resdsl.compile_text(EVERYTHING, path="everything.res")
-    used = {attrs["layer"].kind for _, attrs in network.nodes()}
+    used = {node.kind for node in network.nodes()}
     # The fixture must keep up with the language: every spelled kind and every join appears.
     missing = (set(LAYER_KINDS) | {"add", "mul", "cat", "zeropad"} - {"zeropad"}) - used
     assert not missing, missing

@@ -5,8 +5,8 @@ nothing is downloaded) and, for the CIFAR networks of the 2016 papers that timm 
 not have, small torch modules below written from the authors' published code. For
 each network: the reference's weights and BN statistics are randomised, loaded into
 the module the spec builds with ``strict=True``, and both are run in float64 in eval
-mode; the outputs must agree, and so must the ``state_dict()`` keys, the parameter
-count and the multiply-accumulates (torch's FlopCounterMode on the reference, counting
+and in train mode; the outputs must agree, and so must the ``state_dict()`` keys, the
+parameter count and the multiply-accumulates (torch's FlopCounterMode on the reference, counting
 convolutions and matrix products, against the compiler's figure); the reference
 interpreter (resdsl.interpret) computes the same output from the IR. Inputs are
 small and not square, so that CI stays fast and a swapped height and width would
@@ -182,6 +182,16 @@ TIMM_NAMES = (
     "resnext50_32x4d",
     "wide_resnet50_2",
     "resnetv2_50",
+    "mobilenetv2_100",
+    "efficientnet_b0",
+    "convnext_atto",
+    "regnetx_002",
+    "regnety_002",
+    "repvgg_a0",
+    "skresnet18",
+    "resnest14d",
+    "res2net50_26w_4s",
+    "cspresnet50",
 )
 
 CASES = {
@@ -196,6 +206,8 @@ CASES = {
         )
         for name in TIMM_NAMES
     },
+    # DLA's pooled shortcuts and strided blocks meet only where every size divides by 32.
+    "dla34": Case("timm/dla34", _timm("dla34"), (3, 64, 64)),
     "preact_resnet164": Case("preact_resnet164", lambda: PreActResNet(164), CIFAR_INPUT),
     "preact_resnet1001": Case("preact_resnet1001", lambda: PreActResNet(1001), CIFAR_INPUT, batch=1),
     "wrn28_10": Case("wrn28_10", lambda: WideResNet(28, 10), CIFAR_INPUT, batch=1),
@@ -256,6 +268,13 @@ def test_spec_matches_its_reference(name: str) -> None:
     assert got.shape == expected.shape == (batch, *network.output_shape)
     assert relative_error(got, expected) < TOLERANCE
     assert relative_error(interpreted, expected) < TOLERANCE
+    # Train mode: BN normalises with the batch's statistics (and both update their
+    # running ones, which nothing reads after this).
+    reference.train()
+    model.train()
+    with torch.no_grad():
+        assert relative_error(model(x), reference(x)) < TOLERANCE
+    reference.eval()  # MACs are counted with a batch of one, which BN refuses to train on at 1x1
     assert network.macs == reference_macs(reference, case.input_shape)
 
 
@@ -274,7 +293,7 @@ def test_cifar_figures_the_papers_print() -> None:
     # (10,178,490 of 10,327,706 for ResNet-1001; 1,679,034 of 1,703,258 for ResNet-164).
     for spec, printed in (("preact_resnet164", 1.7), ("preact_resnet1001", 10.2)):
         network = resdsl.compile(spec)
-        norms = sum(attrs["params"] for _, attrs in network.nodes("bn"))
+        norms = sum(node.params for node in network.nodes("bn"))
         assert round((network.num_params - norms) / 1e6, 1) == printed
     assert round(resdsl.compile("wrn28_10").num_params / 1e6, 1) == 36.5  # Table 5
 
@@ -287,15 +306,17 @@ def _drop_paths(model: nn.Module) -> dict[str, float]:
     return found
 
 
-@pytest.mark.parametrize("name", ["resnet50", "resnetv2_50"])
-def test_drop_path_schedule_matches_timm(name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "count"), [("resnet50", 15), ("resnetv2_50", 15), ("convnext_atto", 11), ("regnety_002", 12)]
+)
+def test_drop_path_schedule_matches_timm(name: str, count: int) -> None:
     rate = 0.05
     reference = timm.create_model(name, pretrained=False, drop_path_rate=rate)
     model = resdsl.load(compile_at(f"timm/{name}", IMAGENET_INPUT, drop_path_rate=rate))
     expected = _drop_paths(reference)
     got = _drop_paths(model)
     assert set(got) == set(expected)
-    assert len(got) == 15  # every block but the first, whose probability is 0
+    assert len(got) == count  # every block but the first, whose probability is 0
     for module, probability in expected.items():
         assert got[module] == pytest.approx(probability, rel=1e-6)
     last = max(got.values())

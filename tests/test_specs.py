@@ -90,10 +90,10 @@ def test_plain_imagenet_is_resnet_less_its_projections(depth: int) -> None:
     residual = resdsl.compile(f"resnet{depth}")
     projected = [block for block in residual.blocks if block.shortcut_nodes]
     assert [block.path for block in projected] == ["conv3_x.0", "conv4_x.0", "conv5_x.0"]
-    projection_params = sum(residual.graph.nodes[n]["params"] for b in projected for n in b.shortcut_nodes)
+    projection_params = sum(residual.node(n).params for b in projected for n in b.shortcut_nodes)
     assert plain.num_params == residual.num_params - projection_params
     assert not list(plain.nodes("add"))
-    assert not [attrs for _, attrs in plain.nodes() if attrs["role"] == "shortcut"]
+    assert not [node for node in plain.nodes() if node.role == "shortcut"]
     assert plain.output_shape == residual.output_shape
 
 
@@ -105,18 +105,13 @@ def test_every_shipped_spec_compiles_and_figures_add_up() -> None:
     assert required <= set(names)
     for name in names:
         network = resdsl.compile(name)
-        graph = network.graph
-        assert network.num_params == sum(attrs["params"] for _, attrs in graph.nodes(data=True))
+        assert network.num_params == sum(node.params for node in network.nodes())
         assert network.num_params == sum(stage.params for stage in network.stages)
         assert network.macs == sum(stage.macs for stage in network.stages)
         # MACs are convolutions (ECA's across channels included) and fc only (the paper's
         # and torchvision's convention).
-        counted = sum(
-            attrs["macs"]
-            for _, attrs in graph.nodes(data=True)
-            if isinstance(attrs["layer"], Conv | ChannelConv | Linear)
-        )
-        assert network.macs == counted + sum(attrs["macs"] for _, attrs in network.nodes("projection"))
+        counted = sum(node.macs for node in network.nodes() if isinstance(node.layer, Conv | ChannelConv | Linear))
+        assert network.macs == counted
 
 
 def test_stage_table_of_resnet34_matches_table1() -> None:

@@ -677,8 +677,9 @@ def test_a_padded_average_pool_counts_the_padding_as_asked(include: bool) -> Non
         assert torch.equal(_built(network)(x), expected)
 
 
-# The stem's first ReLU reads the caller's input; the block's first ReLU reads the stem's
-# ReLU output, which no other node reads (the projection reads the tap) but autograd kept.
+# Each block's first ReLU reads the block's input, which nothing else reads (the projection
+# reads the tap). Activation checkpointing runs a block again in backward from its saved
+# input, so a forward that overwrote its input would recompute from the wrong values.
 RELU_ON_A_FUNCTIONS_INPUT = """
 block p(w, stride=1) {
     relu
@@ -689,24 +690,30 @@ block p(w, stride=1) {
 }
 network n {
     input 3x8x8
-    stem { relu; conv 3x3, 4; bn; relu }
-    stage s: 2 x p(8, stride=2)
+    checkpoint MODE
+    stem { relu; conv 3x3, 4; bn }
+    stage s: 1 x p(8, stride=2)
+    stage t: 1 x p(16, stride=2)
     head { avgpool; fc 3 }
 }
 """
 
 
-def test_a_forward_never_overwrites_its_input() -> None:
+@pytest.mark.parametrize("mode", ["none", "block", "stage"])
+def test_a_forward_never_overwrites_its_input(mode: str) -> None:
     from resdsl import interpret
 
-    network = resdsl.compile_text(RELU_ON_A_FUNCTIONS_INPUT)
+    network = resdsl.compile_text(RELU_ON_A_FUNCTIONS_INPUT.replace("MODE", mode))
     model = randomise(resdsl.load(network)).double().train()
     x = _input(network)
     before = x.clone()
     state = _state_with_grad(model)
-    model(x).square().sum().backward()
+    got = model(x)
+    got.square().sum().backward()
     assert torch.equal(x, before), "the forward wrote into the caller's tensor"
-    interpret.run(network, state, x, training=True).square().sum().backward()
+    expected = interpret.run(network, state, x, training=True)
+    expected.square().sum().backward()
+    assert float((got - expected).detach().abs().max()) < 1e-9
     for name, parameter in model.named_parameters():
-        expected = state[name].grad
-        assert float((parameter.grad - expected).abs().max()) <= 1e-9 * float(expected.abs().max()) + 1e-12, name
+        grad = state[name].grad
+        assert float((parameter.grad - grad).abs().max()) <= 1e-9 * float(grad.abs().max()) + 1e-12, name

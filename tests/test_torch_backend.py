@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import os
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
 import torchvision
 
 import resdsl
+from resdsl import interpret
 from resdsl.backends.torch import build, load
 from resdsl.errors import LimitError, WeightsError
 from resdsl.ir import Limits
+from resdsl.layers import Ctor, Layer
+from resdsl.passes import assign_names, count_cost, infer_shapes
+from tests.oracle import randomise, relative_error
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -270,3 +276,73 @@ def test_join_after_relu_stays_out_of_place() -> None:
     assert " += " not in source and " + x" in source
     model(torch.randn(2, 4, 8, 8)).sum().backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+@dataclass(frozen=True)
+class _Bilinear(Layer, register=False):
+    """A kind built as a module with two inputs (torch's nn.Bilinear), known to no registry."""
+
+    kind: ClassVar[str] = "bilinear"
+    arity: ClassVar[int | None] = 2
+    out_features: int = 5
+
+    def output_shape(self, inputs):
+        return (self.out_features,)
+
+    def cost(self, inputs, output):
+        weights = inputs[0][0] * inputs[1][0] * self.out_features
+        return weights + self.out_features, weights
+
+    def constructor(self, inputs):
+        return Ctor("nn.Bilinear", (inputs[0][0], inputs[1][0], self.out_features))
+
+    def reference(self, inputs, tensors, training):
+        # y_o = x1^T W_o x2 + b_o, the bilinear form written out.
+        first, second = inputs
+        return torch.einsum("bi,oij,bj->bo", first, tensors["weight"], second) + tensors["bias"]
+
+
+@pytest.mark.parametrize("where", ["head", "block"])
+def test_a_module_with_two_inputs_receives_both(where: str) -> None:
+    # An `add { fc 8 }` join of two flat values, replaced through the Graph API by a
+    # bilinear module reading both: the generated forward must pass it both.
+    body = "fc 8\n add { fc 8 }"
+    if where == "head":
+        text = f"network t {{ input 3x4x4\n head {{ avgpool\n flatten\n {body} }} }}"
+    else:
+        network_text = "network t { input 3x4x4\n stem { avgpool; flatten }\n stage s: 1 x pair() }"
+        text = f"block pair() {{ {body} }}\n{network_text}"
+    network = resdsl.compile_text(text)
+    graph = network.graph
+    (join,) = network.nodes("add")
+    made = graph.create(
+        _Bilinear(5),
+        join.inputs,
+        pos=join.pos,
+        trace=join.trace,
+        scope=join.scope,
+        block=join.block,
+        names=join.names,
+        label="bilinear",
+        written="bilinear",
+    )
+    for block in network.blocks:
+        block.nodes = [made.id if node == join.id else node for node in block.nodes]
+        block.exit = made.id if block.exit == join.id else block.exit
+    assert graph.replace_all_uses_with(join.id, made.id) == [join.id + 1]  # the output node
+    graph.erase(join.id)
+    for compiler_pass in (infer_shapes, assign_names, count_cost):
+        compiler_pass(network)
+    network.lint(("shape", "name", "params", "macs"))
+    assert network.output_shape == (5,) and made.params == 8 * 8 * 5 + 5
+
+    model = randomise(build(network)).double().eval()
+    source = type(model if where == "head" else model.s[0])._resdsl_source
+    call = next(line for line in source.splitlines() if "self.bilinear(" in line)
+    assert call.count(",") == 1, call
+    x = torch.randn(3, 3, 4, 4, dtype=torch.float64)
+    with torch.no_grad():
+        out = model(x)
+        expected = interpret.run(network, model.state_dict(), x)
+    assert out.shape == (3, 5)
+    assert relative_error(out, expected) < 1e-12

@@ -107,6 +107,21 @@ def test_crop_and_flip_takes_shifted_windows_of_the_padded_image():
     assert seen_flip and seen_shift
 
 
+def test_crops_start_at_every_offset_of_the_padding():
+    # A crop of the zero-padded image may start at any of the (2 * pad + 1)^2 offsets, both ends included.
+    pad, side = 2, 6
+    images = (torch.arange(side * side, dtype=torch.int64).view(1, 1, side, side) + 1).repeat(64, 1, 1, 1)
+    padded = torch.nn.functional.pad(images[0], (pad, pad, pad, pad))
+    offsets = {(r, c): padded[:, r : r + side, c : c + side] for r in range(2 * pad + 1) for c in range(2 * pad + 1)}
+    generator = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(8):
+        for crop in crop_and_flip(images.to(torch.uint8), pad, False, generator):
+            (match,) = [offset for offset, window in offsets.items() if torch.equal(window, crop.to(torch.int64))]
+            seen.add(match)
+    assert seen == set(offsets), sorted(set(offsets) - seen)
+
+
 def test_pixel_mean_and_channel_statistics():
     images = torch.randint(0, 256, (64, 3, 4, 4), dtype=torch.uint8)
     pixel = Normalizer.from_images(images, "pixel_mean")

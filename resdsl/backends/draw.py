@@ -13,7 +13,7 @@ The figure is built in two steps: :func:`figure` reads the IR into a
 :class:`Column` (boxes, branches, arcs; linear in the network's size), and
 :func:`to_dot` lays the columns out with Graphviz. :mod:`resdsl.backends.draw_html`
 draws the same columns as an interactive page. Everything is read from the IR's
-documented keys and :attr:`Network.blocks`; nothing here imports torch or
+typed node fields, the kinds' figure traits and :attr:`Network.blocks`; nothing here imports torch or
 re-derives a shape, a stride or a block boundary.
 
 Detail levels: ``layer`` (one box per conv, pool and fc, as Fig. 3; with
@@ -35,18 +35,14 @@ from typing import Any
 import graphviz
 
 from resdsl.files import check_target, write_file
-from resdsl.ir import BlockInstance, Network
+from resdsl.ir import BlockInstance, Network, Node
+from resdsl.layers import Input
 
 DETAILS = ("layer", "block", "stage")
 FORMATS = (".svg", ".png", ".pdf", ".dot")
 INSTALL_HINT = (
     "Graphviz's 'dot' program is needed to render .svg, .png and .pdf: apt-get install graphviz (or write .dot)"
 )
-
-#: The kinds Fig. 3 draws as boxes at layer detail; the others fold into the box above.
-SHOWN_KINDS = frozenset({"conv", "fc", "maxpool", "avgpool", "channel_conv"})
-#: Joins drawn as circles where a side branch comes back.
-JOIN_KINDS = frozenset({"add", "mul", "cat"})
 
 # Fig. 3's palette: convolutions by width, pools and fc set apart.
 _FILL = {64: "#f4e8d0", 128: "#e3ecd6", 256: "#dbe6f1", 512: "#eadcec"}
@@ -77,11 +73,11 @@ class Box:
     block: str | None = None  # the stage-level block's module path
     folds: list[str] = field(default_factory=list)  # a group's inner blocks and branches, named in its label
 
-    def add(self, attrs: dict[str, Any]) -> None:
-        self.params += attrs["params"]
-        self.macs += attrs["macs"]
-        if attrs["layer"].kind not in ("input", "output"):
-            self.names.append(attrs["name"])
+    def add(self, node: Node) -> None:
+        self.params += node.params
+        self.macs += node.macs
+        if not node.layer.graph_end:
+            self.names.append(node.name)
 
 
 @dataclass
@@ -144,14 +140,14 @@ def _count(number: int) -> str:
 
 def layer_label(layer) -> str | None:
     """The paper's wording for a layer Fig. 3 draws, or None for those it leaves out."""
-    return layer.figure_label() if layer.kind in SHOWN_KINDS else None
+    return layer.figure_label() if layer.figure == "box" else None
 
 
 def _fill(layer) -> str:
-    if layer.kind == "conv":
+    if layer.figure_fill == "width":
         width = layer.out_channels
         return _FILL.get(width) or _FILL[min(_FILL, key=lambda w: abs(w - width))]
-    if layer.kind == "fc":
+    if layer.figure_fill == "fc":
         return _FC_FILL
     return _POOL_FILL
 
@@ -174,7 +170,7 @@ class _Reader:
         self.prefix = prefix
         self.detail = detail
         self.all_layers = all_layers
-        self.data = network.graph.nodes
+        self.graph = network.graph
         self.by_id = {block.id: block for block in network.blocks}
         self.outermost: dict[int, BlockInstance] = {}
         for block in network.blocks:
@@ -200,50 +196,45 @@ class _Reader:
             node, steps = block.tap, 0
             while node != block.entry and steps <= len(block.nodes):
                 nodes.add(node)
-                node = self.data[node]["inputs"][0]
+                node = self.graph.node(node).inputs[0]
                 steps += 1
         return nodes
 
-    def block_of(self, attrs: dict[str, Any]) -> BlockInstance | None:
-        ref = attrs.get("block")
-        if ref is None:
-            return None
-        return self.by_id[ref] if isinstance(ref, int) else ref
+    def block_of(self, node: Node) -> BlockInstance | None:
+        return self.by_id[node.block] if node.block is not None else None
 
-    def _new_box(self, node: int, attrs: dict[str, Any], label: str, fill: str, style: str = "layer") -> Box:
-        block = self.block_of(attrs)
+    def _new_box(self, node: Node, label: str, fill: str, style: str = "layer") -> Box:
+        block = self.block_of(node)
         top = self.outermost[block.id] if block is not None else None
         box = Box(
-            f"{self.prefix}n{node}",
+            f"{self.prefix}n{node.id}",
             label,
             fill,
             style,
-            attrs["shape"],
+            node.shape,
             stage=top.stage if top is not None else None,
             block=top.path if top is not None else None,
         )
-        box.add(attrs)
+        box.add(node)
         return box
 
     def read(self) -> Column:
         network = self.network
-        for node in network.order():
-            attrs = self.data[node]
-            kind = attrs["layer"].kind
-            if kind == "input":
+        for node in network.nodes():
+            if isinstance(node.layer, Input):
                 image = Box(f"{self.prefix}image", "image", "white", "image", network.input_shape)
                 self.boxes.append(image)
-                self.drawn_in[node] = image.key
-            elif kind == "output":
+                self.drawn_in[node.id] = image.key
+            elif node.layer.graph_end:
                 continue
-            elif self.detail != "layer" and self.block_of(attrs) is not None:
-                self._group(node, attrs)
-            elif attrs["role"] == "shortcut":
+            elif self.detail != "layer" and self.block_of(node) is not None:
+                self._group(node)
+            elif node.role == "shortcut":
                 continue  # drawn as its arc
-            elif attrs["role"] == "branch":
-                self._branch_layer(node, attrs)
+            elif node.role == "branch":
+                self._branch_layer(node)
             else:
-                self._main_layer(node, attrs)
+                self._main_layer(node)
         for branch in self.branches:
             if not branch.boxes:  # every layer of the branch folds: one box says what they are
                 branch.boxes.append(Box(f"{branch.source}_b", ", ".join(branch.folded), _BRANCH_FILL))
@@ -252,65 +243,65 @@ class _Reader:
         return Column(title, subtitle, self.boxes, self.branches, self._arcs())
 
     def _shown(self, layer) -> bool:
-        return self.all_layers or layer.kind in SHOWN_KINDS
+        return self.all_layers or layer.figure == "box"
 
-    def _main_layer(self, node: int, attrs: dict[str, Any]) -> None:
-        layer = attrs["layer"]
-        inputs = attrs["inputs"]
+    def _main_layer(self, node: Node) -> None:
+        layer = node.layer
+        inputs = node.inputs
         # A shortcut's add folds into the box above (Fig. 3), unless that box is another
         # join, which would then read as the shortcut's.
-        folds = node in self.shortcut_joins and not self.all_layers and self.boxes[-1].style != "join"
-        if layer.kind in JOIN_KINDS and not folds:
+        folds = node.id in self.shortcut_joins and not self.all_layers and self.boxes[-1].style != "join"
+        if layer.figure == "join" and not folds:
             # A join: side branches come back to it; a shortcut's add shows at all_layers only.
             label = layer.figure_label()
-            box = self._new_box(node, attrs, label, "white", "join" if len(label) == 1 else "layer")
+            box = self._new_box(node, label, "white", "join" if len(label) == 1 else "layer")
             for source in inputs[1:]:
                 branch = self.branch_of.get(source)
                 if branch is not None:
                     branch.join = box.key
-        elif layer.kind == "drop_path":
-            box = self._new_box(node, attrs, layer.figure_label(), "white", "marker")
+        elif layer.figure == "marker":
+            box = self._new_box(node, layer.figure_label(), "white", "marker")
         elif self._shown(layer):
-            box = self._new_box(node, attrs, layer.figure_label(), _fill(layer))
-        elif node in self.before_tap:
+            box = self._new_box(node, layer.figure_label(), _fill(layer))
+        elif node.id in self.before_tap:
             # A pre-activation: it is where a tapped shortcut starts, so it gets a box.
             last = self.boxes[-1]
             if last.style == "preact" and self.drawn_in.get(inputs[0]) == last.key:
                 last.label += f", {layer.figure_label()}"
-                last.add(attrs)
-                self.drawn_in[node] = last.key
+                last.add(node)
+                self.drawn_in[node.id] = last.key
                 return
-            box = self._new_box(node, attrs, layer.figure_label(), _POOL_FILL, "preact")
+            box = self._new_box(node, layer.figure_label(), _POOL_FILL, "preact")
         else:
-            self.boxes[-1].add(attrs)  # folded into the box above, figures included
-            self.drawn_in[node] = self.boxes[-1].key
+            self.boxes[-1].add(node)  # folded into the box above, figures included
+            self.drawn_in[node.id] = self.boxes[-1].key
             return
         self.boxes.append(box)
-        self.drawn_in[node] = box.key
+        self.drawn_in[node.id] = box.key
 
-    def _branch_layer(self, node: int, attrs: dict[str, Any]) -> None:
-        layer = attrs["layer"]
-        source = attrs["inputs"][0]
+    def _branch_layer(self, node: Node) -> None:
+        layer = node.layer
+        source = node.inputs[0]
         branch = self.branch_of.get(source)
         if branch is None:
             branch = Branch(self.drawn_in[source])
             self.branches.append(branch)
-        self.branch_of[node] = branch
-        if self._shown(layer) or layer.kind == "drop_path":
-            box = self._new_box(node, attrs, layer.figure_label(), _BRANCH_FILL)
+        self.branch_of[node.id] = branch
+        if self._shown(layer) or layer.figure == "marker":
+            box = self._new_box(node, layer.figure_label(), _BRANCH_FILL)
             branch.boxes.append(box)
-            self.drawn_in[node] = box.key
+            self.drawn_in[node.id] = box.key
         elif branch.boxes:
-            branch.boxes[-1].add(attrs)
-            self.drawn_in[node] = branch.boxes[-1].key
+            branch.boxes[-1].add(node)
+            self.drawn_in[node.id] = branch.boxes[-1].key
         else:
             branch.folded.append(layer.figure_label())
-            self.drawn_in[node] = branch.source
+            self.drawn_in[node.id] = branch.source
 
-    def _group(self, node: int, attrs: dict[str, Any]) -> None:
+    def _group(self, node: Node) -> None:
         """Block or stage detail: every node of a block, branches and shortcuts included,
         counts in its block's (or stage's) box."""
-        top = self.outermost[self.block_of(attrs).id]
+        top = self.outermost[self.block_of(node).id]
         key = top.id if self.detail == "block" else top.stage
         box = self.groups.get(key)
         if box is None:
@@ -319,29 +310,27 @@ class _Reader:
             else:
                 count = next((s.blocks for s in self.network.stages if s.name == top.stage), 1)
                 label = f"{top.stage}: {count} x {_first_argument(top)}{_stride_text(top.stride)}"
-            box = Box(f"{self.prefix}g{node}", label, "", "group", attrs["shape"], stage=top.stage)
+            box = Box(f"{self.prefix}g{node.id}", label, "", "group", node.shape, stage=top.stage)
             box.block = top.path if self.detail == "block" else None
             self.groups[key] = box
             self.boxes.append(box)
-        layer = attrs["layer"]
+        layer = node.layer
         # What the box folds that no label would show: blocks used inside the block (SE,
         # ECA) and side branches, named once each ("bottleneck(64) + se").
-        inner = self.block_of(attrs)
-        extra = (
-            inner.type if inner is not None and inner is not top else "branch" if attrs["role"] == "branch" else None
-        )
+        inner = self.block_of(node)
+        extra = inner.type if inner is not None and inner is not top else "branch" if node.role == "branch" else None
         if extra is not None and extra not in box.folds:
             box.folds.append(extra)
             first, *rest = box.label.split("\\n", 1)
             box.label = "\\n".join([f"{first} + {extra}", *rest])
-        if not box.fill and layer.kind == "conv":
+        if not box.fill and layer.figure_fill == "width":
             box.fill = _fill(layer)
-        if layer.kind == "drop_path" and attrs["role"] == "main" and self.detail == "block":
+        if layer.figure == "marker" and node.role == "main" and self.detail == "block":
             box.label += f"\\n{layer.figure_label()}"
-        if attrs["role"] == "main":
-            box.shape = attrs["shape"]
-        box.add(attrs)
-        self.drawn_in[node] = box.key
+        if node.role == "main":
+            box.shape = node.shape
+        box.add(node)
+        self.drawn_in[node.id] = box.key
 
     def _arcs(self) -> list[Arc]:
         arcs: list[Arc] = []
@@ -364,11 +353,11 @@ class _Reader:
             label = plan.projection if written and plan.kind == "projection" and plan.projection else ""
             arc = Arc(start, end, plan.kind, plan.changes_dimensions, label, block.path)
             for node in block.shortcut_nodes if self.detail == "layer" else ():  # else in the block's box
-                if node in self.data:
-                    shortcut = self.data[node]
-                    arc.params += shortcut["params"]
-                    arc.macs += shortcut["macs"]
-                    arc.names.append(shortcut["name"])
+                if node in self.graph:
+                    shortcut = self.graph.node(node)
+                    arc.params += shortcut.params
+                    arc.macs += shortcut.macs
+                    arc.names.append(shortcut.name)
             if self.detail == "stage":
                 # One arc per stage, into the stage's box: dashed if any of its shortcuts
                 # changes dimensions, a projection if any block projects.

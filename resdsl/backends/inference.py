@@ -1,7 +1,8 @@
 """``load(..., for_inference=True, engine=...)``: the folded model, run by the fastest engine.
 
-Every engine starts from the same model: eval mode, each BN folded into its
-convolution, channels_last weights (``fold_for_inference``). Then:
+Every engine starts from the same model: eval mode, each sum of parallel linear
+paths folded into one convolution, each BN folded into its convolution,
+channels_last weights (``fold_for_inference``). Then:
 
 ``"eager"``
     that module, run by PyTorch as it is.

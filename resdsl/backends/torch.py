@@ -38,7 +38,7 @@ from resdsl.backends.torch_modules import Container, Stage, resolve
 from resdsl.backends.torch_modules import ZeroPadShortcut as ZeroPadShortcut
 from resdsl.errors import LimitError, WeightsError
 from resdsl.ir import BlockInstance, Network
-from resdsl.layers import Ctor
+from resdsl.layers import BatchNorm, Conv, Ctor, Layer
 
 CHECKPOINT_OPTIONS = ("none", "stage", "block")
 
@@ -57,8 +57,9 @@ def _access(path: str, root: str = "self") -> str:
     return expression
 
 
-def install(root: nn.Module, path: str, module: nn.Module) -> None:
-    """Register `module` at the dotted `path` under `root`, making containers on the way."""
+def install(root: nn.Module, path: str, module: nn.Module | nn.Parameter) -> None:
+    """Register `module` (or a node's lone tensor) at the dotted `path` under `root`,
+    making containers on the way."""
     *parents, last = path.split(".")
     parent = root
     for segment in parents:
@@ -67,7 +68,10 @@ def install(root: nn.Module, path: str, module: nn.Module) -> None:
             child = Container()
             parent.add_module(segment, child)
         parent = child
-    parent.add_module(last, module)
+    if isinstance(module, nn.Parameter):
+        parent.register_parameter(last, module)
+    else:
+        parent.add_module(last, module)
 
 
 # Steps: what the generated forward does ---------------------------------------------------
@@ -77,14 +81,20 @@ def install(root: nn.Module, path: str, module: nn.Module) -> None:
 class Step:
     """One line of a generated forward: ``target = op(inputs)``.
 
-    ``op`` is ``call`` (a module at ``module``), ``add``, ``iadd`` (in place into the
-    first input), ``mul``, ``cat`` or ``alias`` (no code: the target is the input).
+    ``op`` is ``call`` (the module at ``module``, given every input), ``join`` (the
+    kind ``layer``'s own expression: a join, a split's part, a weighted sum),
+    ``inplace`` (the join's in-place operator, into its first input), ``scale`` (the
+    input times the tensor at ``module``, one value per channel) or ``alias`` (no
+    code: the target is the input).
     """
 
     target: str
     op: str
     inputs: tuple[str, ...]
     module: str | None = None
+    layer: Layer | None = None  # the kind, for ``join`` and ``inplace``
+    #: For ``scale``: how many size-1 dimensions follow the channels in the broadcast view.
+    trailing: int = 0
 
 
 def forward_source(steps: list[Step], result: str) -> str:
@@ -103,9 +113,9 @@ def forward_source(steps: list[Step], result: str) -> str:
         if step.op == "alias":
             current[step.target] = names[0]
             continue
-        if step.op == "iadd":
+        if step.op == "inplace":
             current[step.target] = names[0]
-            lines.append(f"    {names[0]} += {names[1]}")
+            lines.append(f"    {names[0]} {step.layer.in_place_operator} {names[1]}")
             continue
         free = [current[name] for name in step.inputs if last_use.get(name) == index and current[name] != "x"]
         # Reuse a freed name, unless another live value still holds the same tensor (an alias).
@@ -113,13 +123,12 @@ def forward_source(steps: list[Step], result: str) -> str:
         free = [name for name in free if name not in live_names]
         target = current[step.target] = free[0] if free else step.target
         if step.op == "call":
-            lines.append(f"    {target} = {_access(step.module)}({names[0]})")
-        elif step.op == "add":
-            lines.append(f"    {target} = {' + '.join(names)}")
-        elif step.op == "mul":
-            lines.append(f"    {target} = {' * '.join(names)}")
-        elif step.op == "cat":
-            lines.append(f"    {target} = torch.cat(({', '.join(names)},), 1)")
+            lines.append(f"    {target} = {_access(step.module)}({', '.join(names)})")
+        elif step.op == "scale":
+            view = f".view(-1{', 1' * step.trailing})" if step.trailing else ""
+            lines.append(f"    {target} = {names[0]} * {_access(step.module)}{view}")
+        elif step.op == "join":
+            lines.append(f"    {target} = {step.layer.forward_expression(names)}")
         else:  # pragma: no cover - the planner makes only the ops above
             raise ValueError(f"unknown step {step.op!r}")
     lines.append(f"    return {current[result]}")
@@ -143,8 +152,8 @@ def _generated_class(kind: str, source: str) -> type:
 
 #: Producers whose output may be overwritten in place: autograd kept no reference to
 #: it (ReLU and sigmoid keep their outputs) and it is not another value's alias.
-def _writable(layer: Any) -> bool:
-    return layer.kind not in ("input", "output") and not layer.aliases_input and not layer.saves_output
+def _writable(layer: Layer) -> bool:
+    return not layer.graph_end and not layer.aliases_input and not layer.saves_output
 
 
 class _Planner:
@@ -156,41 +165,42 @@ class _Planner:
         self.order_index = {node: index for index, node in enumerate(network.order())}
 
     def ctor(self, node: int, in_place: bool) -> Ctor | None:
-        attrs = self.graph.nodes[node]
-        inputs = [self.graph.nodes[source]["shape"] for source in attrs["inputs"]]
-        ctor = attrs["layer"].constructor(inputs)
-        if ctor is not None and in_place and attrs["layer"].kind == "relu":
+        typed = self.graph.node(node)
+        inputs = [self.graph.node(source).shape for source in typed.inputs]
+        ctor = typed.layer.constructor(inputs)
+        if ctor is not None and in_place and typed.layer.runs_in_place:
             ctor = Ctor(ctor.name, ctor.args, (*ctor.kwargs, ("inplace", True)))
         return ctor
 
     def in_place_ok(self, node: int, operand: int, local: set[int]) -> bool:
         """Whether `node` may overwrite `operand`'s value: nothing else reads it, it was
         made in this function, and autograd did not keep it."""
-        graph = self.graph
-        return (
-            operand in local
-            and graph.out_degree(operand) == 1
-            and _writable(graph.nodes[operand]["layer"])
-            and operand != node
-        )
+        users = self.graph.node(operand).users
+        return operand in local and users == (node,) and _writable(self.graph.node(operand).layer)
 
     def step(
         self, node: int, target: str, value: dict[int, str], local: set[int], strip: str = ""
     ) -> tuple[Step, tuple[str, Ctor] | None]:
         """The forward line of one node, and the module it calls (named without `strip`), if any."""
-        attrs = self.graph.nodes[node]
-        inputs = attrs["inputs"]
+        typed = self.graph.node(node)
+        inputs = typed.inputs
         names = tuple(value[source] for source in inputs)
-        kind = attrs["layer"].kind
-        if kind in ("add", "mul", "cat"):
-            in_place = kind == "add" and len(inputs) == 2 and inputs[0] != inputs[1]
+        layer = typed.layer
+        if layer.is_join:
+            in_place = layer.in_place_operator is not None and len(inputs) == 2 and inputs[0] != inputs[1]
             if in_place and self.in_place_ok(node, inputs[0], local):
-                return Step(target, "iadd", names), None
-            return Step(target, kind, names), None
-        ctor = self.ctor(node, self.in_place_ok(node, inputs[0], local))
+                return Step(target, "inplace", names, layer=layer), None
+            return Step(target, "join", names, layer=layer), None
+        if layer.computed_inline:
+            return Step(target, "join", names, layer=layer), None
+        # A module that takes several inputs may overwrite none of them.
+        ctor = self.ctor(node, len(inputs) == 1 and self.in_place_ok(node, inputs[0], local))
         if ctor is None:  # identity, output: the value itself
             return Step(target, "alias", names), None
-        name = attrs["name"].removeprefix(strip)
+        name = typed.name.removeprefix(strip)
+        if layer.holds_tensor:
+            trailing = len(self.graph.node(inputs[0]).shape) - 1
+            return Step(target, "scale", names, name, trailing=trailing), (name, ctor)
         return Step(target, "call", names, name), (name, ctor)
 
     def steps(
@@ -247,19 +257,18 @@ def plan(network: Network) -> ModelPlan:
             plans.setdefault(stage, []).append(BlockPlan(block.type, forward, modules))
 
     # The top level: its own layers, and each stage as one call.
-    (entry,) = [node for node in order if graph.nodes[node]["layer"].kind == "input"]
+    (entry,) = [node.id for node in graph.walk("input")]
     value = {entry: "x"}
     local: set[int] = set()
     steps: list[Step] = []
     items: list[tuple[str, Ctor | list[BlockPlan]]] = []
     stage_done: set[str] = set()
     for node in order:
-        attrs = graph.nodes[node]
         if node == entry:
             continue
         target = f"v{len(steps)}"
         if node in in_stage:
-            stage = attrs["scope"].stage
+            stage = graph.node(node).scope.stage
             if stage in stage_done:
                 continue
             stage_done.add(stage)
@@ -274,7 +283,7 @@ def plan(network: Network) -> ModelPlan:
             items.append(module)
         value[node] = target
         local.add(node)
-    (output,) = [node for node in order if graph.nodes[node]["layer"].kind == "output"]
+    (output,) = [node.id for node in graph.walk("output")]
     return ModelPlan(_class_name(network.name), forward_source(steps, value[output]), items)
 
 
@@ -355,7 +364,7 @@ def export_source(network: Network) -> str:
         "from torch import nn",
         "from torch.utils.checkpoint import checkpoint as _checkpoint",
     ]
-    for name, cls in torch_modules.CUSTOM_MODULES.items():
+    for name, cls in (*torch_modules.CUSTOM_MODULES.items(), *torch_modules.TENSOR_FACTORIES.items()):
         if name in used:
             lines += ["", "", inspect.getsource(cls).rstrip()]
     lines += [
@@ -367,7 +376,10 @@ def export_source(network: Network) -> str:
         "        if segment not in root._modules:",
         "            root.add_module(segment, Container())",
         "        root = root._modules[segment]",
-        "    root.add_module(last, module)",
+        "    if isinstance(module, nn.Parameter):",
+        "        root.register_parameter(last, module)",
+        "    else:",
+        "        root.add_module(last, module)",
         "",
         "",
         "def _block(block, *modules):",
@@ -416,27 +428,35 @@ def _initialise(model: nn.Module, network: Network, zero_init_residual: bool) ->
     uninitialised."""
     graph = network.graph
     modules = dict(model.named_modules())
+    tensors = dict(model.named_parameters())
     done: set[str] = set()
-    for node in network.order():
-        attrs = graph.nodes[node]
-        module = modules.get(attrs["name"])
-        if module is None or attrs["name"] in done:
+    for node in graph.walk():
+        if node.layer.holds_tensor:
+            node.layer.initialise(tensors[node.name])
+            done.add(node.name)
             continue
-        done.add(attrs["name"])
-        attrs["layer"].initialise(module)
+        module = modules.get(node.name)
+        if module is None or node.name in done:
+            continue
+        done.add(node.name)
+        node.layer.initialise(module)
     for name, module in modules.items():
         if name in done or isinstance(module, Container | Stage) or module is model:
             continue
-        if any(True for _ in itertools.chain(module.parameters(recurse=False), module.buffers(recurse=False))):
+        own = itertools.chain(
+            (f"{name}.{key}" if name else key for key, _ in module.named_parameters(recurse=False)),
+            (f"{name}.{key}" if name else key for key, _ in module.named_buffers(recurse=False)),
+        )
+        if any(key not in done for key in own):
             # A module no layer kind owns would keep uninitialised memory.
             raise TypeError(f"no initialisation for {name} ({type(module).__name__})")  # pragma: no cover
     if zero_init_residual:
         for block in network.blocks:
             if block.join is None:
                 continue
-            main = graph.nodes[block.join]["inputs"][0]
-            if graph.nodes[main]["layer"].is_norm:
-                nn.init.zeros_(modules[graph.nodes[main]["name"]].weight)
+            main = graph.node(graph.node(block.join).inputs[0])
+            if main.layer.is_norm:
+                nn.init.zeros_(modules[main.name].weight)
 
 
 #: The ``format`` entry of `resdsl train`'s checkpoints (best.pt, checkpoint.pt).
@@ -648,7 +668,9 @@ def load_weights(
 
 
 def fold_for_inference(model: nn.Module, network: Network) -> nn.Module:
-    """Eval mode, every foldable BN folded into its convolution, channels_last weights.
+    """Eval mode, every sum of parallel linear paths folded into one convolution
+    (:func:`fold_parallel_paths`: the model is rebuilt, so use the returned one),
+    every foldable BN folded into its convolution, channels_last weights.
 
     Folding follows the IR's dataflow: a BN folds into a convolution only where that
     convolution alone feeds the BN and nothing else reads the convolution's output
@@ -658,22 +680,111 @@ def fold_for_inference(model: nn.Module, network: Network) -> nn.Module:
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    graph = network.graph
+    from resdsl.passes.parallel_paths import find_parallel_folds
+
     model.eval()
+    folds = find_parallel_folds(network)
+    if folds:
+        model, network = fold_parallel_paths(model, network, folds)
+    graph = network.graph
     modules = dict(model.named_modules())
-    for node in network.order():
-        attrs = graph.nodes[node]
-        if attrs["layer"].kind != "bn" or len(attrs["inputs"]) != 1:
+    for node in graph.walk(BatchNorm.kind):
+        if len(node.inputs) != 1:
             continue
-        (source,) = attrs["inputs"]
-        if graph.nodes[source]["layer"].kind != "conv" or graph.out_degree(source) != 1:
+        source = graph.node(node.inputs[0])
+        if not isinstance(source.layer, Conv) or source.users != (node.id,):
             continue
-        conv, bn = modules.get(graph.nodes[source]["name"]), modules.get(attrs["name"])
+        conv, bn = modules.get(source.name), modules.get(node.name)
         if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):
             continue
-        _replace_module(model, graph.nodes[source]["name"], fuse_conv_bn_eval(conv, bn))
-        _replace_module(model, attrs["name"], nn.Identity())
+        _replace_module(model, source.name, fuse_conv_bn_eval(conv, bn))
+        _replace_module(model, node.name, nn.Identity())
     return model.to(memory_format=torch.channels_last)
+
+
+def fold_parallel_paths(model: nn.Module, network: Network, folds: list | None = None) -> tuple[nn.Module, Network]:
+    """The model rebuilt from the IR with every sum of parallel linear paths folded into
+    one convolution (resdsl.passes.parallel_paths), and that IR; in eval mode, it
+    computes what `model` computes in eval mode. The folded weights are computed in
+    float64 and stored in the model's dtype."""
+    from resdsl.passes.parallel_paths import apply_parallel_folds, find_parallel_folds
+
+    if folds is None:
+        folds = find_parallel_folds(network)
+    state = model.state_dict()
+    first = next(iter(state.values()))
+    folded_network, replaced = apply_parallel_folds(network, folds)
+    new_state = {}
+    for fold in folds:
+        name = folded_network.graph.node(replaced[fold.join]).name
+        weight, bias = _folded_weights(fold, network, state)
+        new_state[f"{name}.weight"] = weight.to(first.dtype)
+        new_state[f"{name}.bias"] = bias.to(first.dtype)
+    folded = build(folded_network, device=first.device, initialise=False).to(first.dtype)
+    kept = folded.state_dict()
+    for key in kept:
+        if key not in new_state:
+            new_state[key] = state[key]
+    folded.load_state_dict(new_state)
+    folded.network = folded_network
+    return folded.eval(), folded_network
+
+
+def _folded_weights(
+    fold: Any, network: Network, state: Mapping[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight and bias of a fold's convolution: each path as a convolution of the
+    source (a pool's kernel is 1 / K^2 on its channel, the identity's 1 at the
+    centre), scaled by its BN, zero-padded into the largest kernel, summed."""
+    graph = network.graph
+    conv = fold.conv
+    channels = graph.node(fold.source).shape[0]
+    out_channels = conv.out_channels
+    weight = torch.zeros(out_channels, channels // conv.groups, *conv.kernel, dtype=torch.float64)
+    bias = torch.zeros(out_channels, dtype=torch.float64)
+    for term in fold.terms:
+        if term.linear is not None and isinstance(graph.node(term.linear).layer, Conv):
+            prefix = graph.node(term.linear).name
+            w = state[f"{prefix}.weight"].to(torch.float64)
+            b = state.get(f"{prefix}.bias")
+            b = b.to(torch.float64) if b is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+        else:
+            # The identity, a BN or a pool: one channel to itself (a depthwise kernel).
+            kh, kw = term.kernel
+            w = torch.full((channels, 1, kh, kw), 1.0 / (kh * kw), dtype=torch.float64)
+            b = torch.zeros(channels, dtype=torch.float64)
+        if term.norm is not None:
+            prefix = graph.node(term.norm).name
+            eps = 1e-5  # the bn kind's eps (resdsl.layers.BatchNorm.reference)
+            scale = (
+                state[f"{prefix}.weight"].to(torch.float64)
+                / (state[f"{prefix}.running_var"].to(torch.float64) + eps).sqrt()
+            )
+            w = w * scale[:, None, None, None]
+            b = (b - state[f"{prefix}.running_mean"].to(torch.float64)) * scale + state[f"{prefix}.bias"].to(
+                torch.float64
+            )
+        w = _regroup(w, term.groups, conv.groups, channels)
+        top, left = conv.padding[0] - term.padding[0], conv.padding[1] - term.padding[1]
+        weight[:, :, top : top + term.kernel[0], left : left + term.kernel[1]] += w
+        bias += b
+    return weight, bias
+
+
+def _regroup(weight: torch.Tensor, groups: int, target: int, in_channels: int) -> torch.Tensor:
+    """A grouped convolution's weight as one with fewer groups (`target` divides
+    `groups`): block-diagonal, zero where an output channel did not read an input."""
+    if groups == target:
+        return weight
+    out_channels = weight.shape[0]
+    wide = weight.new_zeros(out_channels, in_channels // target, *weight.shape[2:])
+    out_per, in_per = out_channels // groups, in_channels // groups
+    out_per_target, in_per_target = out_channels // target, in_channels // target
+    for group in range(groups):
+        rows = slice(group * out_per, (group + 1) * out_per)
+        start = group * in_per - (group * out_per // out_per_target) * in_per_target
+        wide[rows, start : start + in_per] = weight[rows]
+    return wide
 
 
 def _replace_module(model: nn.Module, path: str, module: nn.Module) -> None:

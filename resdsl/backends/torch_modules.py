@@ -69,6 +69,46 @@ class LayerNorm2d(nn.LayerNorm):
         return x.permute(0, 3, 1, 2)
 
 
+class GroupSoftmax(nn.Module):
+    """A softmax across ``groups`` channel groups within each of ``cardinality`` cardinal
+    groups, output group-major (resdsl.layers.Softmax); ``groups=1``: over the channels
+    of each cardinal group."""
+
+    def __init__(self, groups: int, cardinality: int) -> None:
+        super().__init__()
+        self.groups = groups
+        self.cardinality = cardinality
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        if self.groups == 1:
+            return x.reshape(n, self.cardinality, -1, *x.shape[2:]).softmax(2).reshape(x.shape)
+        grouped = x.reshape(n, self.cardinality, self.groups, -1, *x.shape[2:])
+        return grouped.softmax(2).transpose(1, 2).reshape(x.shape)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}, cardinality={self.cardinality}"
+
+
+class Scale(nn.Module):
+    """Multiplies by a constant."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}"
+
+
+def full_parameter(shape: tuple[int, ...], value: float) -> nn.Parameter:
+    """A parameter that is not a module's (layer scale's ``gamma``), filled with `value`."""
+    return nn.Parameter(torch.full(shape, value))
+
+
 class Container(nn.Module):
     """A module that only holds others: a path segment of a dotted name (``conv1`` in
     ``conv1.0``). It is never called."""
@@ -100,13 +140,19 @@ class Stage(nn.Sequential):
 
 #: Classes a Ctor may name besides torch.nn's own ("nn.Conv2d").
 CUSTOM_MODULES: dict[str, type[nn.Module]] = {
-    cls.__name__: cls for cls in (ZeroPadShortcut, ChannelConv, DropPath, LayerNorm2d, Container, Stage)
+    cls.__name__: cls
+    for cls in (ZeroPadShortcut, ChannelConv, DropPath, LayerNorm2d, GroupSoftmax, Scale, Container, Stage)
 }
+#: Factories a Ctor may name for a node that is one tensor, not a module (Layer.holds_tensor).
+TENSOR_FACTORIES = {"full_parameter": full_parameter}
 
 
 def resolve(name: str) -> type[nn.Module]:
-    """The class a Ctor names: ``nn.X`` from torch.nn, or one of :data:`CUSTOM_MODULES`.
-    Names come from resdsl's layer kinds, never from a spec."""
+    """The class a Ctor names: ``nn.X`` from torch.nn, or one of :data:`CUSTOM_MODULES`
+    (or the factory of :data:`TENSOR_FACTORIES`). Names come from resdsl's layer kinds,
+    never from a spec."""
+    if name in TENSOR_FACTORIES:
+        return TENSOR_FACTORIES[name]  # type: ignore[return-value]
     cls = vars(nn).get(name[3:]) if name.startswith("nn.") else CUSTOM_MODULES.get(name)
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise KeyError(f"no module class {name!r}")

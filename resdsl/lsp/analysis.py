@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from resdsl import syntax as ast
-from resdsl import vocabulary
+from resdsl import tokens, vocabulary
 from resdsl.errors import Pos, SpecError
-from resdsl.ir import BlockInstance, Network
+from resdsl.ir import BlockInstance, Network, Node
+from resdsl.layers import Output
 
 PRELUDE = "<prelude>"
 
@@ -68,7 +69,7 @@ class Analysis:
     definitions: dict[str, Definition] = field(default_factory=dict)
     module: ast.Module | None = None
     # (absolute path, line) -> [(network name, node attributes)], nodes in execution order.
-    nodes_by_line: dict[tuple[Path, int], list[tuple[str, dict[str, Any]]]] = field(default_factory=dict)
+    nodes_by_line: dict[tuple[Path, int], list[tuple[str, Node]]] = field(default_factory=dict)
     # (absolute path, line) of a stage statement -> [(network, stage name)]
     stages_by_line: dict[tuple[Path, int], list[tuple[Network, str]]] = field(default_factory=dict)
     # (absolute path, line) of a block used inside a block -> [(network, its instances' paths and figures)]
@@ -231,14 +232,14 @@ def _definition(result: Analysis, kind: str, definition: Any) -> Definition:
 
 def _index(result: Analysis, network: Network) -> None:
     stage_lines: set[tuple[Path, int, str]] = set()
-    for _, attrs in network.nodes():
-        pos = attrs.get("pos")
-        if pos is None or attrs["layer"].kind == "output":
+    for node in network.nodes():
+        pos = node.pos
+        if pos is None or isinstance(node.layer, Output):
             continue  # the output node stands for no statement of its own
         key = (result.resolve(pos.path), pos.line)
-        result.nodes_by_line.setdefault(key, []).append((network.name, attrs))
-        scope = attrs.get("scope")
-        for frame in attrs.get("trace", ()):
+        result.nodes_by_line.setdefault(key, []).append((network.name, node))
+        scope = node.scope
+        for frame in node.trace:
             if frame.what.startswith("stage ") and scope is not None and scope.stage is not None:
                 stage_lines.add((result.resolve(frame.pos.path), frame.pos.line, scope.stage))
     for stage_path, line, name in stage_lines:
@@ -261,7 +262,7 @@ def _index(result: Analysis, network: Network) -> None:
 
 # Words under the cursor -------------------------------------------------------------
 
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*")
+_WORD = re.compile(tokens.NAME)
 
 
 def word_at(text: str, line: int, column: int) -> tuple[str, int, int] | None:
@@ -413,30 +414,27 @@ def _stage_hover(entries: list[tuple[Network, str]]) -> str:
 HOVER_ROWS = 8
 
 
-def _layer_hover(entries: list[tuple[str, dict[str, Any]]], several_networks: bool) -> str:
+def _layer_hover(entries: list[tuple[str, Node]], several_networks: bool) -> str:
     first = entries[0][1]
-    kind = first["layer"].kind
+    kind = first.kind
     if len(entries) == 1:
-        network, attrs = entries[0]
+        network, node = entries[0]
         owner = f" (network {network})" if several_networks else ""
         return (
-            f"**{kind}** `{attrs.get('name', '?')}`{owner}\n\n"
-            f"output {_shape(attrs.get('shape', ()))} · {attrs.get('params', 0):,} params · "
-            f"{attrs.get('macs', 0):,} MACs"
+            f"**{kind}** `{node.name}`{owner}\n\n"
+            f"output {_shape(node.shape)} · {node.params:,} params · {node.macs:,} MACs"
         )
-    total_params = sum(attrs.get("params", 0) for _, attrs in entries)
-    total_macs = sum(attrs.get("macs", 0) for _, attrs in entries)
+    total_params = sum(node.params for _, node in entries)
+    total_macs = sum(node.macs for _, node in entries)
     lines = [
         f"**{kind}**: {len(entries)} instances · {total_params:,} params · {total_macs:,} MACs in all",
         "",
         "| module | output | params | MACs |",
         "| --- | --- | ---: | ---: |",
     ]
-    for network, attrs in entries[:HOVER_ROWS]:
-        module = f"{network}: {attrs.get('name', '?')}" if several_networks else attrs.get("name", "?")
-        lines.append(
-            f"| `{module}` | {_shape(attrs.get('shape', ()))} | {attrs.get('params', 0):,} | {attrs.get('macs', 0):,} |"
-        )
+    for network, node in entries[:HOVER_ROWS]:
+        module = f"{network}: {node.name}" if several_networks else node.name
+        lines.append(f"| `{module}` | {_shape(node.shape)} | {node.params:,} | {node.macs:,} |")
     if len(entries) > HOVER_ROWS:
         lines.append(f"| ... and {len(entries) - HOVER_ROWS} more | | | |")
     return "\n".join(lines)
@@ -534,8 +532,10 @@ def _statement_starts(context: str, blocks: list[Definition]) -> list[Completion
     return [
         *layers,
         *(Completion(f"{word} shortcut", "keyword") for word in vocabulary.SHORTCUT_STATEMENTS),
-        *(Completion(f"{word} {{", "keyword", insert=f"{word} {{") for word in vocabulary.JOINS),
+        *(Completion(f"{word} {{", "keyword", insert=f"{word} {{") for word in vocabulary.joins()),
         Completion("if", "keyword"),
+        *(Completion(word, "keyword") for word in ("for", *vocabulary.VALUE_KEYWORDS)),
+        *(Completion(word, "keyword") for word in vocabulary.VALUE_STATEMENTS),
         *(Completion(d.name, "block", d.signature) for d in blocks),
     ]
 
@@ -560,7 +560,7 @@ def _enclosing(text: str, line: int, column: int) -> str:
                 statement_start = index + 1
     if not stack:
         return "top"
-    if "block" in stack or stack[-1] in ("stem", "head") or stack[-1] in vocabulary.JOINS:
+    if "block" in stack or stack[-1] in ("stem", "head") or stack[-1] in vocabulary.joins():
         return "block"
     if stack[-1] in ("if", "else") and stack[0] == "block":
         return "block"

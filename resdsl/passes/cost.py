@@ -1,4 +1,4 @@
-"""Pass 7: exact parameter counts and multiply-accumulates.
+"""Pass 4: exact parameter counts and multiply-accumulates.
 
 MACs count the multiply-accumulates of convolutions (ECA's channel convolution
 included) and fully connected layers, shortcuts and side branches included, for one
@@ -13,40 +13,39 @@ per-stage figures.
 
 from __future__ import annotations
 
-from resdsl.ir import Network, StageSummary
+from resdsl.ir import Network, Node, Scope, StageSummary
 
 
 def count_cost(network: Network) -> None:
     graph = network.graph
     groups: list[list] = []  # [name, section, scope-of-first-block, nodes]
     total_params = total_macs = 0
-    for node in network.order():
-        attrs = graph.nodes[node]
-        inputs = [graph.nodes[source]["shape"] for source in attrs["inputs"]]
-        params, macs = attrs["layer"].cost(inputs, attrs["shape"]) if inputs else (0, 0)
-        attrs["params"], attrs["macs"] = params, macs
+    for node in graph.walk():
+        inputs = [graph.node(source).shape for source in node.inputs]
+        params, macs = node.layer.cost(inputs, node.shape) if inputs else (0, 0)
+        node.params, node.macs = params, macs
         total_params += params
         total_macs += macs
-        scope = attrs["scope"]
-        if attrs["layer"].kind in ("input", "output"):
+        scope = node.scope
+        if node.layer.graph_end:
             continue
         name = scope.stage if scope.stage is not None else scope.section
         if not groups or groups[-1][0] != name:
             groups.append([name, scope.section, scope, []])
         groups[-1][3].append(node)
     network.num_params, network.macs = total_params, total_macs
-    network.stages = tuple(_summary(graph, *group) for group in groups)
+    network.stages = tuple(_summary(*group) for group in groups)
 
 
-def _summary(graph, name, section, scope, nodes) -> StageSummary:
-    blocks = len({graph.nodes[n]["scope"].index for n in nodes}) if section == "stage" else 0
+def _summary(name: str, section: str, scope: Scope, nodes: list[Node]) -> StageSummary:
+    blocks = len({node.scope.index for node in nodes}) if section == "stage" else 0
     return StageSummary(
         name=name,
         section=section,
         blocks=blocks,
         block=scope.block,
         args=scope.args,
-        output_shape=graph.nodes[nodes[-1]]["shape"],
-        params=sum(graph.nodes[n]["params"] for n in nodes),
-        macs=sum(graph.nodes[n]["macs"] for n in nodes),
+        output_shape=nodes[-1].shape,
+        params=sum(node.params for node in nodes),
+        macs=sum(node.macs for node in nodes),
     )

@@ -10,13 +10,16 @@ conv4_1, conv5_1); each block's statements become nodes with ordered inputs:
 - a branch (``mul { ... }``) reads the current value, and a join node (``mul``,
   ``add``, ``cat``) combines the current value with the branch's output;
 - ``if`` picks its statements now, at compile time;
-- ``tap shortcut`` records where the shortcut will read; ``add shortcut`` becomes an
-  ``add`` node fed by the current value and, for now, the tap (or the block's input).
+- ``tap shortcut`` records where the shortcut will read; at ``add shortcut`` the
+  shortcut is decided from the shapes both sides have by then
+  (:func:`~resdsl.passes.shortcuts.plan_shortcut`, as timm's ``create_shortcut``
+  decides from channels and stride), built (the block's input, a zero-pad, or the
+  projection block, ``projection avg_down``, expanded with the same rules as any
+  block) and joined to the current value by an ``add`` node; under ``shortcut none``
+  there is no join.
 
-What feeds each ``add shortcut`` is decided once shapes are known (passes 3 and 4);
-the expander stays on the network so that the shortcut pass can expand a
-projection block (``projection avg_down``) with the same rules.
-
+Every node's shape is inferred as it is made (:func:`~resdsl.passes.shapes.infer_node`),
+so a shape error points at the first statement that cannot be.
 Every block instance is recorded in :attr:`Network.blocks`. The size bound is
 checked from the definitions before a single node exists.
 """
@@ -28,32 +31,41 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import networkx as nx
-
 from resdsl import syntax as ast
-from resdsl.errors import MAX_ERRORS, LimitError, Note, Pos, SpecError, UnknownNameError, unknown
+from resdsl.errors import (
+    MAX_ERRORS,
+    LimitError,
+    Note,
+    Pos,
+    ShapeError,
+    SpecError,
+    UnknownNameError,
+    ValueNameError,
+    unknown,
+)
 from resdsl.evaluate import Value, as_bool, as_int, describe, evaluate, names_in
 from resdsl.frontend import Instance, Namespace
-from resdsl.ir import BlockInstance, Frame, Network, Scope, Settings, new_node
+from resdsl.ir import BlockInstance, Frame, Graph, NameScope, Network, Scope, Settings, located_error, new_node
 from resdsl.layers import (
     ADD_SHORTCUT,
     JOINS,
     LAYER_KINDS,
     SYNONYMS,
     TAP_SHORTCUT,
-    Activation,
     Add,
     Flatten,
-    Identity,
     Input,
     Layer,
-    LeakyReLU,
     Linear,
     Output,
-    ReLU,
+    ShapeProblem,
+    ZeroPad,
     build_layer,
     layer_kind,
 )
+from resdsl.passes.shapes import infer_node
+from resdsl.passes.shortcuts import DEFAULT_PROJECTION, ShortcutPlan, plan_shortcut
+from resdsl.passes.values import ValueList, ValueScope, ValueStatements, finish_scope
 
 SHORTCUT_OPTIONS = ("A", "B", "C", "none")
 CHECKPOINT_OPTIONS = ("none", "stage", "block")
@@ -62,26 +74,9 @@ SETTINGS = ("input", "shortcut", "zero_init_residual", "checkpoint", "projection
 #: Names every block may read: where it stands in its network (LANGUAGE-2, section 4).
 POSITION_NAMES = ("block_index", "block_count", "stage_index", "stage_count", "repeat")
 
-#: The projection used where no ``projection`` setting names one: the prelude's
-#: 1x1 convolution with the stride, then BN (the paper's option B, torchvision's downsample).
-DEFAULT_PROJECTION = "conv_bn_projection"
 
 #: Deepest chain of blocks used inside blocks.
 MAX_BLOCK_NESTING = 32
-
-
-@dataclass(eq=False)
-class NameScope:
-    """Where a node's module name is rooted. The naming pass resolves it to a path:
-    ``label`` when given (a dotted path, relative to the parent), else the block
-    type numbered within the parent (``se1``). A projection's scope numbers its
-    unlabelled layers by position, as ``nn.Sequential`` does."""
-
-    parent: NameScope | None
-    label: str | None = None
-    written: str = ""
-    by_position: bool = False
-    pos: Pos | None = None
 
 
 @dataclass
@@ -97,6 +92,7 @@ class _Context:
     top_level: bool = True  # not inside a block or branch: the first fc flattens
     nesting: tuple[str, ...] = ()  # the block types being expanded, outermost first
     blame: Any = None  # the stage (or statement) that instantiated the block, for errors
+    values: Any = None  # the ValueScope of named values (per block instance; per loop iteration)
 
 
 def expand(network: Network) -> None:
@@ -127,17 +123,17 @@ def expand(network: Network) -> None:
     expander = Expander(network, instance)
     network.settings = expander.settings = _settings(definition, instance, env)
     expander.run(env)
-    network.instance = expander  # the shortcut pass expands projection blocks with it
+    network.instance = None  # the expander's caches are its own: nothing of it stays on the network
 
 
-class Expander:
+class Expander(ValueStatements):
     """Turns statements into nodes, one block instance at a time."""
 
     def __init__(self, network: Network, instance: Instance) -> None:
         self.network = network
         self.instance = instance
         self.namespace: Namespace = instance.namespace
-        self.graph: nx.DiGraph = network.graph
+        self.graph: Graph = network.graph
         self.settings: Settings
         self.seen_flatten = False
         # Layers built from one statement under the same values of the names it reads:
@@ -145,8 +141,9 @@ class Expander:
         # compile time linear in the network's size.
         self.layer_cache: dict[tuple, Layer] = {}
         self.free_names: dict[int, frozenset[str]] = {}
-        self.block_contexts: dict[int, _Context] = {}
         self.projection_size = 2  # nodes a projection can add (set by _check_size)
+        self.interpolated: dict[tuple[int, str], tuple[Pos, str]] = {}  # labels made by {NAME}
+        self.loop_names: list[str] = []
 
     # The network ------------------------------------------------------------------
 
@@ -194,7 +191,8 @@ class Expander:
             written="input",
             role="main",
         )
-        context = _Context(env, root, top["body"], None, trace)
+        infer_node(self.graph, value)
+        context = _Context(env, root, top["body"], None, trace, values=ValueScope(None, definition.body))
         block_count = sum(repeats)
         block_index = 0
         stage_index = 0
@@ -229,7 +227,9 @@ class Expander:
                 errors.append(error)
         if errors:
             raise SpecError.several(errors)
-        new_node(
+        value = _single(value, "the network's output")
+        finish_scope(context.values, value, None, self.graph)
+        output = new_node(
             self.graph,
             Output(),
             (value,),
@@ -242,6 +242,8 @@ class Expander:
             written="output",
             role="main",
         )
+        self.network.input_shape = self.settings.input_shape
+        self.network.output_shape = infer_node(self.graph, output)
 
     def _repeat(self, stage: ast.Stage, env: Mapping[str, Value]) -> int:
         if stage.block not in self.namespace.blocks:
@@ -336,10 +338,15 @@ class Expander:
         )
         instance.names = context.names
         self.network.blocks.append(instance)
-        inner = _replace(context, block=instance, role="main" if context.role != "shortcut" else "shortcut")
-        self.block_contexts[instance.id] = inner
-        exit_value = self.body(block.body, value, inner)
-        if instance.tap is not None and instance.join is None:
+        inner = _replace(
+            context,
+            block=instance,
+            role="main" if context.role != "shortcut" else "shortcut",
+            values=ValueScope(None, block.body),
+        )
+        exit_value = _single(self.body(block.body, value, inner), f"block '{block.name}''s result")
+        finish_scope(inner.values, exit_value, instance, self.graph)
+        if instance.tap is not None and instance.join_pos is None:
             raise SpecError(
                 f"block '{block.name}' taps its shortcut but never adds it",
                 self._tap_pos(instance),
@@ -395,14 +402,20 @@ class Expander:
 
     # Statements ---------------------------------------------------------------------
 
-    def body(self, items: tuple, value: int, context: _Context) -> int:
+    def body(self, items: tuple, value: Any, context: _Context) -> Any:
         for item in items:
             if isinstance(item, ast.If):
                 condition = evaluate(item.condition, context.env)
                 chosen = as_bool(condition, item.condition.pos, "the condition of 'if'")
                 value = self.body(item.then if chosen else item.otherwise, value, context)
+            elif isinstance(item, ast.Let):
+                value = self.let_statement(item, value, context)
+            elif isinstance(item, ast.From):
+                value = self.from_statement(item, value, context)
+            elif isinstance(item, ast.For):
+                value = self.for_statement(item, value, context)
             elif isinstance(item, ast.Branch):
-                value = self.branch(item, value, context)
+                value = self.branch(item, _single(value, f"a '{item.join}' branch", item.pos), context)
             else:
                 value = self.statement(item, value, context)
         return value
@@ -413,11 +426,18 @@ class Expander:
             raise unknown("branch join", branch.join, JOINS, branch.join_pos, guess=SYNONYMS.get(branch.join))
         names = context.names
         if branch.label is not None:
-            names = NameScope(context.names, branch.label, "branch", pos=branch.label_pos)
+            label = self.label(branch.label, branch.label_pos, context)
+            names = NameScope(context.names, label, "branch", pos=branch.label_pos)
         inner = _replace(
             context, names=names, role="branch" if context.role == "main" else context.role, top_level=False
         )
+        # The join reads the branch's input after the branch: a `from` inside it drops nothing.
+        pending = context.values.root.pending
+        fresh = value not in pending
+        pending.add(value)
         result = self.body(branch.body, value, inner)
+        if fresh:
+            pending.discard(value)
         if result == value:
             raise SpecError(
                 f"this '{branch.join}' branch has no layers: it would join the value with itself",
@@ -426,12 +446,20 @@ class Expander:
             )
         return self._node(join(), (value, result), branch, context, label=None, written=branch.join)
 
-    def statement(self, statement: ast.Statement, value: int, context: _Context) -> int:
+    def statement(self, statement: ast.Statement, value: Any, context: _Context) -> Any:
         kind = statement.kind
         if kind in SETTINGS and context.block is not None:
             raise SpecError(f"the setting '{kind}' belongs in a network, not in a block", statement.kind_pos)
+        if not statement.called and kind not in self.namespace.blocks:
+            if kind in JOINS and statement.args and not _names_shortcut(statement, context.values):
+                return self.value_join(statement, value, context)
+            if kind == "weighted":
+                return self.weighted(statement, value, context)
+        value = _single(value, f"'{kind}'", statement.pos)
         if kind in (ADD_SHORTCUT, TAP_SHORTCUT) and not statement.called:
             return self.shortcut_statement(statement, value, context)
+        if kind == "split" and not statement.called and kind not in self.namespace.blocks:
+            return self.split(statement, value, context)
         if kind in self.namespace.blocks and kind not in LAYER_KINDS:
             return self.nested_block(statement, value, context)
         layer = self._layer(statement, context)
@@ -441,7 +469,8 @@ class Expander:
             # The first fc flattens what comes before it, as torchvision's forward does.
             self.seen_flatten = True
             value = self._node(Flatten(), (value,), statement, context, label=None, written="flatten")
-        return self._node(layer, (value,), statement, context, label=statement.label, written=kind)
+        label = self.label(statement.label, statement.label_pos, context)
+        return self._node(layer, (value,), statement, context, label=label, written=kind)
 
     def _layer(self, statement: ast.Statement, context: _Context) -> Layer:
         kind_name = statement.kind
@@ -487,10 +516,10 @@ class Expander:
                 f"'{written}' is only allowed inside a block", statement.pos, "define a block and use it in a stage"
             )
         if kind == TAP_SHORTCUT:
-            if block.join is not None:
+            if block.join_pos is not None:
                 raise SpecError(
                     "'tap shortcut' after 'add shortcut': the shortcut has already been added", statement.pos
-                ).with_note("added here", self.graph.nodes[block.join]["pos"])
+                ).with_note("added here", block.join_pos)
             if block.tap is not None:
                 raise SpecError(
                     "the block taps its shortcut twice", statement.pos, "a block's shortcut starts at one place"
@@ -505,12 +534,12 @@ class Expander:
             block.tap = value
             block.tap_pos = statement.pos
             return value
-        if block.join is not None:
+        if block.join_pos is not None:
             raise (
                 SpecError(
                     f"block '{block.type}' has two 'add shortcut' joins; a block has one shortcut",
                     statement.pos,
-                ).with_note("the first is here", self.graph.nodes[block.join]["pos"])
+                ).with_note("the first is here", block.join_pos)
             )
         if context.role != "main":
             raise SpecError("'add shortcut' must stand on the block's main path, not inside a branch", statement.pos)
@@ -519,9 +548,85 @@ class Expander:
                 "'add shortcut' needs a layer before it: it joins the block's output with its input",
                 statement.pos,
             )
-        node = self._node(Add(), (value, block.shortcut_source), statement, context, label=None, written="add")
-        self.graph.nodes[node]["pending_shortcut"] = True
+        block.join_pos = statement.pos
+        return self.add_shortcut(statement, value, context, block)
+
+    def add_shortcut(self, statement: ast.Statement, value: int, context: _Context, block: BlockInstance) -> int:
+        """``add shortcut``: what carries the block's input to its join is decided here,
+        where the shapes of both sides are known (:func:`plan_shortcut`, as timm's
+        ``create_shortcut`` decides from channels and stride), built, and joined."""
+        graph = self.graph
+        tapped = graph.node(block.tap).shape if block.tap is not None else None
+        try:
+            plan = plan_shortcut(self.settings.shortcut, graph.node(block.entry).shape, graph.node(value).shape, tapped)
+        except ShapeProblem as problem:
+            raise _located(
+                located_error(statement.pos, context.trace, context.scope, str(problem), problem.hint, ShapeError)
+            ) from None
+        if plan.kind == "projection":
+            plan = dataclasses.replace(plan, projection=self.settings.projection or DEFAULT_PROJECTION)
+        block.plan = plan
+        if plan.kind == "none":
+            return value  # the plain network: no join
+        if plan.kind == "identity":
+            shortcut = block.entry
+        elif plan.kind == "zeropad":
+            shortcut = self._node(
+                ZeroPad(plan.stride, plan.out_shape[0] - plan.in_shape[0]),
+                (block.shortcut_source,),
+                statement,
+                _replace(context, role="shortcut"),
+                label="downsample",
+                written="zeropad",
+            )
+            block.shortcut_nodes = (shortcut,)
+        else:
+            shortcut = self._projection(statement, context, block, plan)
+        node = self._node(Add(), (value, shortcut), statement, context, label=None, written="add")
         block.join = node
+        return node
+
+    def _projection(self, statement: ast.Statement, context: _Context, block: BlockInstance, plan: ShortcutPlan) -> int:
+        """Expand the projection block for `block`'s shortcut and check that it gives the
+        block's output shape; returns its output node."""
+        assert plan.projection is not None
+        source = block.shortcut_source
+        definition, _ = self.namespace.blocks[plan.projection]
+        first = self.graph.next_id
+        try:
+            env = self._bind(
+                definition,
+                {"out": (plan.out_shape[0], None), "stride": (_stride_value(plan.stride), None)},
+                {},
+            )
+            inner = _replace(
+                context,
+                env=env,
+                names=NameScope(block.names, "downsample", definition.name, by_position=True),
+                role="shortcut",
+                top_level=False,
+                trace=(*context.trace, Frame(f"projection '{definition.name}'", definition.pos)),
+                values=ValueScope(None, definition.body),
+            )
+            node = _single(self.body(definition.body, source, inner), f"projection '{definition.name}''s result")
+            finish_scope(inner.values, node, None, self.graph)
+        except SpecError as error:
+            raise _located(error.with_note(f"in the projection of block '{block.type}'", block.pos)) from None
+        block.shortcut_nodes = tuple(range(first, self.graph.next_id))
+        shape = self.graph.node(node).shape if node != source else plan.in_shape
+        if node == source or shape != plan.out_shape:
+            got = "nothing" if node == source else "x".join(map(str, shape))
+            raise _located(
+                located_error(
+                    statement.pos,
+                    context.trace,
+                    context.scope,
+                    f"projection '{plan.projection}' gives {got} for this shortcut, but the block outputs "
+                    f"{'x'.join(map(str, plan.out_shape))}",
+                    "a projection block must map its input to (out, H / stride, W / stride)",
+                    ShapeError,
+                ).with_note(f"projection '{plan.projection}' is defined here", definition.pos)
+            )
         return node
 
     def nested_block(self, statement: ast.Statement, value: int, context: _Context) -> int:
@@ -540,7 +645,8 @@ class Expander:
                 error.notes.insert(0, _note_defined(block))
                 error.pos = statement.kind_pos
             raise
-        names = NameScope(context.names, statement.label, block.name, pos=statement.label_pos or statement.kind_pos)
+        label = self.label(statement.label, statement.label_pos, context)
+        names = NameScope(context.names, label, block.name, pos=statement.label_pos or statement.kind_pos)
         inner = _replace(
             context,
             env=bound,
@@ -550,30 +656,6 @@ class Expander:
             nesting=(*context.nesting, block.name),
         )
         return self.block_instance(block, bound, value, inner, None, None, None, statement.pos)
-
-    def projection(
-        self, block_type: str, out: int, stride: tuple[int, int], source: int, owner: BlockInstance
-    ) -> tuple[int, list[int]]:
-        """Expand a projection block for `owner`'s shortcut, reading `source`. Returns
-        the projection's output node and the nodes it made."""
-        block, _ = self.namespace.blocks[block_type]
-        context = self.block_contexts[owner.id]
-        first = self.graph.graph["next_id"]
-        names = NameScope(owner.names, "downsample", block.name, by_position=True)
-        inner = _replace(
-            context,
-            env=self._bind(
-                block, {"out": (out, None), "stride": (stride[0] if stride[0] == stride[1] else stride, None)}, {}
-            ),
-            names=names,
-            role="shortcut",
-            top_level=False,
-            block=owner,
-            trace=(*context.trace, Frame(f"projection '{block.name}'", block.pos)),
-        )
-        value = self.body(block.body, source, inner)
-        made = list(range(first, self.graph.graph["next_id"]))
-        return value, made
 
     def _node(
         self,
@@ -585,6 +667,13 @@ class Expander:
         label: str | None,
         written: str,
     ) -> int:
+        limit = self.network.limits.max_layers
+        if self.graph.number_of_nodes() > limit + 2:  # loops unroll past what _check_size can bound
+            raise LimitError(
+                f"the network would have more than {limit:,} layers",
+                statement.pos,
+                "raise the bound with --max-layers N (Limits(max_layers=N) in the API) if this is intended",
+            )
         node = new_node(
             self.graph,
             layer,
@@ -599,6 +688,10 @@ class Expander:
             written=written,
             role=context.role,
         )
+        try:
+            infer_node(self.graph, node)
+        except ShapeError as error:
+            raise _located(error) from None
         block_id = context.block.id if context.block is not None else None
         while block_id is not None:
             enclosing = self.network.blocks[block_id]
@@ -648,7 +741,12 @@ class Expander:
         """Nodes that `items` can expand to, at most (a projection counted where a block joins its shortcut)."""
         total = 0
         for item in items:
-            if isinstance(item, ast.If):
+            if isinstance(item, ast.Let | ast.From):
+                continue
+            if isinstance(item, ast.For):
+                # Counted once: its iterations are known only once expanded, where _node bounds them.
+                total += self._items_size(item.body, sizes, nesting)
+            elif isinstance(item, ast.If):
                 total += self._items_size(item.then, sizes, nesting) + self._items_size(item.otherwise, sizes, nesting)
             elif isinstance(item, ast.Branch):
                 total += 1 + self._items_size(item.body, sizes, nesting)
@@ -668,6 +766,31 @@ class Expander:
 
 def _replace(context: _Context, **changes: Any) -> _Context:
     return dataclasses.replace(context, **changes)
+
+
+def _names_shortcut(statement: ast.Statement, values: ValueScope) -> bool:
+    """``add shortcut`` (or a misspelling of it): the residual join, not a join over named values."""
+    args = statement.args
+    if statement.kind != ADD_SHORTCUT or len(args) != 1 or not isinstance(args[0], ast.Positional):
+        return False
+    name = getattr(args[0].value, "id", None)
+    return name == "shortcut" or (isinstance(name, str) and values.find(name) is None)
+
+
+def _single(value: Any, reader: str, pos: Pos | None = None) -> int:
+    """The current value where one value is read: a list (a split's parts) must be named and indexed."""
+    if isinstance(value, ValueList):
+        raise ValueNameError(
+            f"{reader} reads one value, but the current value is a list of {len(value.nodes)}",
+            pos or value.pos,
+            "name the list (let NAME) and read one of its values: from NAME[0]",
+        ).with_note("the list is made here", value.pos)
+    return value
+
+
+def _stride_value(stride: tuple[int, int]) -> Value:
+    """A projection's stride argument: one number where both directions agree."""
+    return stride[0] if stride[0] == stride[1] else stride
 
 
 # Settings -------------------------------------------------------------------------------
@@ -713,7 +836,9 @@ def _settings(definition: ast.Network, instance: Instance, env: Mapping[str, Val
     if "projection" in written:
         projection = _projection(written["projection"][0], instance.namespace)
     norm_layer = _replacement(written, "norm", env, lambda kind: kind.is_norm, "a norm: bn, gn(32) or ln")
-    act_layer = _replacement(written, "act", env, _is_activation, "an activation: relu, silu, gelu, leaky_relu(0.1)...")
+    act_layer = _replacement(
+        written, "act", env, lambda kind: kind.is_activation, "an activation: relu, silu, gelu, leaky_relu(0.1)..."
+    )
     return Settings(
         shape,
         shortcut,
@@ -725,10 +850,6 @@ def _settings(definition: ast.Network, instance: Instance, env: Mapping[str, Val
         norm_layer,
         act_layer,
     )
-
-
-def _is_activation(kind: type[Layer]) -> bool:
-    return issubclass(kind, Activation | ReLU | LeakyReLU | Identity)
 
 
 def _replacement(
@@ -800,9 +921,16 @@ def _note_defined(block: ast.Block) -> Note:
     return Note(f"block '{block.name}' is defined here", block.pos)
 
 
+def _located(error: SpecError) -> SpecError:
+    """An error already placed at the user's line with its instantiation notes (located_error,
+    node_error), which the stage that expanded the block must leave as it is."""
+    error._blamed = True  # type: ignore[attr-defined]
+    return error
+
+
 def _blame_stage(error: SpecError, stage: ast.Stage, block: ast.Block) -> SpecError:
     """Report a block's bad value at the stage that passed it; a bad name stays in the block."""
-    if isinstance(error, UnknownNameError) or getattr(error, "_blamed", False):
+    if isinstance(error, UnknownNameError | ValueNameError) or getattr(error, "_blamed", False):
         if not getattr(error, "_blamed", False):
             error.with_note(f"block '{block.name}' is used by stage '{stage.name}'", stage.pos)
         error._blamed = True  # type: ignore[attr-defined]

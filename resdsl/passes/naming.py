@@ -1,4 +1,4 @@
-"""Pass 6: module names (LANGUAGE.md, "Naming"; LANGUAGE-2.md, "Names that match
+"""Pass 3: module names (LANGUAGE.md, "Naming"; LANGUAGE-2.md, "Names that match
 any checkpoint").
 
 A labelled layer is named by its label; an unlabelled one by its kind as written,
@@ -26,12 +26,7 @@ import keyword
 from collections import Counter
 
 from resdsl.errors import Note, Pos, SpecError
-from resdsl.ir import Network
-from resdsl.passes.expand import NameScope
-
-#: Node kinds that build no module are named all the same (joins, the graph's ends),
-#: so that every node has a name, but nothing is registered under these.
-FIXED_NAMES = {"input": "input", "output": "output"}
+from resdsl.ir import NameScope, Network, Node
 
 #: Attributes every torch.nn.Module has (dir(nn.Module) and an instance's own), and
 #: those resdsl adds to built modules. A module registered under one of them would
@@ -161,9 +156,6 @@ RESERVED_NAMES = frozenset(
     ]
 )
 
-#: Kinds whose nodes build no module.
-_NO_MODULE = {"input", "output", "add", "mul", "cat", "identity"}
-
 
 def check_path(path: str, pos: Pos | None, what: str) -> None:
     """Refuse a label or stage name that cannot be a module path."""
@@ -213,37 +205,40 @@ def assign_names(network: Network) -> None:
         paths[key] = path
         return path
 
-    for node in network.order():
-        attrs = graph.nodes[node]
-        kind = attrs["layer"].kind
-        if kind in FIXED_NAMES:
-            attrs["name"] = FIXED_NAMES[kind]
+    for node in graph.walk():
+        layer = node.layer
+        if layer.fixed_name is not None:
+            node.name = layer.fixed_name
             continue
-        scope: NameScope = attrs["names"]
+        scope: NameScope = node.names
         prefix = resolve(scope)
-        label = attrs["label"]
-        if scope.by_position:
+        label = node.label
+        if label is not None and label.startswith(".."):
+            # A module of the scope around this one: a projection's layer beside the block's own.
+            prefix = resolve(scope.parent) if scope.parent is not None else ""
+            label = local = label[2:]
+        elif scope.by_position:
             position = positions.get(id(scope), 0)
             positions[id(scope)] = position + 1
             local = label if label is not None else str(position)
         else:
             counter = counters.setdefault(id(scope), Counter())
-            counter[attrs["written"]] += 1
-            local = label if label is not None else f"{attrs['written']}{counter[attrs['written']]}"
+            counter[node.written] += 1
+            local = label if label is not None else f"{node.written}{counter[node.written]}"
         if label is not None:
-            check_path(label, attrs.get("label_pos") or attrs["pos"], "label")
+            check_path(label, node.label_pos or node.pos, "label")
         name = f"{prefix}.{local}" if prefix else local
-        if name in taken and kind not in _NO_MODULE:
-            other = graph.nodes[taken[name]]
+        # Kinds that build no module (joins, identity) may share a name: nothing is registered under it.
+        if name in taken and layer.builds_module:
             raise SpecError(
                 f"two layers would both be named '{name}'",
-                _label_pos(attrs),
+                _label_pos(node),
                 "give one of them another label",
-                [Note("the other one", _label_pos(other))],
+                [Note("the other one", _label_pos(graph.node(taken[name])))],
             )
-        if kind not in _NO_MODULE:
-            taken[name] = node
-        attrs["name"] = name
+        if layer.builds_module:
+            taken[name] = node.id
+        node.name = name
     for block in network.blocks:
         block.path = resolve(block.names)
     _check_nesting(network, taken)
@@ -272,14 +267,13 @@ def _check_nesting(network: Network, taken: dict[str, int]) -> None:
         for end in range(1, len(parts)):
             prefix = ".".join(parts[:end])
             if prefix in taken:
-                attrs = graph.nodes[node]
                 raise SpecError(
                     f"the layer '{name}' would live inside the layer '{prefix}'",
-                    _label_pos(attrs),
+                    _label_pos(graph.node(node)),
                     "a layer cannot contain other modules; rename one of them",
-                    [Note(f"'{prefix}' is here", _label_pos(graph.nodes[taken[prefix]]))],
+                    [Note(f"'{prefix}' is here", _label_pos(graph.node(taken[prefix])))],
                 )
 
 
-def _label_pos(attrs: dict) -> Pos:
-    return attrs.get("label_pos") or attrs["pos"]
+def _label_pos(node: Node) -> Pos:
+    return node.label_pos or node.pos

@@ -1,36 +1,29 @@
-"""Pass 2: shape inference, with PyTorch's output-size arithmetic.
+"""Shape inference, with PyTorch's output-size arithmetic.
 
-Writes ``shape`` on every node (its output) and on every edge (the tensor that
-flows along it). Each kind's :meth:`~resdsl.layers.Layer.output_shape` is the one
-rule for it; the shortcut pass uses :func:`infer_node` for the nodes it adds, so
-no shape is derived twice.
+:func:`infer_node` writes a node's ``shape`` (its output) from its inputs' shapes
+with its kind's :meth:`~resdsl.layers.Layer.output_shape`, the one rule for it. The
+expander calls it on every node as it makes it, so shapes are known where a
+shortcut is decided; :func:`infer_shapes` re-infers a whole graph, for tools that
+change a compiled one.
 """
 
 from __future__ import annotations
 
-import networkx as nx
-
 from resdsl.errors import ShapeError
-from resdsl.ir import Network, node_error
-from resdsl.layers import ShapeProblem, window
+from resdsl.ir import Graph, Network, node_error
+from resdsl.layers import Shape, ShapeProblem, window
 
 __all__ = ["ShapeProblem", "infer_node", "infer_shapes", "window"]
 
 
-def infer_node(graph: nx.DiGraph, node: int) -> tuple[int, ...]:
-    attrs = graph.nodes[node]
-    inputs = [graph.nodes[source]["shape"] for source in attrs["inputs"]]
-    if attrs.get("pending_shortcut"):
-        # What feeds the residual join is decided from these shapes (validate): until
-        # then the join has its main input's shape.
-        inputs = inputs[:1]
+def infer_node(graph: Graph, node: int) -> Shape:
+    typed = graph.node(node)
+    inputs = [graph.node(source).shape for source in typed.inputs]
     try:
-        shape = attrs["layer"].output_shape(inputs)
+        shape = typed.layer.output_shape(inputs)
     except ShapeProblem as problem:
         raise node_error(graph, node, str(problem), problem.hint, ShapeError) from None
-    attrs["shape"] = shape
-    for source in attrs["inputs"]:
-        graph.edges[source, node]["shape"] = graph.nodes[source]["shape"]
+    typed.shape = shape
     return shape
 
 
@@ -39,4 +32,4 @@ def infer_shapes(network: Network) -> None:
     for node in network.order():
         infer_node(graph, node)
     network.input_shape = network.settings.input_shape
-    network.output_shape = graph.nodes[network.order()[-1]]["shape"]
+    network.output_shape = graph.node(network.order()[-1]).shape

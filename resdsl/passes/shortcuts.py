@@ -1,4 +1,5 @@
-"""Passes 3 and 4: decide each block's shortcut, then build it.
+"""What carries a block's input to its ``add shortcut``: decided where the expander
+meets the statement, with the shapes of both sides known.
 
 :func:`plan_shortcut` is the one function that decides what feeds an ``add
 shortcut`` (the paper's section 3.3 and Table 3):
@@ -15,20 +16,21 @@ block's input. The projection is the block type the ``projection`` setting names
 by default the prelude's ``conv_bn_projection`` (1x1 convolution with the stride,
 then BN).
 
-``validate`` plans every join and stores the plan on its block (and under the add
-node's ``shortcut`` key), reporting the joins no option can make;
-``insert_shortcuts`` then materialises the plans.
+The expander (:meth:`~resdsl.passes.expand.Expander.add_shortcut`) stores the plan on
+the block, reports a join no option can make at its line, and builds what the plan
+says, as timm's ``create_shortcut`` builds a block's shortcut from its channels and
+stride.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from resdsl.errors import ShapeError, SpecError
-from resdsl.ir import BlockInstance, Network, new_node, node_error, remove_node, set_inputs
-from resdsl.layers import Pair, Shape, ShapeProblem, ZeroPad
-from resdsl.passes.expand import DEFAULT_PROJECTION, Expander
-from resdsl.passes.shapes import infer_node
+from resdsl.layers import Pair, Shape, ShapeProblem
+
+#: The projection used where no ``projection`` setting names one: the prelude's
+#: 1x1 convolution with the stride, then BN (the paper's option B, torchvision's downsample).
+DEFAULT_PROJECTION = "conv_bn_projection"
 
 
 @dataclass(frozen=True)
@@ -81,115 +83,3 @@ def plan_shortcut(option: str, block_input: Shape, main: Shape, tapped: Shape | 
             "use shortcut B or C, whose 1x1 projection can reduce channels",
         )
     return ShortcutPlan("zeropad", stride, source, main)
-
-
-def validate(network: Network) -> None:
-    graph = network.graph
-    option = network.settings.shortcut
-    projection = network.settings.projection or DEFAULT_PROJECTION
-    for block in network.blocks:
-        if block.join is None:
-            continue
-        main = graph.nodes[block.join]["inputs"][0]
-        tapped = graph.nodes[block.tap]["shape"] if block.tap is not None else None
-        try:
-            plan = plan_shortcut(option, graph.nodes[block.entry]["shape"], graph.nodes[main]["shape"], tapped)
-        except ShapeProblem as problem:
-            raise node_error(graph, block.join, str(problem), problem.hint, ShapeError) from None
-        if plan.kind == "projection":
-            plan = ShortcutPlan(plan.kind, plan.stride, plan.in_shape, plan.out_shape, projection)
-        block.plan = plan
-        graph.nodes[block.join]["shortcut"] = plan
-
-
-def insert_shortcuts(network: Network) -> None:
-    graph = network.graph
-    expander: Expander = network.instance
-    replaced: dict[int, int] = {}  # removed joins -> the value that takes their place
-    for block in list(network.blocks):
-        if block.join is None:
-            continue
-        plan: ShortcutPlan = block.plan
-        join = block.join
-        graph.nodes[join]["pending_shortcut"] = False
-        main = graph.nodes[join]["inputs"][0]
-        if plan.kind == "none":
-            for reader in list(graph.successors(join)):
-                inputs = tuple(main if source == join else source for source in graph.nodes[reader]["inputs"])
-                set_inputs(graph, reader, inputs)
-            remove_node(graph, join)
-            replaced[join] = main
-            block.join = None
-            continue
-        if plan.kind == "identity":
-            set_inputs(graph, join, (main, block.entry))
-            continue
-        source = block.shortcut_source
-        if plan.kind == "zeropad":
-            attrs = graph.nodes[join]
-            node = new_node(
-                graph,
-                ZeroPad(plan.stride, plan.out_shape[0] - plan.in_shape[0]),
-                (source,),
-                pos=attrs["pos"],
-                trace=attrs["trace"],
-                scope=attrs["scope"],
-                block=block.id,
-                names=block.names,
-                label="downsample",
-                label_pos=None,
-                written="zeropad",
-                role="shortcut",
-            )
-            _add_to_blocks(network, block, node)
-            infer_node(graph, node)
-            made = [node]
-        else:
-            node, made = _project(network, expander, block, plan, source)
-        set_inputs(graph, join, (main, node))
-        block.shortcut_nodes = tuple(made)
-    if replaced:
-        for block in network.blocks:
-            block.entry = _follow(replaced, block.entry)
-            block.exit = _follow(replaced, block.exit)
-            if block.tap is not None:
-                block.tap = _follow(replaced, block.tap)
-            block.nodes = [node for node in block.nodes if node not in replaced]
-
-
-def _follow(replaced: dict[int, int], node: int) -> int:
-    while node in replaced:
-        node = replaced[node]
-    return node
-
-
-def _add_to_blocks(network: Network, block: BlockInstance, node: int) -> None:
-    current: BlockInstance | None = block
-    while current is not None:
-        current.nodes.append(node)
-        current = network.blocks[current.parent] if current.parent is not None else None
-
-
-def _project(network: Network, expander: Expander, block: BlockInstance, plan: ShortcutPlan, source: int):
-    graph = network.graph
-    assert plan.projection is not None
-    try:
-        node, made = expander.projection(plan.projection, plan.out_shape[0], plan.stride, source, block)
-    except SpecError as error:
-        raise error.with_note(f"in the projection of block '{block.type}'", block.pos) from None
-    for new in made:
-        infer_node(graph, new)
-    shape = graph.nodes[node]["shape"] if node != source else plan.in_shape
-    if node == source or shape != plan.out_shape:
-        got = "nothing" if node == source else "x".join(map(str, shape))
-        raise node_error(
-            graph,
-            block.join,
-            f"projection '{plan.projection}' gives {got} for this shortcut, but the block outputs "
-            f"{'x'.join(map(str, plan.out_shape))}",
-            "a projection block must map its input to (out, H / stride, W / stride)",
-            ShapeError,
-        ).with_note(
-            f"projection '{plan.projection}' is defined here", expander.namespace.blocks[plan.projection][0].pos
-        )
-    return node, made

@@ -202,13 +202,13 @@ def network_fingerprint(network: Network) -> str:
     graph = network.graph
     rows = [
         [
-            graph.nodes[node]["name"],
-            graph.nodes[node]["layer"].kind,
-            list(graph.nodes[node]["shape"]),
-            graph.nodes[node]["params"],
-            sorted(graph.nodes[p]["name"] for p in graph.predecessors(node)),
+            node.name,
+            node.kind,
+            list(node.shape),
+            node.params,
+            sorted(graph.node(source).name for source in set(node.inputs)),
         ]
-        for node in network.order()
+        for node in graph.walk()
     ]
     return hashlib.sha256(json.dumps([network.name, rows]).encode()).hexdigest()
 

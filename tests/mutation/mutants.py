@@ -47,6 +47,7 @@ FULL_SELECTION: dict[str, tuple[str, ...]] = {
     "resdsl/passes/naming.py": ("tests/test_language.py", "tests/test_language2.py", "tests/test_specs.py"),
     "resdsl/passes/shortcuts.py": (ORACLE, GENERATED, "tests/test_language.py", "tests/test_language2.py"),
     "resdsl/passes/expand.py": (ORACLE, GENERATED, "tests/test_language.py", "tests/test_language2.py"),
+    "resdsl/passes/values.py": ("tests/test_language3.py", "tests/test_oracle_values.py", "tests/test_diagnostics.py"),
     "resdsl/passes/cost.py": ("tests/test_specs.py", "tests/test_language.py"),
     "resdsl/fmt.py": ("tests/test_fmt.py",),
     "resdsl/train/loop.py": ("tests/test_train_options.py", "tests/test_train_loop.py"),
@@ -68,16 +69,16 @@ MUTANTS_13: list[Mutant] = [
     Mutant(
         "torch-inplace-shared",
         "resdsl/backends/torch.py",
-        "and graph.out_degree(operand) == 1",
-        "and graph.out_degree(operand) >= 1",
+        "and users == (node,) and",
+        "and node in users and",
         (SHARED_READERS,),
         "an in-place op may not overwrite a value another node still reads",
     ),
     Mutant(
         "torch-fold-shared-conv",
         "resdsl/backends/torch.py",
-        'if graph.nodes[source]["layer"].kind != "conv" or graph.out_degree(source) != 1:',
-        'if graph.nodes[source]["layer"].kind != "conv":',
+        "if not isinstance(source.layer, Conv) or source.users != (node.id,):",
+        "if not isinstance(source.layer, Conv):",
         (SHARED_READERS,),
         "a BN folds only into a conv that nothing else reads",
     ),
@@ -92,10 +93,9 @@ MUTANTS_13: list[Mutant] = [
     Mutant(
         "naming-count-unlabelled-only",
         "resdsl/passes/naming.py",
-        '            counter[attrs["written"]] += 1\n'
-        "            local = label if label is not None else f\"{attrs['written']}",
-        '            counter[attrs["written"]] += label is None\n'
-        "            local = label if label is not None else f\"{attrs['written']}",
+        '            counter[node.written] += 1\n            local = label if label is not None else f"{node.written}',
+        "            counter[node.written] += label is None\n"
+        '            local = label if label is not None else f"{node.written}',
         (_s("test_unlabelled_layers_after_labelled_ones_count_them"),),
         "labelled layers count toward the numbers of unlabelled ones",
     ),
@@ -173,6 +173,48 @@ MUTANTS_13: list[Mutant] = [
         '    return "" if OP in (token.kind, previous.kind) else " "\n',
         (_s("test_fmt_spaces_every_binary_operator"),),
         "binary operators have a space on each side",
+    ),
+    # -- Named values, splits and weighted sums (round 3) ----------------------------------------
+    Mutant(
+        "values-join-reversed",
+        "resdsl/passes/values.py",
+        "            inputs += got.nodes if isinstance(got, ValueList) else [got]\n        if not inputs:",
+        "            inputs = (list(got.nodes) if isinstance(got, ValueList) else [got]) + inputs\n"
+        "        if not inputs:",
+        ("tests/test_language3.py::test_joins_take_any_number_of_values_in_the_written_order",),
+        "a join over named values reads them in the order written",
+    ),
+    Mutant(
+        "values-let-ignores-its-value",
+        "resdsl/passes/values.py",
+        "        target = value if item.value is None else self.read_values(item.value, context)",
+        "        target = value",
+        ("tests/test_language3.py::test_res2net_block_by_hand",),
+        "let NAME = VALUE names VALUE, not the current value",
+    ),
+    Mutant(
+        "split-sized-slice-off-by-one",
+        "resdsl/layers.py",
+        'return f"{names[0]}[:, {start}:{start + self.sizes[self.part]}]"',
+        'return f"{names[0]}[:, {start + 1}:{start + 1 + self.sizes[self.part]}]"',
+        ("tests/test_language3.py::test_split_by_sizes_and_mul_of_named_values",),
+        "a sized split's part is the channels from the sum of the sizes before it",
+    ),
+    Mutant(
+        "weighted-pairs-shifted",
+        "resdsl/layers.py",
+        'return " + ".join(f"{w} * {v}" for w, v in zip(weights, values, strict=True))',
+        'return " + ".join(f"{w} * {v}" for w, v in zip(weights, values[::-1], strict=True))',
+        ("tests/test_language3.py::test_weighted_broadcasts_per_channel_weights",),
+        "weighted pairs the i-th weight with the i-th value",
+    ),
+    Mutant(
+        "split-reference-first-part",
+        "resdsl/layers.py",
+        "return torch.split(x, sizes, dim=1)[self.part]",
+        "return torch.split(x, sizes, dim=1)[0]",
+        ("tests/test_oracle_values.py::test_generated_multi_path_network_matches_the_interpreter",),
+        "the interpreter's split gives the node's own part",
     ),
 ]
 
@@ -356,16 +398,16 @@ MORE_MUTANTS: list[Mutant] = [
     Mutant(
         "interpret-always-eval",
         "resdsl/interpret.py",
-        'values[node] = layer.reference(inputs, by_module.get(attrs["name"], {}), training)',
-        'values[node] = layer.reference(inputs, by_module.get(attrs["name"], {}), False)',
+        "values[node.id] = layer.reference(inputs, tensors, training)",
+        "values[node.id] = layer.reference(inputs, tensors, False)",
         (EVERYTHING,),
         "the interpreter runs BN on batch statistics in training",
     ),
     Mutant(
         "interpret-inputs-reversed",
         "resdsl/interpret.py",
-        'inputs = [values[source] for source in attrs["inputs"]]',
-        'inputs = [values[source] for source in reversed(attrs["inputs"])]',
+        "inputs = [values[source] for source in node.inputs]",
+        "inputs = [values[source] for source in reversed(node.inputs)]",
         (EVERYTHING,),
         "a node reads its inputs in order (cat's order, mul's broadcast side)",
     ),
@@ -373,15 +415,15 @@ MORE_MUTANTS: list[Mutant] = [
     Mutant(
         "torch-iadd-into-the-other-operand",
         "resdsl/backends/torch.py",
-        'lines.append(f"    {names[0]} += {names[1]}")',
-        'lines.append(f"    {names[1]} += {names[0]}")',
+        'lines.append(f"    {names[0]} {step.layer.in_place_operator} {names[1]}")',
+        'lines.append(f"    {names[1]} {step.layer.in_place_operator} {names[0]}")',
         (EVERYTHING, SHARED_READERS),
         "an in-place add writes into the operand it was planned for",
     ),
     Mutant(
         "torch-inplace-on-a-saved-output",
         "resdsl/backends/torch.py",
-        '            and _writable(graph.nodes[operand]["layer"])\n',
+        " and _writable(self.graph.node(operand).layer)",
         "",
         (_s("test_in_place_ops_after_outputs_autograd_keeps_give_the_interpreters_gradients"),),
         "nothing overwrites a value autograd kept (sigmoid's, an alias's)",
@@ -389,8 +431,8 @@ MORE_MUTANTS: list[Mutant] = [
     Mutant(
         "torch-inplace-on-the-functions-input",
         "resdsl/backends/torch.py",
-        "            operand in local\n            and ",
-        "            ",
+        "return operand in local and users",
+        "return users",
         (
             _s("test_a_forward_never_overwrites_its_input"),
             f"{ORACLE}::test_a_relu_that_starts_a_block_leaves_its_shortcut_intact",
@@ -400,7 +442,7 @@ MORE_MUTANTS: list[Mutant] = [
     Mutant(
         "torch-fold-keeps-the-bn",
         "resdsl/backends/torch.py",
-        '        _replace_module(model, attrs["name"], nn.Identity())\n',
+        "        _replace_module(model, node.name, nn.Identity())\n",
         "",
         (EVERYTHING,),
         "a folded BN is removed, not applied twice",
@@ -418,8 +460,8 @@ MORE_MUTANTS: list[Mutant] = [
     Mutant(
         "torch-zero-init-misses-the-norm",
         "resdsl/backends/torch.py",
-        '                nn.init.zeros_(modules[graph.nodes[main]["name"]].weight)',
-        '                nn.init.zeros_(modules[graph.nodes[main]["name"]].bias)',
+        "                nn.init.zeros_(modules[main.name].weight)",
+        "                nn.init.zeros_(modules[main.name].bias)",
         ("tests/test_torch_backend.py::test_zero_init_residual",),
         "zero_init_residual zeroes the last BN's weight (gamma)",
     ),
@@ -525,8 +567,8 @@ MORE_MUTANTS: list[Mutant] = [
     Mutant(
         "cost-stage-output-shape",
         "resdsl/passes/cost.py",
-        'output_shape=graph.nodes[nodes[-1]]["shape"],',
-        'output_shape=graph.nodes[nodes[0]]["shape"],',
+        "output_shape=nodes[-1].shape,",
+        "output_shape=nodes[0].shape,",
         ("tests/test_specs.py::test_stage_table_of_resnet34_matches_table1",),
         "a stage's output shape is its last node's",
     ),
@@ -584,7 +626,7 @@ MORE_MUTANTS: list[Mutant] = [
         "resdsl/train/data.py",
         "rows = torch.randint(0, 2 * pad + 1, (count, 1), generator=generator, device=device)",
         "rows = torch.randint(0, 2 * pad, (count, 1), generator=generator, device=device)",
-        ("tests/test_train_data.py::test_crop_and_flip_takes_shifted_windows_of_the_padded_image",),
+        ("tests/test_train_data.py::test_crops_start_at_every_offset_of_the_padding",),
         "a crop may start at every offset 0..2 * pad",
     ),
     Mutant(
@@ -599,8 +641,8 @@ MORE_MUTANTS: list[Mutant] = [
     Mutant(
         "fmt-unary-after-comma-spaced",
         "resdsl/fmt.py",
-        "if previous.kind in (OP, LPAR, COMMA, EQUAL, COLON, LBRACE):",
-        "if previous.kind in (OP, LPAR, EQUAL, COLON, LBRACE):",
+        "if previous.kind in (OP, LPAR, LSQB, COMMA, EQUAL, COLON, LBRACE):",
+        "if previous.kind in (OP, LPAR, LSQB, EQUAL, COLON, LBRACE):",
         (FMT_LAYOUT,),
         "a sign after a comma is unary: `conv 3x3, -w` stays joined",
     ),
