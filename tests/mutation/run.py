@@ -33,7 +33,19 @@ from queue import Queue
 from tests.mutation.mutants import FULL_SELECTION, MUTANTS, Mutant
 
 ROOT = Path(__file__).resolve().parents[2]
-IGNORED = shutil.ignore_patterns(".git", "__pycache__", ".pytest_cache", ".hypothesis", ".ruff_cache", "*.egg-info")
+# What a copy of the tree leaves out: version control, caches, and the build outputs .gitignore names.
+IGNORED = shutil.ignore_patterns(
+    ".git",
+    "__pycache__",
+    ".pytest_cache",
+    ".hypothesis",
+    ".ruff_cache",
+    "*.egg-info",
+    "build",
+    "dist",
+    ".venv",
+    "node_modules",
+)
 
 
 @dataclass
