@@ -87,12 +87,12 @@ def available(network: Network) -> dict[str, tuple[str, tuple[int, ...]]]:
     """
     found: dict[str, tuple[str, tuple[int, ...]]] = {}
     last_of_section: dict[str, tuple[str, tuple[int, ...]]] = {}
-    for _, attrs in network.nodes():
-        scope = attrs["scope"]
-        if attrs["layer"].kind in ("input", "output") or scope.stage is not None:
+    for node in network.nodes():
+        scope = node.scope
+        if node.layer.graph_end or scope.stage is not None:
             continue
-        found[attrs["name"]] = (attrs["name"], tuple(attrs["shape"]))
-        last_of_section[scope.section] = found[attrs["name"]]
+        found[node.name] = (node.name, tuple(node.shape))
+        last_of_section[scope.section] = found[node.name]
     ordered: dict[str, tuple[str, tuple[int, ...]]] = {}
     for summary in network.stages:
         if summary.section == "stage":
@@ -158,21 +158,19 @@ class HeadSplit:
 
 def head_split(network: Network) -> HeadSplit:
     """The value entering the head section, and the head's classifier (its last fc)."""
-    head = [(node, attrs) for node, attrs in network.nodes() if attrs["scope"].section == "head"]
+    head = [node for node in network.nodes() if node.scope.section == "head"]
     if not head:
         raise ValueError(f"{network.name} has no head section: forward_features is its whole forward")
-    first_node = head[0][0]
-    (entering,) = list(network.graph.predecessors(first_node))[:1] or [None]
-    if entering is None:  # pragma: no cover - a head always reads something
+    if not head[0].inputs:  # pragma: no cover - a head always reads something
         raise ValueError(f"{network.name}'s head reads nothing")
-    attrs = network.graph.nodes[entering]
-    scope = attrs["scope"]
-    module = scope.stage if scope.stage is not None else attrs["name"]
+    entering = network.node(head[0].inputs[0])
+    scope = entering.scope
+    module = scope.stage if scope.stage is not None else entering.name
     classifier = None
-    for _, node_attrs in head:
-        if node_attrs["layer"].kind == "fc":
-            classifier = node_attrs["name"]
-    channels = attrs["shape"][0]
+    for node in head:
+        if node.kind == "fc":
+            classifier = node.name
+    channels = entering.shape[0]
     return HeadSplit(module, channels, classifier, network.output_shape[0])
 
 

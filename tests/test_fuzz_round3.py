@@ -307,14 +307,10 @@ def _meaning(path: Path) -> Any:
             except SpecError as error:
                 meaning.append((name, "error", error.message))
                 continue
-            graph = network.graph
             meaning.append(
                 (
                     name,
-                    [
-                        (graph.nodes[n]["name"], graph.nodes[n]["layer"].kind, tuple(graph.nodes[n]["shape"]))
-                        for n in network.order()
-                    ],
+                    [(node.name, node.kind, tuple(node.shape)) for node in network.nodes()],
                     network.num_params,
                 )
             )

@@ -348,10 +348,11 @@ def _setting_hover(entries: list[tuple[Network, str]]) -> str:
 
 
 def _block_figures(network: Network, block: BlockInstance) -> tuple[tuple[int, ...], int, int]:
-    data = network.graph.nodes
-    params = sum(data[node]["params"] for node in block.nodes if node in data)
-    macs = sum(data[node]["macs"] for node in block.nodes if node in data)
-    return tuple(data[block.exit]["shape"]) if block.exit in data else (), params, macs
+    graph = network.graph
+    members = [network.node(node) for node in block.nodes if node in graph]
+    params = sum(node.params for node in members)
+    macs = sum(node.macs for node in members)
+    return tuple(network.node(block.exit).shape) if block.exit in graph else (), params, macs
 
 
 def _nested_block_hover(entries: list[tuple[Network, BlockInstance]]) -> str:
@@ -373,8 +374,7 @@ def _nested_block_hover(entries: list[tuple[Network, BlockInstance]]) -> str:
 
 def _tap_hover(entries: list[tuple[Network, BlockInstance]]) -> str:
     network, block = entries[0]
-    data = network.graph.nodes
-    shape = tuple(data[block.tap]["shape"]) if block.tap in data else ()
+    shape = tuple(network.node(block.tap).shape) if block.tap is not None and block.tap in network.graph else ()
     kinds = sorted({other.plan.kind for _, other in entries if other.plan is not None})
     return (
         f"**tap shortcut** in `{block.type}`: the shortcut reads {_shape(shape)} here "
