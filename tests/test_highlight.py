@@ -135,8 +135,9 @@ def _expected(text: str) -> list[tuple[int, str, tuple[str, object]]]:
                 expected.append((offset, token.text, LAYER))
         statement.clear()
 
-    for token in tokens:
+    for position, token in enumerate(tokens):
         offset = line_offsets[token.line - 1] + token.column - 1
+        following = tokens[position + 1] if position + 1 < len(tokens) else None
         if token.kind in (fmt.NEWLINE, fmt.SEMI, fmt.LBRACE, fmt.RBRACE):
             flush()
             if token.kind == fmt.RBRACE:
@@ -157,6 +158,8 @@ def _expected(text: str) -> list[tuple[int, str, tuple[str, object]]]:
         elif token.kind == fmt.NAME and token.text in vocabulary.WORD_OPERATORS:
             expected.append((offset, token.text, WORD_OPERATOR))
         elif token.kind == fmt.NAME and token.text in vocabulary.KEYWORDS:
+            if following is not None and following.kind == fmt.COLON and len(statement) == 1:
+                continue  # a keyword's word as a statement's label (`stem: repvgg_block(48)` in a stem)
             expected.append((offset, token.text, KEYWORD))
     flush()
     return expected
