@@ -315,7 +315,7 @@ def hover(analysis: Analysis, line: int, column: int) -> str | None:
         # A statement's own nodes, not those the compiler added for it (the flatten
         # before the first fc) nor a joined branch's.
         written = _statement_kind(analysis.text, line)
-        own = [entry for entry in entries if entry[1].get("written") == written]
+        own = [entry for entry in entries if entry[1].written == written]
         return _layer_hover(own or entries, len(analysis.networks) > 1)
     if name in vocabulary.layer_kinds():
         return f"```resdsl\n{vocabulary.layer_usage(name)}\n```\nlayer kind"
