@@ -11,7 +11,7 @@ imports torch.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,19 +52,19 @@ class FeatureInfo(Sequence[Feature]):
     def __repr__(self) -> str:
         return f"FeatureInfo({[feature.as_dict() for feature in self._features]})"
 
-    def _get(self, field: str, index: int | None) -> Any:
+    def _get(self, read: Callable[[Feature], Any], index: int | None) -> Any:
         if index is not None:
-            return getattr(self._features[index], field)
-        return [getattr(feature, field) for feature in self._features]
+            return read(self._features[index])
+        return [read(feature) for feature in self._features]
 
     def channels(self, index: int | None = None) -> Any:
-        return self._get("num_chs", index)
+        return self._get(lambda feature: feature.num_chs, index)
 
     def reduction(self, index: int | None = None) -> Any:
-        return self._get("reduction", index)
+        return self._get(lambda feature: feature.reduction, index)
 
     def module_name(self, index: int | None = None) -> Any:
-        return self._get("module", index)
+        return self._get(lambda feature: feature.module, index)
 
     def names(self) -> list[str]:
         return [feature.name for feature in self._features]

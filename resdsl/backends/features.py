@@ -141,7 +141,7 @@ class BackboneMethods:
             new = nn.Identity()
         *parents, last = head_split(self.network).classifier.split(".")  # type: ignore[union-attr]
         owner = self.get_submodule(".".join(parents)) if parents else self  # type: ignore[attr-defined]
-        setattr(owner, last, new)
+        owner.add_module(last, new)  # replaces the child of that name
         self.num_classes = num_classes
         self.__dict__.pop("_resdsl_head_split", None)  # the cut graphs hold the old module
 

@@ -338,7 +338,7 @@ def _setting_hover(entries: list[tuple[Network, str]]) -> str:
         if setting == "input":
             value = _shape(network.input_shape)
         else:
-            value = getattr(network.settings, setting, None)
+            value = vars(network.settings).get(setting)
             value = value if isinstance(value, str) else str(value).lower() if value is not None else "-"
         lines.append(f"**{setting}** {value} (network {network.name})")
     values = vocabulary.SETTING_VALUES.get(entries[0][1])

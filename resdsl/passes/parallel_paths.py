@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from resdsl.ir import Network, Node
 from resdsl.layers import Add, AvgPool, BatchNorm, Conv, ShapeProblem
@@ -143,7 +144,20 @@ def _path(network: Network, value: int) -> tuple[int, PathTerm] | None:
 
 
 #: The fields a folded convolution takes from the convolution it is named after.
-_KEPT_FIELDS = ("pos", "trace", "scope", "block", "names", "label", "label_pos", "written", "role", "name")
+def _kept_fields(template: Node) -> dict[str, Any]:
+    """What the folded convolution keeps of the node it is named after: where it was written and its name."""
+    return {
+        "pos": template.pos,
+        "trace": template.trace,
+        "scope": template.scope,
+        "block": template.block,
+        "names": template.names,
+        "label": template.label,
+        "label_pos": template.label_pos,
+        "written": template.written,
+        "role": template.role,
+        "name": template.name,
+    }
 
 
 def apply_parallel_folds(network: Network, folds: list[ParallelFold]) -> tuple[Network, dict[int, int]]:
@@ -156,7 +170,7 @@ def apply_parallel_folds(network: Network, folds: list[ParallelFold]) -> tuple[N
         template = graph.node(fold.named_after)
         shape = graph.node(fold.join).shape
         source = replaced.get(fold.source, fold.source)  # an earlier fold's sum, now its convolution
-        fields = {key: getattr(template, key) for key in _KEPT_FIELDS}
+        fields = _kept_fields(template)
         params, macs = fold.conv.cost([graph.node(source).shape], shape)
         node = graph.create(fold.conv, (source,), shape=shape, params=params, macs=macs, **fields).id
         graph.replace_all_uses_with(fold.join, node)
