@@ -431,6 +431,7 @@ def test_resume_after_an_error_triggered_warmup_ended_is_bit_identical(train_wor
     monkeypatch.setattr(Trainer, "_stop_requested", stop_once)
     interrupted = trainer("split")
     assert interrupted.run() == 128 + signal.SIGTERM
+    interrupted.release_folder()  # as the command line does when a run ends; the resume takes the folder next
     monkeypatch.setattr(Trainer, "_stop_requested", original)
     resumed = trainer("split", resume=True)
     assert resumed.run() == 0
