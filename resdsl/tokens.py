@@ -44,14 +44,15 @@ CONSTANTS = ("true", "false")
 
 #: A name; a module path where labels and stage names allow one (``conv1.0``, ``head.fc``).
 NAME = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*"
-#: A label with ``{NAME}`` interpolated (``convs.{i}``), only ever followed by its ``:``.
+#: A label with ``{NAME}`` interpolated (``convs.{i}``), only ever followed by its ``:``
+#: (a line continuation may stand between them, as anywhere between tokens).
 TEMPLATE = (
     r"(?:[A-Za-z0-9_.]|\{[A-Za-z_][A-Za-z0-9_]*\})*\{[A-Za-z_][A-Za-z0-9_]*\}"
-    r"(?:[A-Za-z0-9_.]|\{[A-Za-z_][A-Za-z0-9_]*\})*(?=[ \t]*:)"
+    r"(?:[A-Za-z0-9_.]|\{[A-Za-z_][A-Za-z0-9_]*\})*(?=[\s\\]*:)"
 )
 #: A label that names a module in the scope around the block (``..convShortcut``: a
 #: projection's layer beside the block's own), only ever followed by its ``:``.
-OUTER_LABEL = r"\.\.(?:[A-Za-z0-9_.]|\{[A-Za-z_][A-Za-z0-9_]*\})+(?=[ \t]*:)"
+OUTER_LABEL = r"\.\.(?:[A-Za-z0-9_.]|\{[A-Za-z_][A-Za-z0-9_]*\})+(?=[\s\\]*:)"
 #: ``3x3`` (a kernel) or ``3x224x224`` (an input shape): one token, so that the ``x`` of a
 #: repeat (``3 x basic(64)``) stays a keyword.
 SIZE = r"[0-9]+(?:x[0-9]+)+"

@@ -135,8 +135,9 @@ def _expected(text: str) -> list[tuple[int, str, tuple[str, object]]]:
                 expected.append((offset, token.text, LAYER))
         statement.clear()
 
-    for token in tokens:
+    for position, token in enumerate(tokens):
         offset = line_offsets[token.line - 1] + token.column - 1
+        following = tokens[position + 1] if position + 1 < len(tokens) else None
         if token.kind in (fmt.NEWLINE, fmt.SEMI, fmt.LBRACE, fmt.RBRACE):
             flush()
             if token.kind == fmt.RBRACE:
@@ -156,7 +157,12 @@ def _expected(text: str) -> list[tuple[int, str, tuple[str, object]]]:
             expected.append((offset, token.text, CONSTANT))
         elif token.kind == fmt.NAME and token.text in vocabulary.WORD_OPERATORS:
             expected.append((offset, token.text, WORD_OPERATOR))
-        elif token.kind == fmt.NAME and token.text in vocabulary.KEYWORDS:
+        elif (
+            token.kind == fmt.NAME
+            and token.text in vocabulary.KEYWORDS
+            # A keyword spelled as a label (`stem: repvgg_block(48)`, timm's `stem.*` keys) is a label.
+            and (following is None or following.text != ":")
+        ):
             expected.append((offset, token.text, KEYWORD))
     flush()
     return expected
