@@ -35,8 +35,9 @@ SCOPE = "source.resdsl"
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _DOTTED = tokens.NAME
-_TEMPLATE = tokens.TEMPLATE
-_OUTER_LABEL = tokens.OUTER_LABEL
+# Without the lookahead for the label's ':': the rule spells it, on the same line (TextMate reads one line at a time).
+_TEMPLATE = tokens.TEMPLATE_BODY
+_OUTER_LABEL = tokens.OUTER_LABEL_BODY
 # A statement starts at a line's start or after a `;`.
 _STATEMENT_START = r"(?:^|(?<=;))"
 

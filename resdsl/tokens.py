@@ -44,15 +44,18 @@ CONSTANTS = ("true", "false")
 
 #: A name; a module path where labels and stage names allow one (``conv1.0``, ``head.fc``).
 NAME = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*"
-#: A label with ``{NAME}`` interpolated (``convs.{i}``), only ever followed by its ``:``
-#: (a line continuation may stand between them, as anywhere between tokens).
-TEMPLATE = (
+#: A label with ``{NAME}`` interpolated (``convs.{i}``), only ever followed by its ``:``.
+TEMPLATE_BODY = (
     r"(?:[A-Za-z0-9_.]|\{[A-Za-z_][A-Za-z0-9_]*\})*\{[A-Za-z_][A-Za-z0-9_]*\}"
-    r"(?:[A-Za-z0-9_.]|\{[A-Za-z_][A-Za-z0-9_]*\})*(?=[\s\\]*:)"
+    r"(?:[A-Za-z0-9_.]|\{[A-Za-z_][A-Za-z0-9_]*\})*"
 )
+#: What must follow a label token: its ``:``, after spaces or ``\`` line continuations.
+LABEL_FOLLOWS = r"(?=(?:[ \t]|\\\r?\n)*:)"
+TEMPLATE = TEMPLATE_BODY + LABEL_FOLLOWS
 #: A label that names a module in the scope around the block (``..convShortcut``: a
 #: projection's layer beside the block's own), only ever followed by its ``:``.
-OUTER_LABEL = r"\.\.(?:[A-Za-z0-9_.]|\{[A-Za-z_][A-Za-z0-9_]*\})+(?=[\s\\]*:)"
+OUTER_LABEL_BODY = r"\.\.(?:[A-Za-z0-9_.]|\{[A-Za-z_][A-Za-z0-9_]*\})+"
+OUTER_LABEL = OUTER_LABEL_BODY + LABEL_FOLLOWS
 #: ``3x3`` (a kernel) or ``3x224x224`` (an input shape): one token, so that the ``x`` of a
 #: repeat (``3 x basic(64)``) stays a keyword.
 SIZE = r"[0-9]+(?:x[0-9]+)+"
@@ -135,9 +138,11 @@ __all__ = [
     "GRAMMAR_PATTERNS",
     "INTEGER",
     "KEYWORDS",
+    "LABEL_FOLLOWS",
     "NAME",
     "OPERATOR",
     "OUTER_LABEL",
+    "OUTER_LABEL_BODY",
     "PRESCAN",
     "PUNCTUATION",
     "RANGE",
@@ -146,6 +151,7 @@ __all__ = [
     "SIZE",
     "STRING",
     "TEMPLATE",
+    "TEMPLATE_BODY",
     "TERMINAL_DESCRIPTIONS",
     "VALUE_KEYWORDS",
     "WORD_OPERATORS",

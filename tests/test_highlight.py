@@ -157,12 +157,9 @@ def _expected(text: str) -> list[tuple[int, str, tuple[str, object]]]:
             expected.append((offset, token.text, CONSTANT))
         elif token.kind == fmt.NAME and token.text in vocabulary.WORD_OPERATORS:
             expected.append((offset, token.text, WORD_OPERATOR))
-        elif (
-            token.kind == fmt.NAME
-            and token.text in vocabulary.KEYWORDS
-            # A keyword spelled as a label (`stem: repvgg_block(48)`, timm's `stem.*` keys) is a label.
-            and (following is None or following.text != ":")
-        ):
+        elif token.kind == fmt.NAME and token.text in vocabulary.KEYWORDS:
+            if following is not None and following.kind == fmt.COLON and len(statement) == 1:
+                continue  # a keyword's word as a statement's label (`stem: repvgg_block(48)` in a stem)
             expected.append((offset, token.text, KEYWORD))
     flush()
     return expected

@@ -35,7 +35,8 @@ def test_the_grammar_spells_every_pattern_as_tokens_py_does() -> None:
     terminals = {terminal.name: terminal.pattern.value for terminal in parser._parser().terminals}
     for name, pattern in tokens.GRAMMAR_PATTERNS.items():
         # Lark reads `\t` in some patterns as the tab itself.
-        assert terminals[name].replace("\t", "\\t").replace("\n", "\\n") == pattern, name
+        spelled = terminals[name].replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+        assert spelled == pattern, name
 
 
 def test_the_grammar_has_exactly_the_keywords_of_tokens_py() -> None:
@@ -101,3 +102,10 @@ def test_the_highlighters_colour_the_new_keywords() -> None:
         assert patterns["control"].fullmatch(word)
     assert patterns["label"].match("    convs.{i}: conv 3x3, 8")
     assert patterns["range"].fullmatch("..")
+
+
+def test_a_label_and_its_colon_may_stand_on_either_side_of_a_continuation() -> None:
+    text = "block b(n=2) {\n    for i in 0 .. n {\n        convs.{i} \\\n: conv 3x3, 4\n    }\n}\n"
+    assert _fmt_values(text) == _lark_values(text)
+    assert "convs.{i}" in _fmt_values(text)
+    parser.parse(text)

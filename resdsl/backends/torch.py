@@ -38,7 +38,7 @@ from resdsl.backends.torch_modules import Container, Stage, resolve
 from resdsl.backends.torch_modules import ZeroPadShortcut as ZeroPadShortcut
 from resdsl.errors import LimitError, WeightsError
 from resdsl.ir import BlockInstance, Network
-from resdsl.layers import BatchNorm, Conv, Ctor, Layer
+from resdsl.layers import BatchNorm, Conv, Ctor, Input, Layer, Output
 
 CHECKPOINT_OPTIONS = ("none", "stage", "block")
 
@@ -257,7 +257,7 @@ def plan(network: Network) -> ModelPlan:
             plans.setdefault(stage, []).append(BlockPlan(block.type, forward, modules))
 
     # The top level: its own layers, and each stage as one call.
-    (entry,) = [node.id for node in graph.walk("input")]
+    (entry,) = [node.id for node in graph.walk(Input.kind)]
     value = {entry: "x"}
     local: set[int] = set()
     steps: list[Step] = []
@@ -283,7 +283,7 @@ def plan(network: Network) -> ModelPlan:
             items.append(module)
         value[node] = target
         local.add(node)
-    (output,) = [node.id for node in graph.walk("output")]
+    (output,) = [node.id for node in graph.walk(Output.kind)]
     return ModelPlan(_class_name(network.name), forward_source(steps, value[output]), items)
 
 
