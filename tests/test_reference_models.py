@@ -355,3 +355,20 @@ def test_network_parameters_reach_the_module() -> None:
     dropouts = [m.p for m in wide.modules() if isinstance(m, nn.Dropout)]
     assert dropouts == [0.3] * 12
     assert not [m for m in resdsl.load(resdsl.compile("wrn28_10")).modules() if isinstance(m, nn.Dropout)]
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "mobilenetv2_100"])
+def test_efficientnet_drop_path_follows_timms_rule_where_a_block_joins_its_input(name: str) -> None:
+    # timm's rule is drop_path_rate * block_index / block_count over all 16 (17) blocks; its
+    # blocks without a residual join keep an unused DropPath, which the spec leaves out.
+    rate = 0.2
+    reference = timm.create_model(name, pretrained=False, drop_path_rate=rate)
+    model = resdsl.load(compile_at(f"timm/{name}", IMAGENET_INPUT, drop_path_rate=rate))
+    expected = _drop_paths(reference)
+    got = _drop_paths(model)
+    assert got and set(got) < set(expected)
+    for module, probability in got.items():
+        assert probability == pytest.approx(expected[module], rel=1e-6)
+        assert reference.get_submodule(module.rsplit(".", 1)[0]).has_skip
+    joined = {n for n, m in reference.named_modules() if getattr(m, "has_skip", False)}
+    assert {module.rsplit(".", 1)[0] for module in got} == joined
