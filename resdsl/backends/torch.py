@@ -623,7 +623,8 @@ def fold_for_inference(model: nn.Module, network: Network) -> nn.Module:
         if attrs["layer"].kind != "bn" or len(attrs["inputs"]) != 1:
             continue
         (source,) = attrs["inputs"]
-        if graph.nodes[source]["layer"].kind != "conv" or graph.out_degree(source) != 1:
+        source_layer = graph.nodes[source]["layer"]
+        if source_layer.kind != "conv" or source_layer.standardize or graph.out_degree(source) != 1:
             continue
         conv, bn = modules.get(graph.nodes[source]["name"]), modules.get(attrs["name"])
         if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):

@@ -134,7 +134,8 @@ def _path(network: Network, value: int, users: dict[int, int]) -> tuple[int, Pat
         and not layer.ceil_mode
         and (layer.count_include_pad or layer.padding == (0, 0))
     )
-    foldable_conv = isinstance(layer, Conv) and layer.dilation == (1, 1)
+    # A standardised convolution's effective weights are not its stored ones.
+    foldable_conv = isinstance(layer, Conv) and layer.dilation == (1, 1) and not layer.standardize
     if (foldable_pool or foldable_conv) and users[node] == 1:
         linear, (node,) = node, graph.nodes[node]["inputs"]
     source = node
