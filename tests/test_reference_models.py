@@ -198,7 +198,6 @@ TIMM_NAMES = (
 # Why a reference registers its modules in another order than the spec builds them.
 ORDER_NOTES = {
     "resnetv2_50": "timm's PreActBottleneck registers downsample before norm1",
-    "nf_resnet26": "timm's NormFreeBlock registers downsample before conv1",
 }
 
 CASES = {
@@ -281,6 +280,32 @@ def test_spec_matches_its_reference(name: str) -> None:
         assert relative_error(model(x), reference(x)) < TOLERANCE
     reference.eval()  # MACs are counted with a batch of one, which BN refuses to train on at 1x1
     assert network.macs == reference_macs(reference, case.input_shape)
+
+
+def test_nf_resnet26_with_gamma_in_its_activations() -> None:
+    # timm's gamma_in_act=True: every ReLU (the final one too) is a GammaAct scaling by
+    # ReLU's gamma, and the standardised convolutions' gamma is 1.
+    gamma = 1.7139588594436646
+    case = Case(
+        "timm/nf_resnet26",
+        lambda: timm.create_model("nf_resnet26", pretrained=False, gamma_in_act=True),
+        IMAGENET_INPUT,
+    )
+    reference, model, network = loaded_pair(case, act_gamma=gamma, conv_gamma=1)
+    assert sum(type(m).__name__ == "GammaAct" for m in reference.modules()) == 3 * 8 + 1
+    x = torch.randn(2, *case.input_shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    default = resdsl.load(compile_at(case.spec, case.input_shape), weights=reference.state_dict()).double().eval()
+    for training in (False, True):
+        reference.train(training)
+        model.train(training)
+        with torch.no_grad():
+            expected = reference(x)
+            assert relative_error(model(x), expected) < TOLERANCE
+            assert (
+                relative_error(interpret.run(network, model.state_dict(), x, training=training), expected) < TOLERANCE
+            )
+    with torch.no_grad():
+        assert relative_error(default(x), reference.eval()(x)) > 1e-3  # where gamma stands matters
 
 
 def reference_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
