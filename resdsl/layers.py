@@ -81,6 +81,13 @@ def _pair(minimum: int | None = 1) -> Callable[[Value, Pos, str], Pair]:
     return lambda value, pos, what: as_pair(value, pos, what, minimum=minimum)
 
 
+def _positive_float(value: Value, pos: Pos, what: str) -> float:
+    number = as_float(value, pos, what)
+    if number <= 0:
+        raise SpecError(f"{what} must be positive, got {number:g}", pos)
+    return number
+
+
 def _int(minimum: int | None = 1) -> Callable[[Value, Pos, str], int]:
     return lambda value, pos, what: as_int(value, pos, what, minimum=minimum)
 
@@ -96,6 +103,8 @@ class Layer:
     usage: ClassVar[str] = ""
     #: A statement that uses the kind (tests/test_kinds.py builds and checks it).
     example: ClassVar[str] = ""
+    #: Further statements for options that change what the kind computes, checked as `example` is.
+    variants: ClassVar[tuple[str, ...]] = ()
     #: The output is the input itself (a view or the same tensor): never overwrite it in place.
     aliases_input: ClassVar[bool] = False
     #: Autograd keeps the output for backward (ReLU, sigmoid): never overwrite it in place.
@@ -312,6 +321,7 @@ class Output(Layer):
 class Conv(Layer):
     kind: ClassVar[str] = "conv"
     example: ClassVar[str] = "conv 3x3, 8, stride=2, groups=2, bias=true"
+    variants: ClassVar[tuple[str, ...]] = ("conv 3x3, 6, stride=2, groups=2, bias=true, standardize=true, gamma=1.7",)
     spelled: ClassVar[bool] = True
     counts_as_layer: ClassVar[bool] = True
     figure: ClassVar[str] = "box"
@@ -324,8 +334,13 @@ class Conv(Layer):
         Argument("dilation", _pair(), "dilation"),
         Argument("groups", _int(), "groups"),
         Argument("bias", as_bool, "bias"),
+        Argument("standardize", as_bool, "standardize"),
+        Argument("gamma", _positive_float, "gamma"),
+        Argument("eps", _positive_float, "eps"),
     )
-    usage: ClassVar[str] = "conv KxK, OUT[, stride=S, padding=P, dilation=D, groups=G, bias=true]"
+    usage: ClassVar[str] = (
+        "conv KxK, OUT[, stride=S, padding=P, dilation=D, groups=G, bias=true, standardize=true[, gamma=K, eps=E]]"
+    )
     kernel: Pair = (1, 1)
     out_channels: int = 1
     stride: Pair = (1, 1)
@@ -333,10 +348,29 @@ class Conv(Layer):
     dilation: Pair = (1, 1)
     groups: int = 1
     bias: bool = False
+    # Scaled weight standardisation (Brock et al., 2021, "Characterizing signal propagation
+    # to close the performance gap in unnormalized ResNets"): each output channel's weights
+    # are standardised over their fan-in, then scaled by a learned `gain` per channel and by
+    # gamma / sqrt(fan-in). timm's ScaledStdConv2d; NF-ResNet's convolutions.
+    standardize: bool = False
+    gamma: float = 1.0
+    eps: float = 1e-5
 
     def __post_init__(self) -> None:
         if self.padding is None:
             object.__setattr__(self, "padding", _same_padding(self.kernel, self.dilation))
+
+    @classmethod
+    def from_arguments(cls, values, pos):
+        if not (values.get("standardize") and as_bool(*values["standardize"], "standardize")):
+            for name in ("gamma", "eps"):
+                if name in values:
+                    raise SpecError(
+                        f"{name} applies only to a weight-standardised convolution",
+                        values[name][1],
+                        "add standardize=true, or remove it",
+                    )
+        return super().from_arguments(values, pos)
 
     def output_shape(self, inputs):
         (shape,) = inputs
@@ -350,32 +384,51 @@ class Conv(Layer):
 
     def cost(self, inputs, output):
         weights = self.out_channels * (inputs[0][0] // self.groups) * self.kernel[0] * self.kernel[1]
-        return weights + (self.out_channels if self.bias else 0), weights * output[1] * output[2]
+        per_channel = int(self.bias) + int(self.standardize)  # a bias, a gain
+        return weights + per_channel * self.out_channels, weights * output[1] * output[2]
 
     def constructor(self, inputs):
+        options: tuple[tuple[str, Any], ...] = (
+            ("stride", self.stride),
+            ("padding", self.padding),
+            ("dilation", self.dilation),
+            ("groups", self.groups),
+            ("bias", self.bias),
+        )
+        if self.standardize:
+            options += (("gamma", self.gamma), ("eps", self.eps))
         return Ctor(
-            "nn.Conv2d",
+            "ScaledStdConv2d" if self.standardize else "nn.Conv2d",
             (inputs[0][0], self.out_channels, self.kernel),
-            (
-                ("stride", self.stride),
-                ("padding", self.padding),
-                ("dilation", self.dilation),
-                ("groups", self.groups),
-                ("bias", self.bias),
-            ),
+            options,
         )
 
     def initialise(self, module):
         from torch import nn
 
-        # He et al. (2015b), as the paper and torchvision initialise convolutions.
-        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        if self.standardize:
+            # The standardisation removes the weights' scale; the gain starts at 1 (Brock et al., 2021).
+            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="linear")
+            nn.init.ones_(module.gain)
+        else:
+            # He et al. (2015b), as the paper and torchvision initialise convolutions.
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
         if module.bias is not None:
             nn.init.zeros_(module.bias)
 
     def reference(self, inputs, tensors, training):
+        weight = tensors["weight"]
+        if self.standardize:
+            # Per output channel: W' = gain * gamma / sqrt(N) * (W - mean) / sqrt(var + eps),
+            # mean and (biased) variance over the channel's N = fan-in weights.
+            rows = weight.reshape(weight.shape[0], -1)
+            fan_in = rows.shape[1]
+            mean = rows.mean(dim=1, keepdim=True)
+            variance = ((rows - mean) ** 2).mean(dim=1, keepdim=True)
+            factor = tensors["gain"].reshape(-1, 1) * (self.gamma / math.sqrt(fan_in))
+            weight = ((rows - mean) / (variance + self.eps).sqrt() * factor).reshape(weight.shape)
         return _functional().conv2d(
-            inputs[0], tensors["weight"], tensors.get("bias"), self.stride, self.padding, self.dilation, self.groups
+            inputs[0], weight, tensors.get("bias"), self.stride, self.padding, self.dilation, self.groups
         )
 
     def kernel_text(self):
@@ -387,6 +440,8 @@ class Conv(Layer):
             label += f", /{self.stride[0]}"
         if self.groups > 1:
             label += f", groups {self.groups}"
+        if self.standardize:
+            label += ", WS"
         return label
 
 

@@ -105,6 +105,8 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "negative_stride": "A negative stride",
         "fractional_width": "A width that is not a whole number (`/` instead of `//`)",
         "dropout_out_of_range": "A dropout probability outside [0, 1)",
+        "standardize_option_alone": "A weight standardisation option on a convolution without `standardize=true`",
+        "standardize_eps_zero": "A weight-standardised convolution's `eps` of zero",
         "zero_repeat": "A stage repeated zero times",
         "negative_repeat": "A negative repeat count, computed from a parameter",
         "division_by_zero": "Division by zero in an expression",

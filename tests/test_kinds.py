@@ -27,9 +27,16 @@ from resdsl.backends.torch import build
 from resdsl.layers import JOINS, LAYER_KINDS, NODE_KINDS, Layer
 from tests.oracle import randomise, relative_error
 
+#: (kind, statement): every kind's example and the variants of its options.
+EXAMPLES = [
+    pytest.param(kind, example, id=f"{kind}-{index}" if index else kind)
+    for kind, cls in sorted(LAYER_KINDS.items())
+    for index, example in enumerate((cls.example, *cls.variants))
+]
 
-def network_for(kind: str):
-    example = LAYER_KINDS[kind].example
+
+def network_for(kind: str, example: str | None = None):
+    example = example or LAYER_KINDS[kind].example
     flat = kind == "fc"
     text = f"""
 network probe {{
@@ -50,9 +57,9 @@ def test_every_kind_has_an_example_and_usage() -> None:
         assert kind.usage, name
 
 
-@pytest.mark.parametrize("kind", sorted(LAYER_KINDS))
-def test_kind_conforms(kind: str) -> None:
-    network = network_for(kind)
+@pytest.mark.parametrize(("kind", "example"), EXAMPLES)
+def test_kind_conforms(kind: str, example: str) -> None:
+    network = network_for(kind, example)
     (attrs,) = [node for node in network.nodes() if node.label == "target"]
     layer = attrs.layer
     assert layer.kind == kind
@@ -199,6 +206,92 @@ network probe {
         assert relative_error(block(x), first) < 1e-6
 
 
+@pytest.mark.parametrize(("groups", "gamma", "eps"), [(1, 1.0, 1e-5), (2, 1.7139588594436646, 1e-4)])
+def test_standardized_conv_equals_timms_scaled_std_conv(groups: int, gamma: float, eps: float) -> None:
+    # timm's ScaledStdConv2d (NF-ResNet's convolutions), with its parameters loaded by name.
+    from timm.layers import ScaledStdConv2d as TimmScaledStdConv2d
+
+    from resdsl.backends.torch_modules import ScaledStdConv2d
+    from resdsl.layers import Conv
+
+    expected_module = randomise(TimmScaledStdConv2d(4, 6, 3, stride=2, groups=groups, gamma=gamma, eps=eps)).double()
+    module = ScaledStdConv2d(4, 6, 3, stride=2, padding=1, groups=groups, gamma=gamma, eps=eps).double()
+    module.load_state_dict(expected_module.state_dict())  # strict: weight, bias, gain
+    layer = Conv((3, 3), 6, (2, 2), groups=groups, bias=True, standardize=True, gamma=gamma, eps=eps)
+    x = torch.randn(2, 4, 9, 7, dtype=torch.float64)
+    with torch.no_grad():
+        expected = expected_module(x)
+        assert relative_error(module(x), expected) < 1e-12
+        assert relative_error(layer.reference([x], dict(module.named_parameters()), False), expected) < 1e-12
+
+
+def test_standardized_conv_ignores_each_channels_weight_scale_and_shift() -> None:
+    # The point of weight standardisation (Qiao et al., 2019): an affine change of one
+    # output channel's weights leaves the output alone, as long as eps is negligible.
+    from resdsl.layers import Conv
+
+    layer = Conv((3, 3), 5, bias=True, standardize=True, gamma=2.0, eps=1e-12)
+    weight = torch.randn(5, 3, 3, 3, dtype=torch.float64)
+    tensors = {"weight": weight, "bias": torch.randn(5, dtype=torch.float64), "gain": torch.rand(5, 1, 1, 1) + 0.5}
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    moved = dict(
+        tensors, weight=weight * torch.rand(5, 1, 1, 1, dtype=torch.float64).add(0.5) + torch.randn(5, 1, 1, 1)
+    )
+    expected = layer.reference([x], tensors, False)
+    assert relative_error(layer.reference([x], moved, False), expected) < 1e-9
+    plain = Conv((3, 3), 5, bias=True).reference([x], tensors, False)
+    assert relative_error(plain, expected) > 1e-3
+
+
+def test_standardized_convs_stay_unfolded_for_inference() -> None:
+    # Their stored weights are not the ones they apply: neither BN folding nor the
+    # parallel-path fold may take them, and the model for inference must still agree.
+    from tests.oracle import compare_with_oracle
+
+    text = """
+block unit(width) {
+    let x
+    conv 3x3, width, standardize=true
+    bn
+    let dense
+    from x
+    conv 1x1, width, bias=true, standardize=true, gamma=1.5
+    bn
+    let pointwise
+    add pointwise, dense, x
+    relu
+}
+network probe {
+    input 3x8x8
+    stem {
+        conv 3x3, 4, bias=true, standardize=true
+    }
+    stage s: 2 x unit(4)
+}
+"""
+    network = resdsl.compile_text(text, path="probe.res")
+    errors = compare_with_oracle(network)
+    assert max(errors.values()) < 1e-9, errors
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ("gamma=1.7", "gamma applies only to a weight-standardised convolution"),
+        ("standardize=false, eps=1e-4", "eps applies only to a weight-standardised convolution"),
+        ("standardize=true, eps=0", "eps must be positive"),
+        ("standardize=true, gamma=-1", "gamma must be positive"),
+    ],
+)
+def test_standardize_options_are_checked_at_their_argument(arguments: str, message: str) -> None:
+    text = f"network probe {{\n    input 3x8x8\n    stem {{\n        conv 3x3, 4, {arguments}\n    }}\n}}\n"
+    with pytest.raises(resdsl.SpecError) as caught:
+        resdsl.compile_text(text, path="bad.res")
+    error = caught.value
+    assert (error.path, error.line) == ("bad.res", 4) and message in error.message, error.message
+    assert error.column > len("        conv 3x3, 4, ")
+
+
 # Every consumer of a kind ------------------------------------------------------------
 #
 # A kind reaches a user through more than the torch backend: the table (the `check
@@ -215,9 +308,9 @@ def _flat(kind: str) -> bool:
     return len(node.shape) == 1
 
 
-def staged_spec(kind: str) -> str:
+def staged_spec(kind: str, example: str | None = None) -> str:
     """A spec with the kind's example labelled `target`: in a stage's block, or in the head."""
-    example = LAYER_KINDS[kind].example
+    example = example or LAYER_KINDS[kind].example
     if _flat(kind):
         head = f"avgpool\n        {'flatten' if kind == 'fc' else ''}\n        target: {example}"
         block = "conv 3x3, c"
@@ -248,8 +341,8 @@ def _targets(network: resdsl.Network) -> list:
     return found
 
 
-@pytest.mark.parametrize("kind", sorted(LAYER_KINDS))
-def test_every_consumer_takes_the_kind(kind: str, tmp_path, capsys) -> None:
+@pytest.mark.parametrize(("kind", "example"), EXAMPLES)
+def test_every_consumer_takes_the_kind(kind: str, example: str, tmp_path, capsys) -> None:
     from resdsl.backends import draw
     from resdsl.backends.draw_html import to_html
     from resdsl.cli import main
@@ -257,7 +350,7 @@ def test_every_consumer_takes_the_kind(kind: str, tmp_path, capsys) -> None:
     from resdsl.fmt import format_text
     from resdsl.lsp.analysis import analyze, hover
 
-    text = staged_spec(kind)
+    text = staged_spec(kind, example)
     spec = tmp_path / f"{kind}.res"
     spec.write_text(text, encoding="utf-8")
     network = resdsl.compile(spec)

@@ -85,6 +85,7 @@ block post(width, stride=1) {
 block modern(width) {
     conv 3x3, width, bias=true
     relu6
+    conv 3x3, width, bias=true, standardize=true, gamma=1.7
     gamma: layerscale 0.5
     mul {
         avgpool
@@ -127,6 +128,7 @@ def test_every_kind_and_construct_matches_the_reference_interpreter() -> None:
     # The fixture must keep up with the language: every spelled kind and every join appears.
     missing = (set(LAYER_KINDS) | {"add", "mul", "cat", "zeropad"} - {"zeropad"}) - used
     assert not missing, missing
+    assert any(node.kind == "conv" and node.layer.standardize for node in network.nodes())
     errors = compare_with_oracle(network)
     assert errors["eval"] < TOLERANCE, errors
     assert errors["train"] < TOLERANCE, errors

@@ -192,7 +192,13 @@ TIMM_NAMES = (
     "resnest14d",
     "res2net50_26w_4s",
     "cspresnet50",
+    "nf_resnet26",
 )
+
+# Why a reference registers its modules in another order than the spec builds them.
+ORDER_NOTES = {
+    "resnetv2_50": "timm's PreActBottleneck registers downsample before norm1",
+}
 
 CASES = {
     **{
@@ -200,9 +206,7 @@ CASES = {
             f"timm/{name}",
             _timm(name),
             IMAGENET_INPUT,
-            order_differs=(
-                "timm's PreActBottleneck registers downsample before norm1" if name == "resnetv2_50" else None
-            ),
+            order_differs=ORDER_NOTES.get(name),
         )
         for name in TIMM_NAMES
     },
@@ -278,6 +282,32 @@ def test_spec_matches_its_reference(name: str) -> None:
     assert network.macs == reference_macs(reference, case.input_shape)
 
 
+def test_nf_resnet26_with_gamma_in_its_activations() -> None:
+    # timm's gamma_in_act=True: every ReLU (the final one too) is a GammaAct scaling by
+    # ReLU's gamma, and the standardised convolutions' gamma is 1.
+    gamma = 1.7139588594436646
+    case = Case(
+        "timm/nf_resnet26",
+        lambda: timm.create_model("nf_resnet26", pretrained=False, gamma_in_act=True),
+        IMAGENET_INPUT,
+    )
+    reference, model, network = loaded_pair(case, act_gamma=gamma, conv_gamma=1)
+    assert sum(type(m).__name__ == "GammaAct" for m in reference.modules()) == 3 * 8 + 1
+    x = torch.randn(2, *case.input_shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    default = resdsl.load(compile_at(case.spec, case.input_shape), weights=reference.state_dict()).double().eval()
+    for training in (False, True):
+        reference.train(training)
+        model.train(training)
+        with torch.no_grad():
+            expected = reference(x)
+            assert relative_error(model(x), expected) < TOLERANCE
+            assert (
+                relative_error(interpret.run(network, model.state_dict(), x, training=training), expected) < TOLERANCE
+            )
+    with torch.no_grad():
+        assert relative_error(default(x), reference.eval()(x)) > 1e-3  # where gamma stands matters
+
+
 def reference_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """The multiply-accumulates of one input, counted by torch on the meta device: the
     counter needs shapes only, and counting real tensors under it is several times slower."""
@@ -307,7 +337,8 @@ def _drop_paths(model: nn.Module) -> dict[str, float]:
 
 
 @pytest.mark.parametrize(
-    ("name", "count"), [("resnet50", 15), ("resnetv2_50", 15), ("convnext_atto", 11), ("regnety_002", 12)]
+    ("name", "count"),
+    [("resnet50", 15), ("resnetv2_50", 15), ("convnext_atto", 11), ("regnety_002", 12), ("nf_resnet26", 7)],
 )
 def test_drop_path_schedule_matches_timm(name: str, count: int) -> None:
     rate = 0.05

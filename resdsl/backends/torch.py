@@ -692,7 +692,8 @@ def fold_for_inference(model: nn.Module, network: Network) -> nn.Module:
         if len(node.inputs) != 1:
             continue
         source = graph.node(node.inputs[0])
-        if not isinstance(source.layer, Conv) or source.users != (node.id,):
+        # A standardised convolution's effective weights are not its stored ones.
+        if not isinstance(source.layer, Conv) or source.layer.standardize or source.users != (node.id,):
             continue
         conv, bn = modules.get(source.name), modules.get(node.name)
         if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):

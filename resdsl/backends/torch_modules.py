@@ -90,6 +90,31 @@ class GroupSoftmax(nn.Module):
         return f"groups={self.groups}, cardinality={self.cardinality}"
 
 
+class ScaledStdConv2d(nn.Conv2d):
+    """A convolution with scaled weight standardisation (Brock et al., 2021): each output
+    channel's weights, less their mean, over their standard deviation (eps added to the
+    variance), times a learned ``gain`` per channel and gamma / sqrt(fan-in). Its
+    parameters are timm's ScaledStdConv2d's: ``weight``, ``bias``, ``gain`` (C x 1 x 1 x 1)."""
+
+    def __init__(self, *args, gamma: float = 1.0, eps: float = 1e-5, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.gamma = gamma
+        self.eps = eps
+        self.gain = nn.Parameter(torch.ones(self.out_channels, 1, 1, 1))
+
+    def standardized_weight(self) -> torch.Tensor:
+        rows = self.weight.flatten(1)
+        variance, mean = torch.var_mean(rows, dim=1, unbiased=False, keepdim=True)
+        factor = self.gain.flatten(1) * (self.gamma * rows.shape[1] ** -0.5) * torch.rsqrt(variance + self.eps)
+        return ((rows - mean) * factor).view_as(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.standardized_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, gamma={self.gamma}, eps={self.eps}"
+
+
 class Scale(nn.Module):
     """Multiplies by a constant."""
 
@@ -141,7 +166,17 @@ class Stage(nn.Sequential):
 #: Classes a Ctor may name besides torch.nn's own ("nn.Conv2d").
 CUSTOM_MODULES: dict[str, type[nn.Module]] = {
     cls.__name__: cls
-    for cls in (ZeroPadShortcut, ChannelConv, DropPath, LayerNorm2d, GroupSoftmax, Scale, Container, Stage)
+    for cls in (
+        ZeroPadShortcut,
+        ChannelConv,
+        DropPath,
+        LayerNorm2d,
+        GroupSoftmax,
+        ScaledStdConv2d,
+        Scale,
+        Container,
+        Stage,
+    )
 }
 #: Factories a Ctor may name for a node that is one tensor, not a module (Layer.holds_tensor).
 TENSOR_FACTORIES = {"full_parameter": full_parameter}

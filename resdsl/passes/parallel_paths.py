@@ -128,7 +128,8 @@ def _path(network: Network, value: int) -> tuple[int, PathTerm] | None:
         and not layer.ceil_mode
         and (layer.count_include_pad or layer.padding == (0, 0))
     )
-    foldable_conv = isinstance(layer, Conv) and layer.dilation == (1, 1)
+    # A standardised convolution's effective weights are not its stored ones.
+    foldable_conv = isinstance(layer, Conv) and layer.dilation == (1, 1) and not layer.standardize
     if (foldable_pool or foldable_conv) and len(node.users) == 1:
         linear, node = node.id, graph.node(node.inputs[0])
     source = node
