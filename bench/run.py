@@ -80,7 +80,7 @@ def bench_frontend(quick: bool) -> list[Row]:
             f"{result.ours * 1000:.0f} ms",
             f"{result.reference * 1000:.0f} ms",
             result.ratio,
-            "<=0.25",
+            "<=0.10",
             low=result.low,
             high=result.high,
         )

@@ -666,6 +666,7 @@ class _ToAst(Transformer_NonRecursive):
     def from_statement(self, meta, _from, value):
         return ast.From(value, self._pos(meta))
 
+
 def write_tables() -> None:
     """Rebuild grammar/resdsl.tables.json after the grammar changed (``python grammar/build_tables.py``)."""
     from resdsl.files import write_file

@@ -276,6 +276,8 @@ def test_gpu_script_reports_a_failed_section_and_goes_on() -> None:
     (row,) = gpu.guarded("cifar20 ..., + CUDA graph", broken)
     assert row.resdsl == "failed: RuntimeError: CUDA error: operation not permitted when stream is capturing"
     assert gpu.guarded("fine", lambda: [Row("fine", "1 img/s")]) == [Row("fine", "1 img/s")]
+
+
 @pytest.mark.parametrize("quick", [True, False])
 def test_frontend_group_compiles_every_depth_it_times(quick: bool) -> None:
     """README's `python bench/run.py --only frontend` compiled n = 1000 and 2000 past the

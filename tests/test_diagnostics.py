@@ -454,6 +454,8 @@ def test_training_errors_are_in_the_code() -> None:
                 message = message.replace(value, "…")
             longest = max((part.strip(" '") for part in message.split("…")), key=len)
             assert longest in sources, (message, longest)
+
+
 #: A leading comment and a blank line, as every shipped spec starts.
 LEADING = "# a network of my own\n\n"
 

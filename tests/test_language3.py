@@ -550,7 +550,11 @@ ERRORS = {
         "'y' is read before it is bound",
         (4, 12),
     ),
-    "never read": ("block b {\n    let x\n    conv 1x1, 4\n    let y\n    conv 1x1, 4\n}\n", "'x' is bound", (2, 9)),
+    "never read": (
+        "block b {\n    let x\n    conv 1x1, 4\n    let y\n    from x\n    conv 1x1, 4\n}\n",
+        "'y' is bound",
+        (4, 9),
+    ),
     "shadowing": ("block b {\n    let x\n    conv 1x1, 4\n    let x\n    add x\n}\n", "already bound", (4, 9)),
     "index out of range": (
         "block b {\n    split 2\n    let s\n    add s[0], s[1], s[2]\n}\n",
@@ -830,3 +834,15 @@ network n {
     network = resdsl.compile_text(text, path="order.res")
     keys = [key for key in build(network).state_dict() if key.endswith("weight")]
     assert keys == ["s.0.c1.weight", "s.0.downsample.0.weight", "s.0.downsample.1.weight", "s.0.after.weight"]
+
+
+def test_a_named_value_the_next_layer_reads_is_read() -> None:
+    """`let x` then `bn`: the value is read (by the bn) even if the name never is; a value
+    nothing reads at all is still an error (tests/fixtures/errors/value_never_read)."""
+    block = "block b(w) {{\n    conv 3x3, w\n    let x\n{rest}}}\n"
+    network = "network n {\n    input 3x8x8\n    stage s: 1 x b(4)\n}\n"
+    compiled = resdsl.compile_text(block.format(rest="    bn\n    relu\n") + network)
+    assert [node.kind for node in compiled.nodes()][1:4] == ["conv", "bn", "relu"]
+    forgotten = "    from x\n    conv 1x1, w\n    let y\n    add x, x\n"
+    with pytest.raises(resdsl.SpecError, match="'y' is bound but nothing reads it"):
+        resdsl.compile_text(block.format(rest=forgotten) + network)

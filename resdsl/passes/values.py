@@ -479,14 +479,22 @@ def _bindings(scope: ValueScope) -> list[Binding]:
     return found
 
 
+def _has_users(graph: Any, node: int | None) -> bool:
+    return node is not None and node in graph and bool(graph.node(node).users)
+
+
 def finish_scope(scope: ValueScope, result: Current, block: Any, graph: Any) -> None:
-    """Every named value must be read, unless it is the result (of the block or iteration)."""
+    """Every named value must be read, unless it is the result (of the block or iteration).
+
+    A value counts as read when anything reads it: its name, or the layer after the
+    `let` that named it while it was still the current value (``let x`` then ``bn``).
+    """
     exempt = set(result.nodes) if isinstance(result, ValueList) else {result}
     if block is not None and block.tap is not None:
         exempt.add(block.tap)
     for binding in scope.bindings.values():
         if not binding.is_list:
-            if not binding.read and binding.node not in exempt:
+            if not binding.read and binding.node not in exempt and not _has_users(graph, binding.node):
                 raise ValueNameError(
                     f"'{binding.name}' is bound but nothing reads it",
                     binding.pos,
@@ -495,7 +503,7 @@ def finish_scope(scope: ValueScope, result: Current, block: Any, graph: Any) -> 
             continue
         assert binding.items is not None
         for index, node in sorted(binding.items.items()):
-            if index not in binding.read_items and node not in exempt:
+            if index not in binding.read_items and node not in exempt and not _has_users(graph, node):
                 raise ValueNameError(
                     f"'{binding.name}[{index}]' is bound but nothing reads it",
                     binding.item_pos.get(index, binding.pos),
