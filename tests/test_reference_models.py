@@ -183,14 +183,20 @@ TIMM_NAMES = (
     "wide_resnet50_2",
     "resnetv2_50",
     "mobilenetv2_100",
+    "mobilenetv2_050",
     "efficientnet_b0",
     "convnext_atto",
+    "convnext_femto",
     "regnetx_002",
+    "regnetx_004",
     "regnety_002",
     "repvgg_a0",
+    "repvgg_b0",
     "skresnet18",
+    "skresnet34",
     "resnest14d",
     "res2net50_26w_4s",
+    "res2next50",
     "cspresnet50",
 )
 
@@ -208,6 +214,7 @@ CASES = {
     },
     # DLA's pooled shortcuts and strided blocks meet only where every size divides by 32.
     "dla34": Case("timm/dla34", _timm("dla34"), (3, 64, 64)),
+    "dla46_c": Case("timm/dla46_c", _timm("dla46_c"), (3, 64, 64)),
     "preact_resnet164": Case("preact_resnet164", lambda: PreActResNet(164), CIFAR_INPUT),
     "preact_resnet1001": Case("preact_resnet1001", lambda: PreActResNet(1001), CIFAR_INPUT, batch=1),
     "wrn28_10": Case("wrn28_10", lambda: WideResNet(28, 10), CIFAR_INPUT, batch=1),
