@@ -41,6 +41,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "syntax_bad_character": "A character that is not part of the language",
         "syntax_misspelled_network": "A misspelt keyword at the start of a definition",
         "syntax_misspelled_stage": "A misspelt keyword inside a network",
+        "syntax_stem_label_in_body": "A label 'stem' in a network's body, where 'stem' begins the stem",
         "deep_nesting": "Nesting deeper than the bound (thousands of parentheses)",
         "deep_expression": "An expression chaining more operators than the bound",
         "too_many_tokens": "A spec longer than the token bound (here, 20,001 semicolons)",
