@@ -195,8 +195,10 @@ TIMM_NAMES = (
     "skresnet18",
     "skresnet34",
     "resnest14d",
+    "resnest26d",
     "res2net50_26w_4s",
     "res2next50",
+    "cspresnext50",
     "cspresnet50",
 )
 
