@@ -81,6 +81,18 @@ _EXAMPLES: dict[tuple[str, str | None], list[str]] = {
         "network n {\n    stage conv2_x 3 x basic(64)\n}",
         "network n {\n    input 3x32x32\n    stage 3 x basic(64)\n}",
     ],
+    (
+        "a stem or head needs its body in braces",
+        "write: stem { conv 7x7, 64, stride=2 }; 'stem' and 'head' are keywords in a network's body, so a layer "
+        "or block labelled stem or head goes inside the braces: stem { stem: repvgg(64, stride=2) }",
+    ): [
+        "network n { stem: b(64) }",
+        "network n {\n    input 3x32x32\n    stem: b(64)\n}",
+        "network n { stem conv 3x3, 64 }",
+        "network n { head: b(64) }",
+        "network n {\n    input 3x32x32\n    head: b(64)\n}",
+        "network n { head fc 10 }",
+    ],
     ("a stage needs a block after the repeat count", "write: stage conv2_x: 3 x basic(64)"): [
         "network n { stage s: 3 x }",
         "network n { stage s: 3 x 4 }",

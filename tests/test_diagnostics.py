@@ -41,6 +41,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "syntax_bad_character": "A character that is not part of the language",
         "syntax_misspelled_network": "A misspelt keyword at the start of a definition",
         "syntax_misspelled_stage": "A misspelt keyword inside a network",
+        "syntax_stem_label_in_body": "A label 'stem' in a network's body, where 'stem' begins the stem",
         "deep_nesting": "Nesting deeper than the bound (thousands of parentheses)",
         "deep_expression": "An expression chaining more operators than the bound",
         "too_many_tokens": "A spec longer than the token bound (here, 20,001 semicolons)",
@@ -216,7 +217,9 @@ def render_docs() -> str:
         "A run reports every independent error, up to 20, in the order of the file: each syntax",
         "error (the parser recovers at the next line), each misspelt setting, each definition and",
         "`use` of a file, each top-level statement and each stage of the network (the first error",
-        "of a stage ends that stage; nothing after expansion runs on a network with errors). In",
+        "of a stage ends that stage; nothing after expansion runs on a network with errors). A",
+        "failed statement or stage leaves the current value as it was, so a shape error after it",
+        "would be a guess and is left out: fixing the first error shows it if it is real. In",
         "Python the exception is the first error and `.errors` lists them all; the language server",
         "publishes each.",
         "",
@@ -533,6 +536,43 @@ def test_every_independent_error_is_reported_in_order_and_bounded() -> None:
     with pytest.raises(SpecError) as caught:
         resdsl.compile_text(f"network n {{\n    input 3x8x8\n    stem {{\n{stems}    }}\n}}\n", path="spec.res")
     assert len(caught.value.errors) == MAX_ERRORS
+
+
+def test_no_shape_error_is_reported_from_the_value_a_failed_statement_left_behind() -> None:
+    # 'a' fails, so the value stays 3x8x8 where 'widen' would have made 32x8x8: the
+    # residual join in 'b' would report a mismatch that the spec does not have. An
+    # independent error later on is still reported.
+    text = (
+        "block widen(out) {\n"
+        "    let forgotten\n"
+        "    conv 1x1, out\n"
+        "}\n"
+        "block residual(out) {\n"
+        "    let x\n"
+        "    conv 1x1, out\n"
+        "    let y\n"
+        "    add x, y\n"
+        "}\n"
+        "network n {\n"
+        "    input 3x8x8\n"
+        "    a: widen(32)\n"
+        "    b: residual(32)\n"
+        "    relu 3\n"
+        "}\n"
+    )
+    with pytest.raises(SpecError) as caught:
+        resdsl.compile_text(text, path="spec.res")
+    assert [(error.line, error.message) for error in caught.value.errors] == [
+        (2, "'forgotten' is bound but nothing reads it"),
+        (15, "too many arguments for relu: takes none before keywords"),
+    ]
+    # Alone, the same join of mismatched shapes is reported.
+    with pytest.raises(SpecError) as caught:
+        resdsl.compile_text(text.replace("a: widen(32)", "a: widen(16)").replace("let forgotten\n", ""))
+    assert [(error.line, error.message) for error in caught.value.errors] == [
+        (8, "cannot add 32x8x8 to 16x8x8: the shapes differ"),
+        (14, "too many arguments for relu: takes none before keywords"),
+    ]
 
 
 def test_a_missing_brace_says_where_the_body_opened() -> None:

@@ -162,7 +162,15 @@ class Expander(ValueStatements):
         # Independent errors are collected, each top-level statement and each stage on
         # its own (the first error of a stage stops that stage): a failed one leaves the
         # value as it was, and nothing after expansion runs on a network with errors.
+        # Leaving the value as it was makes its shape a guess from then on, so a shape
+        # error after a failure is a cascade of it and is not reported: fixing the first
+        # error shows it again if it is real.
         errors: list[SpecError] = []
+
+        def collect(error: SpecError) -> None:
+            if not (errors and isinstance(error, ShapeError)):
+                errors.append(error)
+
         repeats = []
         failed: set[int] = set()
         for index, stage in enumerate(stages):
@@ -210,7 +218,7 @@ class Expander(ValueStatements):
                         except LimitError:
                             raise
                         except SpecError as error:
-                            errors.append(error)
+                            collect(error)
                 elif isinstance(item, ast.Stage):
                     repeat, start = repeats[stage_index], block_index
                     block_index += repeat
@@ -224,7 +232,7 @@ class Expander(ValueStatements):
             except LimitError:
                 raise
             except SpecError as error:
-                errors.append(error)
+                collect(error)
         if errors:
             raise SpecError.several(errors)
         value = _single(value, "the network's output")
