@@ -542,11 +542,10 @@ def test_no_shape_error_is_reported_from_the_value_a_failed_statement_left_behin
     # 'a' fails, so the value stays 3x8x8 where 'widen' would have made 32x8x8: the
     # residual join in 'b' would report a mismatch that the spec does not have. An
     # independent error later on is still reported.
-    text = (
-        "block widen(out) {\n"
-        "    let forgotten\n"
-        "    conv 1x1, out\n"
-        "}\n"
+    failing_widen = (
+        "block widen(out) {\n    let x\n    conv 1x1, out\n    let forgotten\n    from x\n    conv 1x1, out\n}\n"
+    )
+    rest = (
         "block residual(out) {\n"
         "    let x\n"
         "    conv 1x1, out\n"
@@ -561,14 +560,15 @@ def test_no_shape_error_is_reported_from_the_value_a_failed_statement_left_behin
         "}\n"
     )
     with pytest.raises(SpecError) as caught:
-        resdsl.compile_text(text, path="spec.res")
+        resdsl.compile_text(failing_widen + rest, path="spec.res")
     assert [(error.line, error.message) for error in caught.value.errors] == [
-        (2, "'forgotten' is bound but nothing reads it"),
-        (15, "too many arguments for relu: takes none before keywords"),
+        (4, "'forgotten' is bound but nothing reads it"),
+        (18, "too many arguments for relu: takes none before keywords"),
     ]
     # Alone, the same join of mismatched shapes is reported.
+    widen = "block widen(out) {\n    conv 1x1, out\n}\n"
     with pytest.raises(SpecError) as caught:
-        resdsl.compile_text(text.replace("a: widen(32)", "a: widen(16)").replace("let forgotten\n", ""))
+        resdsl.compile_text(widen + rest.replace("a: widen(32)", "a: widen(16)"))
     assert [(error.line, error.message) for error in caught.value.errors] == [
         (8, "cannot add 32x8x8 to 16x8x8: the shapes differ"),
         (14, "too many arguments for relu: takes none before keywords"),
