@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import resdsl  # noqa: E402
 from bench.timing import paired  # noqa: E402
-from bench.timm_models import TARGET, _row, forward_backward, machine, pair  # noqa: E402
+from bench.timm_models import _row, model_rows, print_table  # noqa: E402
 
 MODELS = ("skresnet18", "resnest14d", "res2net50_26w_4s")
 
@@ -74,14 +74,7 @@ def measure(setup: Setup) -> Iterator[dict]:
             result = paired(partial(ours, x), partial(reference, x), rounds=setup.rounds)
         yield _row(f"repvgg_a0 folded, eval forward ({shape})", result)
     for name in setup.models:
-        ours, reference = pair(name)
-        ours.eval(), reference.eval()
-        with torch.no_grad():
-            result = paired(partial(ours, x), partial(reference, x), rounds=setup.rounds)
-        yield _row(f"{name} eager forward, eval ({shape})", result)
-        ours.train(), reference.train()
-        result = paired(forward_backward(ours, x), forward_backward(reference, x), rounds=max(3, setup.rounds // 2))
-        yield _row(f"{name} eager forward+backward ({shape})", result)
+        yield from model_rows(name, x, setup.rounds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,15 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         tuple(args.models) if args.models is not None else setup.models,
         not args.no_folded,
     )
-    print(f"# {machine()}")
-    print("| figure | resdsl | timm | ratio [95% interval] | rounds | target | verdict |")
-    print("|---|---|---|---|---|---|---|")
-    for row in measure(setup):
-        print(
-            f"| {row['figure']} | {row['resdsl']} | {row['timm']} | {row['ratio']} | {row['rounds']} "
-            f"| <={TARGET:.2f} | {row['verdict']} |",
-            flush=True,
-        )
+    print_table(measure(setup))
     return 0
 
 

@@ -18,7 +18,7 @@ import argparse
 import os
 import platform
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -72,16 +72,22 @@ def measure(setup: Setup) -> Iterator[dict]:
     torch.manual_seed(0)
     torch.set_flush_denormal(True)  # as bench/torch_runtime.py: no slow denormal arithmetic on either side
     x = torch.randn(setup.batch, 3, setup.size, setup.size)
-    shape = f"batch {setup.batch}, {setup.size}x{setup.size}"
     for name in setup.models:
-        ours, reference = pair(name)
-        ours.eval(), reference.eval()
-        with torch.no_grad():
-            result = paired(partial(ours, x), partial(reference, x), rounds=setup.rounds)
-        yield _row(f"{name} eager forward, eval ({shape})", result)
-        ours.train(), reference.train()
-        result = paired(forward_backward(ours, x), forward_backward(reference, x), rounds=max(3, setup.rounds // 2))
-        yield _row(f"{name} eager forward+backward ({shape})", result)
+        yield from model_rows(name, x, setup.rounds)
+
+
+def model_rows(name: str, x: torch.Tensor, rounds: int) -> Iterator[dict]:
+    """timm's `name` against specs/timm/<name>.res with its weights: the eager forward in
+    eval mode (`rounds` rounds), then a forward+backward in train mode (half as many, at least 3)."""
+    shape = f"batch {x.shape[0]}, {x.shape[2]}x{x.shape[3]}"
+    ours, reference = pair(name)
+    ours.eval(), reference.eval()
+    with torch.no_grad():
+        result = paired(partial(ours, x), partial(reference, x), rounds=rounds)
+    yield _row(f"{name} eager forward, eval ({shape})", result)
+    ours.train(), reference.train()
+    result = paired(forward_backward(ours, x), forward_backward(reference, x), rounds=max(3, rounds // 2))
+    yield _row(f"{name} eager forward+backward ({shape})", result)
 
 
 def _row(figure: str, result: Paired) -> dict:
@@ -117,16 +123,21 @@ def main(argv: list[str] | None = None) -> int:
         args.rounds or setup.rounds,
         tuple(args.models) if args.models else setup.models,
     )
+    print_table(measure(setup))
+    return 0
+
+
+def print_table(rows: Iterable[dict]) -> None:
+    """The machine, then a markdown row for each measurement as soon as it is made."""
     print(f"# {machine()}")
     print("| figure | resdsl | timm | ratio [95% interval] | rounds | target | verdict |")
     print("|---|---|---|---|---|---|---|")
-    for row in measure(setup):
+    for row in rows:
         print(
             f"| {row['figure']} | {row['resdsl']} | {row['timm']} | {row['ratio']} | {row['rounds']} "
             f"| <={TARGET:.2f} | {row['verdict']} |",
             flush=True,
         )
-    return 0
 
 
 if __name__ == "__main__":
