@@ -22,6 +22,22 @@ def write_spec(tmp_path: Path):
     return write
 
 
+@pytest.fixture
+def train_workspace(tmp_path: Path, monkeypatch):
+    """A folder for training runs, made the working directory: a small learnable data set
+    in CIFAR-10's format in data/, a tiny network in tiny.res, torch on one thread."""
+    import torch
+    from cifar_fixtures import TINY_SPEC, write_learnable
+
+    write_learnable(tmp_path / "data", train=256, test=64)
+    (tmp_path / "tiny.res").write_text(TINY_SPEC)
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield tmp_path
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _restore_denormals():
     """bench/torch_runtime.py flushes denormals for speed, a process-wide setting that

@@ -376,19 +376,6 @@ def test_fmt_spaces_every_binary_operator() -> None:
 # -- train/loop.py ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def train_workspace(tmp_path: Path, monkeypatch):
-    from cifar_fixtures import TINY_SPEC, write_learnable
-
-    write_learnable(tmp_path / "data", train=256, test=64)
-    (tmp_path / "tiny.res").write_text(TINY_SPEC)
-    monkeypatch.chdir(tmp_path)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield tmp_path
-    torch.set_num_threads(threads)
-
-
 # ResNet-110's warm-up (the cifar10-paper recipe's comment): lr 0.01 until the training
 # error falls below 80%, judged every 50 iterations, at most `warmup` iterations.
 WARM_RECIPE = """\

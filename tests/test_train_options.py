@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from cifar_fixtures import TINY_SPEC, write_learnable
 
 from resdsl.train.loop import Processes, RunOptions, Schedule, Trainer, atomic_save
 from resdsl.train.recipes import load_recipe, parse_recipe
@@ -38,20 +37,9 @@ def test_atomic_save_replaces_whole_files_only(tmp_path: Path):
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
 
 
-@pytest.fixture
-def workspace(tmp_path: Path, monkeypatch):
-    write_learnable(tmp_path / "data", train=256, test=64)
-    (tmp_path / "tiny.res").write_text(TINY_SPEC)
-    monkeypatch.chdir(tmp_path)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield tmp_path
-    torch.set_num_threads(threads)
-
-
-def _train(workspace: Path, recipe_text: str, out: str) -> Trainer:
+def _train(train_workspace: Path, recipe_text: str, out: str) -> Trainer:
     recipe = parse_recipe(recipe_text, "r.yaml")
-    options = RunOptions(spec="tiny.res", data="data", recipe=recipe, out=workspace / out)
+    options = RunOptions(spec="tiny.res", data="data", recipe=recipe, out=train_workspace / out)
     trainer = Trainer(options, Processes())
     assert trainer.run() == 0
     return trainer
@@ -66,14 +54,14 @@ device: cpu
 """
 
 
-def test_the_papers_warmup_ends_when_the_training_error_falls_below_80(workspace: Path):
+def test_the_papers_warmup_ends_when_the_training_error_falls_below_80(train_workspace: Path):
     recipe = BASE + "iterations: 120\nmilestones: [1000]\nwarmup: 500\nwarmup_lr: 0.01\nwarmup_until_error: 80\n"
-    trainer = _train(workspace, recipe, "warm")
+    trainer = _train(train_workspace, recipe, "warm")
     ended = [line for line in trainer.log_lines if line.startswith("warm-up ends at iteration")]
     assert ended, trainer.log_lines
     end = int(ended[0].split()[4].rstrip(":"))
     assert end % 50 == 0 and end <= 100
-    saved = torch.load(workspace / "warm" / "checkpoint.pt", weights_only=True)
+    saved = torch.load(train_workspace / "warm" / "checkpoint.pt", weights_only=True)
     assert saved["scheduler"] == {"warmup_end": end}
     assert trainer.schedule.at(end - 1) == 0.01 and trainer.schedule.at(end) == 0.1
 
@@ -88,9 +76,9 @@ def test_the_papers_warmup_ends_when_the_training_error_falls_below_80(workspace
     ],
     ids=["bf16-channels-last", "fp16-scaler", "checkpointing-tricks", "holdout-cosine"],
 )
-def test_speed_and_recipe_options_train(workspace: Path, options: str):
-    trainer = _train(workspace, BASE + "iterations: 8\neval_every: 4\nmilestones: [6]\n" + options, "run")
-    rows = (workspace / "run" / "metrics.csv").read_text().splitlines()
+def test_speed_and_recipe_options_train(train_workspace: Path, options: str):
+    trainer = _train(train_workspace, BASE + "iterations: 8\neval_every: 4\nmilestones: [6]\n" + options, "run")
+    rows = (train_workspace / "run" / "metrics.csv").read_text().splitlines()
     assert len(rows) == 3
     last = dict(zip(rows[0].split(","), rows[-1].split(",")))
     assert math.isfinite(float(last["train_loss"])) and 0 <= float(last["test_error"]) <= 100
@@ -98,7 +86,7 @@ def test_speed_and_recipe_options_train(workspace: Path, options: str):
         assert last["val_error"] != "" and trainer.best["split"] == "val"
     if "fp16" in options:
         assert trainer.scaler.is_enabled()
-        assert torch.load(workspace / "run" / "checkpoint.pt", weights_only=True)["scaler"]["scale"] > 0
+        assert torch.load(train_workspace / "run" / "checkpoint.pt", weights_only=True)["scaler"]["scale"] > 0
     if "channels_last" in options:
         conv = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d))
         assert conv.weight.is_contiguous(memory_format=torch.channels_last)

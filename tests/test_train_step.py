@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from cifar_fixtures import TINY_SPEC, write_learnable
 
 from resdsl.train.loop import Processes, RunOptions, Trainer
 from resdsl.train.recipes import RecipeError, parse_recipe
@@ -35,20 +34,9 @@ device: cpu
 """
 
 
-@pytest.fixture
-def workspace(tmp_path: Path, monkeypatch):
-    write_learnable(tmp_path / "data", train=256, test=64)
-    (tmp_path / "tiny.res").write_text(TINY_SPEC)
-    monkeypatch.chdir(tmp_path)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield tmp_path
-    torch.set_num_threads(threads)
-
-
-def _trainer(workspace: Path, extra: str = "", out: str = "run") -> Trainer:
+def _trainer(train_workspace: Path, extra: str = "", out: str = "run") -> Trainer:
     recipe = parse_recipe(BASE + extra, "r.yaml")
-    trainer = Trainer(RunOptions(spec="tiny.res", data="data", recipe=recipe, out=workspace / out), Processes())
+    trainer = Trainer(RunOptions(spec="tiny.res", data="data", recipe=recipe, out=train_workspace / out), Processes())
     trainer.setup()
     return trainer
 
@@ -67,9 +55,9 @@ def _assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], tolera
         assert difference <= tolerance * (1 + a[key].double().abs().max().item()), (key, difference)
 
 
-def test_the_graph_steps_parts_train_as_the_eager_step(workspace: Path):
-    eager = _trainer(workspace, "optimizer_kernels: foreach\n", "eager")
-    graphed = _trainer(workspace, "optimizer_kernels: fused\n", "graphed")
+def test_the_graph_steps_parts_train_as_the_eager_step(train_workspace: Path):
+    eager = _trainer(train_workspace, "optimizer_kernels: foreach\n", "eager")
+    graphed = _trainer(train_workspace, "optimizer_kernels: fused\n", "graphed")
     graphed.step = GraphedStep(graphed.step, graphed.model, capture=False)
     eager.train_steps(0, 12)
     graphed.train_steps(0, 12)
@@ -86,52 +74,52 @@ def test_the_graph_steps_parts_train_as_the_eager_step(workspace: Path):
 
 
 @pytest.mark.parametrize("kernels", ["fused", "for_loop"])
-def test_optimizer_kernels_train_as_foreach(workspace: Path, kernels: str):
-    reference = _trainer(workspace, "optimizer_kernels: foreach\n", "foreach")
-    other = _trainer(workspace, f"optimizer_kernels: {kernels}\n", kernels)
+def test_optimizer_kernels_train_as_foreach(train_workspace: Path, kernels: str):
+    reference = _trainer(train_workspace, "optimizer_kernels: foreach\n", "foreach")
+    other = _trainer(train_workspace, f"optimizer_kernels: {kernels}\n", kernels)
     assert other.optimizer.defaults["fused" if kernels == "fused" else "foreach"] is (kernels == "fused")
     reference.train_steps(0, 8)
     other.train_steps(0, 8)
     _assert_close(_state(reference), _state(other), 1e-5)
 
 
-def test_a_resumed_run_steps_with_its_own_kernels_not_the_checkpoints(workspace: Path):
+def test_a_resumed_run_steps_with_its_own_kernels_not_the_checkpoints(train_workspace: Path):
     """Loading an optimizer's state replaces its groups' flags with the saved run's: they are set again."""
     recipe = parse_recipe(BASE + "optimizer_kernels: for_loop\n", "r.yaml")
-    first = Trainer(RunOptions(spec="tiny.res", data="data", recipe=recipe, out=workspace / "run"), Processes())
+    first = Trainer(RunOptions(spec="tiny.res", data="data", recipe=recipe, out=train_workspace / "run"), Processes())
     assert first.run() == 0
-    saved = torch.load(workspace / "run" / "checkpoint.pt", weights_only=True)["optimizer"]["param_groups"][0]
+    saved = torch.load(train_workspace / "run" / "checkpoint.pt", weights_only=True)["optimizer"]["param_groups"][0]
     assert (saved["fused"], saved["foreach"]) == (False, False)
     # A copy of the run (the first trainer, still alive here, may hold the folder's lock).
-    shutil.copytree(workspace / "run", workspace / "again")
+    shutil.copytree(train_workspace / "run", train_workspace / "again")
     recipe = parse_recipe(BASE.replace("iterations: 12", "iterations: 14") + "optimizer_kernels: fused\n", "r.yaml")
-    options = RunOptions(spec="tiny.res", data="data", recipe=recipe, out=workspace / "again", resume=True)
+    options = RunOptions(spec="tiny.res", data="data", recipe=recipe, out=train_workspace / "again", resume=True)
     resumed = Trainer(options, Processes())
     resumed.setup()
     assert resumed.iteration == 12
     assert all((group["fused"], group["foreach"]) == (True, False) for group in resumed.optimizer.param_groups)
 
 
-def test_a_compiled_step_trains_as_the_eager_step(workspace: Path):
-    eager = _trainer(workspace, "", "eager")
-    compiled = _trainer(workspace, "compile: true\n", "compiled")
+def test_a_compiled_step_trains_as_the_eager_step(train_workspace: Path):
+    eager = _trainer(train_workspace, "", "eager")
+    compiled = _trainer(train_workspace, "compile: true\n", "compiled")
     eager.train_steps(0, 4)
     compiled.train_steps(0, 4)
     _assert_close(_state(eager), _state(compiled), 1e-4)
 
 
-def test_bf16_autocast_trains_as_fp32_within_bf16s_precision(workspace: Path):
-    fp32 = _trainer(workspace, "amp: none\n", "fp32")
-    bf16 = _trainer(workspace, "amp: bf16\nchannels_last: true\n", "bf16")
+def test_bf16_autocast_trains_as_fp32_within_bf16s_precision(train_workspace: Path):
+    fp32 = _trainer(train_workspace, "amp: none\n", "fp32")
+    bf16 = _trainer(train_workspace, "amp: bf16\nchannels_last: true\n", "bf16")
     fp32.train_steps(0, 2)
     bf16.train_steps(0, 2)
     # Two steps at lr 0.1 from the same weights: the weights move by ~1e-2; bf16 keeps 8 bits of mantissa.
     _assert_close(_state(fp32), _state(bf16), 2e-2)
 
 
-def test_no_step_reads_the_device(workspace: Path, monkeypatch):
+def test_no_step_reads_the_device(train_workspace: Path, monkeypatch):
     """Between evaluations the loop never waits on the device: every way of reading a tensor's value raises."""
-    trainer = _trainer(workspace)
+    trainer = _trainer(train_workspace)
 
     def forbidden(self, *args, **kwargs):
         raise AssertionError("a host read inside the training steps")
@@ -165,10 +153,10 @@ def test_speed_keys_resolve_per_device(monkeypatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA graph capture needs a GPU; none is visible")
-def test_the_captured_graph_trains_as_the_eager_step_on_a_gpu(workspace: Path):
+def test_the_captured_graph_trains_as_the_eager_step_on_a_gpu(train_workspace: Path):
     common = "device: cuda\namp: bf16\nchannels_last: true\noptimizer_kernels: fused\n"
-    eager = _trainer(workspace, common + "cuda_graph: false\n", "eager")
-    graphed = _trainer(workspace, common + "cuda_graph: true\n", "graphed")
+    eager = _trainer(train_workspace, common + "cuda_graph: false\n", "eager")
+    graphed = _trainer(train_workspace, common + "cuda_graph: true\n", "graphed")
     eager.train_steps(0, 12)
     graphed.train_steps(0, 12)
     assert graphed.step.graph is not None, graphed.step.note
