@@ -472,23 +472,31 @@ def is_run_checkpoint(state: Any) -> bool:
     )
 
 
-def read_run_checkpoint(weights: Any) -> dict[str, Any] | None:
-    """The whole of a `resdsl train` checkpoint (weights under 'model', spec, normaliser...); None for other weights.
+def read_weights_and_run(weights: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """The state dict in `weights` (as :func:`read_weights` reads it, the file read once),
+    and, where it is a `resdsl train` checkpoint (best.pt, checkpoint.pt), the whole
+    checkpoint (its spec, normaliser, recipe...); None for other weights."""
+    state, shown = _read_weights_object(weights)
+    if is_run_checkpoint(state):
+        return _tensors_only(dict(state["model"]), shown), dict(state)
+    if not isinstance(state, Mapping):
+        raise WeightsError(f"expected a state dict, found {type(state).__name__}", file=shown)
+    return _tensors_only(dict(state), shown), None
 
-    Reads the file as :func:`read_weights` does (``weights_only``, regular files only);
-    anything it cannot read is left for read_weights to report.
+
+def weights_for(
+    network: Network, weights: Any, *, allow_other_network: bool = False, skip: Any = (), shown: str | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """The state dict to load into `network`'s module, and the run checkpoint it came from (or None).
+
+    A run's checkpoint names the network it trained: another network is refused unless
+    ``allow_other_network`` (with ``skip``, a fine-tuned network differs in the skipped
+    modules by design).
     """
-    if isinstance(weights, Mapping):
-        state: Any = weights
-    else:
-        path = Path(weights)
-        try:
-            if path.suffix == ".safetensors" or not path.is_file():
-                return None
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:
-            return None
-    return dict(state) if is_run_checkpoint(state) else None
+    state, run = read_weights_and_run(weights)
+    if run is not None and not (allow_other_network or skip):
+        check_same_network(network, run, shown)
+    return state, run
 
 
 def check_same_network(network: Network, record: Mapping[str, Any], shown: str | None) -> None:
@@ -540,10 +548,17 @@ def read_weights(weights: str | Path | Mapping[str, torch.Tensor]) -> dict[str, 
 
     Whatever the file holds, the result is a dict of str to tensor or a WeightsError
     naming the file: empty, truncated and foreign files, headers that lie about their
-    size, and pickles of other objects are all refused.
+    size, and pickles of other objects are all refused. A `resdsl train` checkpoint
+    gives its weights (its 'model').
     """
+    return read_weights_and_run(weights)[0]
+
+
+def _read_weights_object(weights: Any) -> tuple[Any, str | None]:
+    """What a weights mapping or file holds (read once, tensors and plain containers only), and the
+    file's name for messages; a checkpoint's 'state_dict' entry is taken as its state dict."""
     if isinstance(weights, Mapping):
-        return _tensors_only(dict(weights), None)
+        return weights, None
     path = Path(weights)
     shown = str(path)
     try:
@@ -567,7 +582,7 @@ def read_weights(weights: str | Path | Mapping[str, torch.Tensor]) -> dict[str, 
             state = load_file(str(path))
         except Exception as error:  # safetensors' own error: a truncated file, a header too large
             raise WeightsError(f"cannot read weights: {_first_line(error)}", file=shown) from None
-        return _tensors_only(state, shown)
+        return state, shown
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -581,11 +596,7 @@ def read_weights(weights: str | Path | Mapping[str, torch.Tensor]) -> dict[str, 
         raise WeightsError(f"cannot read weights: {type(error).__name__}: {_first_line(error)}", file=shown) from None
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
-    if is_run_checkpoint(state):
-        state = state["model"]  # best.pt or checkpoint.pt of `resdsl train`: the weights are its 'model'
-    if not isinstance(state, Mapping):
-        raise WeightsError(f"expected a state dict, found {type(state).__name__}", file=shown)
-    return _tensors_only(dict(state), shown)
+    return state, shown
 
 
 def _first_line(error: BaseException) -> str:
@@ -834,14 +845,8 @@ def load(
     model.network = compiled
     if weights is not None:
         shown = str(weights) if isinstance(weights, str | Path) else None
-        run = read_run_checkpoint(weights)
-        if run is not None:
-            # A run's checkpoint names the network it trained: refuse another one (with skip, a
-            # fine-tuned network differs in the skipped modules by design).
-            if not (allow_other_network or skip):
-                check_same_network(compiled, run, shown)
-            weights = run["model"]
-        load_weights(model, weights, skip=skip, file=shown)
+        state, _ = weights_for(compiled, weights, allow_other_network=allow_other_network, skip=skip, shown=shown)
+        load_weights(model, state, skip=skip, file=shown)
     if for_inference:
         from resdsl.backends.inference import prepare
 

@@ -108,10 +108,11 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from resdsl.backends.torch import NormalizedInput, load, read_run_checkpoint
+    from resdsl.backends.torch import NormalizedInput, load, read_weights_and_run
     from resdsl.table import Table
 
-    run = read_run_checkpoint(args.weights) if args.weights else None
+    # The run's record (its normalisation); load reads the weights again, naming the file in its errors.
+    run = read_weights_and_run(args.weights)[1] if args.weights else None
     normalization = input_normalization(run) if run is not None else None
     if args.bake_normalization and normalization is None:
         raise UsageError(

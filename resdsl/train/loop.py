@@ -482,16 +482,14 @@ class Trainer:
 
     def _load_init(self, model: nn.Module) -> None:
         """--init: start from these weights (a state dict or another run's checkpoint), except the skipped modules."""
-        from resdsl.backends.torch import check_same_network, load_weights, read_run_checkpoint
+        from resdsl.backends.torch import load_weights, weights_for
 
         options = self.options
-        weights: Any = options.init
-        run = read_run_checkpoint(options.init)
-        if run is not None:
-            if not (options.allow_other_network or options.skip):
-                check_same_network(self.network, run, str(options.init))
-            weights = run["model"]
-        load_weights(model, weights, skip=options.skip, file=str(options.init))
+        shown = str(options.init)
+        state, _ = weights_for(
+            self.network, options.init, allow_other_network=options.allow_other_network, skip=options.skip, shown=shown
+        )
+        load_weights(model, state, skip=options.skip, file=shown)
 
     def _check_shapes(self) -> None:
         expected = tuple(self.network.input_shape)
