@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from resdsl import syntax as ast
-from resdsl.errors import Pos, Source, SpecError, UseError, unknown
+from resdsl.errors import CompilerBug, Pos, Source, SpecError, UseError, unknown
 from resdsl.evaluate import Value
-from resdsl.frontend import Namespace, choose, instantiate, load, load_text
-from resdsl.ir import Graph, Limits, Network, Settings
+from resdsl.frontend import Instance, Namespace, choose, instantiate, load, load_text
+from resdsl.ir import Limits, Network
 from resdsl.passes import run_passes
+from resdsl.passes.expand import elaborate
 from resdsl.shipped import shipped_specs, specs_dir
 
 
@@ -101,6 +102,18 @@ def _input_override(shape: tuple[int, ...]) -> ast.Override:
     return ast.Override("input", ast.Dims(shape, pos), pos)
 
 
+def _elaborate(instance: Instance, name: str, path: str, pos: Pos, limits: Limits) -> Network:
+    """:func:`elaborate`, with anything but a SpecError reported as the compiler's bug."""
+    try:
+        return elaborate(instance, name=name, path=path, pos=pos, limits=limits)
+    except SpecError:
+        raise
+    except RecursionError as error:
+        raise CompilerBug(f"elaboration recursed too deeply on {path}") from error
+    except Exception as error:
+        raise CompilerBug(f"internal error in elaboration on {path}: {type(error).__name__}: {error}") from error
+
+
 def _compile(
     namespace: Namespace,
     stem: str,
@@ -118,26 +131,17 @@ def _compile(
     if input_shape is not None:
         # Last in the list, so it wins over the spec's line and over every alias's `with input`.
         instance.overrides.append(_input_override(input_shape))
-    result = Network(
-        name=name,
-        graph=Graph(),
-        settings=Settings((), "B"),
-        path=namespace.path,
-        pos=pos,
-        limits=limits,
-        instance=instance,
-    )
     # The passes allocate many small, acyclic objects; Python's cyclic collector
     # would rescan the growing graph again and again, making compile time grow
     # faster than the network. Nothing here creates garbage cycles worth collecting.
     collecting = gc.isenabled()
     gc.disable()
     try:
+        result = _elaborate(instance, name, namespace.path, pos, limits)
         run_passes(result)
     finally:
         if collecting:
             gc.enable()
-    result.instance = None
     return result
 
 

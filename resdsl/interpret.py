@@ -11,6 +11,11 @@ The tensors come from a state dict (a built module's, or any with the spec's key
 each node reads those under its name (``layer1.0.conv1.weight`` for the node named
 ``layer1.0.conv1``), and a node that is one tensor (layer scale) the key that is
 its name. BN running statistics are read, never updated.
+
+Every value's shape is checked against the shape the IR gives its node (the batch
+axis aside): the interpreter computes real tensors, so a shape rule that is wrong
+for some input (a ceil mode forgotten) shows here, at the node, even where the
+built module agrees with the interpreter.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from resdsl.ir import Network
+from resdsl.ir import IRError, Network
 from resdsl.layers import Input, Output
 
 
@@ -44,7 +49,13 @@ def run(network: Network, state: Mapping[str, Any], x: Any, *, training: bool = 
         inputs = [values[source] for source in node.inputs]
         # A node that is one tensor (layer scale) reads the key that is its name.
         tensors = {"tensor": state[node.name]} if layer.holds_tensor else by_module.get(node.name, {})
-        values[node.id] = layer.reference(inputs, tensors, training)
+        value = layer.reference(inputs, tensors, training)
+        if tuple(value.shape[1:]) != tuple(node.shape):
+            raise IRError(
+                f"node {node.id} ({node.name}, {node.kind}) computes {tuple(value.shape[1:])}; "
+                f"the IR's shape is {tuple(node.shape)}"
+            )
+        values[node.id] = value
         for source in set(node.inputs):
             remaining_readers[source] -= 1
             if remaining_readers[source] == 0:

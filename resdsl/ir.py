@@ -162,7 +162,7 @@ _FIELD_READERS = {
 }
 
 #: The fields a node must have once the pass that writes them has run (checked by lint).
-WRITTEN_BY = {"expand": ("shape",), "assign_names": ("name",), "count_cost": ("params", "macs")}
+WRITTEN_BY = {"elaborate": ("shape",), "assign_names": ("name",), "count_cost": ("params", "macs")}
 
 
 class IRError(AssertionError):
@@ -446,8 +446,9 @@ class Network:
     macs: int = 0
     stages: tuple[StageSummary, ...] = ()
     blocks: list[BlockInstance] = field(default_factory=list)
-    # What the expand pass reads (the front end's resolved definition); not part of the result.
-    instance: Any = field(default=None, repr=False)
+    #: The records of the IR rewrites that made this network from the compiled one, in
+    #: order (resdsl.passes.rewrite): what a backend does to the compiled network's weights.
+    rewrites: tuple[Any, ...] = ()
 
     def order(self) -> list[int]:
         """The node ids in execution order: topological, ties broken by creation."""
@@ -473,8 +474,8 @@ class Network:
         left nothing on the network."""
         graph = self.graph
         graph.lint(fields)
-        if self.instance is not None:  # the front end's definition, read by expand alone
-            raise IRError(f"the network still carries {type(self.instance).__name__} after expansion")
+        if "params" in fields or "macs" in fields:
+            self._lint_totals()
         by_id = {block.id: block for block in self.blocks}
         members = {block.id: set(block.nodes) for block in self.blocks}
         present = set(graph)
@@ -498,6 +499,29 @@ class Network:
         for node in graph.walk():
             if node.block is not None and (node.block not in by_id or node.id not in members[node.block]):
                 raise IRError(f"node {node.id} ({node.kind}) names block {node.block}, which does not hold it")
+
+    def _lint_totals(self) -> None:
+        """The network's totals are its nodes' sums, and its stages partition them: a
+        rewrite that changed the graph without recomputing the analyses fails here."""
+        nodes = list(self.graph.walk())
+        sums = (
+            ("params", self.num_params, sum(node.params for node in nodes), sum(stage.params for stage in self.stages)),
+            ("macs", self.macs, sum(node.macs for node in nodes), sum(stage.macs for stage in self.stages)),
+        )
+        for what, total, summed, staged in sums:
+            if summed != total:
+                raise IRError(f"the network's {what} total is {total:,} but its nodes sum to {summed:,}")
+            if staged != total:
+                raise IRError(f"the network's stages sum to {staged:,} {what}, its total is {total:,}")
+        stage_level = {}
+        for block in self.stage_blocks():
+            stage_level.setdefault(block.stage, set()).add(block.index)
+        for stage in self.stages:
+            if stage.section == "stage" and stage.blocks != len(stage_level.get(stage.name, ())):
+                raise IRError(
+                    f"stage {stage.name} counts {stage.blocks} blocks; the network has "
+                    f"{len(stage_level.get(stage.name, ()))} there"
+                )
 
     def stage_blocks(self) -> list[BlockInstance]:
         """The stage-level block instances, in order."""

@@ -88,3 +88,18 @@ def test_a_network_without_tensors_loads_for_inference() -> None:
         model = resdsl.load(network, for_inference=True, engine=engine)
         x = torch.randn(2, 3, 8, 8)
         assert torch.allclose(model(x), torch.nn.functional.avg_pool2d(x, 2, 2), atol=1e-6)
+
+
+def test_a_folded_models_network_and_table_describe_what_it_computes() -> None:
+    # Round 3's for_inference folded parallel paths outside the passes and patched the
+    # block records: repvgg_a0's stages summed to 9,108,968 parameters for a module of
+    # 8,309,384, and the model's .network still described the training network.
+    model = resdsl.load("timm/repvgg_a0", for_inference=True, engine="eager")
+    network = model.network
+    computed = sum(parameter.numel() for parameter in model.parameters())
+    assert network.num_params == computed < resdsl.compile("timm/repvgg_a0").num_params
+    assert sum(stage.params for stage in network.stages) == computed
+    assert sum(stage.macs for stage in network.stages) == network.macs
+    assert not list(network.nodes("bn"))  # every BN folded, into a path's sum or its convolution
+    table = resdsl.Table.of(network, detail="stage")
+    assert table.params == computed == sum(row.params for row in table.stages)

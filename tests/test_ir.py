@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import networkx as nx
 import pytest
 
@@ -264,17 +266,17 @@ def test_the_suite_lints_after_every_pass_and_a_bad_pass_is_a_compiler_bug() -> 
 
 
 def test_shortcuts_are_decided_where_add_shortcut_is_expanded(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Expand alone makes the whole graph, shapes and shortcuts included: each add has
-    # its two inputs and each block its plan, and nothing of the expander stays behind.
+    # Elaboration alone makes the whole graph, shapes and shortcuts included: each add has
+    # its two inputs and each block its plan, and nothing of the front end stays behind.
+    # Every pass after it is IR -> IR.
     from resdsl import compiler, passes
 
     assert [compiler_pass.__name__ for compiler_pass in passes.PASSES] == [
-        "expand",
         "block_structure",
         "assign_names",
         "count_cost",
     ]
-    monkeypatch.setattr(compiler, "run_passes", lambda network: passes.run_passes(network, (passes.expand,)))
+    monkeypatch.setattr(compiler, "run_passes", lambda network: network)
     for option, kinds in (("A", {"zeropad"}), ("B", {"conv", "bn"}), ("C", {"conv", "bn"}), ("none", set())):
         network = compile_small(option)
         assert all(node.shape is not None and node.name is None for node in network.nodes())
@@ -284,4 +286,40 @@ def test_shortcuts_are_decided_where_add_shortcut_is_expanded(monkeypatch: pytes
         assert {node.kind for node in shortcut_nodes} == kinds
         assert all(node.role == "shortcut" for node in shortcut_nodes)
         assert all(set(data) == {"node"} for _, data in network.graph.nodes(data=True))
-        assert not network.graph.graph and network.instance is None
+        assert not network.graph.graph and not hasattr(network, "instance")
+
+
+def test_lint_checks_totals_and_stages_against_the_nodes() -> None:
+    import dataclasses
+
+    network = resdsl.compile("cifar20")
+    network.lint(("shape", "name", "params", "macs"))
+    stale = copy.deepcopy(network)
+    stale.num_params += 1  # a total patched by hand
+    with pytest.raises(IRError, match="params total"):
+        stale.lint(("shape", "name", "params", "macs"))
+    stale = copy.deepcopy(network)
+    first = stale.stages[0]
+    stale.stages = (dataclasses.replace(first, macs=first.macs + 1), *stale.stages[1:])
+    with pytest.raises(IRError, match="stages sum"):
+        stale.lint(("shape", "name", "params", "macs"))
+    stale = copy.deepcopy(network)
+    index = next(i for i, stage in enumerate(stale.stages) if stage.section == "stage")
+    stale.stages = tuple(
+        dataclasses.replace(stage, blocks=stage.blocks + 1) if i == index else stage
+        for i, stage in enumerate(stale.stages)
+    )
+    with pytest.raises(IRError, match="counts"):
+        stale.lint(("shape", "name", "params", "macs"))
+
+
+def test_every_rewrite_leaves_its_argument_alone_and_relints() -> None:
+    from resdsl.passes import INFERENCE_REWRITES, apply_rewrite
+
+    network = resdsl.compile("timm/repvgg_a0", input="3x32x32")
+    before = (network.num_params, len(network.graph), [stage.params for stage in network.stages])
+    for rewrite in INFERENCE_REWRITES:
+        result = apply_rewrite(network, rewrite)
+        assert result is not network and len(result.graph) < len(network.graph)
+        assert (network.num_params, len(network.graph), [stage.params for stage in network.stages]) == before
+        assert sum(stage.params for stage in result.stages) == result.num_params

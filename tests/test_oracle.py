@@ -133,6 +133,7 @@ def test_every_kind_and_construct_matches_the_reference_interpreter() -> None:
     assert errors["eval"] < TOLERANCE, errors
     assert errors["train"] < TOLERANCE, errors
     assert errors["for_inference"] < 1e-7, errors
+    assert errors["for_inference_ir"] < 1e-7, errors
 
 
 @pytest.mark.parametrize("spec", ["cifar20", "cifar_plain20", "resnet18", "torchvision/resnet50"])
@@ -186,6 +187,7 @@ def test_for_inference_never_folds_a_bn_across_an_add() -> None:
     network = resdsl.compile_text(BN_AFTER_ADD)
     errors = compare_with_oracle(network)
     assert errors["for_inference"] < 1e-9, errors
+    assert errors["for_inference_ir"] < 1e-9, errors
 
 
 def test_the_oracle_notices_a_wrong_module() -> None:

@@ -17,7 +17,8 @@ from torch import nn
 
 import resdsl
 from resdsl.backends.torch import build, fold_for_inference
-from resdsl.passes.parallel_paths import apply_parallel_folds, find_parallel_folds
+from resdsl.passes import apply_rewrite
+from resdsl.passes.parallel_paths import ParallelPathFold, find_parallel_folds, fold_parallel_paths
 from tests.oracle import randomise, relative_error
 from tests.test_reference_models import IMAGENET_INPUT, compile_at
 
@@ -116,12 +117,21 @@ LINTED = ("shape", "name", "params", "macs")
 
 def test_the_rewritten_ir_passes_lint_and_counts_the_folded_convolutions() -> None:
     network = resdsl.compile_text(PATHS, path="paths.res")
-    folded, replaced = apply_parallel_folds(network, find_parallel_folds(network))
+    folded = apply_rewrite(network, fold_parallel_paths)
     folded.lint(LINTED)
     network.lint(LINTED)  # the original is left as it was
-    assert len(replaced) == 4 and all(folded.graph.node(node).kind == "conv" for node in replaced.values())
+    records = [record for record in folded.rewrites if isinstance(record, ParallelPathFold)]
+    assert len(records) == 4
+    assert all(
+        folded.graph.node(node).kind == "conv"
+        for node in folded.graph
+        if folded.graph.node(node).name in {r.conv for r in records}
+    )
     assert folded.num_params == sum(node.params for node in folded.graph.walk())
     assert folded.num_params != network.num_params
+    # The stages are recomputed, not patched: they sum to the folded totals.
+    assert sum(stage.params for stage in folded.stages) == folded.num_params
+    assert sum(stage.macs for stage in folded.stages) == folded.macs
 
 
 def test_a_residual_join_of_linear_paths_folds_too() -> None:
@@ -144,7 +154,7 @@ network n {
     network = resdsl.compile_text(text, path="n.res")
     folds = find_parallel_folds(network)
     assert [len(fold.terms) for fold in folds] == [2, 2, 2, 2]
-    folded, _ = apply_parallel_folds(network, folds)
+    folded = apply_rewrite(network, fold_parallel_paths)
     folded.lint(LINTED)
     assert all(block.join is None for block in folded.blocks)
     model, x, expected = _pair(network)

@@ -65,7 +65,8 @@ def _device(model: nn.Module) -> torch.device:
 
 
 def prepare(model: nn.Module, network: Network, engine: str = "auto") -> nn.Module:
-    """The model for inference on the chosen engine; it keeps ``.network`` and gains ``.engine``."""
+    """The model for inference on the chosen engine: its ``.network`` is the inference IR
+    (resdsl.passes.for_inference) that it computes, and ``.engine`` names the engine."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(repr(e) for e in ENGINES)}, not {engine!r}")
     device = _device(model)
@@ -80,7 +81,7 @@ def prepare(model: nn.Module, network: Network, engine: str = "auto") -> nn.Modu
         result = OnnxRuntimeModel(folded, network)
     else:
         result = InductorModel(folded)
-    result.network = network
+    result.network = folded.network  # what it computes: the rewritten IR
     result.engine = engine
     return result
 

@@ -26,7 +26,7 @@ import inspect
 import itertools
 import keyword
 import pickle
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,9 @@ from resdsl.backends.torch_modules import Container, Stage, resolve
 from resdsl.backends.torch_modules import ZeroPadShortcut as ZeroPadShortcut
 from resdsl.errors import LimitError, WeightsError
 from resdsl.ir import BlockInstance, Network
-from resdsl.layers import BatchNorm, Conv, Ctor, Input, Layer, Output
+from resdsl.layers import Ctor, Input, Layer, Output
+from resdsl.passes.parallel_paths import ParallelPathFold
+from resdsl.passes.rewrite import BatchNormFold
 
 CHECKPOINT_OPTIONS = ("none", "stage", "block")
 
@@ -679,108 +681,116 @@ def load_weights(
 
 
 def fold_for_inference(model: nn.Module, network: Network) -> nn.Module:
-    """Eval mode, every sum of parallel linear paths folded into one convolution
-    (:func:`fold_parallel_paths`: the model is rebuilt, so use the returned one),
-    every foldable BN folded into its convolution, channels_last weights.
+    """The model rebuilt from the inference IR (:func:`resdsl.passes.for_inference`:
+    each sum of parallel linear paths folded into one convolution, then each foldable
+    BN into its convolution), with the weights those rewrites call for, in eval mode
+    and channels_last. Its ``.network`` is the rewritten IR, so its table and figures
+    describe what it computes.
 
-    Folding follows the IR's dataflow: a BN folds into a convolution only where that
-    convolution alone feeds the BN and nothing else reads the convolution's output
-    (a BN after a residual add, or a convolution whose output a branch also reads,
-    stays as it is). Measured on the CPU (bench/torch_runtime.py): folding alone saves
-    the BN passes; channels_last lets oneDNN pick its blocked convolution kernels.
+    Measured on the CPU (bench/torch_runtime.py): folding saves the BN passes;
+    channels_last lets oneDNN pick its blocked convolution kernels.
     """
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    from resdsl.passes.parallel_paths import find_parallel_folds
+    from resdsl.passes import for_inference
 
     model.eval()
-    folds = find_parallel_folds(network)
-    if folds:
-        model, network = fold_parallel_paths(model, network, folds)
-    graph = network.graph
-    modules = dict(model.named_modules())
-    for node in graph.walk(BatchNorm.kind):
-        if len(node.inputs) != 1:
-            continue
-        source = graph.node(node.inputs[0])
-        # A standardised convolution's effective weights are not its stored ones.
-        if not isinstance(source.layer, Conv) or source.layer.standardize or source.users != (node.id,):
-            continue
-        conv, bn = modules.get(source.name), modules.get(node.name)
-        if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):
-            continue
-        _replace_module(model, source.name, fuse_conv_bn_eval(conv, bn))
-        _replace_module(model, node.name, nn.Identity())
-    return model.to(memory_format=torch.channels_last)
+    folded_network = for_inference(network)
+    state = model.state_dict()
+    first = next(iter(state.values()), None)
+    dtype = first.dtype if first is not None else torch.get_default_dtype()
+    device = first.device if first is not None else None
+    for record in folded_network.rewrites[len(network.rewrites) :]:
+        state = WEIGHT_TRANSFORMS[type(record)](record, state)
+    folded = build(folded_network, device=device, initialise=False).to(dtype)
+    folded.load_state_dict({key: value.to(dtype) for key, value in state.items()})
+    folded.network = folded_network
+    return folded.eval().to(memory_format=torch.channels_last)
 
 
-def fold_parallel_paths(model: nn.Module, network: Network, folds: list | None = None) -> tuple[nn.Module, Network]:
+def fold_parallel_paths(model: nn.Module, network: Network) -> tuple[nn.Module, Network]:
     """The model rebuilt from the IR with every sum of parallel linear paths folded into
     one convolution (resdsl.passes.parallel_paths), and that IR; in eval mode, it
     computes what `model` computes in eval mode. The folded weights are computed in
     float64 and stored in the model's dtype."""
-    from resdsl.passes.parallel_paths import apply_parallel_folds, find_parallel_folds
+    from resdsl.passes import apply_rewrite
+    from resdsl.passes.parallel_paths import fold_parallel_paths as rewrite
 
-    if folds is None:
-        folds = find_parallel_folds(network)
+    folded_network = apply_rewrite(network, rewrite)
     state = model.state_dict()
     first = next(iter(state.values()))
-    folded_network, replaced = apply_parallel_folds(network, folds)
-    new_state = {}
-    for fold in folds:
-        name = folded_network.graph.node(replaced[fold.join]).name
-        weight, bias = _folded_weights(fold, network, state)
-        new_state[f"{name}.weight"] = weight.to(first.dtype)
-        new_state[f"{name}.bias"] = bias.to(first.dtype)
+    for record in folded_network.rewrites[len(network.rewrites) :]:
+        state = WEIGHT_TRANSFORMS[type(record)](record, state)
     folded = build(folded_network, device=first.device, initialise=False).to(first.dtype)
-    kept = folded.state_dict()
-    for key in kept:
-        if key not in new_state:
-            new_state[key] = state[key]
-    folded.load_state_dict(new_state)
+    folded.load_state_dict({key: value.to(first.dtype) for key, value in state.items()})
     folded.network = folded_network
     return folded.eval(), folded_network
 
 
-def _folded_weights(
-    fold: Any, network: Network, state: Mapping[str, torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The weight and bias of a fold's convolution: each path as a convolution of the
-    source (a pool's kernel is 1 / K^2 on its channel, the identity's 1 at the
-    centre), scaled by its BN, zero-padded into the largest kernel, summed."""
-    graph = network.graph
-    conv = fold.conv
-    channels = graph.node(fold.source).shape[0]
-    out_channels = conv.out_channels
-    weight = torch.zeros(out_channels, channels // conv.groups, *conv.kernel, dtype=torch.float64)
-    bias = torch.zeros(out_channels, dtype=torch.float64)
-    for term in fold.terms:
-        if term.linear is not None and isinstance(graph.node(term.linear).layer, Conv):
-            prefix = graph.node(term.linear).name
-            w = state[f"{prefix}.weight"].to(torch.float64)
-            b = state.get(f"{prefix}.bias")
+def _float64(state: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
+    return state[key].to(torch.float64)
+
+
+def _bn_scale_shift(state: Mapping[str, torch.Tensor], prefix: str, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """A BN in eval mode as y = x * scale + shift, in float64."""
+    scale = _float64(state, f"{prefix}.weight") / (_float64(state, f"{prefix}.running_var") + eps).sqrt()
+    shift = _float64(state, f"{prefix}.bias") - _float64(state, f"{prefix}.running_mean") * scale
+    return scale, shift
+
+
+def _without(state: Mapping[str, torch.Tensor], prefixes: set[str]) -> dict[str, torch.Tensor]:
+    return {key: value for key, value in state.items() if key.rpartition(".")[0] not in prefixes}
+
+
+def _fold_batch_norm_weights(record: Any, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """BatchNormFold: the convolution's weight scaled per output channel, the BN's shift its bias."""
+    scale, shift = _bn_scale_shift(state, record.norm, record.eps)
+    weight = _float64(state, f"{record.conv}.weight")
+    bias = _float64(state, f"{record.conv}.bias") if record.had_bias else torch.zeros_like(scale)
+    result = _without(state, {record.norm, record.conv})
+    result[f"{record.conv}.weight"] = weight * scale.reshape(-1, *([1] * (weight.dim() - 1)))
+    result[f"{record.conv}.bias"] = bias * scale + shift
+    return result
+
+
+def _fold_parallel_weights(record: Any, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """ParallelPathFold: each path as a convolution of the source (a pool's kernel is
+    1 / K^2 on its channel, the identity's 1 at the centre), scaled by its BN,
+    zero-padded into the largest kernel, summed."""
+    conv, channels = record.layer, record.in_channels
+    weight = torch.zeros(conv.out_channels, channels // conv.groups, *conv.kernel, dtype=torch.float64)
+    bias = torch.zeros(conv.out_channels, dtype=torch.float64)
+    gone = set()
+    for term in record.terms:
+        if term.conv is not None:
+            w = _float64(state, f"{term.conv}.weight")
+            b = state.get(f"{term.conv}.bias")
             b = b.to(torch.float64) if b is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+            gone.add(term.conv)
         else:
             # The identity, a BN or a pool: one channel to itself (a depthwise kernel).
             kh, kw = term.kernel
             w = torch.full((channels, 1, kh, kw), 1.0 / (kh * kw), dtype=torch.float64)
             b = torch.zeros(channels, dtype=torch.float64)
         if term.norm is not None:
-            prefix = graph.node(term.norm).name
-            eps = 1e-5  # the bn kind's eps (resdsl.layers.BatchNorm.reference)
-            scale = (
-                state[f"{prefix}.weight"].to(torch.float64)
-                / (state[f"{prefix}.running_var"].to(torch.float64) + eps).sqrt()
-            )
+            scale, shift = _bn_scale_shift(state, term.norm, term.eps)
             w = w * scale[:, None, None, None]
-            b = (b - state[f"{prefix}.running_mean"].to(torch.float64)) * scale + state[f"{prefix}.bias"].to(
-                torch.float64
-            )
+            b = b * scale + shift
+            gone.add(term.norm)
         w = _regroup(w, term.groups, conv.groups, channels)
         top, left = conv.padding[0] - term.padding[0], conv.padding[1] - term.padding[1]
         weight[:, :, top : top + term.kernel[0], left : left + term.kernel[1]] += w
         bias += b
-    return weight, bias
+    result = _without(state, gone)
+    result[f"{record.conv}.weight"] = weight
+    result[f"{record.conv}.bias"] = bias
+    return result
+
+
+#: How each IR rewrite's record (resdsl.passes.rewrite) changes the weights: the torch
+#: backend's table, so that a rewrite needs no torch and a new backend no rewrite's code.
+WEIGHT_TRANSFORMS: dict[type, Callable[[Any, Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]] = {
+    BatchNormFold: _fold_batch_norm_weights,
+    ParallelPathFold: _fold_parallel_weights,
+}
 
 
 def _regroup(weight: torch.Tensor, groups: int, target: int, in_channels: int) -> torch.Tensor:

@@ -1,4 +1,7 @@
-"""Pass 1: unroll a bound network into the layer graph.
+"""Elaboration, the front end's last step: a bound network instance becomes the IR.
+
+Not a pass: it is the one step that reads the front end's definitions, and every
+pass after it (resdsl.passes) is a function from IR to IR.
 
 Settings are evaluated and overrides applied; stages repeat their block, a
 ``stride`` argument reaching only the first repetition (the paper's conv3_1,
@@ -45,7 +48,18 @@ from resdsl.errors import (
 )
 from resdsl.evaluate import Value, as_bool, as_int, describe, evaluate, names_in
 from resdsl.frontend import Instance, Namespace
-from resdsl.ir import BlockInstance, Frame, Graph, NameScope, Network, Scope, Settings, located_error, new_node
+from resdsl.ir import (
+    BlockInstance,
+    Frame,
+    Graph,
+    Limits,
+    NameScope,
+    Network,
+    Scope,
+    Settings,
+    located_error,
+    new_node,
+)
 from resdsl.layers import (
     ADD_SHORTCUT,
     JOINS,
@@ -95,8 +109,10 @@ class _Context:
     values: Any = None  # the ValueScope of named values (per block instance; per loop iteration)
 
 
-def expand(network: Network) -> None:
-    instance: Instance = network.instance
+def elaborate(instance: Instance, *, name: str, path: str, pos: Pos, limits: Limits) -> Network:
+    """The IR of a bound network instance: every node made, its shape inferred as it is
+    made, every block instance recorded. A SpecError for anything the spec gets wrong."""
+    network = Network(name=name, graph=Graph(), settings=Settings((), "B"), path=path, pos=pos, limits=limits)
     definition = instance.definition
     env = dict(instance.params)
     misspelt = []
@@ -123,7 +139,7 @@ def expand(network: Network) -> None:
     expander = Expander(network, instance)
     network.settings = expander.settings = _settings(definition, instance, env)
     expander.run(env)
-    network.instance = None  # the expander's caches are its own: nothing of it stays on the network
+    return network
 
 
 class Expander(ValueStatements):
@@ -949,4 +965,4 @@ def _blame_stage(error: SpecError, stage: ast.Stage, block: ast.Block) -> SpecEr
     return error
 
 
-__all__ = ["SETTINGS", "Expander", "NameScope", "expand"]
+__all__ = ["SETTINGS", "Expander", "NameScope", "elaborate"]

@@ -21,13 +21,12 @@ This module never imports torch.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
-from typing import Any
 
 from resdsl.ir import Network, Node
 from resdsl.layers import Add, AvgPool, BatchNorm, Conv, ShapeProblem
+from resdsl.passes.rewrite import copy_network, kept_fields, norm_eps, substitute
 
 Pair = tuple[int, int]
 
@@ -144,61 +143,79 @@ def _path(network: Network, value: int) -> tuple[int, PathTerm] | None:
     return source.id, PathTerm(linear, norm, layer.kernel, layer.padding, layer.stride, channels)
 
 
-#: The fields a folded convolution takes from the convolution it is named after.
-def _kept_fields(template: Node) -> dict[str, Any]:
-    """What the folded convolution keeps of the node it is named after: where it was written and its name."""
-    return {
-        "pos": template.pos,
-        "trace": template.trace,
-        "scope": template.scope,
-        "block": template.block,
-        "names": template.names,
-        "label": template.label,
-        "label_pos": template.label_pos,
-        "written": template.written,
-        "role": template.role,
-        "name": template.name,
-    }
+@dataclass(frozen=True)
+class FoldedTerm:
+    """One path of a parallel fold, by module names: what the weights transform reads."""
+
+    conv: str | None  # the path's convolution (None: the identity, a BN alone or a pool)
+    norm: str | None  # the path's BN
+    eps: float  # the BN's eps
+    kernel: Pair
+    padding: Pair
+    groups: int
+
+
+@dataclass(frozen=True)
+class ParallelPathFold:
+    """The record a fold leaves on the rewritten network (``Network.rewrites``)."""
+
+    conv: str  # the folded convolution's module name
+    layer: Conv
+    in_channels: int
+    terms: tuple[FoldedTerm, ...]
+
+
+def _record(network: Network, fold: ParallelFold) -> ParallelPathFold:
+    graph = network.graph
+    terms = []
+    for term in fold.terms:
+        conv = graph.node(term.linear) if term.linear is not None else None
+        norm = graph.node(term.norm) if term.norm is not None else None
+        terms.append(
+            FoldedTerm(
+                conv.name if conv is not None and isinstance(conv.layer, Conv) else None,
+                norm.name if norm is not None else None,
+                norm_eps(norm.layer) if norm is not None else 0.0,
+                term.kernel,
+                term.padding,
+                term.groups,
+            )
+        )
+    name = graph.node(fold.named_after).name
+    return ParallelPathFold(name, fold.conv, graph.node(fold.source).shape[0], tuple(terms))  # type: ignore[arg-type]
+
+
+def fold_parallel_paths(network: Network) -> Network:
+    """The rewrite: every foldable sum of parallel linear paths as one ``conv`` node."""
+    folded, _ = apply_parallel_folds(network, find_parallel_folds(network))
+    return folded
 
 
 def apply_parallel_folds(network: Network, folds: list[ParallelFold]) -> tuple[Network, dict[int, int]]:
     """A copy of the network in which each fold's nodes are one ``conv`` node, named and
     placed as the fold's largest convolution; and each fold's join mapped to its new node."""
-    folded = copy.deepcopy(network, {id(network.instance): network.instance})
+    folded = copy_network(network)
     graph = folded.graph
     replaced: dict[int, int] = {}
+    records = []
     for fold in folds:
+        records.append(_record(network, fold))
         template = graph.node(fold.named_after)
         shape = graph.node(fold.join).shape
         source = replaced.get(fold.source, fold.source)  # an earlier fold's sum, now its convolution
-        fields = _kept_fields(template)
-        params, macs = fold.conv.cost([graph.node(source).shape], shape)
-        node = graph.create(fold.conv, (source,), shape=shape, params=params, macs=macs, **fields).id
-        graph.replace_all_uses_with(fold.join, node)
-        gone = set(fold.removed)
-        for block in folded.blocks:
-            if gone & set(block.nodes):
-                position = min(block.nodes.index(old) for old in gone if old in block.nodes)
-                block.nodes = [old for old in block.nodes if old not in gone]
-                block.nodes.insert(position, node)
-            # The sum may be where a block ends, and so where the next one starts.
-            if block.exit == fold.join:
-                block.exit = node
-            if block.entry == fold.join:
-                block.entry = node
-            if block.tap == fold.join:
-                block.tap = node
-            if block.join == fold.join:
-                block.join = None
-                block.plan = None
-            block.shortcut_nodes = tuple(old for old in block.shortcut_nodes if old not in gone)
-        # Erase from the sum back to the source, so that nothing erased is still read.
-        for old in fold.removed:
-            graph.erase(old)
+        node = graph.create(fold.conv, (source,), shape=shape, **kept_fields(template)).id
+        substitute(folded, fold.join, node, fold.removed)
         replaced[fold.join] = node
-    folded.num_params = sum(node.params for node in graph.walk())
-    folded.macs = sum(node.macs for node in graph.walk())
+    folded.rewrites = (*network.rewrites, *records)
     return folded, replaced
 
 
-__all__ = ["ParallelFold", "PathTerm", "apply_parallel_folds", "find_parallel_folds"]
+__all__ = [
+    "FoldedTerm",
+    "ParallelFold",
+    "ParallelPathFold",
+    "PathTerm",
+    "apply_parallel_folds",
+    "find_parallel_folds",
+    "fold_parallel_paths",
+]
