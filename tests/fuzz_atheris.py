@@ -3,14 +3,14 @@
 Each input is spec bytes; the target compiles them and, where they compile, draws them
 at every detail (what ``resdsl check`` and ``resdsl draw`` do; torch is left to
 tests/test_fuzz_hostile.py, whose cases are slower). Anything but a network or a
-SpecError is a crash; libFuzzer's ``-timeout`` and ``-rss_limit_mb`` make slowness
-and memory crashes too. The corpus starts from docs/language.md's examples, the shipped
+SpecError is a crash; libFuzzer's ``-rss_limit_mb`` makes memory a crash too, and
+its ``-timeout``, set far above any honest input, catches hangs. The corpus starts from docs/language.md's examples, the shipped
 specs and tests/fixtures/fuzz_regressions/.
 
 A bounded run is part of the tests (tests/test_fuzz_hostile.py); a longer one, and what
 to do with a finding, are in docs/errors.md ("Fuzzing")::
 
-    python tests/fuzz_atheris.py -max_total_time=3600 -timeout=2 fuzz-corpus/
+    python tests/fuzz_atheris.py -max_total_time=3600 -timeout=120 fuzz-corpus/
 
 Memory is bounded inside the target (500 MB of address space over what it starts
 with, a MemoryError beyond); libFuzzer's own ``-rss_limit_mb`` also works from a shell.

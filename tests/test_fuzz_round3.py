@@ -4,7 +4,7 @@ Cases are generated from the published formats (CIFAR's python pickles, the reci
 keys of docs/training.md, the files a run folder holds, the shipped specs) and then
 damaged: fields removed, retyped and truncated, bytes flipped, CR, CRLF, BOM, NUL and
 astral characters inserted. Each case runs in a forked child under
-tests/fuzz_harness.py's budgets (2 s of CPU, 500 MB of new memory, a wall-clock limit):
+tests/fuzz_harness.py's bounds (counted work, 500 MB of new memory, hang catchers):
 the only acceptable outcome besides success is the project's own error.
 
 ``RESDSL_FUZZ_EXAMPLES`` sets the number of generated cases (default 25 per test here),

@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -324,7 +323,6 @@ def test_ddp_two_processes_under_torchrun(work: Path):
         "-m", "resdsl", "train", "tiny.res", "--data", "data", "--recipe", "small.yaml", "--out", "ddp",
         "--set", "iterations=150", "--set", "eval_every=50",
     ]  # fmt: skip
-    started = time.monotonic()
     result = subprocess.run(command, cwd=work, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("training tiny") == 1, "only rank 0 prints"
@@ -343,7 +341,6 @@ def test_ddp_two_processes_under_torchrun(work: Path):
     assert float(rows[-1]["test_error"]) < 30.0
     checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
     assert checkpoint["world_size"] == 2 and checkpoint["iteration"] == 150
-    assert time.monotonic() - started < 300
 
 
 def test_image_folders_train_and_evaluate_with_ten_crops(tmp_path: Path, cli):
