@@ -767,7 +767,7 @@ def _folded_weights(
             b = torch.zeros(channels, dtype=torch.float64)
         if term.norm is not None:
             prefix = graph.node(term.norm).name
-            eps = 1e-5  # the bn kind's eps (resdsl.layers.BatchNorm.reference)
+            eps = graph.node(term.norm).layer.eps
             scale = (
                 state[f"{prefix}.weight"].to(torch.float64)
                 / (state[f"{prefix}.running_var"].to(torch.float64) + eps).sqrt()
