@@ -75,6 +75,8 @@ class Argument:
     what: str
     positional: bool = False
     required: bool = False
+    #: The words it takes as written (``mode=bilinear``): a word, not a value, so no name lookup.
+    words: tuple[str, ...] = ()
 
 
 def _pair(minimum: int | None = 1) -> Callable[[Value, Pos, str], Pair]:
@@ -85,6 +87,13 @@ def _positive_float(value: Value, pos: Pos, what: str) -> float:
     number = as_float(value, pos, what)
     if number <= 0:
         raise SpecError(f"{what} must be positive, got {number:g}", pos)
+    return number
+
+
+def _fraction(value: Value, pos: Pos, what: str) -> float:
+    number = as_float(value, pos, what)
+    if not 0 <= number <= 1:
+        raise SpecError(f"{what} must be a number from 0 to 1, got {number:g}", pos)
     return number
 
 
@@ -101,7 +110,9 @@ class Layer:
     spelled: ClassVar[bool] = False
     arguments: ClassVar[tuple[Argument, ...]] = ()
     usage: ClassVar[str] = ""
-    #: A statement that uses the kind (tests/test_kinds.py builds and checks it).
+    #: A statement that uses the kind (tests/test_kinds.py builds and checks it). A kind that
+    #: is not a layer statement (a join, split, weighted) writes its statements after two
+    #: values, ``a`` and ``b`` (C x H x W, the same shape), are named; ``b`` is current.
     example: ClassVar[str] = ""
     #: Further statements for options that change what the kind computes, checked as `example` is.
     variants: ClassVar[tuple[str, ...]] = ()
@@ -540,27 +551,54 @@ class ChannelConv(Layer):
 
 @dataclass(frozen=True)
 class BatchNorm(Layer):
+    """Batch normalisation; ``eps`` and ``momentum`` as torch's BatchNorm2d (timm's DPN,
+    Xception and Inception-ResNet use eps 1e-3)."""
+
     kind: ClassVar[str] = "bn"
     example: ClassVar[str] = "bn"
+    variants: ClassVar[tuple[str, ...]] = ("bn eps=1e-3, momentum=0.01",)
     spelled: ClassVar[bool] = True
-    usage: ClassVar[str] = "bn"
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("eps", _positive_float, "eps"),
+        Argument("momentum", lambda v, p, w: _fraction(v, p, w), "momentum"),
+    )
+    usage: ClassVar[str] = "bn[ eps=1e-5, momentum=0.1]"
     is_norm: ClassVar[bool] = True
+    eps: float = 1e-5
+    # How far each training step moves the running statistics: it changes no output of
+    # the step itself, only the statistics a checkpoint carries to eval.
+    momentum: float = 0.1
 
     def cost(self, inputs, output):
         return 2 * inputs[0][0], 0
 
     def constructor(self, inputs):
-        return Ctor("nn.BatchNorm2d" if len(inputs[0]) == 3 else "nn.BatchNorm1d", (inputs[0][0],))
+        options: tuple[tuple[str, Any], ...] = ()
+        # Only what differs from torch's defaults, so that the generated source of every
+        # network written before bn took options stays as it was.
+        if self.eps != 1e-5:
+            options += (("eps", self.eps),)
+        if self.momentum != 0.1:
+            options += (("momentum", self.momentum),)
+        return Ctor("nn.BatchNorm2d" if len(inputs[0]) == 3 else "nn.BatchNorm1d", (inputs[0][0],), options)
 
     def reference(self, inputs, tensors, training):
-        # Batch statistics in training (running ones are copies: the reference never
-        # updates the model's buffers), running statistics in eval.
-        running_mean, running_var = tensors["running_mean"], tensors["running_var"]
+        # Written out rather than through F.batch_norm: batch statistics (the biased
+        # variance) in training, running ones in eval; the reference never updates the
+        # model's buffers, so momentum changes nothing it computes.
+        (x,) = inputs
+        axes = [0, *range(2, x.dim())]
         if training:
-            running_mean, running_var = running_mean.clone(), running_var.clone()
-        return _functional().batch_norm(
-            inputs[0], running_mean, running_var, tensors["weight"], tensors["bias"], training, 0.1, 1e-5
-        )
+            mean = x.mean(axes)
+            var = x.var(axes, unbiased=False)
+        else:
+            mean, var = tensors["running_mean"], tensors["running_var"]
+        shape = (1, -1, *([1] * (x.dim() - 2)))
+        normalised = (x - mean.reshape(shape)) / (var.reshape(shape) + self.eps).sqrt()
+        return normalised * tensors["weight"].reshape(shape) + tensors["bias"].reshape(shape)
+
+    def figure_label(self):
+        return "bn" if self.eps == 1e-5 else f"bn, eps {self.eps:g}"
 
 
 @dataclass(frozen=True)
@@ -1097,6 +1135,63 @@ class AvgPool(Layer):
         return label + (f", /{self.stride[0]}" if self.stride != (1, 1) else "")
 
 
+@dataclass(frozen=True)
+class Upsample(Layer):
+    """``upsample S``: each position repeated S x S times (nearest), or with
+    ``mode=bilinear`` interpolated as torch's ``nn.Upsample(mode="bilinear")`` with its
+    default ``align_corners=False``; HRNet's fusion brings a lower branch up this way."""
+
+    kind: ClassVar[str] = "upsample"
+    example: ClassVar[str] = "upsample 2"
+    variants: ClassVar[tuple[str, ...]] = ("upsample 3x2, mode=bilinear",)
+    spelled: ClassVar[bool] = True
+    figure: ClassVar[str] = "box"
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("scale", _pair(), "the scale factor", positional=True, required=True),
+        Argument("mode", lambda v, p, w: v, "mode", words=("nearest", "bilinear")),
+    )
+    usage: ClassVar[str] = "upsample S[, mode=bilinear] (nearest by default)"
+    scale: Pair = (2, 2)
+    mode: str = "nearest"
+
+    def output_shape(self, inputs):
+        channels, height, width = spatial("upsample", inputs[0])
+        return (channels, height * self.scale[0], width * self.scale[1])
+
+    def constructor(self, inputs):
+        scale = self.scale[0] if self.scale[0] == self.scale[1] else tuple(float(s) for s in self.scale)
+        return Ctor("nn.Upsample", (), (("scale_factor", scale), ("mode", self.mode)))
+
+    def reference(self, inputs, tensors, training):
+        (x,) = inputs
+        if self.mode == "nearest":
+            return x.repeat_interleave(self.scale[0], 2).repeat_interleave(self.scale[1], 3)
+        # Bilinear, align_corners=False: output position o reads the input at
+        # (o + 1/2) / s - 1/2, clamped at 0, between its two neighbours.
+        for axis, scale in ((2, self.scale[0]), (3, self.scale[1])):
+            x = _interpolate_axis(x, axis, scale)
+        return x
+
+    def kernel_text(self):
+        return ""
+
+    def figure_label(self):
+        factor = self.scale[0] if self.scale[0] == self.scale[1] else _word(self.scale)
+        return f"upsample ×{factor}" + (", bilinear" if self.mode == "bilinear" else "")
+
+
+def _interpolate_axis(x: Any, axis: int, scale: int) -> Any:
+    import torch
+
+    size = x.shape[axis]
+    out = torch.arange(size * scale, dtype=x.dtype, device=x.device)
+    source = ((out + 0.5) / scale - 0.5).clamp_min(0)
+    low = source.floor().long().clamp_max(size - 1)
+    high = (low + 1).clamp_max(size - 1)
+    weight = (source - low.to(x.dtype)).reshape([-1 if dim == axis else 1 for dim in range(x.dim())])
+    return x.index_select(axis, low) * (1 - weight) + x.index_select(axis, high) * weight
+
+
 # Regularisation and reshaping ------------------------------------------------------
 
 
@@ -1180,6 +1275,7 @@ class Add(Layer):
     an ``add { ... }`` branch."""
 
     kind: ClassVar[str] = "add"
+    example: ClassVar[str] = "add a, b"
     arity: ClassVar[int | None] = None
     in_place_operator: ClassVar[str | None] = "+="
     is_join: ClassVar[bool] = True
@@ -1212,6 +1308,8 @@ class Mul(Layer):
     channel, broadcast over positions: squeeze-and-excitation) or the same shape."""
 
     kind: ClassVar[str] = "mul"
+    example: ClassVar[str] = "mul a, b"
+    variants: ClassVar[tuple[str, ...]] = ("avgpool; sigmoid; let g; mul a, g",)
     arity: ClassVar[int | None] = None
     is_join: ClassVar[bool] = True
     builds_module: ClassVar[bool] = False
@@ -1246,6 +1344,7 @@ class Cat(Layer):
     """Values concatenated along channels."""
 
     kind: ClassVar[str] = "cat"
+    example: ClassVar[str] = "cat a, b"
     arity: ClassVar[int | None] = None
     is_join: ClassVar[bool] = True
     builds_module: ClassVar[bool] = False
@@ -1273,12 +1372,47 @@ class Cat(Layer):
 
 
 @dataclass(frozen=True)
+class Sub(Layer):
+    """The first value less the others, all of one shape: PoolFormer's token mixer,
+    ``pool(x) - x`` (``sub p, x``), or ``sub { ... }``, the current value less a branch's."""
+
+    kind: ClassVar[str] = "sub"
+    example: ClassVar[str] = "sub a, b"
+    arity: ClassVar[int | None] = None
+    in_place_operator: ClassVar[str | None] = "-="
+    is_join: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    figure: ClassVar[str] = "join"
+
+    def output_shape(self, inputs):
+        first = inputs[0]
+        for other in inputs[1:]:
+            if other != first:
+                raise ShapeProblem(f"cannot subtract {_shape(other)} from {_shape(first)}: the shapes differ")
+        return first
+
+    def reference(self, inputs, tensors, training):
+        difference = inputs[0]
+        for other in inputs[1:]:
+            difference = difference - other
+        return difference
+
+    def forward_expression(self, names):
+        return " - ".join(names)
+
+    def figure_label(self):
+        return "−"
+
+
+@dataclass(frozen=True)
 class Split(Layer):
     """One part of a value split along channels (``split N`` or ``split [SIZES]``): part
     `part` of `parts` equal groups, or of the groups `sizes`. A spec's list of parts
     exists only in the front end; in the IR each part is one node reading the value."""
 
     kind: ClassVar[str] = "split"
+    example: ClassVar[str] = "split [3, 5]; let s; cat s[1], a, s[0]"
+    variants: ClassVar[tuple[str, ...]] = ("split 2; let s; add s[1], s[0]",)
     aliases_input: ClassVar[bool] = True  # a view of its input
     computed_inline: ClassVar[bool] = True
     builds_module: ClassVar[bool] = False
@@ -1332,6 +1466,7 @@ class Weighted(Layer):
     channel, broadcast over positions) or the values' shape."""
 
     kind: ClassVar[str] = "weighted"
+    example: ClassVar[str] = "avgpool; conv 1x1, 16; softmax groups=2; split 2; let w; weighted w, [a, b]"
     arity: ClassVar[int | None] = None
     computed_inline: ClassVar[bool] = True
     builds_module: ClassVar[bool] = False
@@ -1455,6 +1590,16 @@ def layer_kind(name: str, pos: Pos, extra: tuple[str, ...] = ()) -> type[Layer]:
     return kind
 
 
+def _argument_value(argument: Argument, expr: ast.Expr, env: Mapping[str, Value]) -> Any:
+    if not argument.words:
+        return evaluate(expr, env)
+    if isinstance(expr, ast.Name):
+        if expr.id in argument.words:
+            return expr.id
+        raise unknown(argument.what, expr.id, argument.words, expr.pos)
+    raise SpecError(f"{argument.what} is one of the words {', '.join(argument.words)}", expr.pos)
+
+
 def build_layer(kind: type[Layer], args: tuple[ast.Arg, ...], env: Mapping[str, Value], pos: Pos) -> Layer:
     """Evaluate a layer statement's arguments in `env` and build its typed layer."""
     positional = [argument for argument in kind.arguments if argument.positional]
@@ -1470,7 +1615,10 @@ def build_layer(kind: type[Layer], args: tuple[ast.Arg, ...], env: Mapping[str, 
                     arg.pos,
                     f"write: {kind.usage}",
                 )
-            values[positional[positional_seen].name] = (evaluate(arg.value, env), arg.value.pos)
+            values[positional[positional_seen].name] = (
+                _argument_value(positional[positional_seen], arg.value, env),
+                arg.value.pos,
+            )
             positional_seen += 1
             continue
         name = _KEYWORD_FIELDS.get(arg.name, arg.name)
@@ -1482,7 +1630,7 @@ def build_layer(kind: type[Layer], args: tuple[ast.Arg, ...], env: Mapping[str, 
             raise err
         if name in values:
             raise SpecError(f"{arg.name} is given twice", arg.name_pos)
-        values[name] = (evaluate(arg.value, env), arg.value.pos)
+        values[name] = (_argument_value(keywords[name], arg.value, env), arg.value.pos)
     missing = [argument.name for argument in kind.arguments if argument.required and argument.name not in values]
     if missing:
         wanted = " and ".join(_ARGUMENT_NAMES.get(name, name) for name in missing)

@@ -1,5 +1,7 @@
-"""Conformance of every layer kind (resdsl/layers.py): each registered kind, through
-its own example statement, against what torch builds for it.
+"""Conformance of every node kind (resdsl/layers.py): each registered kind, through
+its own example statement, against what torch builds for it. Kinds that are not
+layer statements (the joins, split, weighted) are written after two named values, as
+their examples say; zeropad, which only a shortcut makes, has a probe of its own.
 
 For each kind: the IR's shape rule against the built module's real output; the IR's
 parameter count against the module's parameters and its MACs against torch's
@@ -27,16 +29,48 @@ from resdsl.backends.torch import build
 from resdsl.layers import JOINS, LAYER_KINDS, NODE_KINDS, Layer
 from tests.oracle import randomise, relative_error
 
-#: (kind, statement): every kind's example and the variants of its options.
+#: Node kinds that no statement writes alone, each probed by a network of its own below.
+CONTEXT_PROBES = {
+    # Option A's shortcut where the channels double and the size halves.
+    "zeropad": """
+block b(w, stride=1) {
+    conv 3x3, w, stride=stride
+    add shortcut
+}
+network probe {
+    input 4x11x11
+    shortcut A
+    stem {
+        conv 3x3, 4
+    }
+    stage s: b(8, stride=2)
+}
+""",
+}
+
+#: (kind, statement): every node kind's example and the variants of its options.
 EXAMPLES = [
     pytest.param(kind, example, id=f"{kind}-{index}" if index else kind)
-    for kind, cls in sorted(LAYER_KINDS.items())
+    for kind, cls in sorted(NODE_KINDS.items())
+    if not cls.graph_end and kind not in CONTEXT_PROBES
     for index, example in enumerate((cls.example, *cls.variants))
 ]
 
+#: What a kind that is not a layer statement finds before its example: two named values.
+NAMED_VALUES = ("conv 3x3, {c}", "let a", "conv 3x3, {c}", "let b")
+
+
+def _lines(kind: str, example: str, width: str, indent: str) -> str:
+    """The example's lines: a labelled layer, or the named values and the statements."""
+    if kind in LAYER_KINDS:
+        return f"target: {example}"
+    return f"\n{indent}".join([*(line.format(c=width) for line in NAMED_VALUES), *example.split("; ")])
+
 
 def network_for(kind: str, example: str | None = None):
-    example = example or LAYER_KINDS[kind].example
+    example = example or NODE_KINDS[kind].example
+    if kind in CONTEXT_PROBES:
+        return resdsl.compile_text(CONTEXT_PROBES[kind], path=f"{kind}.res")
     flat = kind == "fc"
     text = f"""
 network probe {{
@@ -44,30 +78,56 @@ network probe {{
     stem {{
         conv 3x3, 8
         {"flatten" if flat else ""}
-        target: {example}
+        {_lines(kind, example, "8", " " * 8)}
     }}
 }}
 """
     return resdsl.compile_text(text, path=f"{kind}.res")
 
 
+def targets_of(network: resdsl.Network, kind: str) -> list:
+    """The nodes the example made: the layer labelled `target`, or every node of the kind."""
+    if kind in LAYER_KINDS:
+        return [node for node in network.nodes() if node.label == "target"]
+    return list(network.nodes(kind))
+
+
 def test_every_kind_has_an_example_and_usage() -> None:
     for name, kind in LAYER_KINDS.items():
         assert kind.example.split()[0] == name, name
         assert kind.usage, name
+    # Every other node kind is probed too: by its example statements, or in context.
+    for name, kind in NODE_KINDS.items():
+        if not kind.graph_end:
+            assert kind.example or name in CONTEXT_PROBES, name
+            assert name in kind.example or name in CONTEXT_PROBES, name
 
 
-@pytest.mark.parametrize(("kind", "example"), EXAMPLES)
+def test_every_join_is_probed() -> None:
+    # The joins come from the registry, so a new one is in EXAMPLES without this file changing.
+    probed = {param.values[0] for param in EXAMPLES}
+    assert set(JOINS) <= probed and {"add", "mul", "cat", "sub"} <= set(JOINS)
+
+
+@pytest.mark.parametrize(
+    ("kind", "example"), [*EXAMPLES, *(pytest.param(kind, "", id=kind) for kind in CONTEXT_PROBES)]
+)
 def test_kind_conforms(kind: str, example: str) -> None:
     network = network_for(kind, example)
-    (attrs,) = [node for node in network.nodes() if node.label == "target"]
+    found = targets_of(network, kind)
+    assert found
+    for attrs in found:
+        _conforms(network, kind, attrs)
+
+
+def _conforms(network: resdsl.Network, kind: str, attrs) -> None:
     layer = attrs.layer
     assert layer.kind == kind
     assert isinstance(layer.figure_label(), str) and layer.figure_label()
     model = randomise(build(network)).double().eval()
     x = torch.randn(3, *network.input_shape, dtype=torch.float64)
-    module = dict(model.named_modules()).get("target")
-    tensor = dict(model.named_parameters()).get("target")
+    module = dict(model.named_modules()).get(attrs.name) if layer.builds_module else None
+    tensor = dict(model.named_parameters()).get(attrs.name) if layer.builds_module else None
     seen: dict[str, torch.Tensor] = {}
     if layer.holds_tensor:
         # One tensor under the node's name (layer scale), one value per input channel.
@@ -86,13 +146,37 @@ def test_kind_conforms(kind: str, example: str) -> None:
     # The trait the naming pass reads agrees with what the backend registers under the name
     # (a module, or layer scale's lone tensor).
     assert (module is not None or tensor is not None) == layer.builds_module
+    # The node's own output, in the built model and in the interpreter: both against its shape rule.
+    outputs = _value_at(network, model, attrs.id, x)
     with torch.no_grad():
         out = model(x)
         expected = interpret.run(network, model.state_dict(), x)
     assert relative_error(out, expected) < 1e-12
     if module is not None:
         assert tuple(seen["out"].shape[1:]) == attrs.shape
-    assert tuple(out.shape[1:]) == attrs.shape
+    assert tuple(outputs.shape[1:]) == attrs.shape
+
+
+def _value_at(network: resdsl.Network, model: nn.Module, node_id: int, x: torch.Tensor) -> torch.Tensor:
+    """One node's value, computed by the kinds' references (as the interpreter does),
+    which its shape rule must describe, whether or not the kind builds a module."""
+    values: dict[int, torch.Tensor] = {}
+    by_module: dict[str, dict[str, torch.Tensor]] = {}
+    state = model.state_dict()
+    for key, tensor in state.items():
+        module, _, attribute = key.rpartition(".")
+        by_module.setdefault(module, {})[attribute] = tensor
+    with torch.no_grad():
+        for current in network.order():
+            node = network.node(current)
+            if node.kind == "input":
+                values[current] = x
+                continue
+            tensors = {"tensor": state[node.name]} if node.layer.holds_tensor else by_module.get(node.name, {})
+            values[current] = node.layer.reference([values[i] for i in node.inputs], tensors, False)
+            if current == node_id:
+                break
+    return values[node_id]
 
 
 @pytest.mark.parametrize("kind", sorted(LAYER_KINDS))
@@ -304,19 +388,18 @@ def test_standardize_options_are_checked_at_their_argument(arguments: str, messa
 def _flat(kind: str) -> bool:
     """Whether the kind's example makes or needs a flat tensor (then it goes in the head)."""
     network = network_for(kind)
-    (node,) = [node for node in network.nodes() if node.label == "target"]
-    return len(node.shape) == 1
+    return any(len(node.shape) == 1 for node in targets_of(network, kind))
 
 
 def staged_spec(kind: str, example: str | None = None) -> str:
-    """A spec with the kind's example labelled `target`: in a stage's block, or in the head."""
-    example = example or LAYER_KINDS[kind].example
+    """A spec with the kind's example (labelled `target` where it is a layer): in a stage's block, or in the head."""
+    example = example or NODE_KINDS[kind].example
     if _flat(kind):
         head = f"avgpool\n        {'flatten' if kind == 'fc' else ''}\n        target: {example}"
         block = "conv 3x3, c"
     else:
         head = "avgpool\n        fc 3"
-        block = f"conv 3x3, c\n    target: {example}"
+        block = f"conv 3x3, c\n    {_lines(kind, example, 'c', ' ' * 4)}"
     return f"""# the {kind} kind in every consumer
 block probe_block(c) {{
     {block}
@@ -335,8 +418,8 @@ network probe {{
 """
 
 
-def _targets(network: resdsl.Network) -> list:
-    found = [node for node in network.nodes() if node.label == "target"]
+def _targets(network: resdsl.Network, kind: str) -> list:
+    found = targets_of(network, kind)
     assert found and all(node.kind for node in found)
     return found
 
@@ -354,7 +437,7 @@ def test_every_consumer_takes_the_kind(kind: str, example: str, tmp_path, capsys
     spec = tmp_path / f"{kind}.res"
     spec.write_text(text, encoding="utf-8")
     network = resdsl.compile(spec)
-    targets = _targets(network)
+    targets = _targets(network, kind)
     assert {node.kind for node in targets} == {kind}
 
     # The table, at every detail: the rows hold the target and add up to the network.
@@ -382,7 +465,8 @@ def test_every_consumer_takes_the_kind(kind: str, example: str, tmp_path, capsys
     # The language server's hover on the kind's word, at each of its lines.
     analysis = analyze(text, spec)
     assert not analysis.errors, analysis.errors
-    line_number, line = next((i, line) for i, line in enumerate(text.splitlines(), 1) if "target:" in line)
+    lines = enumerate(text.splitlines(), 1)
+    line_number, line = next((i, t) for i, t in lines if "target:" in t or t.strip().startswith(f"{kind} "))
     shown = hover(analysis, line_number, line.index(kind) + 1)
     assert shown is not None and f"**{kind}**" in shown, shown
 

@@ -201,6 +201,7 @@ TIMM_NAMES = (
     "cspresnext50",
     "cspresnet50",
     "nf_resnet26",
+    "dpn68",
 )
 
 # Why a reference registers its modules in another order than the spec builds them.

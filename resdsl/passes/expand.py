@@ -499,8 +499,9 @@ class Expander(ValueStatements):
     def _layer(self, statement: ast.Statement, context: _Context) -> Layer:
         kind_name = statement.kind
         settings = self.settings
-        if kind_name == "bn" and settings.norm_layer is not None and not statement.args:
-            return settings.norm_layer
+        norm = settings.norm_layer if kind_name == "bn" else None
+        if norm is not None and not statement.args:
+            return norm
         if kind_name == "relu" and settings.act_layer is not None and not statement.args:
             return settings.act_layer
         kind = layer_kind(kind_name, statement.kind_pos, (ADD_SHORTCUT, TAP_SHORTCUT, *self.namespace.blocks))
@@ -510,6 +511,13 @@ class Expander(ValueStatements):
         if layer is None:
             layer = build_layer(kind, statement.args, context.env, statement.pos)
             self.layer_cache[key] = layer
+        if norm is not None:
+            # `bn eps=1e-3` under `norm bn(momentum=0.01)`: the statement's own options
+            # win over the setting's; another norm (gn, ln) keeps the setting's options.
+            if type(norm) is type(layer):
+                written = {arg.name for arg in statement.args if isinstance(arg, ast.Keyword)}
+                return dataclasses.replace(norm, **{name: getattr(layer, name) for name in written})
+            return norm
         return layer
 
     def _free_names(self, statement: ast.Statement) -> frozenset[str]:

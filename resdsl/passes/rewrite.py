@@ -83,8 +83,8 @@ def _readers_first(network: Network, nodes: set[int]) -> list[int]:
 
 
 def norm_eps(layer: Any) -> float:
-    """A BN's eps (torch's default where the kind has none of its own)."""
-    return float(getattr(layer, "eps", 1e-5))
+    """A BN's eps."""
+    return float(layer.eps)
 
 
 # BN into its convolution ------------------------------------------------------------
