@@ -92,7 +92,8 @@ def _evaluate(expr: ast.Expr, env: Mapping[str, Value]) -> Value:
             except OverflowError:  # an int too large for a float: out of range all the same
                 raise out_of_range(float("inf"), pos) from None
         case ast.ListExpr(items=items):
-            return tuple(as_int(evaluate(item, env), item.pos, "an item of a list of sizes") for item in items)
+            # Whole numbers from 0: sizes (a split's, checked there) or indices (take's).
+            return tuple(as_int(evaluate(item, env), item.pos, "an item of a list", minimum=0) for item in items)
         case ast.Index(target=target, index=index, pos=pos):
             sizes = evaluate(target, env)
             if not isinstance(sizes, tuple):

@@ -34,10 +34,13 @@ def run(network: Network, state: Mapping[str, Any], x: Any, *, training: bool = 
     supported at p = 0 in training (their randomness is not reproduced).
     """
     graph = network.graph
+    # Each module's tensors by their key below it (``weight``; ``qkv.weight`` for a module
+    # with children, as attention's), so that a kind's reference reads its own alone.
     by_module: dict[str, dict[str, Any]] = {}
     for key, tensor in state.items():
-        module, _, attribute = key.rpartition(".")
-        by_module.setdefault(module, {})[attribute] = tensor
+        parts = key.split(".")
+        for cut in range(1, len(parts)):
+            by_module.setdefault(".".join(parts[:cut]), {})[".".join(parts[cut:])] = tensor
     values: dict[int, Any] = {}
     remaining_readers = {node.id: len(node.users) for node in graph.walk()}
     result = None

@@ -34,6 +34,44 @@ from resdsl.evaluate import Value, as_bool, as_float, as_int, as_pair, as_probab
 Pair = tuple[int, int]
 Shape = tuple[int, ...]
 
+
+class Tokens(tuple):
+    """The shape of a token sequence: ``(N, C)``, N tokens of C channels, the channel
+    axis last (timm's B x N x C without the batch). Leading axes group sequences that
+    are attended separately (heads, windows): ``(H, N, C)``.
+
+    A tuple, so it compares equal to the plain tuple of its sizes; its type is the
+    layout, which every pass, table, figure and hover reads through :func:`layout`.
+    A feature map is a plain ``(C, H, W)`` and a flat vector a plain ``(F,)``.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"Tokens({tuple(self)!r})"
+
+    def __reduce__(self) -> tuple:
+        return (Tokens, (tuple(self),))
+
+
+def layout(shape: Shape) -> str:
+    """``"tokens"``, ``"map"`` (C x H x W) or ``"flat"``."""
+    if isinstance(shape, Tokens):
+        return "tokens"
+    return "map" if len(shape) == 3 else "flat"
+
+
+def channels(shape: Shape) -> int:
+    """The channel count: a token sequence's last axis, a map's or a vector's first."""
+    return shape[-1] if isinstance(shape, Tokens) else shape[0]
+
+
+def shape_text(shape: Shape) -> str:
+    """A shape as tables, hovers and errors print it: ``64x56x56``, ``197 x 192 tokens``."""
+    if isinstance(shape, Tokens):
+        return " x ".join(map(str, shape)) + " tokens"
+    return "x".join(map(str, shape))
+
 #: Every node kind, spelled or not, in definition order (the docs list them so).
 NODE_KINDS: dict[str, type[Layer]] = {}
 #: The kinds a spec may write as a layer statement.
@@ -206,6 +244,11 @@ class Layer:
         Python names of its inputs."""
         raise NotImplementedError(self.kind)  # pragma: no cover - every join overrides it
 
+    def tensor_expression(self, value: str, tensor: str, shape: Shape) -> str:
+        """A kind that holds one tensor: its code in the generated forward, given the
+        input's Python name, the tensor's attribute access and the input's shape."""
+        raise NotImplementedError(self.kind)  # pragma: no cover - every holds_tensor kind overrides it
+
     def figure_label(self) -> str:
         return self.kind
 
@@ -233,7 +276,17 @@ def _word(value: Any) -> str:
     return str(value)
 
 
+def _refuse_tokens(kind: str, shape: Shape, hint: str) -> None:
+    if isinstance(shape, Tokens):
+        raise ShapeProblem(f"{kind} needs a feature map or a vector, but its input is {shape_text(shape)}", hint)
+
+
 def spatial(kind: str, shape: Shape) -> tuple[int, int, int]:
+    if isinstance(shape, Tokens):
+        raise ShapeProblem(
+            f"{kind} needs a C x H x W input, but its input is a token sequence ({shape_text(shape)})",
+            "grid HxW turns a token sequence back into a feature map",
+        )
     if len(shape) != 3:
         raise ShapeProblem(
             f"{kind} needs a C x H x W input, but its input is flat ({shape[0]} features)",
@@ -473,16 +526,20 @@ class Linear(Layer):
     bias: bool = True
 
     def output_shape(self, inputs):
-        if len(inputs[0]) != 1:  # pragma: no cover - expand puts a flatten before the first fc
-            raise ShapeProblem("fc needs a flat input")
+        (shape,) = inputs
+        if isinstance(shape, Tokens):  # a linear layer per token, as timm's nn.Linear on B x N x C
+            return Tokens((*shape[:-1], self.out_features))
+        if len(shape) != 1:  # pragma: no cover - expand puts a flatten before the first fc
+            raise ShapeProblem("fc needs a flat input or a token sequence")
         return (self.out_features,)
 
     def cost(self, inputs, output):
-        weights = inputs[0][0] * self.out_features
-        return weights + (self.out_features if self.bias else 0), weights
+        weights = channels(inputs[0]) * self.out_features
+        positions = math.prod(inputs[0][:-1]) if isinstance(inputs[0], Tokens) else 1
+        return weights + (self.out_features if self.bias else 0), weights * positions
 
     def constructor(self, inputs):
-        return Ctor("nn.Linear", (inputs[0][0], self.out_features), (("bias", self.bias),))
+        return Ctor("nn.Linear", (channels(inputs[0]), self.out_features), (("bias", self.bias),))
 
     def reference(self, inputs, tensors, training):
         return _functional().linear(inputs[0], tensors["weight"], tensors.get("bias"))
@@ -569,6 +626,10 @@ class BatchNorm(Layer):
     # the step itself, only the statistics a checkpoint carries to eval.
     momentum: float = 0.1
 
+    def output_shape(self, inputs):
+        _refuse_tokens(self.kind, inputs[0], "ln normalises each token over its channels")
+        return inputs[0]
+
     def cost(self, inputs, output):
         return 2 * inputs[0][0], 0
 
@@ -650,18 +711,19 @@ class LayerNorm(Layer):
     eps: float = 1e-6
 
     def cost(self, inputs, output):
-        return 2 * inputs[0][0], 0
+        return 2 * channels(inputs[0]), 0
 
     def constructor(self, inputs):
-        if len(inputs[0]) == 1:
-            return Ctor("nn.LayerNorm", (inputs[0][0],), (("eps", self.eps),))
+        if layout(inputs[0]) != "map":  # a vector, or each token over its channels
+            return Ctor("nn.LayerNorm", (channels(inputs[0]),), (("eps", self.eps),))
         return Ctor("LayerNorm2d", (inputs[0][0],), (("eps", self.eps),))
 
     def reference(self, inputs, tensors, training):
         (x,) = inputs
-        functional = _functional()
-        if x.dim() == 2:
-            return functional.layer_norm(x, x.shape[1:], tensors["weight"], tensors["bias"], self.eps)
+        if x.dim() != 4:  # a vector, or a token sequence: over the last axis, written out
+            mean = x.mean(-1, keepdim=True)
+            var = x.var(-1, keepdim=True, unbiased=False)
+            return (x - mean) / (var + self.eps).sqrt() * tensors["weight"] + tensors["bias"]
         mean = x.mean(1, keepdim=True)
         var = x.var(1, keepdim=True, unbiased=False)
         normalised = (x - mean) / (var + self.eps).sqrt()
@@ -986,19 +1048,26 @@ class LayerScale(Layer):
     init: float = 1e-6
 
     def cost(self, inputs, output):
-        return inputs[0][0], 0
+        return channels(inputs[0]), 0
 
     def constructor(self, inputs):
-        return Ctor("full_parameter", ((inputs[0][0],), self.init))
+        return Ctor("full_parameter", ((channels(inputs[0]),), self.init))
 
     def initialise(self, module):
         from torch import nn
 
         nn.init.constant_(module, self.init)
 
+    def tensor_expression(self, value, tensor, shape):
+        if isinstance(shape, Tokens):  # channels last: the tensor broadcasts as it is
+            return f"{value} * {tensor}"
+        return f"{value} * {tensor}.view(-1{', 1' * (len(shape) - 1)})"
+
     def reference(self, inputs, tensors, training):
         (x,) = inputs
         gamma = tensors["tensor"]
+        if x.dim() == 3:  # a token sequence: one scale per channel, the last axis
+            return x * gamma
         return x * gamma.reshape(gamma.shape[0], *([1] * (x.dim() - 2)))
 
     def figure_label(self):
@@ -1266,6 +1335,370 @@ class Flatten(Layer):
         return inputs[0].reshape(inputs[0].shape[0], -1)
 
 
+# Tokens and attention ----------------------------------------------------------------
+
+
+def _token_input(kind: str, shape: Shape) -> Tokens:
+    if not isinstance(shape, Tokens):
+        raise ShapeProblem(
+            f"{kind} needs a token sequence, but its input is {layout(shape) == 'map' and 'a feature map' or 'flat'}"
+            f" ({shape_text(shape)})",
+            "tokens turns a C x H x W feature map into an (H W) x C token sequence",
+        )
+    return shape
+
+
+@dataclass(frozen=True)
+class ToTokens(Layer):
+    """A feature map as a token sequence: C x H x W -> (H W) x C, positions row-major
+    (timm's ``x.flatten(2).transpose(1, 2)`` after a patch embedding)."""
+
+    kind: ClassVar[str] = "tokens"
+    example: ClassVar[str] = "tokens"
+    spelled: ClassVar[bool] = True
+    usage: ClassVar[str] = "tokens (C x H x W -> (H W) x C)"
+    computed_inline: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+
+    def output_shape(self, inputs):
+        channels_, height, width = spatial(self.kind, inputs[0])
+        return Tokens((height * width, channels_))
+
+    def reference(self, inputs, tensors, training):
+        (x,) = inputs
+        return x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
+
+    def forward_expression(self, names):
+        return f"{names[0]}.flatten(2).transpose(1, 2)"
+
+
+@dataclass(frozen=True)
+class Grid(Layer):
+    """A token sequence as a feature map: N x C -> C x H x W, N = H W, row-major."""
+
+    kind: ClassVar[str] = "grid"
+    example: ClassVar[str] = "tokens; grid 11x11"
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("size", _pair(), "the grid's height and width", positional=True, required=True),
+    )
+    usage: ClassVar[str] = "grid HxW (N x C tokens -> C x H x W, N = H W)"
+    computed_inline: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    size: Pair = (1, 1)
+
+    def output_shape(self, inputs):
+        shape = _token_input(self.kind, inputs[0])
+        height, width = self.size
+        if len(shape) != 2 or shape[0] != height * width:
+            raise ShapeProblem(
+                f"grid {height}x{width} needs {height * width} tokens, but there are {shape_text(shape)}",
+                "take away learned tokens (the class token) before grid, or choose H and W with H W = N",
+            )
+        return (shape[1], height, width)
+
+    def reference(self, inputs, tensors, training):
+        (x,) = inputs
+        return x.permute(0, 2, 1).reshape(x.shape[0], x.shape[2], *self.size)
+
+    def forward_expression(self, names):
+        return f"{names[0]}.transpose(1, 2).unflatten(2, {tuple(self.size)!r})"
+
+    def figure_label(self):
+        return f"grid {self.size[0]}x{self.size[1]}"
+
+
+@dataclass(frozen=True)
+class Transpose(Layer):
+    """Swaps the token and channel axes: N x C -> C x N, so that an ``fc`` mixes tokens
+    (MLP-Mixer's token mixing)."""
+
+    kind: ClassVar[str] = "transpose"
+    example: ClassVar[str] = "tokens; transpose"
+    spelled: ClassVar[bool] = True
+    usage: ClassVar[str] = "transpose (N x C tokens -> C x N)"
+    computed_inline: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    aliases_input: ClassVar[bool] = True  # a view
+
+    def output_shape(self, inputs):
+        shape = _token_input(self.kind, inputs[0])
+        return Tokens((*shape[:-2], shape[-1], shape[-2]))
+
+    def reference(self, inputs, tensors, training):
+        return inputs[0].transpose(-1, -2)
+
+    def forward_expression(self, names):
+        return f"{names[0]}.transpose(-1, -2)"
+
+
+def _indices(value: Value, pos: Pos, what: str) -> tuple[int, ...] | int:
+    if isinstance(value, list | tuple):
+        if not value:
+            raise SpecError(f"{what} needs at least one index", pos)
+        return tuple(as_int(item, pos, what, minimum=0) for item in value)
+    return as_int(value, pos, what, minimum=0)
+
+
+@dataclass(frozen=True)
+class Take(Layer):
+    """Chosen tokens: ``take K`` is token K as a vector of C (the class token for the
+    head), ``take [0, 1]`` a sequence of those tokens."""
+
+    kind: ClassVar[str] = "take"
+    example: ClassVar[str] = "tokens; take 1"
+    variants: ClassVar[tuple[str, ...]] = ("tokens; take [0, 2]",)
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("index", _indices, "the token index", positional=True, required=True),
+    )
+    usage: ClassVar[str] = "take K | take [K, ...] (token K as a vector; a list keeps a sequence)"
+    computed_inline: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    index: tuple[int, ...] | int = 0
+
+    def output_shape(self, inputs):
+        shape = _token_input(self.kind, inputs[0])
+        chosen = self.index if isinstance(self.index, tuple) else (self.index,)
+        if max(chosen) >= shape[-2]:
+            raise ShapeProblem(f"take {max(chosen)} is past the last of {shape[-2]} tokens (counting from 0)")
+        if isinstance(self.index, tuple):
+            return Tokens((*shape[:-2], len(self.index), shape[-1]))
+        return tuple(shape[:-2]) + (shape[-1],) if len(shape) == 2 else Tokens((*shape[:-2], shape[-1]))
+
+    def reference(self, inputs, tensors, training):
+        (x,) = inputs
+        if isinstance(self.index, tuple):
+            return x[..., list(self.index), :]
+        return x[..., self.index, :]
+
+    def forward_expression(self, names):
+        index = list(self.index) if isinstance(self.index, tuple) else self.index
+        return f"{names[0]}[..., {index!r}, :]"
+
+    def figure_label(self):
+        return f"token {self.index}" if isinstance(self.index, int) else f"tokens {list(self.index)}"
+
+
+@dataclass(frozen=True)
+class Mean(Layer):
+    """The mean over tokens: N x C -> C (MLP-Mixer's and DeiT-style average pooling)."""
+
+    kind: ClassVar[str] = "mean"
+    example: ClassVar[str] = "tokens; mean tokens"
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("axis", lambda value, pos, what: value, "the axis", positional=True, required=True, words=("tokens",)),
+    )
+    usage: ClassVar[str] = "mean tokens (N x C -> C)"
+    computed_inline: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    axis: str = "tokens"
+
+    def output_shape(self, inputs):
+        shape = _token_input(self.kind, inputs[0])
+        return (shape[-1],) if len(shape) == 2 else Tokens((*shape[:-2], shape[-1]))
+
+    def reference(self, inputs, tensors, training):
+        (x,) = inputs
+        return x.sum(-2) / x.shape[-2]
+
+    def forward_expression(self, names):
+        return f"{names[0]}.mean(-2)"
+
+    def figure_label(self):
+        return "mean over tokens"
+
+
+@dataclass(frozen=True)
+class Token(Layer):
+    """K learned tokens inserted at position AT (0: before the first): one tensor of
+    1 x K x C named by the label, as timm's ``cls_token`` and ``dist_token``."""
+
+    kind: ClassVar[str] = "token"
+    example: ClassVar[str] = "tokens; token 1"
+    variants: ClassVar[tuple[str, ...]] = ("tokens; token 1; token 2, at=1",)
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("count", _int(), "the number of tokens", positional=True, required=True),
+        Argument("at", _int(0), "the position"),
+    )
+    usage: ClassVar[str] = "token K[, at=P] (K learned tokens inserted before token P, one tensor named by the label)"
+    holds_tensor: ClassVar[bool] = True
+    count: int = 1
+    at: int = 0
+
+    def output_shape(self, inputs):
+        shape = _token_input(self.kind, inputs[0])
+        if len(shape) != 2:
+            raise ShapeProblem(f"token needs one sequence of N x C tokens, not {shape_text(shape)}")
+        if self.at > shape[0]:
+            raise ShapeProblem(f"token at={self.at} is past the end of {shape[0]} tokens")
+        return Tokens((shape[0] + self.count, shape[1]))
+
+    def cost(self, inputs, output):
+        return self.count * channels(inputs[0]), 0
+
+    def constructor(self, inputs):
+        return Ctor("full_parameter", ((1, self.count, channels(inputs[0])), 0.0))
+
+    def initialise(self, module):
+        from torch import nn
+
+        nn.init.normal_(module, std=1e-6)  # timm's class token
+
+    def tensor_expression(self, value, tensor, shape):
+        learned = f"{tensor}.expand({value}.shape[0], -1, -1)"
+        if self.at == 0:
+            return f"torch.cat(({learned}, {value}), 1)"
+        return f"torch.cat(({value}[:, :{self.at}], {learned}, {value}[:, {self.at}:]), 1)"
+
+    def reference(self, inputs, tensors, training):
+        import torch
+
+        (x,) = inputs
+        learned = tensors["tensor"].repeat(x.shape[0], 1, 1)
+        return torch.cat((x[:, : self.at], learned, x[:, self.at :]), 1)
+
+    def figure_label(self):
+        return f"+{self.count} token" + ("s" if self.count > 1 else "")
+
+
+@dataclass(frozen=True)
+class Position(Layer):
+    """A learned position embedding added to the tokens: one tensor of 1 x N x C named
+    by the label, as timm's ``pos_embed``."""
+
+    kind: ClassVar[str] = "position"
+    example: ClassVar[str] = "tokens; position"
+    spelled: ClassVar[bool] = True
+    usage: ClassVar[str] = "position (adds a learned N x C tensor, named by the label)"
+    holds_tensor: ClassVar[bool] = True
+
+    def output_shape(self, inputs):
+        shape = _token_input(self.kind, inputs[0])
+        if len(shape) != 2:
+            raise ShapeProblem(f"position needs one sequence of N x C tokens, not {shape_text(shape)}")
+        return shape
+
+    def cost(self, inputs, output):
+        return math.prod(inputs[0]), 0
+
+    def constructor(self, inputs):
+        return Ctor("full_parameter", ((1, *inputs[0]), 0.0))
+
+    def initialise(self, module):
+        from torch import nn
+
+        nn.init.trunc_normal_(module, std=0.02)  # timm's position embedding
+
+    def tensor_expression(self, value, tensor, shape):
+        return f"{value} + {tensor}"
+
+    def reference(self, inputs, tensors, training):
+        return inputs[0] + tensors["tensor"]
+
+    def figure_label(self):
+        return "+ position"
+
+
+@dataclass(frozen=True)
+class Attention(Layer):
+    """Multi-head self-attention over a token sequence, in timm's ``Attention`` layout:
+    ``qkv`` (one linear layer to queries, keys and values), optional ``q_norm`` and
+    ``k_norm`` (a layer norm per head), ``proj``. N x C -> N x C.
+
+    The reference is the textbook formula written out, softmax(Q K^T / sqrt(d)) V per
+    head; the module calls ``torch.nn.functional.scaled_dot_product_attention``. MACs
+    count the two linear layers and, as fvcore does, the two matrix products Q K^T and
+    A V (N x N x C each)."""
+
+    kind: ClassVar[str] = "attention"
+    example: ClassVar[str] = "tokens; attention heads=2"
+    variants: ClassVar[tuple[str, ...]] = (
+        "tokens; attention heads=2, qkv_bias=false, qk_norm=true",
+        "tokens; attention heads=4, head_dim=3",
+    )
+    spelled: ClassVar[bool] = True
+    figure: ClassVar[str] = "box"
+    figure_fill: ClassVar[str] = "fc"
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("heads", _int(), "heads", required=False),
+        Argument("head_dim", _int(), "head_dim"),
+        Argument("qkv_bias", as_bool, "qkv_bias"),
+        Argument("qk_norm", as_bool, "qk_norm"),
+        Argument("proj_bias", as_bool, "proj_bias"),
+    )
+    usage: ClassVar[str] = "attention heads=H[, head_dim=D, qkv_bias=true, qk_norm=false, proj_bias=true]"
+    heads: int = 8
+    head_dim: int | None = None  # None: C / heads
+    qkv_bias: bool = True
+    qk_norm: bool = False
+    proj_bias: bool = True
+
+    def _head_dim(self, shape: Shape) -> int:
+        return self.head_dim if self.head_dim is not None else channels(shape) // self.heads
+
+    def output_shape(self, inputs):
+        shape = _token_input(self.kind, inputs[0])
+        if self.head_dim is None and shape[-1] % self.heads:
+            raise ShapeProblem(
+                f"attention heads={self.heads} needs channels divisible by {self.heads}, but there are {shape[-1]}",
+                "choose heads that divide the channels, or give head_dim=",
+            )
+        return shape
+
+    def cost(self, inputs, output):
+        shape = inputs[0]
+        width, tokens = shape[-1], shape[-2]
+        groups = math.prod(shape[:-2])
+        inner = self.heads * self._head_dim(shape)
+        params = width * 3 * inner + (3 * inner if self.qkv_bias else 0) + inner * width
+        params += width if self.proj_bias else 0
+        params += 4 * self._head_dim(shape) if self.qk_norm else 0
+        macs = groups * (tokens * width * 3 * inner + 2 * tokens * tokens * inner + tokens * inner * width)
+        return params, macs
+
+    def constructor(self, inputs):
+        return Ctor(
+            "Attention",
+            (channels(inputs[0]), self.heads, self._head_dim(inputs[0])),
+            (("qkv_bias", self.qkv_bias), ("qk_norm", self.qk_norm), ("proj_bias", self.proj_bias)),
+        )
+
+    def initialise(self, module):
+        for child in (module.qkv, module.q_norm, module.k_norm, module.proj):
+            if any(True for _ in child.parameters()):
+                child.reset_parameters()
+
+    def reference(self, inputs, tensors, training):
+        (x,) = inputs
+        functional = _functional()
+        *groups, tokens, _ = x.shape
+        dim = self.head_dim if self.head_dim is not None else x.shape[-1] // self.heads
+        qkv = functional.linear(x, tensors["qkv.weight"], tensors.get("qkv.bias"))
+        qkv = qkv.reshape(*groups, tokens, 3, self.heads, dim)
+        q, k, v = (qkv.select(-3, index).transpose(-2, -3) for index in range(3))  # ... x heads x N x d
+        if self.qk_norm:
+            q = _layer_norm_last(q, tensors["q_norm.weight"], tensors["q_norm.bias"], 1e-6)
+            k = _layer_norm_last(k, tensors["k_norm.weight"], tensors["k_norm.bias"], 1e-6)
+        scores = (q @ k.transpose(-1, -2)) / dim**0.5
+        scores = scores - scores.amax(-1, keepdim=True)
+        weights = scores.exp()
+        weights = weights / weights.sum(-1, keepdim=True)
+        out = (weights @ v).transpose(-2, -3).reshape(*groups, tokens, self.heads * dim)
+        return functional.linear(out, tensors["proj.weight"], tensors.get("proj.bias"))
+
+    def figure_label(self):
+        return f"attention, {self.heads} heads"
+
+
+def _layer_norm_last(x: Any, weight: Any, bias: Any, eps: float) -> Any:
+    mean = x.mean(-1, keepdim=True)
+    var = x.var(-1, keepdim=True, unbiased=False)
+    return (x - mean) / (var + eps).sqrt() * weight + bias
+
+
 # Joins and shortcuts ------------------------------------------------------------------
 
 
@@ -1525,7 +1958,7 @@ class ZeroPad(Layer):
 
 
 def _shape(shape: Shape) -> str:
-    return "x".join(map(str, shape))
+    return shape_text(shape)
 
 
 # Statements to layers ------------------------------------------------------------

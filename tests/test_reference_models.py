@@ -207,7 +207,18 @@ TIMM_NAMES = (
 # Why a reference registers its modules in another order than the spec builds them.
 ORDER_NOTES = {
     "resnetv2_50": "timm's PreActBottleneck registers downsample before norm1",
+    "deit_tiny_distilled_patch16_224": "timm's DeiT registers dist_token after pos_embed",
 }
+
+
+def _timm_at(name: str, size: int) -> Callable[[], nn.Module]:
+    """A reference whose position embedding is sized for a smaller input (the spec's
+    `position` follows its input's tokens)."""
+    return lambda: timm.create_model(name, pretrained=False, img_size=size)
+
+
+#: Token networks, checked at 64x64: their position embeddings follow the input size.
+TOKEN_NAMES = ("vit_tiny_patch16_224", "deit_tiny_distilled_patch16_224")
 
 CASES = {
     **{
@@ -218,6 +229,10 @@ CASES = {
             order_differs=ORDER_NOTES.get(name),
         )
         for name in TIMM_NAMES
+    },
+    **{
+        name: Case(f"timm/{name}", _timm_at(name, 64), (3, 64, 64), order_differs=ORDER_NOTES.get(name))
+        for name in TOKEN_NAMES
     },
     # DLA's pooled shortcuts and strided blocks meet only where every size divides by 32.
     "dla34": Case("timm/dla34", _timm("dla34"), (3, 64, 64)),
@@ -239,7 +254,17 @@ def compile_at(spec: str, input_shape: tuple[int, int, int], **params: object) -
     return resdsl.compile_text(f'use "{path}"\nnetwork small = {call} with input {dims}\n')
 
 
-MATRIX_OPS = {"aten.convolution", "aten.addmm", "aten.mm"}
+# Attention's Q K^T and A V count as fvcore counts them (aten.bmm: the meta device runs
+# scaled_dot_product_attention's math path; the fused kernels where a device runs them).
+MATRIX_OPS = {
+    "aten.convolution",
+    "aten.addmm",
+    "aten.mm",
+    "aten.bmm",
+    "aten._scaled_dot_product_flash_attention",
+    "aten._scaled_dot_product_efficient_attention",
+    "aten._scaled_dot_product_cudnn_attention",
+}
 
 
 def matrix_macs(counter: FlopCounterMode) -> int:

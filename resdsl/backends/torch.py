@@ -85,18 +85,19 @@ class Step:
 
     ``op`` is ``call`` (the module at ``module``, given every input), ``join`` (the
     kind ``layer``'s own expression: a join, a split's part, a weighted sum),
-    ``inplace`` (the join's in-place operator, into its first input), ``scale`` (the
-    input times the tensor at ``module``, one value per channel) or ``alias`` (no
-    code: the target is the input).
+    ``inplace`` (the join's in-place operator, into its first input), ``tensor`` (the
+    kind's ``tensor_expression`` of the input and the tensor at ``module``: a layer
+    scale, a learned token, a position embedding) or ``alias`` (no code: the target
+    is the input).
     """
 
     target: str
     op: str
     inputs: tuple[str, ...]
     module: str | None = None
-    layer: Layer | None = None  # the kind, for ``join`` and ``inplace``
-    #: For ``scale``: how many size-1 dimensions follow the channels in the broadcast view.
-    trailing: int = 0
+    layer: Layer | None = None  # the kind, for ``join``, ``inplace`` and ``tensor``
+    #: For ``tensor``: the input's shape (the expression may depend on its layout).
+    shape: tuple[int, ...] = ()
 
 
 def forward_source(steps: list[Step], result: str) -> str:
@@ -126,9 +127,8 @@ def forward_source(steps: list[Step], result: str) -> str:
         target = current[step.target] = free[0] if free else step.target
         if step.op == "call":
             lines.append(f"    {target} = {_access(step.module)}({', '.join(names)})")
-        elif step.op == "scale":
-            view = f".view(-1{', 1' * step.trailing})" if step.trailing else ""
-            lines.append(f"    {target} = {names[0]} * {_access(step.module)}{view}")
+        elif step.op == "tensor":
+            lines.append(f"    {target} = {step.layer.tensor_expression(names[0], _access(step.module), step.shape)}")
         elif step.op == "join":
             lines.append(f"    {target} = {step.layer.forward_expression(names)}")
         else:  # pragma: no cover - the planner makes only the ops above
@@ -201,8 +201,7 @@ class _Planner:
             return Step(target, "alias", names), None
         name = typed.name.removeprefix(strip)
         if layer.holds_tensor:
-            trailing = len(self.graph.node(inputs[0]).shape) - 1
-            return Step(target, "scale", names, name, trailing=trailing), (name, ctor)
+            return Step(target, "tensor", names, name, layer, self.graph.node(inputs[0]).shape), (name, ctor)
         return Step(target, "call", names, name), (name, ctor)
 
     def steps(
@@ -440,8 +439,9 @@ def _initialise(model: nn.Module, network: Network, zero_init_residual: bool) ->
         module = modules.get(node.name)
         if module is None or node.name in done:
             continue
-        done.add(node.name)
         node.layer.initialise(module)
+        # A kind's module may hold others (attention's qkv and proj): the kind initialises them.
+        done.update(f"{node.name}.{child}" if child else node.name for child, _ in module.named_modules())
     for name, module in modules.items():
         if name in done or isinstance(module, Container | Stage) or module is model:
             continue

@@ -129,6 +129,31 @@ class Scale(nn.Module):
         return f"factor={self.factor}"
 
 
+class Attention(nn.Module):
+    """Multi-head self-attention in timm's layout (``qkv``, ``q_norm``, ``k_norm``,
+    ``proj``), computed by ``scaled_dot_product_attention``. Leading axes before the
+    tokens (windows) are attended separately."""
+
+    def __init__(
+        self, dim: int, heads: int, head_dim: int, qkv_bias: bool = True, qk_norm: bool = False, proj_bias: bool = True
+    ) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, head_dim
+        inner = heads * head_dim
+        self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
+        self.q_norm = nn.LayerNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(inner, dim, bias=proj_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        *groups, tokens, _ = x.shape
+        qkv = self.qkv(x).reshape(*groups, tokens, 3, self.heads, self.head_dim).movedim(-3, 0).transpose(-2, -3)
+        q, k, v = qkv.unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)
+        x = nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(-2, -3).reshape(*groups, tokens, self.heads * self.head_dim))
+
+
 def full_parameter(shape: tuple[int, ...], value: float) -> nn.Parameter:
     """A parameter that is not a module's (layer scale's ``gamma``), filled with `value`."""
     return nn.Parameter(torch.full(shape, value))
@@ -169,6 +194,7 @@ CUSTOM_MODULES: dict[str, type[nn.Module]] = {
     for cls in (
         ZeroPadShortcut,
         ChannelConv,
+        Attention,
         DropPath,
         LayerNorm2d,
         GroupSoftmax,

@@ -76,6 +76,7 @@ from resdsl.layers import (
     ZeroPad,
     build_layer,
     layer_kind,
+    layout,
 )
 from resdsl.passes.shapes import infer_node
 from resdsl.passes.shortcuts import DEFAULT_PROJECTION, ShortcutPlan, plan_shortcut
@@ -489,7 +490,12 @@ class Expander(ValueStatements):
         layer = self._layer(statement, context)
         if isinstance(layer, Flatten):
             self.seen_flatten = True
-        if isinstance(layer, Linear) and not self.seen_flatten and context.top_level:
+        if (
+            isinstance(layer, Linear)
+            and not self.seen_flatten
+            and context.top_level
+            and layout(self.graph.node(value).shape) == "map"  # on tokens an fc is one per token
+        ):
             # The first fc flattens what comes before it, as torchvision's forward does.
             self.seen_flatten = True
             value = self._node(Flatten(), (value,), statement, context, label=None, written="flatten")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from resdsl.layers import Pair, Shape, ShapeProblem
+from resdsl.layers import Pair, Shape, ShapeProblem, layout, shape_text
 
 #: The projection used where no ``projection`` setting names one: the prelude's
 #: 1x1 convolution with the stride, then BN (the paper's option B, torchvision's downsample).
@@ -69,6 +69,15 @@ def plan_shortcut(option: str, block_input: Shape, main: Shape, tapped: Shape | 
     source = tapped if tapped is not None else block_input
     if option == "none":
         return ShortcutPlan("none", in_shape=source, out_shape=main)
+    if layout(source) == "tokens" or layout(main) == "tokens" or layout(block_input) == "tokens":
+        # A token sequence's residual stream keeps its shape: the identity under every option.
+        if source == main == block_input and layout(source) == layout(main) == layout(block_input):
+            return ShortcutPlan("identity", (1, 1), block_input, main)
+        raise ShapeProblem(
+            f"'add shortcut' on token sequences needs one shape on both sides, got {shape_text(source)} "
+            f"and {shape_text(main)}",
+            "there is no projection of tokens: write the shortcut's path with let and add",
+        )
     if len(source) != 3 or len(main) != 3 or len(block_input) != 3:
         raise ShapeProblem("'add shortcut' joins C x H x W tensors, but one side is flat")
     same = block_input == main

@@ -386,6 +386,9 @@ class ValueStatements:
         if isinstance(parts, tuple):
             sizes = parts
             count = len(sizes)
+            if 0 in sizes:
+                item = written.items[sizes.index(0)] if isinstance(written, ast.ListExpr) else written
+                raise SpecError("a part of a split must have at least one channel, got 0", item.pos, _SPLIT_USAGE)
         else:
             count = as_int(parts, written.pos, "the number of parts of a split")
         if count < 1:
