@@ -72,6 +72,7 @@ def shape_text(shape: Shape) -> str:
         return " x ".join(map(str, shape)) + " tokens"
     return "x".join(map(str, shape))
 
+
 #: Every node kind, spelled or not, in definition order (the docs list them so).
 NODE_KINDS: dict[str, type[Layer]] = {}
 #: The kinds a spec may write as a layer statement.

@@ -28,7 +28,7 @@ import resdsl
 import resdsl.layers
 from resdsl import interpret
 from resdsl.backends.torch import build
-from resdsl.layers import JOINS, LAYER_KINDS, NODE_KINDS, Layer
+from resdsl.layers import JOINS, LAYER_KINDS, NODE_KINDS, Layer, layout
 from tests.oracle import randomise, relative_error
 
 #: Node kinds that no statement writes alone, each probed by a network of its own below.
@@ -397,15 +397,39 @@ def _flat(kind: str) -> bool:
     return any(len(node.shape) == 1 for node in targets_of(network, kind))
 
 
+def _reads_tokens(kind: str, example: str) -> bool:
+    """Whether the example's target reads a token sequence and gives no feature map
+    (then it is staged among tokens: the stem ends with `tokens`, the head averages them)."""
+    network = network_for(kind, example)
+    return any(
+        layout(network.node(node.inputs[0]).shape) == "tokens" and layout(node.shape) != "map"
+        for node in targets_of(network, kind)
+    )
+
+
 def staged_spec(kind: str, example: str | None = None) -> str:
     """A spec with the kind's example (labelled `target` where it is a layer): in a stage's block, or in the head."""
     example = example or NODE_KINDS[kind].example
-    if _flat(kind):
+    stem = "conv 3x3, 8"
+    if _reads_tokens(kind, example):
+        # Among tokens: the example without its own `tokens`, after the stem's.
+        statements = example.split("; ")
+        example = "; ".join(statements[1:] if statements[0] == "tokens" else statements)
+        stem += "\n        tokens"
+        if any(len(node.shape) == 1 for node in targets_of(network_for(kind), kind)):
+            head = _lines(kind, example, "8", " " * 8)
+            block = "ln"
+        else:
+            head = "mean tokens\n        fc 3"
+            block = f"ln\n    {_lines(kind, example, 'c', ' ' * 4)}"
+    elif _flat(kind):
         head = f"avgpool\n        {'flatten' if kind == 'fc' else ''}\n        target: {example}"
         block = "conv 3x3, c"
     else:
         head = "avgpool\n        fc 3"
         block = f"conv 3x3, c\n    {_lines(kind, example, 'c', ' ' * 4)}"
+        if any(layout(node.shape) == "tokens" for node in targets_of(network_for(kind, example), kind)):
+            block += "\n    grid 11x11"  # a map again for the next repetition's convolution
     return f"""# the {kind} kind in every consumer
 block probe_block(c) {{
     {block}
@@ -414,7 +438,7 @@ block probe_block(c) {{
 network probe {{
     input 4x11x11
     stem {{
-        conv 3x3, 8
+        {stem}
     }}
     stage s1: 2 x probe_block(8)
     head {{
