@@ -409,9 +409,9 @@ def _layout(boxes: list[Box], edges: list[Edge], end: str | None) -> None:
     """Rows, lanes and each edge's kind and lane.
 
     The main column (lane 0) is the path from the image to the last box through the
-    most boxes outside side branches, then through the most boxes, then the most MACs
-    (RepVGG's 3x3 path before its 1x1); ties go to the first input, the value joined
-    onto. Every box sits one row below the lowest box it reads. Each box off the main
+    most boxes outside side branches, then through the fewest inside them (an SE
+    branch stands beside it), then the most boxes, then the most MACs (RepVGG's 3x3
+    path before its 1x1); ties go to the first input, the value joined onto. Every box sits one row below the lowest box it reads. Each box off the main
     column takes the nearest lane to its left that is free from the row below what it
     reads down to the row above its last reader, so that its edges run down its lane
     with no box on their way. An edge from the main column past some of its boxes
@@ -424,15 +424,15 @@ def _layout(boxes: list[Box], edges: list[Edge], end: str | None) -> None:
         if source < target:  # boxes come in the order the network computes them
             inputs[target].append(source)
             readers[source].append(target)
-    score: list[tuple[int, int, int]] = []
+    score: list[tuple[int, int, int, int]] = []
     best: list[int | None] = []
     for number, box in enumerate(boxes):
         chosen = None
         for source in inputs[number]:
             if chosen is None or score[source] > score[chosen]:
                 chosen = source
-        before = score[chosen] if chosen is not None else (0, 0, 0)
-        score.append((before[0] + (not box.branch), before[1] + 1, before[2] + box.macs))
+        main, side, count, macs = score[chosen] if chosen is not None else (0, 0, 0, 0)
+        score.append((main + (not box.branch), side - box.branch, count + 1, macs + box.macs))
         best.append(chosen)
         box.row = max((boxes[source].row + 1 for source in inputs[number]), default=0)
     spine: dict[int, int | None] = {}  # box number on the main column: the one above it there
@@ -655,6 +655,11 @@ def _same_rank(out: _Writer, names: list[str]) -> None:
             row.edge(left, right, style="invis")
 
 
+def _group(prefix: str, lane: int) -> str:
+    # One group per lane: Graphviz keeps a group's edges straight.
+    return f"{prefix}L{-lane}" if lane else prefix
+
+
 def _column_body(sub: _Writer, column: Column, prefix: str, opens: set[int], shapes: bool, direction: str) -> None:
     """The boxes and edges of one column: the main column straight down (one group, so
     Graphviz keeps it straight), each box beside it in the row and lane the layout
@@ -663,7 +668,7 @@ def _column_body(sub: _Writer, column: Column, prefix: str, opens: set[int], sha
         attrs = dict(_NODE_STYLE.get(box.style, {}))
         if box.branch:
             attrs["class"] = "branch"
-        sub.node(box.key, _decorate(box, shapes), fillcolor=box.fill, group=f"{prefix}L{-box.lane}", **attrs)
+        sub.node(box.key, _decorate(box, shapes), fillcolor=box.fill, group=_group(prefix, box.lane), **attrs)
     sub.edge(f"{prefix}title", column.boxes[0].key, style="invis", weight="100")
     at_row: dict[int, str] = {}  # what the main column has in each row: a box or a spacer
     beside: dict[int, list[tuple[int, str]]] = {}
@@ -693,7 +698,7 @@ def _column_body(sub: _Writer, column: Column, prefix: str, opens: set[int], sha
                 width="0.0111",
                 height="0.042",
                 fixedsize="true",
-                group=f"{prefix}L0",
+                group=prefix,
             )
         path = [upper.key, *spacers, lower.key]
         for top, bottom in itertools.pairwise(path):
