@@ -210,3 +210,26 @@ def test_two_networks_of_one_file_from_the_command_line(tmp_path: Path, capsys) 
     capsys.readouterr()
     assert main(["draw", spec, "--network", "se_net", "preact_net", "-o", str(out)]) == 2
     assert "2 --network names for 1 specs" in capsys.readouterr().err
+
+
+def test_inception_resnet_towers_stand_side_by_side() -> None:
+    """Inception-ResNet-A: three towers from the block's input, side by side, into one concat."""
+    network = resdsl.compile(FIXTURES / "inception_resnet.res")
+    column = draw.figure(network)
+    _mapping_is_the_figures(network, column)
+    expected = _ir_edges(network, column.where)
+    assert _dot_edges(draw.to_dot([network]).source) == expected
+    assert _html_edges(to_html([network])) == expected
+    keys = {box.key: box for box in column.boxes}
+    concat = next(box for box in column.boxes if box.label == "concat")
+    towers = [keys[edge.source] for edge in column.edges if edge.target == concat.key]
+    assert [box.label for box in towers] == ["1x1 conv, 32", "3x3 conv, 32", "3x3 conv, 64"]
+    assert len({box.lane for box in towers}) == 3
+    # Each tower starts in the row below the block's input, in the lane it ends in.
+    entry = keys[column.where[network.blocks[0].entry]]
+    for tower in towers:
+        lane = [box for box in column.boxes if box.lane == tower.lane and entry.row < box.row <= tower.row]
+        assert lane[0].row == entry.row + 1 and lane[0].label.startswith("1x1 conv")
+    # The linear 1x1 convolution's box holds its scale and the shortcut's sum; the arc ends there.
+    linear = keys[column.where[network.blocks[0].join]]
+    assert linear.label == "1x1 conv, 64" and column.arcs[0].target == linear.key
