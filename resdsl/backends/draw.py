@@ -411,10 +411,11 @@ def _layout(boxes: list[Box], edges: list[Edge], end: str | None) -> None:
     The main column (lane 0) is the path from the image to the last box through the
     most boxes outside side branches, then through the fewest inside them (an SE
     branch stands beside it), then the most boxes, then the most MACs (RepVGG's 3x3
-    path before its 1x1); ties go to the first input, the value joined onto. Every box sits one row below the lowest box it reads. Each box off the main
-    column takes the nearest lane to its left that is free from the row below what it
-    reads down to the row above its last reader, so that its edges run down its lane
-    with no box on their way. An edge from the main column past some of its boxes
+    path before its 1x1); ties go to the first input, the value joined onto. Every
+    box sits one row below the lowest box it reads. Each box off the main column
+    takes the nearest lane to its left that is free from the row below what it reads
+    down to the row above its last reader, so that its edges run down its lane with
+    no box on their way. An edge from the main column past some of its boxes
     (``skip``) curves right of it, as the shortcuts do (lane 1)."""
     index = {box.key: number for number, box in enumerate(boxes)}
     inputs: list[list[int]] = [[] for _ in boxes]
@@ -717,7 +718,8 @@ def _column_body(sub: _Writer, column: Column, prefix: str, opens: set[int], sha
     for row, cells in sorted(beside.items()):
         # Left of the main column in TB; below it in LR, where the arcs are above.
         keys = [key for _, key in sorted(cells)]
-        _same_rank(sub, [*keys, at_row[row]] if direction == "TB" else [at_row[row], *reversed(keys)])
+        main = [at_row[row]] if row in at_row else []  # none below the main column's last box
+        _same_rank(sub, [*keys, *main] if direction == "TB" else [*main, *reversed(keys)])
 
 
 def _arc(out: _Writer, arc: Arc, side: str) -> None:
