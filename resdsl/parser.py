@@ -362,7 +362,13 @@ def _syntax_error(error: lark.exceptions.UnexpectedInput, source: Source) -> Spe
         return err
 
     what = "end of line" if token.type == "_SEP" else f"'{token.value}'"
-    if token.type == "_SEP":
+    semicolon = token.type == "_SEP" and token.value.lstrip(" \t").startswith(";")
+    if semicolon:
+        # A ';' where the statement cannot end (inside parentheses): point at it.
+        what = "';'"
+        column = token.column + len(token.value) - len(token.value.lstrip(" \t"))
+        end = column + 1
+    elif token.type == "_SEP":
         # A separator token starts where the line ends; point just past the text.
         column = len(lines[line - 1].rstrip()) + 1 if line <= len(lines) else column
         end = column + 1
@@ -379,6 +385,8 @@ def _syntax_error(error: lark.exceptions.UnexpectedInput, source: Source) -> Spe
     word = (source.line(line).split() or [""])[0].rstrip(":")
     if word.isidentifier() and word not in KEYWORDS and (guess := closest(word, KEYWORDS)):
         hint = f"did you mean '{guess}'?"
+    if semicolon and expected & {"RPAR", "RSQB"}:
+        hint = "a ';' ends the statement; inside parentheses a line end only continues it"
     error = SpecSyntaxError(message, pos, hint)
     if word in ("use", "block", "network") and (opening := _unclosed_brace(source, before=line)):
         # A definition read as a statement: the body above it lacks its '}'.
