@@ -436,3 +436,22 @@ def test_fmt_joins_continued_lines_and_keeps_their_comments() -> None:
     # Inside parentheses a comment cannot stand on a line of its own: it follows the joined line.
     assert "expand=min(4, 6)) {  # the output channels # a comment on its own line\n" in again
     assert format_text(again, "probe.res") == again
+
+
+# The documentation of the kinds -----------------------------------------------------------
+
+
+def test_the_docs_name_every_kind() -> None:
+    # docs/ir.md's list of node kinds, and docs/language.md's table of what specs write.
+    from pathlib import Path
+
+    from resdsl.layers import JOINS, LAYER_KINDS, NODE_KINDS
+
+    root = Path(__file__).resolve().parent.parent
+    ir = (root / "docs" / "ir.md").read_text(encoding="utf-8")
+    kinds = ir.split("### Node kinds", 1)[1].split("###", 1)[0]
+    assert [kind for kind in NODE_KINDS if f"`{kind}`" not in kinds] == []
+    language = (root / "docs" / "language.md").read_text(encoding="utf-8")
+    rows = [line for line in language.splitlines() if line.startswith("| `")]
+    for kind in [*LAYER_KINDS, *JOINS]:
+        assert any(f"`{kind}`" in row.split("|")[1] for row in rows), kind
