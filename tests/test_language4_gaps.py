@@ -455,3 +455,22 @@ def test_the_docs_name_every_kind() -> None:
     rows = [line for line in language.splitlines() if line.startswith("| `")]
     for kind in [*LAYER_KINDS, *JOINS]:
         assert any(f"`{kind}`" in row.split("|")[1] for row in rows), kind
+
+
+def test_hover_on_a_layer_with_a_numbered_or_interpolated_label() -> None:
+    from pathlib import Path
+
+    from resdsl.lsp.analysis import analyze, hover
+
+    analysis = analyze(NUMBERED, Path("probe.res").resolve())
+    assert not analysis.errors, analysis.errors
+    lines = NUMBERED.splitlines()
+    for start in ("    0: conv 1x1", "        {k}.0: conv", "        0: conv 3x3"):
+        number = next(i for i, line in enumerate(lines, 1) if line.startswith(start))
+        shown = hover(analysis, number, lines[number - 1].index("conv") + 1)
+        assert shown is not None and "**conv**" in shown, (start, shown)
+    # The first fc brings a flatten on its line: the hover shows the statement's own layer.
+    text = "network probe {\n    input 3x8x8\n    head {\n        avgpool\n        0: fc 3\n    }\n}\n"
+    analysis = analyze(text, Path("probe.res").resolve())
+    shown = hover(analysis, 5, text.splitlines()[4].index("fc") + 1)
+    assert shown is not None and shown.startswith("**fc**") and "flatten" not in shown, shown
