@@ -73,11 +73,22 @@ def write_failed(path: str | Path, error: BaseException) -> OutputError:
     return OutputError(f"cannot write {path}: {reason}")
 
 
-def add_spec_options(parser: argparse.ArgumentParser) -> None:
-    """The options every subcommand that compiles a spec shares."""
-    parser.add_argument(
-        "--network", metavar="NAME", help="which network of the file (default: the one named like the file)"
-    )
+def add_spec_options(parser: argparse.ArgumentParser, *, several_specs: bool = False) -> None:
+    """The options every subcommand that compiles a spec shares. With ``several_specs``
+    (``draw``), ``--network`` takes one name per spec, or one for all."""
+    if several_specs:
+        parser.add_argument(
+            "--network",
+            metavar="NAME",
+            action="extend",
+            nargs="+",
+            help="which network of each file, one per spec in order (--network se_net preact_net), or one for "
+            "every spec (default: the one named like the file)",
+        )
+    else:
+        parser.add_argument(
+            "--network", metavar="NAME", help="which network of the file (default: the one named like the file)"
+        )
     parser.add_argument(
         "--param",
         "-p",

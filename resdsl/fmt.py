@@ -84,6 +84,7 @@ _NUMBERS = (
     re.compile(token_patterns.INTEGER),
 )
 _TEMPLATE = re.compile(token_patterns.TEMPLATE)
+_NUMBERED_LABEL = re.compile(token_patterns.NUMBERED_LABEL)
 _OUTER_LABEL = re.compile(token_patterns.OUTER_LABEL)
 _NAME = re.compile(token_patterns.NAME)
 
@@ -134,8 +135,12 @@ def tokenize(text: str, path: str = "<string>") -> list[Token]:
             kind, match = COMMENT, _COMMENT.match(text, position)
         elif char == '"':
             kind, match = STRING, _STRING.match(text, position)
+        elif char == "{" and _statement_starts(tokens) and (match := _TEMPLATE.match(text, position)):
+            kind = NAME  # a label that starts with an interpolation, such as {k}.0
         elif char in _PUNCTUATION:
             kind, match = _PUNCTUATION[char], re.compile(re.escape(char)).match(text, position)
+        elif char.isdigit() and (match := _NUMBERED_LABEL.match(text, position)):
+            kind = NAME  # a label such as 0.conv
         elif char.isdigit() or (char == "." and text[position + 1 : position + 2].isdigit()):
             candidates = [found for pattern in _NUMBERS if (found := pattern.match(text, position))]
             match = max(candidates, key=lambda found: found.end())
@@ -156,6 +161,11 @@ def tokenize(text: str, path: str = "<string>") -> list[Token]:
         tokens.append(Token(kind, match.group().rstrip("\r"), line, column, space))
         space, position = False, match.end()
     return tokens
+
+
+def _statement_starts(tokens: list[Token]) -> bool:
+    """Whether a statement may start here, where a label may stand (and a `{` is not a body's)."""
+    return not tokens or tokens[-1].kind in (NEWLINE, SEMI, LBRACE, RBRACE)
 
 
 # Layout ---------------------------------------------------------------------------
@@ -213,7 +223,8 @@ def _lay_out(tokens: list[Token]) -> list[_Line]:
             continue
         if token.kind == COMMENT:
             text = token.text.rstrip()
-            if last is not None and last.last_source_line == token.line:
+            if (last is not None and last.last_source_line == token.line) or (parens > 0 and last is not None):
+                # A comment inside parentheses follows the joined line: it cannot stand on a line of its own there.
                 last.comment = text if last.comment is None else f"{last.comment} {text}"
                 continue
             finish()
@@ -228,9 +239,9 @@ def _lay_out(tokens: list[Token]) -> list[_Line]:
         line.tokens.append(token)
         line.last_source_line = token.line
         last = line
-        if token.kind == LPAR:
+        if token.kind in (LPAR, LSQB):
             parens += 1
-        elif token.kind == RPAR:
+        elif token.kind in (RPAR, RSQB):
             parens = max(0, parens - 1)
         elif token.kind == LBRACE:
             depth += 1

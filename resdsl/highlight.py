@@ -39,6 +39,7 @@ _DOTTED = tokens.NAME
 # Without the lookahead for the label's ':': the rule spells it, on the same line (TextMate reads one line at a time).
 _TEMPLATE = tokens.TEMPLATE_BODY
 _OUTER_LABEL = tokens.OUTER_LABEL_BODY
+_NUMBERED_LABEL = tokens.NUMBERED_LABEL_BODY
 # A statement starts at a line's start or after a `;`.
 _STATEMENT_START = r"(?:^|(?<=;))"
 
@@ -109,7 +110,7 @@ def rules() -> tuple[Rule, ...]:
         ),
         Rule(
             "label",
-            rf"{_STATEMENT_START}([ \t]*)({_DOTTED}|{_TEMPLATE}|{_OUTER_LABEL})([ \t]*)(:)",
+            rf"{_STATEMENT_START}([ \t]*)({_DOTTED}|{_TEMPLATE}|{_OUTER_LABEL}|{_NUMBERED_LABEL})([ \t]*)(:)",
             (
                 _space(),
                 Group("entity.name.label.resdsl", "Name.Label"),

@@ -503,6 +503,13 @@ class Conv(Layer):
         label = f"{self.kernel[0]}x{self.kernel[1]} conv, {self.out_channels}"
         if self.stride != (1, 1):
             label += f", /{self.stride[0]}"
+        if self.dilation != (1, 1):
+            # A dilated kernel sees a wider field (SK's 5x5 path): the paper writes it.
+            label += (
+                f", d{self.dilation[0]}"
+                if self.dilation[0] == self.dilation[1]
+                else f", d{self.dilation[0]}x{self.dilation[1]}"
+            )
         if self.groups > 1:
             label += f", groups {self.groups}"
         if self.standardize:

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import stat
 from dataclasses import dataclass
 from functools import cache
@@ -128,6 +129,36 @@ def grammar_path() -> Path:
 _LARK_OPTIONS: dict[str, object] = {"parser": "lalr", "propagate_positions": True, "maybe_placeholders": True}
 
 
+class _LinesInParentheses(lark.lark.PostLex):
+    """A line end inside parentheses or brackets (a parameter list, a call, a list) is
+    a space, as in Python: ``block b(width,`` may go on on the next line without ``\\``.
+    A ``;`` there still ends a statement (and so is an error), and comments are spaces too.
+
+    The contextual lexer must still see line ends where the grammar takes none, so
+    that they reach this filter: hence ``always_accept``.
+    """
+
+    always_accept = ("_SEP",)
+    _OPENING = frozenset(("LPAR", "LSQB", "CALL"))  # CALL is `name(`, its parenthesis included
+    _CLOSING = frozenset(("RPAR", "RSQB"))
+
+    def process(self, stream):
+        depth = 0
+        for token in stream:
+            if token.type in self._OPENING:
+                depth += 1
+            elif token.type in self._CLOSING:
+                depth = max(0, depth - 1)
+            elif token.type == "_SEP" and depth and ";" not in _COMMENTS.sub("", token):
+                continue
+            yield token
+
+
+_COMMENTS = re.compile(tokens.COMMENT)
+#: What the tables' key records of the post-lexer (its behaviour is code, not data).
+_POSTLEX_VERSION = "lines-in-parentheses-1"
+
+
 def tables_path() -> Path:
     """The parse tables built from the grammar, beside it (``resdsl.tables.json``)."""
     return grammar_path().with_name("resdsl.tables.json")
@@ -136,7 +167,12 @@ def tables_path() -> Path:
 def _tables_key(grammar: str) -> dict[str, str]:
     """What the tables were built from: stale tables are never used."""
     digest = hashlib.sha256(grammar.encode("utf-8")).hexdigest()
-    return {"grammar_sha256": digest, "lark": lark.__version__, "options": repr(sorted(_LARK_OPTIONS.items()))}
+    return {
+        "grammar_sha256": digest,
+        "lark": lark.__version__,
+        "options": repr(sorted(_LARK_OPTIONS.items())),
+        "postlex": _POSTLEX_VERSION,
+    }
 
 
 def _int_keys(pairs: list[tuple[str, object]]) -> dict[object, object]:
@@ -162,7 +198,7 @@ def _load_tables(grammar: str) -> lark.Lark | None:
         stored = json.loads(raw, object_pairs_hook=_int_keys)
         if stored.get("key") != _tables_key(grammar):
             return None
-        return lark.Lark._load_from_dict(stored["data"], stored["memo"])
+        return lark.Lark._load_from_dict(stored["data"], stored["memo"], postlex=_LinesInParentheses())
     except (OSError, ValueError, KeyError, TypeError, AttributeError, lark.exceptions.LarkError):
         return None
 
@@ -177,6 +213,7 @@ def build_tables() -> str:
     from lark.lexer import TerminalDef
 
     grammar = grammar_path().read_text(encoding="utf-8")
+    # The post-lexer is code, given again when the tables are loaded: the tables hold none.
     built = lark.Lark(grammar, **_LARK_OPTIONS)
     data, memo = built.memo_serialize([TerminalDef, Rule])
     return json.dumps({"key": _tables_key(grammar), "data": data, "memo": memo}, sort_keys=True) + "\n"
@@ -185,7 +222,7 @@ def build_tables() -> str:
 @cache
 def _parser() -> lark.Lark:
     grammar = grammar_path().read_text(encoding="utf-8")
-    return _load_tables(grammar) or lark.Lark(grammar, **_LARK_OPTIONS)
+    return _load_tables(grammar) or lark.Lark(grammar, **_LARK_OPTIONS, postlex=_LinesInParentheses())
 
 
 @dataclass
@@ -325,7 +362,13 @@ def _syntax_error(error: lark.exceptions.UnexpectedInput, source: Source) -> Spe
         return err
 
     what = "end of line" if token.type == "_SEP" else f"'{token.value}'"
-    if token.type == "_SEP":
+    semicolon = token.type == "_SEP" and token.value.lstrip(" \t").startswith(";")
+    if semicolon:
+        # A ';' where the statement cannot end (inside parentheses): point at it.
+        what = "';'"
+        column = token.column + len(token.value) - len(token.value.lstrip(" \t"))
+        end = column + 1
+    elif token.type == "_SEP":
         # A separator token starts where the line ends; point just past the text.
         column = len(lines[line - 1].rstrip()) + 1 if line <= len(lines) else column
         end = column + 1
@@ -342,6 +385,8 @@ def _syntax_error(error: lark.exceptions.UnexpectedInput, source: Source) -> Spe
     word = (source.line(line).split() or [""])[0].rstrip(":")
     if word.isidentifier() and word not in KEYWORDS and (guess := closest(word, KEYWORDS)):
         hint = f"did you mean '{guess}'?"
+    if semicolon and expected & {"RPAR", "RSQB"}:
+        hint = "a ';' ends the statement; inside parentheses a line end only continues it"
     error = SpecSyntaxError(message, pos, hint)
     if word in ("use", "block", "network") and (opening := _unclosed_brace(source, before=line)):
         # A definition read as a statement: the body above it lacks its '}'.

@@ -56,6 +56,10 @@ TEMPLATE = TEMPLATE_BODY + LABEL_FOLLOWS
 #: projection's layer beside the block's own), only ever followed by its ``:``.
 OUTER_LABEL_BODY = r"\.\.(?:[A-Za-z0-9_.]|\{[A-Za-z_][A-Za-z0-9_]*\})+"
 OUTER_LABEL = OUTER_LABEL_BODY + LABEL_FOLLOWS
+#: A label whose first part is a number (``0: conv 3x3, 64``, ``0.conv``: nn.Sequential's
+#: layout), only ever followed by its ``:``.
+NUMBERED_LABEL_BODY = r"[0-9]+(?:\.[A-Za-z0-9_]+)*"
+NUMBERED_LABEL = NUMBERED_LABEL_BODY + LABEL_FOLLOWS
 #: ``3x3`` (a kernel) or ``3x224x224`` (an input shape): one token, so that the ``x`` of a
 #: repeat (``3 x basic(64)``) stays a keyword.
 SIZE = r"[0-9]+(?:x[0-9]+)+"
@@ -86,6 +90,7 @@ TERMINAL_DESCRIPTIONS = {
     "NAME": "a name",
     "TEMPLATE": "a label such as convs.{i}",
     "OUTER_LABEL": "a label such as ..convShortcut",
+    "NUMBERED_LABEL": "a label such as 0.conv",
     "INT": "a number",
     "FLOAT": "a number",
     "DIMS": "sizes such as 3x3",
@@ -114,6 +119,7 @@ GRAMMAR_PATTERNS = {
     "NAME": NAME,
     "TEMPLATE": TEMPLATE,
     "OUTER_LABEL": OUTER_LABEL,
+    "NUMBERED_LABEL": NUMBERED_LABEL,
     "DIMS": SIZE,
     "FLOAT": REAL,
     "INT": INTEGER,
@@ -140,6 +146,8 @@ __all__ = [
     "KEYWORDS",
     "LABEL_FOLLOWS",
     "NAME",
+    "NUMBERED_LABEL",
+    "NUMBERED_LABEL_BODY",
     "OPERATOR",
     "OUTER_LABEL",
     "OUTER_LABEL_BODY",

@@ -50,6 +50,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "syntax_carriage_returns": "Old Mac line endings (a bare carriage return)",
         "syntax_several_mistakes": "Several syntax mistakes: each is reported (up to 20), in the order of the file",
         "syntax_block_never_closed": "A block's '}' missing before the next definition",
+        "syntax_semicolon_in_parentheses": "A `;` inside parentheses, where a line end only continues the line",
     },
     "Unknown names": {
         "unknown_block": "A stage uses a block that does not exist",
@@ -62,6 +63,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "unknown_setting_input": "A misspelt `input` (not reported as a missing input)",
         "unknown_setting_in_with": "A misspelt setting in a `with` override",
         "unknown_shortcut_option": "A shortcut option other than A, B, C or none",
+        "unknown_upsample_mode": "An upsampling mode other than nearest or bilinear",
         "unknown_network_in_alias": "An alias of a network that does not exist",
         "unknown_name_in_expression": "An expression naming something not in scope",
         "add_misspelt": "A residual join not written `add shortcut`",
@@ -106,6 +108,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "negative_stride": "A negative stride",
         "fractional_width": "A width that is not a whole number (`/` instead of `//`)",
         "dropout_out_of_range": "A dropout probability outside [0, 1)",
+        "bn_momentum_out_of_range": "A BN momentum outside [0, 1]",
         "standardize_option_alone": "A weight standardisation option on a convolution without `standardize=true`",
         "standardize_eps_zero": "A weight-standardised convolution's `eps` of zero",
         "zero_repeat": "A stage repeated zero times",

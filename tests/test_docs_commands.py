@@ -401,6 +401,8 @@ def test_command_not_run_is_checked(command: Command, monkeypatch: pytest.Monkey
 
 def _sandbox(tmp_path: Path) -> Path:
     shutil.copytree(ROOT / "specs", tmp_path / "specs")
+    # docs/drawing.md draws its figures' test specs from the command line.
+    shutil.copytree(ROOT / "tests" / "fixtures" / "draw", tmp_path / "tests" / "fixtures" / "draw")
     for name, text in PLACEHOLDER_FILES.items():
         (tmp_path / name).write_text(text, encoding="utf-8")
     return tmp_path

@@ -119,7 +119,7 @@ def test_every_detail_keeps_the_figures(detail: str, spec: str) -> None:
     networks = _branch_networks() if spec == "branches" else [resdsl.compile(spec)]
     for network in networks:
         column = draw.figure(network, detail=detail)
-        boxes = column.boxes + [box for branch in column.branches for box in branch.boxes]
+        boxes = column.boxes
         params = sum(box.params for box in boxes) + sum(arc.params for arc in column.arcs)
         macs = sum(box.macs for box in boxes) + sum(arc.macs for arc in column.arcs)
         assert (params, macs) == (network.num_params, network.macs)
@@ -136,14 +136,15 @@ def test_every_detail_keeps_the_figures(detail: str, spec: str) -> None:
 def test_side_branches_taps_projections_and_drop_path() -> None:
     se_net, preact_net = _branch_networks()
     column = draw.figure(se_net)
+    keys = {box.key: box for box in column.boxes}
     # One squeeze-and-excitation branch per block, beside the column, joined at a "×".
-    assert [[box.label for box in branch.boxes] for branch in column.branches][:1] == [
-        ["avg pool", "1x1 conv, 4", "1x1 conv, 16"]
-    ]
-    assert len(column.branches) == 4
-    joins = {box.key: box for box in column.boxes if box.style == "join"}
-    assert {branch.join for branch in column.branches} == set(joins)
-    assert all(joins[branch.join].label == "×" for branch in column.branches)
+    branch = [box for box in column.boxes if box.branch]
+    assert [box.label for box in branch[:3]] == ["avg pool", "1x1 conv, 4", "1x1 conv, 16"]
+    assert len(branch) == 4 * 3 and all(box.lane < 0 for box in branch)
+    joins = [box for box in column.boxes if box.style == "join"]
+    assert len(joins) == 4 and all(box.label == "×" and box.lane == 0 for box in joins)
+    for join in joins:  # the value joined onto, then the branch's gate
+        assert [keys[edge.source].branch for edge in column.edges if edge.target == join.key] == [False, True]
     # Drop path is marked in every block, with its scheduled rate.
     markers = [box.label for box in column.boxes if box.style == "marker"]
     assert markers == ["drop path 0", "drop path 0.0333", "drop path 0.0667", "drop path 0.1"]
@@ -156,7 +157,7 @@ def test_side_branches_taps_projections_and_drop_path() -> None:
     ]
     source = draw.to_dot([se_net]).source
     assert source.count('xlabel="avg_down"') == 1
-    assert source.count('class="branch"') == 4 * 3 + 4 * 4  # the boxes and the edges into, along and out
+    assert source.count('class="branch"') == 4 * 3  # the branch's boxes
 
     column = draw.figure(preact_net)
     by_key = {box.key: box for box in column.boxes}

@@ -45,7 +45,7 @@ def test_the_page_is_self_contained(tmp_path: Path) -> None:
     assert [column["title"] for column in data["columns"]] == ["resnet18", "cifar20"]
     network = resdsl.compile("resnet18")
     column = data["columns"][0]
-    boxes = column["boxes"] + [box for branch in column["branches"] for box in branch["boxes"]]
+    boxes = column["boxes"]
     assert sum(box["params"] for box in boxes) + sum(arc["params"] for arc in column["arcs"]) == network.num_params
     assert sorted(column["blocks"]) == sorted(block.path for block in network.stage_blocks())
     assert column["stages"]["conv3_x"]["label"] == "conv3_x: 2 x basic(128), /2"
@@ -226,3 +226,33 @@ def test_se_blocks_show_in_collapsed_summaries() -> None:
     column = _payload(page)["columns"][0]
     assert column["blocks"]["layer1.0"]["label"] == "layer1.0: bottleneck(64) + se"
     assert column["stages"]["layer2"]["label"].startswith("layer2: 4 x bottleneck(128), /2 + se")
+
+
+@pytest.mark.parametrize("width", [900, 1000, 1200])
+def test_the_toolbar_leaves_the_titles_visible(browser, tmp_path: Path, width: int) -> None:
+    """The toolbar, fixed at 36 px, wrapped to two or three lines between 900 and 1200 px
+    and covered the columns' titles."""
+    with _open(browser, tmp_path, ["plain34", "resnet34"], viewport=(width, 800)) as (tab, problems, _):
+        bar = tab.locator("#bar").bounding_box()
+        titles = [tab.locator(".title").nth(n).bounding_box() for n in range(2)]
+        assert bar is not None and all(title is not None for title in titles)
+        assert all(title["y"] >= bar["y"] + bar["height"] for title in titles), (bar, titles)
+        assert problems == []
+
+
+def test_the_page_draws_every_edge_of_its_data(browser, tmp_path: Path) -> None:
+    """skresnet18: one line per edge of the figure's data, between the boxes it names;
+    collapsing a block draws its edges to and from its summary only."""
+    with _open(browser, tmp_path, ["timm/skresnet18"]) as (tab, problems, data):
+        column = data["columns"][0]
+        links = tab.evaluate("() => [...document.querySelectorAll('.link')].map(l => [l.dataset.from, l.dataset.to])")
+        assert sorted(map(tuple, links)) == sorted((edge["source"], edge["target"]) for edge in column["edges"])
+        conv = next(box for box in column["boxes"] if box["label"] == "3x3 conv, 128, /2, d2")
+        tab.click(f'[data-key="{conv["key"]}"]')
+        summary = column["blocks"][conv["block"]]["key"]
+        links = tab.evaluate("() => [...document.querySelectorAll('.link')].map(l => [l.dataset.from, l.dataset.to])")
+        inside = {box["key"] for box in column["boxes"] if box["block"] == conv["block"]}
+        assert not any(end in inside for link in links for end in link)
+        # From the block before; to the next block's two split parts.
+        assert sorted(link.index(summary) for link in links if summary in link) == [0, 0, 1]
+        assert problems == []

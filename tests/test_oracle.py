@@ -11,7 +11,7 @@ pytest.importorskip("torch", reason="the oracle compares torch modules")
 import torch
 
 import resdsl
-from resdsl.layers import LAYER_KINDS
+from resdsl.layers import JOINS, LAYER_KINDS
 from tests.oracle import compare_with_oracle
 
 TOLERANCE = 1e-9
@@ -84,6 +84,15 @@ block post(width, stride=1) {
 
 block modern(width) {
     conv 3x3, width, bias=true
+    bn eps=1e-3, momentum=0.01
+    let x
+    pool: avgpool 3x3, stride=1, padding=1, count_include_pad=false
+    let p
+    sub p, x
+    maxpool 2x2, stride=2, padding=0
+    upsample 2
+    maxpool 2x2, stride=2, padding=0
+    upsample 2, mode=bilinear
     relu6
     conv 3x3, width, bias=true, standardize=true, gamma=1.7
     gamma: layerscale 0.5
@@ -110,6 +119,13 @@ network everything(classes=5) {
     stage stages.0: 2 x preact(8)
     stage stages.1: 2 x post(16, stride=2)
     stage stages.2: 2 x modern(16)
+    let y
+    0.scale: scale 0.5
+    let half
+    sub y, half
+    split [6, 10]
+    let parts
+    cat parts[1], parts[0]
     head {
         norm: bn
         relu
@@ -126,7 +142,7 @@ def test_every_kind_and_construct_matches_the_reference_interpreter() -> None:
     network = resdsl.compile_text(EVERYTHING, path="everything.res")
     used = {node.kind for node in network.nodes()}
     # The fixture must keep up with the language: every spelled kind and every join appears.
-    missing = (set(LAYER_KINDS) | {"add", "mul", "cat", "zeropad"} - {"zeropad"}) - used
+    missing = (set(LAYER_KINDS) | set(JOINS)) - used
     assert not missing, missing
     assert any(node.kind == "conv" and node.layer.standardize for node in network.nodes())
     errors = compare_with_oracle(network)

@@ -237,6 +237,8 @@ CASES = {
     # DLA's pooled shortcuts and strided blocks meet only where every size divides by 32.
     "dla34": Case("timm/dla34", _timm("dla34"), (3, 64, 64)),
     "dla46_c": Case("timm/dla46_c", _timm("dla46_c"), (3, 64, 64)),
+    # HRNet's branches at 1/4 ... 1/32 meet through exact 2x upsampling: every size divides by 32.
+    "hrnet_w18_small": Case("timm/hrnet_w18_small", _timm("hrnet_w18_small"), (3, 64, 96)),
     "preact_resnet164": Case("preact_resnet164", lambda: PreActResNet(164), CIFAR_INPUT),
     "preact_resnet1001": Case("preact_resnet1001", lambda: PreActResNet(1001), CIFAR_INPUT, batch=1),
     "wrn28_10": Case("wrn28_10", lambda: WideResNet(28, 10), CIFAR_INPUT, batch=1),

@@ -8,6 +8,9 @@
   (tests/fixtures/draw/branches.res);
 - cifar_blocks.svg: ResNet-20 and its plain twin at block detail;
 - options_abc.svg: ResNet-18 with shortcut options A, B and C;
+- paths.svg: several paths side by side: an Inception-ResNet-A-like block
+  (tests/fixtures/draw/inception_resnet.res) and RepVGG-A0's first stage;
+- sk_block.svg: SKNet-18's first selective-kernel block (specs/timm/skresnet18.res);
 - fig3.html: the interactive Fig. 3 (`resdsl draw ... -o fig3.html`).
 """
 
@@ -25,6 +28,7 @@ from resdsl.backends.draw_html import to_html  # noqa: E402
 
 SPECS = HERE.parent.parent / "specs"
 BRANCHES = HERE.parent.parent / "tests" / "fixtures" / "draw" / "branches.res"
+INCEPTION = HERE.parent.parent / "tests" / "fixtures" / "draw" / "inception_resnet.res"
 
 BLOCK = """
 network {name} {{
@@ -33,6 +37,21 @@ network {name} {{
     stage {stage}: 1 x {block}(64)
 }}
 """
+
+# One stage (or block) of a shipped spec, on a small input.
+PART = """
+use "{spec}"
+network {name} {{
+    input {input}
+    shortcut B
+    stage {stage}: {count} x {block}
+}}
+"""
+
+
+def _part(spec: str, name: str, input: str, stage: str, count: int, block: str) -> resdsl.Network:
+    text = PART.format(spec=SPECS / spec, name=name, input=input, stage=stage, count=count, block=block)
+    return resdsl.compile_text(text, path=str(HERE / f"{name}.res"))
 
 
 def main() -> None:
@@ -52,6 +71,13 @@ def main() -> None:
         "branches.svg": to_dot(
             [resdsl.compile(BRANCHES, network=name) for name in ("se_net", "preact_net")],
         ),
+        "paths.svg": to_dot(
+            [
+                resdsl.compile(INCEPTION),
+                _part("timm/repvgg_a0.res", "repvgg_stage", "48x56x56", "stages.1", 3, "repvgg_block(96, stride=2)"),
+            ]
+        ),
+        "sk_block.svg": to_dot([_part("timm/skresnet18.res", "sk_block", "64x56x56", "layer1", 1, "sk_basic(64)")]),
         "cifar_blocks.svg": to_dot([resdsl.compile("cifar20"), resdsl.compile("cifar_plain20")], detail="block"),
         "options_abc.svg": to_dot(
             [

@@ -72,6 +72,9 @@ class Box:
     stage: str | None = None  # the stage it belongs to (the interactive figure collapses by it)
     block: str | None = None  # the stage-level block's module path
     folds: list[str] = field(default_factory=list)  # a group's inner blocks and branches, named in its label
+    branch: bool = False  # inside a side branch (``mul { ... }``): kept off the main column
+    row: int = 0  # its row, top to bottom: one more than the lowest box it reads
+    lane: int = 0  # 0: the main column; -1, -2...: the paths beside it, leftwards
 
     def add(self, node: Node) -> None:
         self.params += node.params
@@ -81,14 +84,16 @@ class Box:
 
 
 @dataclass
-class Branch:
-    """A side branch: the boxes it draws beside the main column, from the value it
-    reads (``source``) to the join that consumes it."""
+class Edge:
+    """Values flowing from one box to another: every input of a node drawn in ``target``
+    that a node drawn in ``source`` computes."""
 
     source: str
-    boxes: list[Box] = field(default_factory=list)
-    join: str | None = None
-    folded: list[str] = field(default_factory=list)  # labels of layers no box showed yet
+    target: str
+    # "spine": between consecutive boxes of the main column; "skip": from the main column
+    # past some of its boxes to a later one; "flow": any other.
+    kind: str = "flow"
+    lane: int = 0  # the lane it runs down between the rows of its ends
 
 
 @dataclass
@@ -104,6 +109,7 @@ class Arc:
     params: int = 0
     macs: int = 0
     names: list[str] = field(default_factory=list)
+    key: str = ""  # where the shortcut's own nodes (a projection's, a zero-pad) are drawn; "" for none
 
 
 @dataclass
@@ -112,22 +118,34 @@ class Column:
 
     title: str
     subtitle: str
-    boxes: list[Box]  # the main column, top to bottom
-    branches: list[Branch]
+    boxes: list[Box]  # every box, in the order the network computes them (the main column's top to bottom)
+    edges: list[Edge]
     arcs: list[Arc]
+    where: dict[int, str] = field(default_factory=dict)  # each IR node's box (or arc) key
 
     def size_changes(self) -> list[tuple[int, int]]:
-        """(box index, size) where the spatial output size changes, the first box included."""
+        """(box index, size) where the main column's spatial output size changes, the first
+        box included: to the size it keeps from there on, not on a way down and back up
+        (squeeze-and-excitation's or SK's attention, pooled to 1x1 within a block)."""
+        sizes = [
+            (index, box.shape[1] if len(box.shape) == 3 else 1)  # a flat output is 1x1
+            for index, box in enumerate(self.boxes)
+            if box.shape is not None and box.lane == 0
+        ]
         changes = []
         previous = None
-        for index, box in enumerate(self.boxes):
-            if box.shape is None:
-                continue
-            size = box.shape[1] if len(box.shape) == 3 else 1  # a flat output is 1x1
-            if size != previous:
+        largest_after = 0
+        for index, size in reversed(sizes):
+            if size >= largest_after:
                 changes.append((index, size))
+            largest_after = max(largest_after, size)
+        changes.reverse()
+        kept = []
+        for index, size in changes:
+            if size != previous:
+                kept.append((index, size))
             previous = size
-        return changes
+        return kept
 
 
 def _count(number: int) -> str:
@@ -182,9 +200,8 @@ class _Reader:
         self.shortcut_nodes = {node: block for block in network.blocks for node in block.shortcut_nodes}
         self.before_tap = self._before_taps()
         self.boxes: list[Box] = []
-        self.branches: list[Branch] = []
-        self.branch_of: dict[int, Branch] = {}
-        self.drawn_in: dict[int, str] = {}
+        self.by_key: dict[str, Box] = {}
+        self.where: dict[int, str] = {}
         self.groups: dict[Any, Box] = {}
 
     def _before_taps(self) -> set[int]:
@@ -203,7 +220,7 @@ class _Reader:
     def block_of(self, node: Node) -> BlockInstance | None:
         return self.by_id[node.block] if node.block is not None else None
 
-    def _new_box(self, node: Node, label: str, fill: str, style: str = "layer") -> Box:
+    def _new_box(self, node: Node, label: str, fill: str, style: str = "layer") -> str:
         block = self.block_of(node)
         top = self.outermost[block.id] if block is not None else None
         box = Box(
@@ -214,91 +231,75 @@ class _Reader:
             node.shape,
             stage=top.stage if top is not None else None,
             block=top.path if top is not None else None,
+            branch=node.role == "branch",
         )
         box.add(node)
-        return box
+        return self._append(box)
+
+    def _append(self, box: Box) -> str:
+        self.boxes.append(box)
+        self.by_key[box.key] = box
+        return box.key
+
+    def _fold(self, node: Node, key: str) -> str:
+        self.by_key[key].add(node)
+        return key
 
     def read(self) -> Column:
         network = self.network
-        for node in network.nodes():
-            if isinstance(node.layer, Input):
-                image = Box(f"{self.prefix}image", "image", "white", "image", network.input_shape)
-                self.boxes.append(image)
-                self.drawn_in[node.id] = image.key
-            elif node.layer.graph_end:
-                continue
-            elif self.detail != "layer" and self.block_of(node) is not None:
-                self._group(node)
-            elif node.role == "shortcut":
-                continue  # drawn as its arc
-            elif node.role == "branch":
-                self._branch_layer(node)
-            else:
-                self._main_layer(node)
-        for branch in self.branches:
-            if not branch.boxes:  # every layer of the branch folds: one box says what they are
-                branch.boxes.append(Box(f"{branch.source}_b", ", ".join(branch.folded), _BRANCH_FILL))
+        order = list(network.nodes())
+        for node in order:
+            self.where[node.id] = self._place(node)
+        arcs = self._arcs()
+        edges = self._edges(order, arcs)
+        end = self.where[order[-1].id] if order else None
+        _layout(self.boxes, edges, end)
         title = network.name
         subtitle = f"{_count(network.num_params)} params, {_count(network.macs)} MACs"
-        return Column(title, subtitle, self.boxes, self.branches, self._arcs())
+        return Column(title, subtitle, self.boxes, edges, arcs, self.where)
 
     def _shown(self, layer) -> bool:
         return self.all_layers or layer.figure == "box"
 
-    def _main_layer(self, node: Node) -> None:
+    def _place(self, node: Node) -> str:
+        """The key of the box (or arc) that draws the node, made if it is the first."""
         layer = node.layer
-        inputs = node.inputs
-        # A shortcut's add folds into the box above (Fig. 3), unless that box is another
-        # join, which would then read as the shortcut's.
-        folds = node.id in self.shortcut_joins and not self.all_layers and self.boxes[-1].style != "join"
-        if layer.figure == "join" and not folds:
-            # A join: side branches come back to it; a shortcut's add shows at all_layers only.
+        if isinstance(layer, Input):
+            return self._append(Box(f"{self.prefix}image", "image", "white", "image", self.network.input_shape))
+        if self.detail != "layer" and node.block is not None:
+            return self._group(node)
+        block = self.shortcut_nodes.get(node.id)
+        if block is not None and block.join is not None:
+            return f"{self.prefix}s{block.id}"  # drawn as its arc
+        first = self.where.get(node.inputs[0]) if node.inputs else None
+        above = self.by_key.get(first) if first is not None else None
+        if layer.graph_end:
+            return first if first is not None else ""
+        fill = _BRANCH_FILL if node.role == "branch" else None
+        if layer.figure == "join":
+            # A shortcut's add folds into the box above (Fig. 3), unless that box is another
+            # join, which would then read as the shortcut's.
+            if node.id in self.shortcut_joins and not self.all_layers and above is not None and above.style != "join":
+                return self._fold(node, above.key)
             label = layer.figure_label()
-            box = self._new_box(node, label, "white", "join" if len(label) == 1 else "layer")
-            for source in inputs[1:]:
-                branch = self.branch_of.get(source)
-                if branch is not None:
-                    branch.join = box.key
-        elif layer.figure == "marker":
-            box = self._new_box(node, layer.figure_label(), "white", "marker")
-        elif self._shown(layer):
-            box = self._new_box(node, layer.figure_label(), _fill(layer))
-        elif node.id in self.before_tap:
+            return self._new_box(node, label, "white", "join" if len(label) == 1 else "layer")
+        if layer.figure == "marker":
+            return self._new_box(node, layer.figure_label(), "white", "marker")
+        if self._shown(layer):
+            return self._new_box(node, layer.figure_label(), fill or _fill(layer))
+        if node.id in self.before_tap:
             # A pre-activation: it is where a tapped shortcut starts, so it gets a box.
-            last = self.boxes[-1]
-            if last.style == "preact" and self.drawn_in.get(inputs[0]) == last.key:
-                last.label += f", {layer.figure_label()}"
-                last.add(node)
-                self.drawn_in[node.id] = last.key
-                return
-            box = self._new_box(node, layer.figure_label(), _POOL_FILL, "preact")
-        else:
-            self.boxes[-1].add(node)  # folded into the box above, figures included
-            self.drawn_in[node.id] = self.boxes[-1].key
-            return
-        self.boxes.append(box)
-        self.drawn_in[node.id] = box.key
+            if above is not None and above.style == "preact":
+                above.label += f", {layer.figure_label()}"
+                return self._fold(node, above.key)
+            return self._new_box(node, layer.figure_label(), _POOL_FILL, "preact")
+        if above is not None and above.style != "image" and len(self.graph.node(node.inputs[0]).users) == 1:
+            return self._fold(node, above.key)  # folded into the box above, figures included
+        # A layer that starts a path of its own (RepVGG's BN beside its convolutions, a
+        # split's part): the value it reads goes elsewhere too, so it cannot fold.
+        return self._new_box(node, layer.figure_label(), fill or _POOL_FILL)
 
-    def _branch_layer(self, node: Node) -> None:
-        layer = node.layer
-        source = node.inputs[0]
-        branch = self.branch_of.get(source)
-        if branch is None:
-            branch = Branch(self.drawn_in[source])
-            self.branches.append(branch)
-        self.branch_of[node.id] = branch
-        if self._shown(layer) or layer.figure == "marker":
-            box = self._new_box(node, layer.figure_label(), _BRANCH_FILL)
-            branch.boxes.append(box)
-            self.drawn_in[node.id] = box.key
-        elif branch.boxes:
-            branch.boxes[-1].add(node)
-            self.drawn_in[node.id] = branch.boxes[-1].key
-        else:
-            branch.folded.append(layer.figure_label())
-            self.drawn_in[node.id] = branch.source
-
-    def _group(self, node: Node) -> None:
+    def _group(self, node: Node) -> str:
         """Block or stage detail: every node of a block, branches and shortcuts included,
         counts in its block's (or stage's) box."""
         top = self.outermost[self.block_of(node).id]
@@ -313,7 +314,7 @@ class _Reader:
             box = Box(f"{self.prefix}g{node.id}", label, "", "group", node.shape, stage=top.stage)
             box.block = top.path if self.detail == "block" else None
             self.groups[key] = box
-            self.boxes.append(box)
+            self._append(box)
         layer = node.layer
         # What the box folds that no label would show: blocks used inside the block (SE,
         # ECA) and side branches, named once each ("bottleneck(64) + se").
@@ -330,14 +331,14 @@ class _Reader:
         if node.role == "main":
             box.shape = node.shape
         box.add(node)
-        self.drawn_in[node.id] = box.key
+        return box.key
 
     def _arcs(self) -> list[Arc]:
         arcs: list[Arc] = []
         written = self.network.settings.projection is not None
         stage_arcs: dict[str, Arc] = {}
         for block in self.network.blocks:
-            if block.join is None or block.plan is None or block.join not in self.drawn_in:
+            if block.join is None or block.plan is None or block.join not in self.where:
                 continue
             plan = block.plan
             if self.detail == "layer":
@@ -347,17 +348,17 @@ class _Reader:
                 source = block.entry  # from the box before the block's (or stage's) own
             else:
                 continue  # a block inside a block: inside its box
-            start, end = self.drawn_in.get(source), self.drawn_in[block.join]
-            if start is None or start == end:
+            start, end = self.where.get(source), self.where[block.join]
+            key = f"{self.prefix}s{block.id}" if self.detail == "layer" and block.shortcut_nodes else ""
+            if start is None or (start == end and not key):
                 continue
             label = plan.projection if written and plan.kind == "projection" and plan.projection else ""
-            arc = Arc(start, end, plan.kind, plan.changes_dimensions, label, block.path)
-            for node in block.shortcut_nodes if self.detail == "layer" else ():  # else in the block's box
-                if node in self.graph:
-                    shortcut = self.graph.node(node)
-                    arc.params += shortcut.params
-                    arc.macs += shortcut.macs
-                    arc.names.append(shortcut.name)
+            arc = Arc(start, end, plan.kind, plan.changes_dimensions, label, block.path, key=key)
+            for node in block.shortcut_nodes if key else ():  # else in the block's box
+                shortcut = self.graph.node(node)
+                arc.params += shortcut.params
+                arc.macs += shortcut.macs
+                arc.names.append(shortcut.name)
             if self.detail == "stage":
                 # One arc per stage, into the stage's box: dashed if any of its shortcuts
                 # changes dimensions, a projection if any block projects.
@@ -375,6 +376,105 @@ class _Reader:
                 continue
             arcs.append(arc)
         return arcs
+
+    def _edges(self, order: list[Node], arcs: list[Arc]) -> list[Edge]:
+        """Every input of every node, between the boxes that draw them, once each; but
+        what the shortcut arcs draw: an identity's input to its join, and a projection's
+        (or zero-pad's) way from its tap through its nodes to the join."""
+        carried = {arc.key for arc in arcs if arc.key}
+        identities: set[tuple[int, int]] = set()
+        if self.detail == "layer":
+            identities = {
+                (block.entry, block.join)
+                for block in self.network.blocks
+                if block.join is not None and block.plan is not None and block.plan.kind == "identity"
+            }
+        edges: list[Edge] = []
+        seen: set[tuple[str, str]] = set()
+        for node in order:
+            target = self.where[node.id]
+            if target in carried:
+                continue
+            for value in node.inputs:
+                source = self.where[value]
+                if source == target or source in carried or (value, node.id) in identities:
+                    continue
+                if (source, target) not in seen:
+                    seen.add((source, target))
+                    edges.append(Edge(source, target))
+        return edges
+
+
+def _layout(boxes: list[Box], edges: list[Edge], end: str | None) -> None:
+    """Rows, lanes and each edge's kind and lane.
+
+    The main column (lane 0) is the path from the image to the last box through the
+    most boxes outside side branches, then through the fewest inside them (an SE
+    branch stands beside it), then the most boxes, then the most MACs (RepVGG's 3x3
+    path before its 1x1); ties go to the first input, the value joined onto. Every
+    box sits one row below the lowest box it reads. Each box off the main column
+    takes the nearest lane to its left that is free from the row below what it reads
+    down to the row above its last reader, so that its edges run down its lane with
+    no box on their way. An edge from the main column past some of its boxes
+    (``skip``) curves right of it, as the shortcuts do (lane 1)."""
+    index = {box.key: number for number, box in enumerate(boxes)}
+    inputs: list[list[int]] = [[] for _ in boxes]
+    readers: list[list[int]] = [[] for _ in boxes]
+    for edge in edges:
+        source, target = index[edge.source], index[edge.target]
+        if source < target:  # boxes come in the order the network computes them
+            inputs[target].append(source)
+            readers[source].append(target)
+    score: list[tuple[int, int, int, int]] = []
+    best: list[int | None] = []
+    for number, box in enumerate(boxes):
+        chosen = None
+        for source in inputs[number]:
+            if chosen is None or score[source] > score[chosen]:
+                chosen = source
+        main, side, count, macs = score[chosen] if chosen is not None else (0, 0, 0, 0)
+        score.append((main + (not box.branch), side - box.branch, count + 1, macs + box.macs))
+        best.append(chosen)
+        box.row = max((boxes[source].row + 1 for source in inputs[number]), default=0)
+    spine: dict[int, int | None] = {}  # box number on the main column: the one above it there
+    at: int | None = index.get(end) if end is not None else None
+    while at is not None:
+        spine[at] = best[at]
+        at = best[at]
+    taken: dict[int, set[int]] = {}
+
+    def free_lane(span: range, wanted: list[int]) -> int:
+        for lane in itertools.chain(wanted, itertools.count(-1, -1)):
+            rows = taken.setdefault(lane, set())
+            if not any(row in rows for row in span):
+                rows.update(span)
+                return lane
+        raise AssertionError("unreachable: a new lane is always free")  # pragma: no cover
+
+    for edge in edges:
+        source, target = index[edge.source], index[edge.target]
+        if source in spine and target in spine:
+            edge.kind = "spine" if spine[target] == source else "skip"
+            edge.lane = 0 if edge.kind == "spine" else 1
+    for number, box in enumerate(boxes):
+        if number in spine:
+            box.lane = 0
+            continue
+        above = [boxes[source] for source in inputs[number]]
+        # From the highest box of the main column it reads (its edge comes down this
+        # lane), else from the box it reads last.
+        start = min(
+            [source.row + 1 for source in above if source.lane == 0]
+            + [max((source.row + 1 for source in above), default=box.row)]
+        )
+        stop = max((boxes[reader].row for reader in readers[number]), default=box.row + 1)
+        # Down the lane of a box it reads beside the main column, if that way is free.
+        wanted = [source.lane for source in above if source.lane != 0][:1]
+        box.lane = free_lane(range(start, max(stop, box.row + 1)), wanted)
+    for edge in edges:
+        if edge.kind == "flow":
+            source = boxes[index[edge.source]]
+            edge.lane = source.lane if source.lane else boxes[index[edge.target]].lane
 
 
 def figure(network: Network, prefix: str = "c0_", detail: str = "layer", all_layers: bool = False) -> Column:
@@ -526,29 +626,11 @@ def columns_to_dot(columns: list[Column], *, direction: str = "TB", shapes: bool
                 fontsize="12",
                 **{"class": "title"},
             )
-            for box in column.boxes:
-                # One group per column: Graphviz keeps a group's edges straight.
-                style = _NODE_STYLE.get(box.style, {})
-                sub.node(box.key, _decorate(box, shapes), fillcolor=box.fill, group=prefix, **style)
-            sub.edge(f"{prefix}title", column.boxes[0].key, style="invis", weight="100")
-            joined: dict[tuple[str, str | None], list[Branch]] = {}
-            for branch in column.branches:
-                joined.setdefault((branch.source, branch.join), []).append(branch)
-            for index, (upper, lower) in enumerate(itertools.pairwise(column.boxes), start=1):
-                weight = "1" if (number, index) in opens else "100"
-                branches = joined.pop((upper.key, lower.key), None)
-                if branches:
-                    _branches(sub, branches, upper.key, lower.key, prefix, weight, shapes)
-                else:
-                    sub.edge(upper.key, lower.key, weight=weight)
+            _column_body(sub, column, prefix, {index for n, index in opens if n == number}, shapes, direction)
             for index, size in column.size_changes():
                 label = f"{prefix}size{index}"
                 size_label[(number, index)] = label
                 sub.node(label, f"output size: {size}", shape="plaintext", style="", fontsize="10", width="0")
-            for branches in joined.values():
-                # A branch whose join is not the next box (no spec makes one today): drawn plainly.
-                for branch in branches:
-                    _branch_boxes(sub, branch, shapes)
         for arc in column.arcs:
             _arc(out, arc, side)
     # Every "output size" note stands left of its box; boxes reaching a shared size share a rank.
@@ -574,49 +656,70 @@ def _same_rank(out: _Writer, names: list[str]) -> None:
             row.edge(left, right, style="invis")
 
 
-def _branch_boxes(sub: _Writer, branch: Branch, shapes: bool) -> None:
-    for box in branch.boxes:
-        sub.node(box.key, _decorate(box, shapes), fillcolor=box.fill, **{"class": "branch"})
-    chain = [branch.source, *(box.key for box in branch.boxes)]
-    if branch.join is not None:
-        chain.append(branch.join)
-    for upper, lower in itertools.pairwise(chain):
-        sub.edge(upper, lower, weight="1", **{"class": "branch"})
+def _group(prefix: str, lane: int) -> str:
+    # One group per lane: Graphviz keeps a group's edges straight.
+    return f"{prefix}L{-lane}" if lane else prefix
 
 
-def _branches(
-    sub: _Writer, branches: list[Branch], source: str, join: str, prefix: str, weight: str, shapes: bool
-) -> None:
-    """Side branches left of the main column, which runs straight from their source to
-    their join through spacers, one beside each branch box."""
-    length = max(len(branch.boxes) for branch in branches)
-    spacers = [f"{join}_s{step}" for step in range(length)]
-    for spacer in spacers:
-        # Graphviz ends the segments through a spacer 1 pt short of its centre even
-        # unclipped: a filled bar as wide as the line (0.8 pt) and 3 pt tall bridges the
-        # gap, and no wider than the line it leaves no tick (a dot did, a point a gap).
-        sub.node(
-            spacer,
-            "",
-            shape="box",
-            style="filled",
-            color="black",
-            penwidth="0",
-            width="0.0111",
-            height="0.042",
-            fixedsize="true",
-            group=prefix,
-        )
-    path = [source, *spacers, join]
-    for upper, lower in itertools.pairwise(path):
-        ends = {} if lower == join else {"arrowhead": "none", "headclip": "false"}
-        if upper != source:
-            ends["tailclip"] = "false"
-        sub.edge(upper, lower, weight=weight, **ends)
-    for branch in branches:
-        _branch_boxes(sub, branch, shapes)
-        for box, spacer in zip(branch.boxes, spacers):
-            _same_rank(sub, [box.key, spacer])
+def _column_body(sub: _Writer, column: Column, prefix: str, opens: set[int], shapes: bool, direction: str) -> None:
+    """The boxes and edges of one column: the main column straight down (one group, so
+    Graphviz keeps it straight), each box beside it in the row and lane the layout
+    gave it, and the main column running past them through spacers."""
+    for box in column.boxes:
+        attrs = dict(_NODE_STYLE.get(box.style, {}))
+        if box.branch:
+            attrs["class"] = "branch"
+        sub.node(box.key, _decorate(box, shapes), fillcolor=box.fill, group=_group(prefix, box.lane), **attrs)
+    sub.edge(f"{prefix}title", column.boxes[0].key, style="invis", weight="100")
+    at_row: dict[int, str] = {}  # what the main column has in each row: a box or a spacer
+    beside: dict[int, list[tuple[int, str]]] = {}
+    main: list[tuple[int, Box]] = []
+    for index, box in enumerate(column.boxes):
+        if box.lane:
+            beside.setdefault(box.row, []).append((box.lane, box.key))
+        else:
+            main.append((index, box))
+            at_row[box.row] = box.key
+    for (_, upper), (index, lower) in itertools.pairwise(main):
+        # The blank space that aligns an output size goes just above the box that opens it.
+        weight = "1" if index in opens else "100"
+        spacers = [f"{lower.key}_s{step}" for step in range(lower.row - upper.row - 1)]
+        for step, spacer in enumerate(spacers):
+            at_row[upper.row + 1 + step] = spacer
+            # Graphviz ends the segments through a spacer 1 pt short of its centre even
+            # unclipped: a filled bar as wide as the line (0.8 pt) and 3 pt tall bridges the
+            # gap, and no wider than the line it leaves no tick (a dot did, a point a gap).
+            sub.node(
+                spacer,
+                "",
+                shape="box",
+                style="filled",
+                color="black",
+                penwidth="0",
+                width="0.0111",
+                height="0.042",
+                fixedsize="true",
+                group=prefix,
+            )
+        path = [upper.key, *spacers, lower.key]
+        for top, bottom in itertools.pairwise(path):
+            ends = {} if bottom == lower.key else {"arrowhead": "none", "headclip": "false"}
+            if top != upper.key:
+                ends["tailclip"] = "false"
+            sub.edge(top, bottom, weight=weight, **ends)
+    for edge in column.edges:
+        if edge.kind != "spine":
+            sub.edge(
+                edge.source,
+                edge.target,
+                weight="1",
+                **{"class": "flow" if edge.kind == "flow" else f"flow {edge.kind}"},
+            )
+    for row, cells in sorted(beside.items()):
+        # Left of the main column in TB; below it in LR, where the arcs are above.
+        keys = [key for _, key in sorted(cells)]
+        main = [at_row[row]] if row in at_row else []  # none below the main column's last box
+        _same_rank(sub, [*keys, *main] if direction == "TB" else [*main, *reversed(keys)])
 
 
 def _arc(out: _Writer, arc: Arc, side: str) -> None:
@@ -628,6 +731,8 @@ def _arc(out: _Writer, arc: Arc, side: str) -> None:
         "color": _PROJECTION_BLUE if arc.kind == "projection" else _ARC_GREY,
         "class": f"shortcut {arc.kind}",
     }
+    if arc.key:
+        attrs["id"] = arc.key  # the arc draws these nodes of the IR (Column.where)
     if arc.kind == "projection":
         attrs["penwidth"] = "1.3"
     if arc.label:

@@ -10,6 +10,7 @@ from resdsl.cli_support import (
     EXIT_OK,
     EXIT_SPEC,
     EXIT_USAGE,
+    UsageError,
     add_spec_options,
     check_output,
     compile_from_args,
@@ -59,7 +60,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="at layer detail, also draw BN, ReLU, dropout and flatten (Fig. 3 leaves them out)",
     )
-    add_spec_options(draw)
+    add_spec_options(draw, several_specs=True)
     draw.set_defaults(run=run)
 
 
@@ -73,12 +74,17 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    names = args.network or [None]
+    if len(names) not in (1, len(args.specs)):
+        raise UsageError(
+            f"{len(names)} --network names for {len(args.specs)} specs: give one per spec, in order, or one for all"
+        )
     check_output(args.output)
     networks = []
     failed = False
-    for spec in args.specs:
+    for spec, name in zip(args.specs, names * len(args.specs) if len(names) == 1 else names):
         try:
-            networks.append(compile_from_args(spec, args))
+            networks.append(compile_from_args(spec, argparse.Namespace(**{**vars(args), "network": name})))
         except SpecError as error:
             print(error, file=sys.stderr)
             failed = True

@@ -8,7 +8,7 @@
   const view = document.getElementById("viewport");
   const tip = document.getElementById("tooltip");
   const NS = "http://www.w3.org/2000/svg";
-  const W = 176, H = 24, STEP = 34, BRANCH = W + 24, ARCS = 90, NOTES = 96;
+  const W = 176, H = 24, STEP = 34, LANE = W + 24, ARCS = 90, NOTES = 96, GAP = (STEP - H) / 2;
   const collapsed = new Set(data.collapsed);
 
   function element(name, attrs, parent) {
@@ -26,78 +26,86 @@
     return value.toLocaleString("en-US");
   }
 
-  // One column's visible rows: layers, or a summary where a block or stage is collapsed.
+  // One column's visible boxes: its own, or a summary where a block or stage is
+  // collapsed, each in a visible row (vrow): the rows the figure gave the boxes, a
+  // collapsed block's or stage's rows made one.
   function rows(column, number) {
-    const out = [], where = {};
-    let last = null;
-    const joinsAt = {};
-    for (const branch of column.branches) (joinsAt[branch.join] = joinsAt[branch.join] || []).push(branch);
-    for (const box of column.boxes) {
-      let group = null;
+    const out = [], where = {}, summaries = {}, rowIndex = {};
+    let count = 0;
+    const ordered = column.boxes.map(function (box, i) { return [box, i]; });
+    ordered.sort(function (a, b) { return a[0].row - b[0].row || a[1] - b[1]; });
+    for (const pair of ordered) {
+      const box = pair[0];
+      let group = null, key, shown;
       if (box.stage && collapsed.has(number + ":stage:" + box.stage)) group = column.stages[box.stage];
       else if (box.block && collapsed.has(number + ":block:" + box.block)) group = column.blocks[box.block];
       if (group) {
-        if (last === null || last.key !== group.key) {
-          last = Object.assign({}, group, { summary: true });
-          out.push(last);
+        key = "g:" + group.group;
+        shown = summaries[key];
+        if (!shown) {
+          shown = summaries[key] = Object.assign({}, group, { summary: true, lane: 0 });
+          out.push(shown);
         }
-        where[box.key] = last;
-        for (const branch of joinsAt[box.key] || []) for (const b of branch.boxes) where[b.key] = last;
-        continue;
+      } else {
+        key = "r:" + box.row;
+        shown = Object.assign({}, box);
+        out.push(shown);
       }
-      const branches = joinsAt[box.key] || [];
-      let side = 0;
-      for (const branch of branches) {
-        branch.boxes.forEach(function (b, i) {
-          const row = Object.assign({}, b, { branch: true, offset: i });
-          where[b.key] = row;
-          out.push(row);
-        });
-        side = Math.max(side, branch.boxes.length);
-      }
-      last = Object.assign({}, box);
-      out.push(last);
-      where[box.key] = last;
+      if (!(key in rowIndex)) rowIndex[key] = count++;
+      if (shown.vrow === undefined) shown.vrow = rowIndex[key];
+      where[box.key] = shown;
     }
-    return { rows: out, where: where };
+    out.sort(function (a, b) { return a.vrow - b.vrow; });
+    const lanes = Math.max.apply(null, [0].concat(column.boxes.map(function (box) { return -box.lane; })));
+    return { rows: out, where: where, count: count, lanes: lanes };
   }
 
-  // The spatial size a main row outputs (a flat output counts as 1), or null.
+  // The spatial size a row outputs (a flat output counts as 1), or null.
   function sizeOf(row) {
     return row.shape ? (row.shape.length === 3 ? row.shape[1] : 1) : null;
   }
 
-  // Top to bottom, each row a STEP below the last, plus the gaps that align sizes.
+  // Where the main column's size changes to one it keeps from there on (as
+  // Column.size_changes: not on a way down and back up, as an attention's pooling):
+  // [size, row] pairs, the first row included.
+  function changes(laid) {
+    const main = laid.rows.filter(function (row) { return row.lane === 0 && sizeOf(row) !== null; });
+    const kept = [];
+    let largest = 0;
+    for (let i = main.length - 1; i >= 0; i--) {
+      const s = sizeOf(main[i]);
+      if (s >= largest) kept.unshift([s, main[i]]);
+      largest = Math.max(largest, s);
+    }
+    return kept.filter(function (pair, i) { return i === 0 || pair[0] !== kept[i - 1][0]; });
+  }
+
+  // Each visible row's top, a STEP below the last, plus the gaps that align sizes.
   function place(laid, gaps) {
+    const ys = [];
     let y = 50;
-    laid.rows.forEach(function (row, index) {
-      y += gaps[index] || 0;
-      row.y = y;
+    for (let v = 0; v < laid.count; v++) {
+      y += gaps[v] || 0;
+      ys.push(y);
       y += STEP;
-    });
+    }
+    for (const row of laid.rows) row.y = ys[row.vrow];
     return y;
   }
 
   // As in the paper's Fig. 3, the rows where the columns reach an output size are level:
   // for each size shared by columns of one input size (whose sizes only shrink, so
-  // that they come in one order), the columns that reach it sooner wait with a gap.
+  // that they come in one order), the columns that reach it sooner wait with a gap,
+  // just below the main column's box before it.
   function align(layouts) {
     const gaps = layouts.map(function () { return {}; });
     const reach = layouts.map(function (laid) {
-      const found = [];
-      let last = null;
-      laid.rows.forEach(function (row, index) {
-        if (row.branch) return;
-        const s = sizeOf(row);
-        if (s !== null && s !== last) found.push([s, index]);
-        if (s !== null) last = s;
-      });
+      const found = changes(laid);
       const shrinking = found.every(function (pair, i) { return i === 0 || pair[0] < found[i - 1][0]; });
       return shrinking ? found : [];
     });
     const keys = {};
     reach.forEach(function (found, number) {
-      if (!found.length) return;
       for (const pair of found) {
         const key = found[0][0] + ":" + pair[0];
         (keys[key] = keys[key] || { first: found[0][0], size: pair[0], places: [] }).places.push([number, pair[1]]);
@@ -107,13 +115,14 @@
     shared.sort(function (a, b) { return a.first - b.first || b.size - a.size; });
     for (const key of shared) {
       layouts.forEach(function (laid, number) { place(laid, gaps[number]); });
-      const level = Math.max.apply(null, key.places.map(function (p) { return layouts[p[0]].rows[p[1]].y; }));
+      const level = Math.max.apply(null, key.places.map(function (p) { return p[1].y; }));
       for (const p of key.places) {
-        const shift = level - layouts[p[0]].rows[p[1]].y;
-        // The gap goes above the branch rows that come before the row, if any.
-        let at = p[1];
-        while (at > 0 && layouts[p[0]].rows[at - 1].branch) at--;
-        if (shift > 0) gaps[p[0]][at] = (gaps[p[0]][at] || 0) + shift;
+        const shift = level - p[1].y;
+        if (shift <= 0) continue;
+        const laid = layouts[p[0]];
+        let at = 0;
+        for (const row of laid.rows) if (row.lane === 0 && row.vrow < p[1].vrow) at = row.vrow + 1;
+        gaps[p[0]][at] = (gaps[p[0]][at] || 0) + shift;
       }
     }
     return gaps;
@@ -121,32 +130,26 @@
 
   function draw() {
     while (view.firstChild) view.removeChild(view.firstChild);
-    let x = NOTES + BRANCH, right = 0, bottom = 0;
+    let x = 0, right = 0, bottom = 0;
     const layouts = data.columns.map(function (column, number) { return rows(column, number); });
     const gaps = align(layouts);
     data.columns.forEach(function (column, number) {
       const laid = layouts[number];
+      x += NOTES + laid.lanes * LANE;
       text(column.title, { x: x + W / 2, y: 16, class: "title" });
       text(column.subtitle, { x: x + W / 2, y: 32, class: "subtitle" });
       const y = place(laid, gaps[number]);
-      let previous = null, size = null;
-      for (const row of laid.rows) {
-        row.x = row.branch ? x - BRANCH : x;
-        if (!row.branch) {
-          if (previous) line(previous, row);
-          const s = sizeOf(row);
-          if (s !== null && s !== size) text("output size: " + s, { x: x - BRANCH - 8, y: row.y + 16, class: "note" });
-          if (s !== null) size = s;
-          previous = row;
-        }
+      for (const row of laid.rows) row.x = x + row.lane * LANE;
+      for (const pair of changes(laid)) {
+        text("output size: " + pair[0], { x: x - laid.lanes * LANE - 8, y: pair[1].y + 16, class: "note" });
       }
-      column.branches.forEach(function (branch) {
-        const source = laid.where[branch.source], join = laid.where[branch.join];
-        const boxes = branch.boxes.map(function (b) { return laid.where[b.key]; });
-        if (!source || !join || boxes.some(function (b) { return !b || !b.branch; })) return;
-        const chain = [source].concat(boxes, [join]);
-        for (let i = 1; i < chain.length; i++) connector(chain[i - 1], chain[i]);
-      });
+      const drawn = new Set();
+      for (const edge of column.edges) {
+        const from = laid.where[edge.source], to = laid.where[edge.target];
+        if (!from || !to || from === to || drawn.has(from.key + " " + to.key)) continue;
+        drawn.add(from.key + " " + to.key);
+        link(from, to, edge, x);
+      }
       for (const arc of column.arcs) {
         const from = laid.where[arc.source], to = laid.where[arc.target];
         if (!from || !to || from === to) continue;
@@ -155,7 +158,7 @@
       for (const row of laid.rows) box(row, number);
       right = x + W + ARCS;
       bottom = Math.max(bottom, y);
-      x += W + ARCS + NOTES + BRANCH;
+      x += W + ARCS;
     });
     extent = [right, bottom + 10];
     if (!svg.hasAttribute("viewBox")) firstView();
@@ -177,12 +180,29 @@
     svg.setAttribute("viewBox", "0 0 " + extent[0] + " " + extent[1]);
   }
 
-  function line(upper, lower) {
-    element("line", { x1: upper.x + W / 2, y1: upper.y + H, x2: lower.x + W / 2, y2: lower.y, class: "link" });
-  }
-  function connector(a, b) {
-    const x1 = a.x + W / 2, x2 = b.x + W / 2;
-    element("path", { d: "M" + x1 + "," + (a.y + H) + " L" + x2 + "," + b.y, class: "link branch" });
+  // An edge: straight down a lane; from a lane into another just below its source and
+  // just above its target; from the main column past some of its boxes ("skip"), a
+  // curve right of it, as a shortcut.
+  function link(from, to, edge, columnX) {
+    const x1 = from.x + W / 2, y1 = from.y + H, x2 = to.x + W / 2, y2 = to.y;
+    const ends = { "data-from": from.key, "data-to": to.key };
+    if (edge.kind === "skip" && from.lane === 0 && to.lane === 0 && to.y > from.y + STEP) {
+      const xr = from.x + W, a = from.y + H / 2, b = to.y + H / 2, bend = Math.min(60, 10 + (b - a) / 8);
+      ends.d = "M" + xr + "," + a + " C" + (xr + bend) + "," + a + " " + (xr + bend) + "," + b + " " + xr + "," + b;
+      ends.class = "link skip";
+      return element("path", ends);
+    }
+    // The lane of the end beside the main column (the layout kept its way free).
+    const lane = columnX + (from.lane || to.lane) * LANE + W / 2;
+    const points = [[x1, y1]];
+    if (x1 !== x2 && y2 > y1 + 2 * GAP) {
+      if (lane !== x1) points.push([lane, y1 + GAP]);
+      if (lane !== x2) points.push([lane, y2 - GAP]);
+    }
+    points.push([x2, y2]);
+    ends.d = "M" + points.map(function (p) { return p.join(","); }).join(" L");
+    ends.class = "link";
+    return element("path", ends);
   }
   function shortcut(from, to, arc) {
     const x = from.x + W, y1 = from.y + H / 2, y2 = to.y + H / 2, bend = Math.min(70, 14 + (y2 - y1) / 6);

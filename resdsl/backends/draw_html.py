@@ -23,11 +23,11 @@ _SCRIPT = Path(__file__).with_name("draw_html.js")
 # The page may load nothing: inline script and style only.
 _POLICY = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
 _STYLE = """
-body { margin: 0; font-family: Helvetica, Arial, sans-serif; background: #fff; }
-#bar { position: fixed; top: 0; left: 0; right: 0; padding: 6px 10px; background: #f6f6f6;
-       border-bottom: 1px solid #ddd; font-size: 13px; z-index: 1; }
+body { margin: 0; font-family: Helvetica, Arial, sans-serif; background: #fff;
+       display: flex; flex-direction: column; height: 100vh; overflow: hidden; }
+#bar { flex: none; padding: 6px 10px; background: #f6f6f6; border-bottom: 1px solid #ddd; font-size: 13px; }
 #bar button { margin-right: 6px; }
-#figure { position: fixed; top: 36px; left: 0; width: 100vw; height: calc(100vh - 36px); cursor: grab; }
+#figure { flex: 1 1 auto; min-height: 0; width: 100%; cursor: grab; }
 #tooltip { position: fixed; display: none; background: #fffff4; border: 1px solid #999; padding: 6px 8px;
            font-size: 12px; pointer-events: none; box-shadow: 1px 1px 4px #0003; z-index: 2; }
 .title { font-size: 14px; text-anchor: middle; }
@@ -41,6 +41,7 @@ body { margin: 0; font-family: Helvetica, Arial, sans-serif; background: #fff; }
 .box.marker text { fill: #b03030; }
 .box.summary rect { stroke-width: 1.6; }
 .link { stroke: #222; stroke-width: 0.8; fill: none; }
+.link.skip { stroke: #444; }
 .shortcut { fill: none; stroke: #555; stroke-width: 1; }
 .shortcut.projection { stroke: #1f5fa8; stroke-width: 1.4; }
 .shortcut.dashed { stroke-dasharray: 5 4; }
@@ -87,10 +88,7 @@ def to_html(
                 "title": column.title,
                 "subtitle": column.subtitle,
                 "boxes": [_box(box) for box in column.boxes],
-                "branches": [
-                    {"source": b.source, "join": b.join, "boxes": [_box(box) for box in b.boxes]}
-                    for b in column.branches
-                ],
+                "edges": [asdict(edge) for edge in column.edges],
                 "arcs": [asdict(arc) for arc in column.arcs],
                 "blocks": blocks,
                 "stages": stages,

@@ -328,7 +328,8 @@ def hover(analysis: Analysis, line: int, column: int) -> str | None:
 
 def _statement_kind(text: str, line: int) -> str | None:
     """The kind a statement line writes: its first word after an optional label."""
-    match = re.match(r"\s*(?:[A-Za-z_][\w.]*\s*:(?!=)\s*)?([A-Za-z_]\w*)", text.splitlines()[line - 1])
+    # A label may start with a number (`0: conv`), an interpolation (`{k}.0`) or `..`.
+    match = re.match(r"\s*(?:[\w.{}]+\s*:(?!=)\s*)?([A-Za-z_]\w*)", text.splitlines()[line - 1])
     return match.group(1) if match else None
 
 

@@ -88,6 +88,11 @@ SETTINGS = ("input", "shortcut", "zero_init_residual", "checkpoint", "projection
 
 #: Names every block may read: where it stands in its network (LANGUAGE-2, section 4).
 POSITION_NAMES = ("block_index", "block_count", "stage_index", "stage_count", "repeat")
+#: Where a block used outside a stage (in a stem, head or network body) stands: as the
+#: one block of a stage of its own, so that `if repeat == 0` takes a stage's first branch.
+OUTSIDE_STAGE: dict[str, Value] = {"block_index": 0, "block_count": 1, "stage_index": 0, "stage_count": 1, "repeat": 0}
+#: Statements over named values that a network's body, stem and head may hold as a block's may.
+VALUE_STATEMENTS = (*JOINS, "split", "weighted")
 
 
 #: Deepest chain of blocks used inside blocks.
@@ -123,7 +128,7 @@ def elaborate(instance: Instance, *, name: str, path: str, pos: Pos, limits: Lim
         # checked first, so that 'inptu' is not reported as a missing input.
         if (
             isinstance(item, ast.Statement)
-            and item.kind not in (*SETTINGS, *LAYER_KINDS, ADD_SHORTCUT, TAP_SHORTCUT)
+            and item.kind not in (*SETTINGS, *LAYER_KINDS, *VALUE_STATEMENTS, ADD_SHORTCUT, TAP_SHORTCUT)
             and item.kind not in instance.namespace.blocks
         ):
             misspelt.append(
@@ -675,7 +680,10 @@ class Expander(ValueStatements):
         if len(context.nesting) >= MAX_BLOCK_NESTING:
             raise LimitError(f"blocks nested deeper than {MAX_BLOCK_NESTING} levels", statement.kind_pos)
         given = self._arguments(block, statement.args, context.env, statement)
-        position = {name: context.env[name] for name in POSITION_NAMES if name in context.env}
+        if context.block is None and context.role != "shortcut":
+            position = dict(OUTSIDE_STAGE)
+        else:
+            position = {name: context.env[name] for name in POSITION_NAMES if name in context.env}
         try:
             bound = self._bind(block, given, position)
         except SpecError as error:
