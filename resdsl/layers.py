@@ -1349,8 +1349,8 @@ class Flatten(Layer):
 def _token_input(kind: str, shape: Shape) -> Tokens:
     if not isinstance(shape, Tokens):
         raise ShapeProblem(
-            f"{kind} needs a token sequence, but its input is {layout(shape) == 'map' and 'a feature map' or 'flat'}"
-            f" ({shape_text(shape)})",
+            f"{kind} needs a token sequence, but its input is "
+            f"{'a feature map' if layout(shape) == 'map' else 'flat'} ({shape_text(shape)})",
             "tokens turns a C x H x W feature map into an (H W) x C token sequence",
         )
     return shape
@@ -1472,7 +1472,7 @@ class Take(Layer):
             raise ShapeProblem(f"take {max(chosen)} is past the last of {shape[-2]} tokens (counting from 0)")
         if isinstance(self.index, tuple):
             return Tokens((*shape[:-2], len(self.index), shape[-1]))
-        return tuple(shape[:-2]) + (shape[-1],) if len(shape) == 2 else Tokens((*shape[:-2], shape[-1]))
+        return (shape[-1],) if len(shape) == 2 else Tokens((*shape[:-2], shape[-1]))
 
     def reference(self, inputs, tensors, training):
         (x,) = inputs
