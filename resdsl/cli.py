@@ -27,11 +27,13 @@ from resdsl.cli_support import (
 )
 from resdsl.errors import CompilerBug, SpecError
 from resdsl.ir import Network
+from resdsl.layers import shape_text
 from resdsl.train import cli as train_cli
 
 
 def _shape(shape: Sequence[int]) -> str:
-    return "x".join(map(str, shape))
+    # A token sequence says so: "197 x 192 tokens" (resdsl.layers.shape_text).
+    return shape_text(shape)
 
 
 def network_record(spec: str, network: Network) -> dict:

@@ -24,7 +24,7 @@ from resdsl import syntax as ast
 from resdsl import tokens, vocabulary
 from resdsl.errors import Pos, SpecError
 from resdsl.ir import BlockInstance, Network, Node
-from resdsl.layers import Output
+from resdsl.layers import Output, shape_text
 
 PRELUDE = "<prelude>"
 
@@ -292,7 +292,8 @@ def use_path_at(text: str, line: int, column: int) -> str | None:
 
 
 def _shape(shape: tuple[int, ...]) -> str:
-    return "x".join(map(str, shape)) if shape else "-"
+    # A token sequence says so: "197 x 192 tokens" (resdsl.layers.shape_text).
+    return shape_text(shape) if shape else "-"
 
 
 def hover(analysis: Analysis, line: int, column: int) -> str | None:

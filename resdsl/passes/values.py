@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from resdsl import syntax as ast
 from resdsl.errors import LimitError, Pos, SpecError, ValueNameError, closest
 from resdsl.evaluate import as_int, describe, evaluate
-from resdsl.layers import JOINS, Split, Weighted
+from resdsl.layers import JOINS, Split, Weighted, layout
 
 if TYPE_CHECKING:
     from resdsl.ir import Graph
@@ -339,6 +339,13 @@ class ValueStatements:
             inputs += got.nodes if isinstance(got, ValueList) else [got]
         if not inputs:
             raise SpecError(f"'{statement.kind}' of an empty list", statement.pos)
+        arity = JOINS[statement.kind].arity
+        if arity is not None and len(inputs) != arity:
+            raise SpecError(
+                f"'{statement.kind}' takes {arity} values, got {len(inputs)}",
+                statement.pos,
+                JOINS[statement.kind].example,
+            )
         self.drop_current(value, context, statement.pos, f"'{statement.kind}'")
         if len(inputs) == 1:
             return inputs[0]  # a join of one value is that value
@@ -395,8 +402,9 @@ class ValueStatements:
             raise SpecError("'split' of an empty list of sizes", written.pos, _SPLIT_USAGE)
         if count > MAX_SPLIT_PARTS:
             raise LimitError(f"a split into {count:,} parts; splits make at most {MAX_SPLIT_PARTS:,}", written.pos)
+        axis = -1 if layout(self.graph.node(value).shape) == "tokens" else 1  # the channel axis
         nodes = tuple(
-            self._node(Split(part, count, sizes), (value,), statement, context, label=None, written="split")
+            self._node(Split(part, count, sizes, axis), (value,), statement, context, label=None, written="split")
             for part in range(count)
         )
         return ValueList(nodes, statement.pos)
