@@ -37,6 +37,7 @@ __all__ = [
     "__version__",
     "compile",
     "compile_text",
+    "export",
     "feature_info",
     "load",
     "shipped_specs",
@@ -113,7 +114,7 @@ def load(
     ``num_features``; a feature extractor has ``feature_info`` (:func:`feature_info`
     gives the same without building anything).
     """
-    from resdsl.backends.torch import load as _load
+    from resdsl.backends.loading import load as _load
 
     extractor = features is not None or features_only or out_indices is not None
     if extractor and for_inference:
@@ -156,3 +157,28 @@ def feature_info(
 
     network = spec if isinstance(spec, Network) else compile(spec, **params)
     return _feature_info(network, features, out_indices)
+
+
+def export(model: Any, path: str | Path, *, network: Network | None = None, example: Any = None) -> None:
+    """Save a model that :func:`load` built in the format `path`'s suffix names: ``.pt``,
+    ``.safetensors`` (state dicts), ``.pt2`` (torch.export), ``.onnx``, ``.py`` (standalone
+    source). The table is ``resdsl.backends.exports.EXPORTERS``, which ``resdsl build -o``
+    uses too."""
+    from resdsl.backends.exports import export as _export
+
+    _export(model, path, network=network, example=example)
+
+
+def _network_svg(network: Network) -> str | None:
+    """Jupyter draws a network inline (block detail); None where Graphviz's dot is missing."""
+    import shutil
+
+    from resdsl.backends.draw import to_dot
+
+    if shutil.which("dot") is None:
+        return None
+    return to_dot([network], detail="block").pipe(format="svg").decode("utf-8")
+
+
+# Set here rather than in resdsl.ir, so that the IR does not import the backend that draws it.
+Network._repr_svg_ = _network_svg  # type: ignore[attr-defined]

@@ -535,16 +535,6 @@ class Network:
             f"{self.macs / 1e9:.3f} GMACs, input {shape}>"
         )
 
-    def _repr_svg_(self) -> str | None:
-        """Jupyter draws the network inline (block detail); None where Graphviz's dot is missing."""
-        import shutil
-
-        from resdsl.backends.draw import to_dot
-
-        if shutil.which("dot") is None:
-            return None
-        return to_dot([self], detail="block").pipe(format="svg").decode("utf-8")
-
     def summary(self) -> str:
         shape = "x".join(map(str, self.output_shape))
         return f"{self.name}: {self.num_params:,} params, {self.macs / 1e9:.3f} GMACs, output {shape}"

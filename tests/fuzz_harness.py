@@ -375,7 +375,8 @@ def torch_checks(network: Any) -> None:
 
     import torch
 
-    from resdsl.backends.torch import build, export_source, load
+    from resdsl.backends.loading import load
+    from resdsl.backends.torch import build, export_source
     from resdsl.errors import LimitError
     from resdsl.ir import activation_bytes, check_forward_pass
 

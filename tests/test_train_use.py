@@ -72,7 +72,7 @@ def cli(monkeypatch, capsys):
 
 
 def test_checkpoint_format_is_the_one_the_backend_reads():
-    from resdsl.backends.torch import RUN_CHECKPOINT_FORMAT
+    from resdsl.backends.loading import RUN_CHECKPOINT_FORMAT
 
     assert CHECKPOINT_FORMAT == RUN_CHECKPOINT_FORMAT
 

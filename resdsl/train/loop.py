@@ -36,6 +36,7 @@ from torch import nn
 
 import resdsl
 from resdsl.files import append_file, write_file
+from resdsl.fingerprint import network_fingerprint
 from resdsl.ir import Network
 from resdsl.train.data import Normalizer, TrainingData, open_data
 from resdsl.train.recipes import KEYS, Recipe, RecipeError, to_iterations
@@ -195,22 +196,6 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         raise RunError(f"not a resdsl training checkpoint (format {CHECKPOINT_FORMAT})", file=str(path))
     check_checkpoint(state, path, EVAL_FIELDS)
     return state
-
-
-def network_fingerprint(network: Network) -> str:
-    """A hash of the architecture: every layer's name, kind, shape, parameters and inputs."""
-    graph = network.graph
-    rows = [
-        [
-            node.name,
-            node.kind,
-            list(node.shape),
-            node.params,
-            sorted(graph.node(source).name for source in set(node.inputs)),
-        ]
-        for node in graph.walk()
-    ]
-    return hashlib.sha256(json.dumps([network.name, rows]).encode()).hexdigest()
 
 
 def spec_record(network: Network, params: dict[str, Any]) -> dict[str, Any]:
@@ -482,7 +467,7 @@ class Trainer:
 
     def _load_init(self, model: nn.Module) -> None:
         """--init: start from these weights (a state dict or another run's checkpoint), except the skipped modules."""
-        from resdsl.backends.torch import load_weights, weights_for
+        from resdsl.backends.loading import load_weights, weights_for
 
         options = self.options
         shown = str(options.init)

@@ -23,13 +23,10 @@ from typing import Any
 
 import yaml
 
-from resdsl.errors import Pos, Source, SpecError, closest
+from resdsl.errors import Pos, Source, closest
+from resdsl.train.textfiles import RecipeError, read_text
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
-
-
-class RecipeError(SpecError):
-    """A recipe that cannot be used: an unknown key, a value of the wrong type, a missing file."""
 
 
 # ---------------------------------------------------------------------------
@@ -510,8 +507,6 @@ def find_recipe(recipe: str) -> Path:
 
 def load_recipe(recipe: str, overrides: list[str] = ()) -> Recipe:
     """The recipe by name or path, with each ``--set KEY=VALUE`` applied in order."""
-    from resdsl.train.runfiles import read_text
-
     path = find_recipe(recipe)
     text = read_text(path, MAX_RECIPE_BYTES, "the recipe", RecipeError)
     shown = path.stem if path.parent == RECIPES_DIR else str(path)
