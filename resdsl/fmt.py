@@ -134,6 +134,8 @@ def tokenize(text: str, path: str = "<string>") -> list[Token]:
             kind, match = COMMENT, _COMMENT.match(text, position)
         elif char == '"':
             kind, match = STRING, _STRING.match(text, position)
+        elif char == "{" and (match := _TEMPLATE.match(text, position)):
+            kind = NAME  # a label that starts with an interpolation, such as {i} or {i}.conv
         elif char in _PUNCTUATION:
             kind, match = _PUNCTUATION[char], re.compile(re.escape(char)).match(text, position)
         elif char.isdigit() or (char == "." and text[position + 1 : position + 2].isdigit()):

@@ -22,7 +22,7 @@ from typing import Any
 
 from resdsl import syntax as ast
 from resdsl import tokens, vocabulary
-from resdsl.errors import Pos, SpecError
+from resdsl.errors import CompilerBug, Pos, Source, SpecError
 from resdsl.ir import BlockInstance, Network, Node
 from resdsl.layers import Output
 
@@ -148,7 +148,11 @@ def analyze(text: str, path: str | Path) -> Analysis:
         # Only comments changed, every token where it was: the compiled result stands.
         result = replace(previous[1], text=text)
     else:
-        result = _analyze(text, Path(os.path.abspath(path)))
+        try:
+            result = _analyze(text, Path(os.path.abspath(path)))
+        except Exception as error:  # noqa: BLE001 - a compiler bug: shown as a diagnostic, the server goes on
+            result = Analysis(Path(os.path.abspath(path)), text)
+            result.errors.append(_internal_error(error, Pos(Source(str(path), text), 1, 1, 1, 2)))
     _by_code[str(path)] = (code, result)
     _cache[key] = result
     while len(_cache) > CACHE_SIZE:
@@ -184,6 +188,10 @@ def _analyze(text: str, path: Path) -> Analysis:
                 continue  # a family: it compiles only where an instance gives its arguments
             try:
                 network = compile_text(text, path=shown, network=name)
+            except CompilerBug as error:
+                # Shown where the network is named: the other networks and the blocks still serve hover.
+                result.errors.append(_internal_error(error, definition.name_pos))
+                continue
             except SpecError as error:
                 if isinstance(definition, ast.NetworkAlias) and "needs a value for parameter" in error.message:
                     continue  # an alias that leaves a parameter free is a family too
@@ -197,6 +205,16 @@ def _analyze(text: str, path: Path) -> Analysis:
     for network in result.networks:
         _index(result, network)
     return result
+
+
+def _internal_error(error: BaseException, pos: Pos) -> SpecError:
+    """A compiler bug as a diagnostic (the command line exits 3 on it): the editor shows it and goes on."""
+    what = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+    return SpecError(
+        f"resdsl failed inside the compiler here: {what}",
+        pos,
+        "this is a bug in resdsl, not in your spec: please report it",
+    )
 
 
 def _lines(text: str) -> list[str]:

@@ -141,12 +141,30 @@ class ValueStatements:
     interpolated: dict[tuple[int, str], tuple[Pos, str]]
     loop_names: list[str]  # the loop variables of the loops being unrolled, outermost first
 
+    #: Statements run so far (loop iterations and block instances included), against Limits.max_statements.
+    statements_run = 0
+
     # Provided by the expander.
     def _node(self, layer, inputs, statement, context, *, label, written) -> int:  # pragma: no cover
         raise NotImplementedError
 
     def body(self, items: tuple, value: Any, context: Any) -> Any:  # pragma: no cover
         raise NotImplementedError
+
+    def count_statement(self, pos: Pos, count: int = 1) -> None:
+        """`count` more statements run; past the bound, a LimitError where it was crossed."""
+        self.statements_run += count
+        limit = self.network.limits.max_statements  # type: ignore[attr-defined]
+        if self.statements_run > limit:
+            error = LimitError(
+                f"expanding the network runs more than {limit:,} statements "
+                "(each loop iteration and each repetition of a stage counts as one)",
+                pos,
+                "loops and stages repeat what they hold; make them shorter, "
+                "or raise the bound with Limits(max_statements=N) in the API",
+            )
+            error._blamed = True  # type: ignore[attr-defined] # where it was crossed, not the stage's line
+            raise error
 
     # let / from -------------------------------------------------------------------------
 
@@ -422,6 +440,7 @@ class ValueStatements:
 
         self.loop_names.append(item.name)
         for index in range(start, stop):
+            self.count_statement(item.pos)
             scope = ValueScope(context.values)
             inner = replace(context, env={**context.env, item.name: index}, values=scope)
             value = self.body(item.body, value, inner)
@@ -457,7 +476,8 @@ class ValueStatements:
         result = _INTERPOLATION.sub(substitute, label)
         key = (id(context.names), result)
         named = {value.split(" = ")[0] for value in values}
-        values += [f"{name} = {context.env[name]}" for name in self.loop_names if name not in named]
+        # Only the loops of this block's own body: a block used inside a loop does not see its variable.
+        values += [f"{name} = {context.env[name]}" for name in self.loop_names if name not in named and name in context.env]
         where = ", ".join(values)
         if key in self.interpolated:
             first_pos, first = self.interpolated[key]
