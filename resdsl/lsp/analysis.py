@@ -478,8 +478,33 @@ def definition(analysis: Analysis, line: int, column: int) -> Site | None:
     word = word_at(analysis.text, line, column)
     if word is None or _is_label(analysis.text, line, word):
         return None
+    bound = _value_binding(analysis, word[0], line)
+    if bound is not None:
+        return bound
     found = analysis.definitions.get(word[0])
     return found.site if found else None
+
+
+def _value_binding(analysis: Analysis, name: str, line: int) -> Site | None:
+    """Where the block (or network) around `line` binds `name` with ``let`` or as a loop variable."""
+    if analysis.module is None:
+        return None
+    around = None
+    for each in analysis.module.definitions:
+        if isinstance(each, ast.Block | ast.Network) and each.pos.line <= line:
+            around = each  # definitions come in the file's order: the last to start before the line holds it
+    if around is None:
+        return None
+    stack = list(reversed(around.body))
+    while stack:
+        item = stack.pop()
+        if isinstance(item, ast.Let | ast.For) and item.name == name:
+            return analysis.site(item.name_pos)
+        if isinstance(item, ast.If):
+            stack += [*reversed(item.otherwise), *reversed(item.then)]
+        elif isinstance(item, ast.For | ast.Branch | ast.Section):
+            stack += list(reversed(item.body))
+    return None
 
 
 # Completion -----------------------------------------------------------------------------

@@ -27,6 +27,8 @@ from resdsl import syntax as ast
 from resdsl.errors import LimitError, Pos, SpecError, ValueNameError, closest
 from resdsl.evaluate import as_int, describe, evaluate
 from resdsl.layers import JOINS, Split, Weighted
+from resdsl.parser import MAX_NAME_LENGTH
+from resdsl.tokens import KEYWORDS
 
 if TYPE_CHECKING:
     from resdsl.ir import Graph
@@ -35,6 +37,9 @@ if TYPE_CHECKING:
 MAX_LOOP_ITERATIONS = 1024
 #: Most parts of one ``split``.
 MAX_SPLIT_PARTS = 1024
+
+#: Keywords a value or loop variable may not be named (`x` may: it is a keyword only in `3 x basic(64)`).
+_RESERVED = frozenset(KEYWORDS) - {"x"}
 
 #: ``{NAME}`` in a label.
 _INTERPOLATION = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -174,6 +179,13 @@ class ValueStatements:
         if item.name == "shortcut":
             raise ValueNameError(
                 "'shortcut' names the residual (add shortcut, tap shortcut), not a value", item.name_pos
+            )
+        if item.name in _RESERVED:
+            # `let for` would parse, but `from for` and `add for, x` read as the keyword.
+            raise ValueNameError(
+                f"'{item.name}' is a keyword of the language, not a name for a value",
+                item.name_pos,
+                f"choose another name, such as {item.name}_",
             )
         if item.index is None:
             existing = scope.find(item.name)
@@ -436,6 +448,20 @@ class ValueStatements:
                 item.name_pos,
                 "choose another name for the loop variable",
             )
+        if item.name in _RESERVED:
+            raise SpecError(
+                f"'{item.name}' is a keyword of the language, not a name for a loop variable",
+                item.name_pos,
+                f"choose another name, such as {item.name}_",
+            )
+        bound = context.values.find(item.name)
+        if bound is not None:
+            # The reverse (`let i` inside `for i`) is refused too: a name means one thing in a block.
+            raise ValueNameError(
+                f"the loop variable '{item.name}' hides the value named '{item.name}'",
+                item.name_pos,
+                "choose another name for the loop variable",
+            ).with_note(f"'{item.name}' is bound here", bound.pos)
         from dataclasses import replace
 
         self.loop_names.append(item.name)
@@ -474,6 +500,13 @@ class ValueStatements:
             return str(value)
 
         result = _INTERPOLATION.sub(substitute, label)
+        if len(result) > MAX_NAME_LENGTH:
+            raise LimitError(
+                f"the label '{label}' gives a name of {len(result):,} characters ('{result[:40]}...'); "
+                f"names are at most {MAX_NAME_LENGTH}",
+                label_pos,
+                "choose a shorter label",
+            )
         key = (id(context.names), result)
         named = {value.split(" = ")[0] for value in values}
         # Only the loops of this block's own body: a block used inside a loop does not see its variable.
