@@ -899,3 +899,45 @@ def assert_full_disk_handled(result: Any, folder: Path, target: Path, before: by
         assert target.read_bytes() == before, f"{target} was changed"
     left = [path.name for path in folder.rglob(".*.tmp")]
     assert not left, f"temporaries left behind: {left}"
+
+
+def warm_up_every_consumer() -> None:
+    """As warm_up, for every_consumer's steps too (the exports import torch.onnx and torch.export)."""
+    with scratch() as directory:
+        every_consumer(WARM_UP_SPEC, directory)
+
+
+#: Every file the project writes, each by the command that writes it: (name, argv, the file written).
+#: The folder holds tiny.res, messy.res (fmt changes it) and run/metrics.csv (for plot).
+WRITTEN_FILES: tuple[tuple[str, list[str], str], ...] = (
+    *(
+        (f"build{suffix}", ["build", "tiny.res", "-o", f"out{suffix}"], f"out{suffix}")
+        for suffix in (".pt", ".pt2", ".onnx", ".safetensors", ".py")
+    ),
+    *(
+        (f"draw{suffix}", ["draw", "tiny.res", "-o", f"figure{suffix}"], f"figure{suffix}")
+        for suffix in (".dot", ".svg", ".png", ".pdf", ".html")
+    ),
+    ("fmt", ["fmt", "messy.res"], "messy.res"),
+    ("plot", ["plot", "run", "-o", "curves.png"], "curves.png"),
+)
+
+MESSY_SPEC = (
+    "network messy{input 3x8x8;stem{conv 3x3,4;bn;relu}\n"
+    + "".join(f"# comment {index} kept where it stands\n" for index in range(60))
+    + "head{avgpool;fc 2}}\n"
+)
+
+METRICS_TEXT = (
+    "iteration,epoch,lr,train_loss,train_error,val_loss,val_error,test_loss,test_error,images_per_s,seconds\n"
+    + "".join(f"{i * 10},{i},0.1,2.0,{50 - i},,,2.1,{55 - i},1000,{i}\n" for i in range(1, 30))
+)
+
+
+def written_files_folder(folder: Path, spec: str) -> Path:
+    """The inputs of WRITTEN_FILES' commands."""
+    (folder / "tiny.res").write_text(spec, encoding="utf-8")
+    (folder / "messy.res").write_text(MESSY_SPEC, encoding="utf-8")
+    (folder / "run").mkdir(exist_ok=True)
+    (folder / "run" / "metrics.csv").write_text(METRICS_TEXT, encoding="utf-8")
+    return folder

@@ -407,7 +407,8 @@ def test_names_that_would_mean_two_things_are_refused(stem: str, line: int, mess
 
 
 def test_x_stays_a_value_name() -> None:
-    resdsl.compile_text(_network("        conv 3x3, 4\n        let x\n        relu\n        add x, x\n"))
+    network = resdsl.compile_text(_network("        conv 3x3, 4\n        let x\n        relu\n        let y\n        add x, y\n"))
+    assert [node.kind for node in network.nodes()][-2:] == ["add", "output"]
 
 
 def test_an_interpolated_label_past_the_name_limit_is_refused_at_the_label() -> None:

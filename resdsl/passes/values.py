@@ -502,7 +502,7 @@ class ValueStatements:
         result = _INTERPOLATION.sub(substitute, label)
         if len(result) > MAX_NAME_LENGTH:
             raise LimitError(
-                f"the label '{label}' gives a name of {len(result):,} characters ('{result[:40]}...'); "
+                f"this label gives a name of {len(result):,} characters ('{result[:40]}...'); "
                 f"names are at most {MAX_NAME_LENGTH}",
                 label_pos,
                 "choose a shorter label",
