@@ -892,7 +892,7 @@ def assert_full_disk_handled(result: Any, folder: Path, target: Path, before: by
     shown = f"exit {result.returncode}\n{result.stderr[-3000:]}"
     assert result.returncode == 1, shown
     assert "Traceback" not in result.stderr and "terminate called" not in result.stderr, shown
-    assert "cannot write" in result.stderr and "File too large" in result.stderr, shown
+    assert "cannot write" in result.stderr, shown  # with the system's reason ("File too large", or torch's own)
     if before is None:
         assert not target.exists() or target.is_dir(), f"{target} was written in part"
     else:

@@ -351,17 +351,17 @@ child under those budgets (slowness and memory count as failures, as crashes do)
   formatting twice; the language server over stdio with hostile parameters and malformed
   frames (each request answered, the server alive after); path options past the name
   limit on every command.
-- `tests/test_fuzz_round4.py`: blocks of several paths written from the grammar forms
-  of docs/language.md ("Several paths": `let`, `from`, `split`, joins over named
-  values, a value joined with itself, nested `for` loops whose bodies make no layer,
-  interpolated and `..` labels, nested blocks in loops, keywords as names) and from
-  hostile bytes, each through every consumer: `check`, the IR, every drawing, the
-  build, the `.py`, ONNX and `.pt2` exports, `for_inference` against `eval`, the table,
-  `fmt` (idempotent) and the language server's analysis, hover, definition and
+- Round 4 (issue 27), in the same two files: blocks of several paths written from the
+  grammar forms of docs/language.md ("Several paths": `let`, `from`, `split`, joins
+  over named values, a value joined with itself, nested `for` loops whose bodies make
+  no layer, interpolated and `..` labels, nested blocks in loops, keywords as names)
+  and from hostile bytes, each through every consumer: `check`, the IR, every drawing,
+  the build, the `.py`, ONNX and `.pt2` exports, `for_inference` against `eval`, the
+  table, `fmt` (idempotent) and the language server's analysis, hover, definition and
   completion on every line; and full disks: every file the project writes (`build -o`
-  each format, `draw -o`, `fmt`, `plot -o`, `train`'s run files) written by a child
-  whose file size is limited (`RLIMIT_FSIZE`), each a clean "cannot write" that leaves
-  the old file whole and no temporary behind.
+  each format, `draw -o` each format, `fmt`, `plot -o`, `train`'s run files) written
+  by a child process whose file size is limited (`RLIMIT_FSIZE`), each a clean
+  "cannot write" that leaves the old file whole and no temporary behind.
 - `tests/fuzz_atheris.py`: coverage-guided fuzzing of the parser and compiler with
   atheris (the test extra). The tests run it for 20 s; a longer run:
 
