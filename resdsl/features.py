@@ -131,6 +131,12 @@ def feature_info(
         if isinstance(features, str):
             features = (features,)
         names = list(features)
+    if not names:
+        # An empty selection would build a module that returns nothing (and max() of no nodes fails).
+        raise ValueError(
+            f"no features asked for ({'features' if features is not None else 'out_indices'}=() is empty): "
+            "name at least one, or leave it out for every stage"
+        )
     known = available(network)
     result = []
     for name in names:

@@ -416,6 +416,9 @@ class Limits:
     """Bounds checked before work is done."""
 
     max_layers: int = 20_000  # layers of the whole network, stem and head included
+    #: Statements the expander runs, each loop iteration and each block instance counting one
+    #: more: the work of unrolling, which a loop whose body makes no layer does not show in layers.
+    max_statements: int = 100_000
     max_params: int = 2_000_000_000  # checked by resdsl.load before any tensor is allocated
     max_use_depth: int = 32
     max_file_bytes: int = 4 * 1024 * 1024

@@ -132,6 +132,10 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "value_loop_bound": "A loop over its bound",
         "value_label_collision": "A label interpolation that gives one name twice",
         "value_outer_label_outside_projection": "A `..` label in a stage's block (it has no scope around it)",
+        "value_statement_bound": "Loops that run past the statement bound without making a layer",
+        "value_keyword_name": "A keyword as a value's name",
+        "value_loop_hides_value": "A loop variable named like a value of the block",
+        "value_label_too_long": "An interpolated label that gives a name past the bound",
     },
     "Definitions and networks": {
         "duplicate_block": "A block defined twice",
@@ -268,6 +272,8 @@ TRAINING_ERRORS: dict[str, list[tuple[str, str]]] = {
         ("this folder already holds a run", "a new run on a finished run's folder"),
         ("… is not UTF-8 text (byte offset …)", "an edited metrics.csv"),
         ("'iteration' is not a whole number", "a metrics.csv row with a non-integer iteration"),
+        ("'iteration' is empty", "plot on a metrics.csv row without its iteration"),
+        ("holds NaN or infinite values", "train --init from weights that would train to NaN"),
         ("recipe.yaml holds …, not a run's record (a mapping)", "an edited recipe.yaml"),
         ("the checkpoint lacks 'optimizer', …", "best.pt copied over checkpoint.pt and resumed"),
         ("the checkpoint's 'iteration' is not a whole number from 0 to …", "a retyped or negative field"),
@@ -283,12 +289,14 @@ TRAINING_ERRORS: dict[str, list[tuple[str, str]]] = {
         ("no images", "an empty training or test set"),
         ("leaves none to train on", "a holdout of every training image"),
         ("is larger than the limit of … bytes", "a file, member or image over its bound (docs/training.md, Bounds)"),
+        ("the archive expands to more than … bytes", "a gzip bomb: members far larger than the archive"),
         ("cannot decode this image", "a broken or truncated image in an image folder"),
         ("this image is … pixels, more than the bound of …", "a decompression bomb"),
         ("cannot use this image folder", "an empty class folder"),
     ],
     "Recipes and options": [
         ("the recipe nests deeper than … levels", "deep YAML nesting"),
+        ("a recipe cannot use YAML anchors or aliases", "`&name`, `*name` or `<<: *name` in a recipe or `--set`"),
         ("cannot read the value of 'seed': …", "an integer of 5,000 digits"),
         ("'pad' must be … a whole number of at most …", "a value past its key's range"),
         ("the value is longer than … characters", "a --set value past its bound"),
@@ -350,6 +358,17 @@ measures the neighbours), and a CPU limit of 60 s per case only catches hangs:
   formatting twice; the language server over stdio with hostile parameters and malformed
   frames (each request answered, the server alive after); path options past the name
   limit on every command.
+- Round 4 (issue 27), in the same two files: blocks of several paths written from the
+  grammar forms of docs/language.md ("Several paths": `let`, `from`, `split`, joins
+  over named values, a value joined with itself, nested `for` loops whose bodies make
+  no layer, interpolated and `..` labels, nested blocks in loops, keywords as names)
+  and from hostile bytes, each through every consumer: `check`, the IR, every drawing,
+  the build, the `.py`, ONNX and `.pt2` exports, `for_inference` against `eval`, the
+  table, `fmt` (idempotent) and the language server's analysis, hover, definition and
+  completion on every line; and full disks: every file the project writes (`build -o`
+  each format, `draw -o` each format, `fmt`, `plot -o`, `train`'s run files) written
+  by a child process whose file size is limited (`RLIMIT_FSIZE`), each a clean
+  "cannot write" that leaves the old file whole and no temporary behind.
 - `tests/fuzz_atheris.py`: coverage-guided fuzzing of the parser and compiler with
   atheris (the test extra). The tests run it for 20 s; a longer run:
 

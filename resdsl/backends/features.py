@@ -9,6 +9,7 @@ its weights and a replaced classifier. Nothing after the last feature is compute
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -131,15 +132,32 @@ class BackboneMethods:
         """A new classifier of ``num_classes`` outputs (PyTorch's default initialisation, as
         the spec's fc layers get), or none with 0: the head then ends in its pooled features.
         ``model.network`` still describes the network as compiled."""
-        old = self.get_classifier()
-        assert isinstance(old, nn.Linear)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"reset_classifier takes a number of classes, 0 or more; got {num_classes!r}")
+        split = head_split(self.network)
+        if split.classifier is None:
+            raise ValueError(f"{self.network.name}'s head has no fc")
+        # The classifier's shape comes from the IR, not from the module in its place: after
+        # reset_classifier(0) that module is an nn.Identity.
+        node = next(node for node in self.network.nodes("fc") if node.name == split.classifier)
+        in_features = math.prod(self.network.node(node.inputs[0]).shape)
+        bias = bool(getattr(node.layer, "bias", True))
         new: nn.Module
         if num_classes > 0:
-            new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
-            new.to(device=old.weight.device, dtype=old.weight.dtype)
+            params = num_classes * (in_features + int(bias))
+            limit = self.network.limits.max_params
+            if params > limit:
+                raise ValueError(
+                    f"a classifier of {num_classes:,} classes has {params:,} parameters, more than the limit of "
+                    f"{limit:,} (Limits(max_params=...))"
+                )
+            like = next(self.parameters(), None)  # type: ignore[attr-defined]
+            new = nn.Linear(in_features, num_classes, bias=bias)
+            if like is not None:
+                new.to(device=like.device, dtype=like.dtype)
         else:
             new = nn.Identity()
-        *parents, last = head_split(self.network).classifier.split(".")  # type: ignore[union-attr]
+        *parents, last = split.classifier.split(".")
         owner = self.get_submodule(".".join(parents)) if parents else self  # type: ignore[attr-defined]
         owner.add_module(last, new)  # replaces the child of that name
         self.num_classes = num_classes

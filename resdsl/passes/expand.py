@@ -295,6 +295,7 @@ class Expander(ValueStatements):
     ) -> int:
         block, _ = self.namespace.blocks[stage.block]
         trace = (*context.trace, Frame(f"stage '{stage.name}'", stage.pos))
+        self.count_statement(stage.pos, repeat)  # before the work: a block of no statements, repeated, is work too
         for index in range(repeat):
             position = {
                 "block_index": block_index + index,
@@ -434,6 +435,7 @@ class Expander(ValueStatements):
 
     def body(self, items: tuple, value: Any, context: _Context) -> Any:
         for item in items:
+            self.count_statement(item.pos)
             if isinstance(item, ast.If):
                 condition = evaluate(item.condition, context.env)
                 chosen = as_bool(condition, item.condition.pos, "the condition of 'if'")

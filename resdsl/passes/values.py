@@ -27,6 +27,8 @@ from resdsl import syntax as ast
 from resdsl.errors import LimitError, Pos, SpecError, ValueNameError, closest
 from resdsl.evaluate import as_int, describe, evaluate
 from resdsl.layers import JOINS, Split, Weighted, layout
+from resdsl.parser import MAX_NAME_LENGTH
+from resdsl.tokens import KEYWORDS
 
 if TYPE_CHECKING:
     from resdsl.ir import Graph
@@ -35,6 +37,9 @@ if TYPE_CHECKING:
 MAX_LOOP_ITERATIONS = 1024
 #: Most parts of one ``split``.
 MAX_SPLIT_PARTS = 1024
+
+#: Keywords a value or loop variable may not be named (`x` may: it is a keyword only in `3 x basic(64)`).
+_RESERVED = frozenset(KEYWORDS) - {"x"}
 
 #: ``{NAME}`` in a label.
 _INTERPOLATION = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -141,12 +146,30 @@ class ValueStatements:
     interpolated: dict[tuple[int, str], tuple[Pos, str]]
     loop_names: list[str]  # the loop variables of the loops being unrolled, outermost first
 
+    #: Statements run so far (loop iterations and block instances included), against Limits.max_statements.
+    statements_run = 0
+
     # Provided by the expander.
     def _node(self, layer, inputs, statement, context, *, label, written) -> int:  # pragma: no cover
         raise NotImplementedError
 
     def body(self, items: tuple, value: Any, context: Any) -> Any:  # pragma: no cover
         raise NotImplementedError
+
+    def count_statement(self, pos: Pos, count: int = 1) -> None:
+        """`count` more statements run; past the bound, a LimitError where it was crossed."""
+        self.statements_run += count
+        limit = self.network.limits.max_statements  # type: ignore[attr-defined]
+        if self.statements_run > limit:
+            error = LimitError(
+                f"expanding the network runs more than {limit:,} statements "
+                "(each loop iteration and each repetition of a stage counts as one)",
+                pos,
+                "loops and stages repeat what they hold; make them shorter, "
+                "or raise the bound with Limits(max_statements=N) in the API",
+            )
+            error._blamed = True  # type: ignore[attr-defined] # where it was crossed, not the stage's line
+            raise error
 
     # let / from -------------------------------------------------------------------------
 
@@ -156,6 +179,13 @@ class ValueStatements:
         if item.name == "shortcut":
             raise ValueNameError(
                 "'shortcut' names the residual (add shortcut, tap shortcut), not a value", item.name_pos
+            )
+        if item.name in _RESERVED:
+            # `let for` would parse, but `from for` and `add for, x` read as the keyword.
+            raise ValueNameError(
+                f"'{item.name}' is a keyword of the language, not a name for a value",
+                item.name_pos,
+                f"choose another name, such as {item.name}_",
             )
         if item.index is None:
             existing = scope.find(item.name)
@@ -429,10 +459,25 @@ class ValueStatements:
                 item.name_pos,
                 "choose another name for the loop variable",
             )
+        if item.name in _RESERVED:
+            raise SpecError(
+                f"'{item.name}' is a keyword of the language, not a name for a loop variable",
+                item.name_pos,
+                f"choose another name, such as {item.name}_",
+            )
+        bound = context.values.find(item.name)
+        if bound is not None:
+            # The reverse (`let i` inside `for i`) is refused too: a name means one thing in a block.
+            raise ValueNameError(
+                f"the loop variable '{item.name}' hides the value named '{item.name}'",
+                item.name_pos,
+                "choose another name for the loop variable",
+            ).with_note(f"'{item.name}' is bound here", bound.pos)
         from dataclasses import replace
 
         self.loop_names.append(item.name)
         for index in range(start, stop):
+            self.count_statement(item.pos)
             scope = ValueScope(context.values)
             inner = replace(context, env={**context.env, item.name: index}, values=scope)
             value = self.body(item.body, value, inner)
@@ -466,9 +511,17 @@ class ValueStatements:
             return str(value)
 
         result = _INTERPOLATION.sub(substitute, label)
+        if len(result) > MAX_NAME_LENGTH:
+            raise LimitError(
+                f"this label gives a name of {len(result):,} characters ('{result[:40]}...'); "
+                f"names are at most {MAX_NAME_LENGTH}",
+                label_pos,
+                "choose a shorter label",
+            )
         key = (id(context.names), result)
         named = {value.split(" = ")[0] for value in values}
-        values += [f"{name} = {context.env[name]}" for name in self.loop_names if name not in named]
+        # Only the loops of this block's own body: a block used inside a loop does not see its variable.
+        values += [f"{name} = {context.env[name]}" for name in self.loop_names if name not in named and name in context.env]
         where = ", ".join(values)
         if key in self.interpolated:
             first_pos, first = self.interpolated[key]

@@ -475,6 +475,7 @@ class Trainer:
             self.network, options.init, allow_other_network=options.allow_other_network, skip=options.skip, shown=shown
         )
         load_weights(model, state, skip=options.skip, file=shown)
+        _refuse_non_finite(model, options.skip, shown)
 
     def _check_shapes(self) -> None:
         expected = tuple(self.network.input_shape)
@@ -887,3 +888,20 @@ def _shown(value: Any) -> str:
 
 def _as_tuple(value: Any) -> Any:
     return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+def _refuse_non_finite(model: nn.Module, skip: Any, shown: str) -> None:
+    """--init weights holding NaN or infinity would train to NaN without a word: refused, naming the tensor."""
+    from resdsl.errors import WeightsError
+
+    skipped = (skip,) if isinstance(skip, str) else tuple(skip or ())
+    for key, tensor in model.state_dict().items():
+        if any(key == name or key.startswith(f"{name}.") for name in skipped):
+            continue  # left at its initialisation
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise WeightsError(
+                f"'{key[:200]}' holds NaN or infinite values: training from it gives NaN",
+                file=shown,
+                hint=f"start from other weights, or leave this module at its initialisation with --skip "
+                f"{key.rsplit('.', 1)[0][:200]}",
+            )

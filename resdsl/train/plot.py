@@ -36,6 +36,8 @@ def read_metrics(run: Path) -> dict[str, list[float | None]]:
         for name in PLOTTED:
             text = (row.get(name) or "").strip()
             if not text:
+                if name == "iteration":  # the point's place: an error may be missing, the iteration may not
+                    raise PlotError(f"line {number}: 'iteration' is empty", file=str(path))
                 columns[name].append(None)
                 continue
             try:
