@@ -218,3 +218,16 @@ def test_pt2_and_safetensors_exports_record_the_normalisation(runs: Path, cli):
     with safetensors.safe_open(str(runs / "tiny.safetensors"), "pt") as handle:
         record = json.loads(handle.metadata()["resdsl.input_normalization"])
     assert record["scale"] == pytest.approx([1 / 255] * 3)
+
+
+@pytest.mark.filterwarnings("error")
+def test_a_run_stopped_before_its_first_evaluation_plots_without_a_warning():
+    from resdsl.train.plot import figure
+
+    # SIGINT before the first evaluation: training rows only, or no row at all.
+    trained = {"iteration": [1.0, 2.0], "train_error": [80.0, 70.0], "test_error": [None, None]}
+    empty: dict[str, list[float | None]] = {"iteration": [], "train_error": [], "test_error": []}
+    (axes,) = figure([("tiny", trained)]).axes
+    assert [t.get_text() for t in axes.get_legend().get_texts()] == ["tiny"]
+    (axes,) = figure([("tiny", empty)]).axes
+    assert axes.get_legend() is None
