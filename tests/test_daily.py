@@ -179,3 +179,19 @@ def test_network_repr_is_one_line_and_draws_inline() -> None:
         pytest.skip("Graphviz's dot is not installed (CI installs it): the inline figure is None without it")
     svg = network._repr_svg_()
     assert svg.lstrip().startswith("<?xml") and "<svg" in svg and "conv2_x" in svg
+
+
+def test_diff_shows_small_changes_with_their_sign_and_the_totals_shortcut_option(tmp_path: Path) -> None:
+    spec = (
+        "network {name} {{\n    input 3x32x32\n    stage s: 1 x basic(16)\n"
+        "    head {{\n        avgpool\n        fc {classes}\n    }}\n}}\n"
+    )
+    for name, classes in (("ten", 10), ("nine", 9)):
+        (tmp_path / f"{name}.res").write_text(spec.format(name=name, classes=classes))
+    a, b = resdsl.compile(str(tmp_path / "ten.res")), resdsl.compile(str(tmp_path / "nine.res"))
+    assert b.macs - a.macs == -16  # 16 MACs less: 1.6e-5 millions
+    lines = str(diff(a, b)).splitlines()
+    cells = [cell for line in lines for cell in line.split()]
+    assert "-0.0" not in cells and "-0.00002" in cells
+    totals = [line for line in lines if line.startswith("total") or line.lstrip().startswith("B  ")][-2:]
+    assert all(line.endswith("option B") for line in totals), totals
