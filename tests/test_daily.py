@@ -34,6 +34,10 @@ def test_list_shows_every_shipped_spec_with_its_figures(capsys) -> None:
     assert "layers: convolutions and fc layers on the main path" in text
     rows = {line.split()[0]: line.split()[1] for line in text.splitlines() if line[:1].isalpha() and "  " in line}
     assert rows["resnet34"] == "34" and rows["resnet152"] == "152" and rows["cifar110"] == "110"
+    # WRN-n-k's n counts every convolution, the shortcut projections included, and no fc.
+    wrn = resdsl.compile("wrn28_10")
+    assert rows["wrn28_10"] == "28" == str(sum(1 for _ in wrn.nodes("conv"))) and wrn.layer_count() == 26
+    assert records["wrn28_10"]["layers"] == 28
 
 
 def test_list_check_and_diff_never_import_torch() -> None:
