@@ -50,6 +50,8 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "syntax_carriage_returns": "Old Mac line endings (a bare carriage return)",
         "syntax_several_mistakes": "Several syntax mistakes: each is reported (up to 20), in the order of the file",
         "syntax_block_never_closed": "A block's '}' missing before the next definition",
+        "syntax_stem_never_closed": "A stem's '}' missing before a stage: the stem's brace is named",
+        "syntax_stem_never_closed_at_end": "A stem's '}' missing, the network's closing it: the stem's brace is named",
     },
     "Unknown names": {
         "unknown_block": "A stage uses a block that does not exist",
