@@ -70,6 +70,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "unknown_function": "A misspelt function in an expression",
         "dotted_block_name": "A dotted name where a plain name is needed",
         "several_unknown_names": "Several misspelt names: each statement and stage is checked on its own",
+        "several_errors_in_a_block": "Several mistakes in one block and a bad setting: each statement is checked",
     },
     "Branches, taps and projections": {
         "branch_mul_shape": "A `mul` branch whose output cannot multiply the current value (both shapes)",
@@ -217,13 +218,15 @@ def render_docs() -> str:
         "keeps this page in step with the compiler.",
         "",
         "A run reports every independent error, up to 20, in the order of the file: each syntax",
-        "error (the parser recovers at the next line), each misspelt setting, each definition and",
-        "`use` of a file, each top-level statement and each stage of the network (the first error",
-        "of a stage ends that stage; nothing after expansion runs on a network with errors). A",
-        "failed statement or stage leaves the current value as it was, so a shape error after it",
-        "would be a guess and is left out: fixing the first error shows it if it is real. In",
-        "Python the exception is the first error and `.errors` lists them all; the language server",
-        "publishes each.",
+        "error (the parser recovers at the next line), each setting (a bad one is reported and its",
+        "default stands in), each definition and `use` of a file, each block argument, and each",
+        "statement, at the top level and inside every block (nothing after expansion runs on a",
+        "network with errors). A failed statement's value is poisoned: the statements after it are",
+        "still checked (their arguments, their names), but nothing computed from it reports again,",
+        'so no shape is guessed from it and a name bound to it is never "unread"; fixing the',
+        "first error shows what else is real. The same mistake in every repetition of a stage is",
+        "reported once. In Python the exception is a `resdsl.SpecError`, the first error, and",
+        "`.errors` lists them all; the language server publishes each as its own diagnostic.",
         "",
     ]
     for section, entries in CATALOGUE.items():
@@ -606,3 +609,51 @@ def test_each_definition_and_use_is_checked_on_its_own(tmp_path: Path) -> None:
         (6, "the setting 'shortcut' is given twice in this 'with'"),
         (7, "no such file"),
     ]
+
+
+def test_every_independent_error_in_a_block_is_reported_once_and_caught_as_spec_error() -> None:
+    with pytest.raises(resdsl.SpecError) as raised:
+        resdsl.compile(FIXTURES / "several_errors_in_a_block.res")
+    errors = raised.value.errors
+    # The bad setting hides nothing; each statement of the block is checked, in both of
+    # the stage's repetitions, and each mistake is reported once.
+    assert [(error.line, error.column) for error in errors] == [(2, 22), (4, 5), (7, 13), (13, 14), (14, 24)]
+    assert all(isinstance(error, resdsl.SpecError) and not error.also for error in errors)
+    assert str(raised.value).endswith("5 errors")
+
+
+def test_a_failed_statements_value_reports_nothing_again(tmp_path: Path) -> None:
+    # The conv fails; the split, the indexing, the join, the shortcut and the next stage
+    # all read its value, and none of them reports (no guessed shape, no "unread" name).
+    spec = tmp_path / "poisoned.res"
+    spec.write_text(
+        "block b(width, stride=1) {\n"
+        "    conv 3x3, width, strde=stride\n"
+        "    split 3\n"
+        "    let s\n"
+        "    cat s[2], s[1]\n"
+        "    let unused\n"
+        "    add shortcut\n"
+        "}\n"
+        "network poisoned {\n"
+        "    input 3x32x32\n"
+        "    stage one: 2 x b(64)\n"
+        "    stage two: 2 x basic(128, stride=2)\n"
+        "}\n"
+    )
+    with pytest.raises(resdsl.SpecError) as raised:
+        resdsl.compile(spec)
+    assert [error.line for error in raised.value.errors] == [2]
+    assert "strde" in raised.value.message
+
+
+def test_errors_stop_at_the_bound(tmp_path: Path) -> None:
+    from resdsl.errors import MAX_ERRORS
+
+    spec = tmp_path / "many.res"
+    lines = "".join(f"    conv 3x3, width, bad{index}=1\n" for index in range(MAX_ERRORS + 5))
+    spec.write_text(f"block b(width) {{\n{lines}}}\nnetwork many {{\n    input 3x32x32\n    stage s: 1 x b(8)\n}}\n")
+    with pytest.raises(resdsl.SpecError) as raised:
+        resdsl.compile(spec)
+    assert len(raised.value.errors) == MAX_ERRORS
+    assert [error.line for error in raised.value.errors] == list(range(2, 2 + MAX_ERRORS))
