@@ -446,6 +446,8 @@ class Network:
     macs: int = 0
     stages: tuple[StageSummary, ...] = ()
     blocks: list[BlockInstance] = field(default_factory=list)
+    #: resdsl.errors.SpecWarning: what compiles but is likely not meant, in the order of the file.
+    warnings: list = field(default_factory=list)
     # What the expand pass reads (the front end's resolved definition); not part of the result.
     instance: Any = field(default=None, repr=False)
 

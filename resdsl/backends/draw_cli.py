@@ -11,6 +11,7 @@ from resdsl.cli_support import (
     EXIT_SPEC,
     EXIT_USAGE,
     add_spec_options,
+    add_werror_option,
     check_output,
     compile_from_args,
     prepare_output,
@@ -60,6 +61,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="at layer detail, also draw BN, ReLU, dropout and flatten (Fig. 3 leaves them out)",
     )
     add_spec_options(draw)
+    add_werror_option(draw)
     draw.set_defaults(run=run)
 
 

@@ -194,6 +194,11 @@ def _analyze(text: str, path: Path) -> Analysis:
                         result.errors.append(each)
                 continue
             result.networks.append(network)
+            for warning in network.warnings:  # published with severity 2 (SpecWarning)
+                key = (warning.path, warning.line, warning.column, warning.message)
+                if key not in seen:
+                    seen.add(key)
+                    result.errors.append(warning)
     for network in result.networks:
         _index(result, network)
     return result

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,7 @@ from resdsl.errors import (
     Pos,
     ShapeError,
     SpecError,
+    SpecWarning,
     UnknownNameError,
     ValueNameError,
     unknown,
@@ -149,6 +151,8 @@ class Expander(ValueStatements):
         #: Independent errors so far, in the order found: a failed statement is reported here
         #: and its value poisoned (values.POISON), and expansion goes on after it.
         self.errors: list[SpecError] = []
+        self.read_names: dict[str, frozenset[str]] = {}  # block -> every name its definition reads
+        self.warned: set[tuple] = set()
 
     def report(self, error: SpecError) -> None:
         self.errors.append(error)
@@ -306,6 +310,8 @@ class Expander(ValueStatements):
             }
             stage_env = {**context.env, **position}
             given = self._arguments(block, stage.args, stage_env, stage)
+            if index == 0:
+                self._warn_unread(block, given)
             if index > 0 and "stride" in given:
                 # The paper's rule: only a stage's first block changes the resolution.
                 given["stride"] = (1, None)
@@ -426,6 +432,27 @@ class Expander(ValueStatements):
                 continue
             given[key] = (evaluate(arg.value, env), arg.pos)
         return given
+
+    def _warn_unread(self, block: ast.Block, given: Mapping[str, tuple[Value, Pos | None]]) -> None:
+        """A warning for each argument a caller passes to a parameter the block never reads
+        (`r(8, stride=2)` to a block that never uses its stride: it does not downsample)."""
+        read = self.read_names.get(block.name)
+        if read is None:
+            read = self.read_names[block.name] = _names_read(block)
+        for param in block.params:
+            if param.name in read or param.name not in given:
+                continue
+            pos = given[param.name][1]
+            if pos is None or (pos, param.name) in self.warned:
+                continue
+            self.warned.add((pos, param.name))
+            self.network.warnings.append(
+                SpecWarning(
+                    f"block '{block.name}' never reads its parameter '{param.name}', so this argument does nothing",
+                    pos,
+                    f"use '{param.name}' in the block, or leave the argument out",
+                ).with_note(f"'{param.name}' is declared here", param.pos)
+            )
 
     def _bind(
         self, block: ast.Block, given: Mapping[str, tuple[Value, Pos | None]], position: Mapping[str, Value]
@@ -707,6 +734,7 @@ class Expander(ValueStatements):
         if len(context.nesting) >= MAX_BLOCK_NESTING:
             raise LimitError(f"blocks nested deeper than {MAX_BLOCK_NESTING} levels", statement.kind_pos)
         given = self._arguments(block, statement.args, context.env, statement)
+        self._warn_unread(block, given)
         position = {name: context.env[name] for name in POSITION_NAMES if name in context.env}
         try:
             bound = self._bind(block, given, position)
@@ -832,6 +860,37 @@ class Expander(ValueStatements):
             else:
                 total += 2 if item.kind == "fc" else 1  # an fc may bring a flatten
         return total
+
+
+_LABEL_NAME = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _names_read(block: ast.Block) -> frozenset[str]:
+    """Every name the block's definition reads: in its statements' arguments, conditions,
+    loop bounds, indexes, labels' {NAME}s and its parameters' defaults."""
+    found: set[str] = set()
+    exprs: list[Any] = [param.default for param in block.params if param.default is not None]
+    stack: list[Any] = list(block.body)
+    while stack:
+        item = stack.pop()
+        label = getattr(item, "label", None)
+        if isinstance(label, str):
+            found.update(_LABEL_NAME.findall(label))
+        if isinstance(item, ast.Statement):
+            exprs += [arg.value for arg in item.args]
+        elif isinstance(item, ast.Branch):
+            stack += item.body
+        elif isinstance(item, ast.If):
+            exprs.append(item.condition)
+            stack += [*item.then, *item.otherwise]
+        elif isinstance(item, ast.For):
+            exprs += [item.start, item.stop]
+            stack += item.body
+        elif isinstance(item, ast.Let):
+            exprs += [expr for expr in (item.index, item.value) if expr is not None]
+        elif isinstance(item, ast.From):
+            exprs.append(item.value)
+    return frozenset(found | names_in(*exprs))
 
 
 class _TooManyErrors(Exception):
