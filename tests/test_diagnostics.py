@@ -30,6 +30,17 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "errors"
 DOCS = ROOT / "docs" / "errors.md"
 UPDATE = os.environ.get("RESDSL_UPDATE_GOLDEN") == "1"
+WARNING_FIXTURE = ROOT / "tests" / "fixtures" / "warnings" / "unread_parameter.res"
+
+
+def _warning_output() -> str:
+    """What `resdsl check` prints on stderr for the warning fixture."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(ROOT), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(["check", str(WARNING_FIXTURE.relative_to(ROOT))])
+    assert code == 0, err.getvalue()
+    return err.getvalue()
+
 
 #: Section, then fixture name and what the fixture shows, in the order docs/errors.md lists them.
 #: Every fixture must appear here, so that a new diagnostic is also documented.
@@ -227,6 +238,29 @@ def render_docs() -> str:
         "first error shows what else is real. The same mistake in every repetition of a stage is",
         "reported once. In Python the exception is a `resdsl.SpecError`, the first error, and",
         "`.errors` lists them all; the language server publishes each as its own diagnostic.",
+        "",
+        "## Warnings",
+        "",
+        "What compiles but is most likely not what was meant is a warning: printed on stderr as",
+        "`path:line:col: warning: message`, with the quote, notes and hint of an error. `check`,",
+        "`build` and `draw` still exit 0, and `--werror` makes every warning an error (exit 1). In",
+        "Python they are `network.warnings` (`resdsl.SpecWarning`, a `SpecError` that is never",
+        "raised); the language server shows them with severity 2 (warning). There is one warning: a",
+        "block parameter that nothing in the block reads (no statement, condition, loop bound, label",
+        "or default), given an argument by a caller. `r(8, stride=2)` to a block that never uses",
+        "its `stride` does not downsample; the warning points at the argument, and a note at the",
+        "parameter:",
+        "",
+        "```",
+        WARNING_FIXTURE.read_text(encoding="utf-8").rstrip("\n"),
+        "```",
+        "",
+        f"`resdsl check {WARNING_FIXTURE.relative_to(ROOT)}` prints this on stderr, its usual line on",
+        "stdout, and exits 0:",
+        "",
+        "```",
+        _warning_output().rstrip("\n"),
+        "```",
         "",
     ]
     for section, entries in CATALOGUE.items():
@@ -657,3 +691,43 @@ def test_errors_stop_at_the_bound(tmp_path: Path) -> None:
         resdsl.compile(spec)
     assert len(raised.value.errors) == MAX_ERRORS
     assert [error.line for error in raised.value.errors] == list(range(2, 2 + MAX_ERRORS))
+
+
+def test_a_warning_is_printed_exits_zero_and_werror_makes_it_an_error(capsys, monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)
+    spec = str(WARNING_FIXTURE.relative_to(ROOT))
+    network = resdsl.compile(spec)
+    (warning,) = network.warnings
+    assert isinstance(warning, resdsl.SpecWarning) and isinstance(warning, SpecError)
+    assert (warning.line, warning.column) == (9, 23)  # the argument `stride=2`
+    assert [(note.pos.line, note.pos.column) for note in warning.notes] == [(1, 16)]  # the parameter
+    assert cli.main(["check", spec]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"{spec}:9:23: warning: block 'r' never reads its parameter 'stride'")
+    assert "unread_parameter: 2 layers" in captured.out
+    for command in (["check"], ["draw", "-o", "unused.svg"], ["build", "-o", "unused.pt"]):
+        assert cli.main([command[0], "--werror", spec, *command[1:]]) == 1, command
+        err = capsys.readouterr().err
+        assert err.startswith(f"{spec}:9:23: block 'r' never reads") and "warning:" not in err
+    assert not (ROOT / "unused.svg").exists() and not (ROOT / "unused.pt").exists()
+
+
+def test_a_parameter_read_anywhere_warns_of_nothing(tmp_path: Path) -> None:
+    reads = {
+        "a statement": "conv 3x3, width, stride=stride",
+        "a condition": "if stride > 1 {\n        avgpool 2x2, stride=2\n    }",
+        "a loop bound": "for i in 0 .. stride {\n        relu\n    }",
+        "a label": "c{stride}: conv 1x1, width",
+        "another parameter's default": None,
+    }
+    for what, line in reads.items():
+        params = "width, stride=1" if line is not None else "width, stride=1, pad=stride"
+        body = line if line is not None else "conv 3x3, width, padding=pad"
+        spec = tmp_path / "reads.res"
+        spec.write_text(
+            f"block r({params}) {{\n    conv 3x3, width\n    {body}\n}}\n"
+            "network reads {\n    input 3x32x32\n    stage s: 1 x r(8, stride=2)\n}\n"
+        )
+        assert resdsl.compile(spec).warnings == [], what
+    for name in resdsl.shipped_specs():
+        assert resdsl.compile(name).warnings == [], name

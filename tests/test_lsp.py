@@ -447,3 +447,15 @@ async def test_errors_inside_a_block_and_a_bad_setting_are_separate_diagnostics(
     found = sorted((d.range.start.line, d.range.start.character) for d in client.diagnostics[uri])
     assert found == [(1, 21), (3, 4), (6, 12), (12, 13), (13, 23)]
     assert all(d.severity == 1 for d in client.diagnostics[uri])
+
+
+@pytest.mark.asyncio
+async def test_an_unread_parameter_is_a_warning_of_severity_two(client: LanguageClient, tmp_path: Path):
+    text = (Path(__file__).parent / "fixtures" / "warnings" / "unread_parameter.res").read_text()
+    uri = await _open(client, tmp_path / "unread.res", text)
+    (diagnostic,) = client.diagnostics[uri]
+    assert diagnostic.severity == lsp.DiagnosticSeverity.Warning == 2
+    assert (diagnostic.range.start.line, diagnostic.range.start.character) == (8, 22)
+    assert "never reads its parameter 'stride'" in diagnostic.message
+    (related,) = diagnostic.related_information
+    assert related.location.range.start.line == 0 and related.message == "'stride' is declared here"
