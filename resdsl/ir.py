@@ -361,6 +361,7 @@ class Settings:
     act: str = "relu"  # the kind every `relu` statement builds (the `act` setting)
     norm_layer: Any = None  # the layer `bn` statements build instead, or None
     act_layer: Any = None  # the layer `relu` statements build instead, or None
+    features: tuple[str, ...] = ()  # the `features` setting: the modules features_only returns (timm's)
 
 
 @dataclass

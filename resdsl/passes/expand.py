@@ -72,7 +72,7 @@ from resdsl.passes.values import POISON, ValueList, ValueScope, ValueStatements,
 
 SHORTCUT_OPTIONS = ("A", "B", "C", "none")
 CHECKPOINT_OPTIONS = ("none", "stage", "block")
-SETTINGS = ("input", "shortcut", "zero_init_residual", "checkpoint", "projection", "norm", "act")
+SETTINGS = ("input", "shortcut", "zero_init_residual", "checkpoint", "projection", "norm", "act", "features")
 
 #: Names every block may read: where it stands in its network (LANGUAGE-2, section 4).
 POSITION_NAMES = ("block_index", "block_count", "stage_index", "stage_count", "repeat")
@@ -1016,6 +1016,7 @@ def _settings(
         ),
         None,
     )
+    features = attempt(lambda: _features(written["features"][0]), ()) if "features" in written else ()
     return Settings(
         shape,
         shortcut,
@@ -1026,7 +1027,20 @@ def _settings(
         act_layer.kind if act_layer is not None else "relu",
         norm_layer,
         act_layer,
+        features,
     )
+
+
+def _features(expr: ast.Expr) -> tuple[str, ...]:
+    """``features [act1, layer1, ...]``: module names, as timm's feature_info lists them."""
+    items = expr.items if isinstance(expr, ast.ListExpr) else ()
+    if not items or not all(isinstance(item, ast.Name) for item in items):
+        raise SpecError("the setting 'features' takes a list of module names", expr.pos, _SETTING_USAGE["features"])
+    names = tuple(item.id for item in items)  # type: ignore[union-attr]
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            raise SpecError(f"the feature '{name}' is listed twice", items[index].pos)
+    return names
 
 
 def _raise(error: SpecError) -> None:
@@ -1115,6 +1129,7 @@ _SETTING_USAGE = {
     "projection": "write: projection BLOCK, a block taking (out, stride)",
     "norm": "write: norm gn(32) (every bn becomes that norm)",
     "act": "write: act silu (every relu becomes that activation)",
+    "features": "write: features [act1, layer1, layer2, layer3, layer4] (the modules features_only returns)",
 }
 
 
