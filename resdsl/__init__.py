@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resdsl.compiler import compile, compile_text, shipped_specs
-from resdsl.errors import CompilerBug, LimitError, ShapeError, SpecError, SpecSyntaxError, UnknownNameError, UseError
+from resdsl.errors import (
+    CompilerBug,
+    LimitError,
+    ShapeError,
+    SpecError,
+    SpecSyntaxError,
+    SpecWarning,
+    UnknownNameError,
+    UseError,
+)
 from resdsl.evaluate import Value
 from resdsl.features import FeatureInfo
 from resdsl.ir import Limits, Network
@@ -31,6 +40,7 @@ __all__ = [
     "ShapeError",
     "SpecError",
     "SpecSyntaxError",
+    "SpecWarning",
     "Table",
     "UnknownNameError",
     "UseError",

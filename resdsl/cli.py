@@ -23,6 +23,7 @@ from resdsl.cli_support import (
     OutputError,
     UsageError,
     add_spec_options,
+    add_werror_option,
     compile_from_args,
 )
 from resdsl.errors import CompilerBug, SpecError
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("specs", nargs="+", metavar="SPEC", help="a .res file, or a shipped spec's name (resnet50)")
     add_spec_options(check)
+    add_werror_option(check)
     check.add_argument(
         "--stages", action="store_true", help="also print the per-stage table (like the paper's Table 1)"
     )

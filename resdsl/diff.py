@@ -127,7 +127,7 @@ class NetworkDiff:
             tuple(self.a.output_shape),
             self.a.num_params,
             self.a.macs,
-            self.a.settings.shortcut,
+            f"option {self.a.settings.shortcut}",
         )
         total_b = Side(
             "total",
@@ -135,7 +135,7 @@ class NetworkDiff:
             tuple(self.b.output_shape),
             self.b.num_params,
             self.b.macs,
-            self.b.settings.shortcut,
+            f"option {self.b.settings.shortcut}",
         )
         side_rows(total_a, total_b, self.b.num_params - self.a.num_params, self.b.macs - self.a.macs)
         table = [head, *rows]
@@ -164,11 +164,20 @@ class NetworkDiff:
 
 
 def _millions(value: int | None) -> str:
-    return "-" if value is None else f"{value / 1e6:,.1f}"
+    return "-" if value is None else _figure(value / 1e6, "")
 
 
 def _change_millions(value: int) -> str:
-    return f"{value / 1e6:+,.1f}" if value else "0"
+    return _figure(value / 1e6, "+") if value else "0"
+
+
+def _figure(millions: float, sign: str) -> str:
+    """One decimal, or as many as show a nonzero figure: a change of 40,000 MACs reads
+    -0.04, not -0.0 (a sign on nothing)."""
+    for decimals in range(1, 7):
+        if round(millions, decimals):
+            return f"{millions:{sign},.{decimals}f}"
+    return f"{millions:{sign},.1f}"  # zero (a count is whole, so anything else shows by 6 decimals)
 
 
 def _shortcuts(text: str, short: bool) -> str:

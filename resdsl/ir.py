@@ -361,6 +361,7 @@ class Settings:
     act: str = "relu"  # the kind every `relu` statement builds (the `act` setting)
     norm_layer: Any = None  # the layer `bn` statements build instead, or None
     act_layer: Any = None  # the layer `relu` statements build instead, or None
+    features: tuple[str, ...] = ()  # the `features` setting: the modules features_only returns (timm's)
 
 
 @dataclass
@@ -452,6 +453,8 @@ class Network:
     #: The records of the IR rewrites that made this network from the compiled one, in
     #: order (resdsl.passes.rewrite): what a backend does to the compiled network's weights.
     rewrites: tuple[Any, ...] = ()
+    #: resdsl.errors.SpecWarning: what compiles but is likely not meant, in the order of the file.
+    warnings: list = field(default_factory=list)
 
     def order(self) -> list[int]:
         """The node ids in execution order: topological, ties broken by creation."""

@@ -22,7 +22,7 @@ from resdsl.cli_support import EXIT_OK
 from resdsl.compiler import compile, find_spec
 from resdsl.errors import Pos, Source
 from resdsl.evaluate import CONSTANTS, Value, describe, evaluate
-from resdsl.frontend import _free_params, choose, load
+from resdsl.frontend import _free_params, choose, instantiate, load
 from resdsl.shipped import USE_PREFIX, shipped_specs, specs_dir
 
 
@@ -43,7 +43,8 @@ class ShippedSpec:
 #: How the layers column counts (Network.layer_count), said under the table.
 LAYERS_NOTE = (
     "layers: convolutions and fc layers on the main path, as the paper counts ResNet-34's 34;\n"
-    "        not shortcut projections, side branches (SE), BN, activations or pooling"
+    "        not shortcut projections, side branches (SE), BN, activations or pooling;\n"
+    "        a network with a 'depth' parameter shows that, its paper's count (WRN-28-10: 28 convolutions)"
 )
 
 
@@ -143,10 +144,20 @@ def compile_shipped() -> list[ShippedSpec]:
                 macs=network.macs,
                 input_shape=tuple(network.input_shape),
                 output_shape=tuple(network.output_shape),
-                layers=network.layer_count(),
+                layers=_depth(namespace, chosen, network.layer_count()),
             )
         )
     return found
+
+
+def _depth(namespace, chosen: str, counted: int) -> int:
+    """The paper's depth where the network is instantiated with a whole-number `depth` (the
+    figure in its name), else the counted layers. Families count differently: He et al.
+    count the main path's convolutions and fc (ResNet-34, preact_resnet(depth=164)), while
+    WRN-n-k's n is every convolution, the 1x1 shortcut projections included, and no fc
+    (Zagoruyko and Komodakis 2016, section 2): wide_resnet(depth=28) counts 26 by the first rule."""
+    bound = instantiate(namespace, chosen, {}, Pos(Source("", ""), 1, 1, 1, 1)).params.get("depth")
+    return bound if isinstance(bound, int) and not isinstance(bound, bool) else counted
 
 
 def register(commands: argparse._SubParsersAction) -> None:

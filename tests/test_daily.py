@@ -35,6 +35,10 @@ def test_list_shows_every_shipped_spec_with_its_figures(capsys) -> None:
     assert "layers: convolutions and fc layers on the main path" in text
     rows = {line.split()[0]: line.split()[1] for line in text.splitlines() if line[:1].isalpha() and "  " in line}
     assert rows["resnet34"] == "34" and rows["resnet152"] == "152" and rows["cifar110"] == "110"
+    # WRN-n-k's n counts every convolution, the shortcut projections included, and no fc.
+    wrn = resdsl.compile("wrn28_10")
+    assert rows["wrn28_10"] == "28" == str(sum(1 for _ in wrn.nodes("conv"))) and wrn.layer_count() == 26
+    assert records["wrn28_10"]["layers"] == 28
 
 
 def test_the_shipped_list_index_equals_a_fresh_compile_of_every_shipped_spec() -> None:
@@ -257,3 +261,19 @@ def test_network_repr_is_one_line_and_draws_inline() -> None:
         pytest.skip("Graphviz's dot is not installed (CI installs it): the inline figure is None without it")
     svg = network._repr_svg_()
     assert svg.lstrip().startswith("<?xml") and "<svg" in svg and "conv2_x" in svg
+
+
+def test_diff_shows_small_changes_with_their_sign_and_the_totals_shortcut_option(tmp_path: Path) -> None:
+    spec = (
+        "network {name} {{\n    input 3x32x32\n    stage s: 1 x basic(16)\n"
+        "    head {{\n        avgpool\n        fc {classes}\n    }}\n}}\n"
+    )
+    for name, classes in (("ten", 10), ("nine", 9)):
+        (tmp_path / f"{name}.res").write_text(spec.format(name=name, classes=classes))
+    a, b = resdsl.compile(str(tmp_path / "ten.res")), resdsl.compile(str(tmp_path / "nine.res"))
+    assert b.macs - a.macs == -16  # 16 MACs less: 1.6e-5 millions
+    lines = str(diff(a, b)).splitlines()
+    cells = [cell for line in lines for cell in line.split()]
+    assert "-0.0" not in cells and "-0.00002" in cells
+    totals = [line for line in lines if line.startswith("total") or line.lstrip().startswith("B  ")][-2:]
+    assert all(line.endswith("option B") for line in totals), totals

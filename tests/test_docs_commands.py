@@ -50,8 +50,8 @@ _PLACEHOLDER = re.compile(r"\[|\.\.\.|\b[A-Z][A-Z_]*\b|\|")
 NOT_RUN: dict[str, str] = {
     r"^resdsl (train|eval|plot) ": "needs CIFAR-10 or ImageNet on disk, or a training run's output (runs/); "
     "parsed, and its spec and recipe checked (tests/test_train_*.py train on a synthetic set)",
-    r"^resdsl check tests/fixtures/errors/": "docs/errors.md is generated from these fixtures, and "
-    "tests/test_diagnostics.py checks each one's output against its golden file",
+    r"^resdsl check tests/fixtures/(errors|warnings)/": "docs/errors.md is generated from these fixtures, and "
+    "tests/test_diagnostics.py checks each one's output against its golden file (a warning's, exit 0)",
     r"^torchrun ": "needs several processes or GPUs; the resdsl command in it is parsed",
     r"^(python -m )?resdsl lsp$": "serves an editor on stdin until it exits (tests/test_lsp.py drives it)",
     r"^pip install ": "changes the environment; the extras it names are checked against pyproject.toml",

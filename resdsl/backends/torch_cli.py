@@ -15,6 +15,7 @@ from resdsl.cli_support import (
     EXIT_OK,
     UsageError,
     add_spec_options,
+    add_werror_option,
     check_output,
     compile_from_args,
     prepare_output,
@@ -34,6 +35,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     build.add_argument("spec", metavar="SPEC", help="a .res file, or a shipped spec's name")
     add_spec_options(build)
+    add_werror_option(build)
     build.add_argument(
         "--detail",
         choices=("block", "layer", "stage"),

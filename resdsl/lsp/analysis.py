@@ -150,7 +150,7 @@ def analyze(text: str, path: str | Path) -> Analysis:
     else:
         try:
             result = _analyze(text, Path(os.path.abspath(path)))
-        except Exception as error:  # noqa: BLE001 - a compiler bug: shown as a diagnostic, the server goes on
+        except Exception as error:
             result = Analysis(Path(os.path.abspath(path)), text)
             result.errors.append(_internal_error(error, Pos(Source(str(path), text), 1, 1, 1, 2)))
     _by_code[str(path)] = (code, result)
@@ -202,6 +202,11 @@ def _analyze(text: str, path: Path) -> Analysis:
                         result.errors.append(each)
                 continue
             result.networks.append(network)
+            for warning in network.warnings:  # published with severity 2 (SpecWarning)
+                key = (warning.path, warning.line, warning.column, warning.message)
+                if key not in seen:
+                    seen.add(key)
+                    result.errors.append(warning)
     for network in result.networks:
         _index(result, network)
     return result

@@ -22,7 +22,7 @@ from pygls.protocol import LanguageServerProtocol
 from pygls.uris import from_fs_path, to_fs_path
 
 from resdsl import __version__
-from resdsl.errors import SpecError
+from resdsl.errors import SpecError, SpecWarning
 from resdsl.lsp import analysis
 from resdsl.lsp.analysis import Analysis, Site
 from resdsl.lsp.positions import LineMap, line_map
@@ -223,7 +223,7 @@ def _diagnostic(result: Analysis, error: SpecError, message_prefix: str = "", at
     return lsp.Diagnostic(
         range=_range(at, result),
         message=message,
-        severity=lsp.DiagnosticSeverity.Error,
+        severity=lsp.DiagnosticSeverity.Warning if isinstance(error, SpecWarning) else lsp.DiagnosticSeverity.Error,
         source="resdsl",
         related_information=related or None,
     )

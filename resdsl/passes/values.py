@@ -53,7 +53,29 @@ class ValueList:
     pos: Pos
 
 
-Current = int | ValueList
+class Poisoned:
+    """The value of a statement that failed, and of everything computed from it.
+
+    The expander reports a failed statement and goes on with this in its place, so that
+    the statements after it are still checked (their arguments, their names), while
+    nothing derived from it reports again: no node reads it, so no shape is inferred
+    from a guess, and a name bound to it is never "unread".
+    """
+
+    _instance: Poisoned | None = None
+
+    def __new__(cls) -> Poisoned:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "POISON"
+
+
+POISON = Poisoned()
+
+Current = int | ValueList | Poisoned
 
 
 @dataclass(eq=False)
@@ -266,6 +288,8 @@ class ValueStatements:
                     "name it: let NAME, and read its items as NAME[i]",
                 )
             return
+        if value is POISON:
+            return
         block = context.block
         node = self.graph.node(value)
         if node.users or scope.names_node(value) or value in scope.root.pending:
@@ -310,6 +334,9 @@ class ValueStatements:
         if isinstance(expr, ast.Index) and isinstance(expr.target, ast.Name):
             name = expr.target.id
             binding = self._binding(name, expr.target.pos, context)
+            if binding.node is POISON:  # bound to a failed statement's value: a list, or not
+                binding.read = True
+                return POISON
             if not binding.is_list:
                 raise ValueNameError(f"'{name}' is one value, not a list: it cannot be indexed", expr.pos)
             assert binding.items is not None
@@ -377,6 +404,8 @@ class ValueStatements:
                 JOINS[statement.kind].example,
             )
         self.drop_current(value, context, statement.pos, f"'{statement.kind}'")
+        if any(node is POISON for node in inputs):
+            return POISON
         if len(inputs) == 1:
             return inputs[0]  # a join of one value is that value
         return self._node(
@@ -402,6 +431,8 @@ class ValueStatements:
                 statement.pos,
             )
         self.drop_current(value, context, statement.pos, "'weighted'")
+        if any(node is POISON for node in (*weights_nodes, *values_nodes)):
+            return POISON
         return self._node(
             Weighted(len(values_nodes)),
             (*weights_nodes, *values_nodes),
@@ -432,6 +463,8 @@ class ValueStatements:
             raise SpecError("'split' of an empty list of sizes", written.pos, _SPLIT_USAGE)
         if count > MAX_SPLIT_PARTS:
             raise LimitError(f"a split into {count:,} parts; splits make at most {MAX_SPLIT_PARTS:,}", written.pos)
+        if value is POISON:
+            return ValueList((POISON,) * count, statement.pos)  # type: ignore[arg-type]
         axis = -1 if layout(self.graph.node(value).shape) == "tokens" else 1  # the channel axis
         nodes = tuple(
             self._node(Split(part, count, sizes, axis), (value,), statement, context, label=None, written="split")
@@ -521,7 +554,9 @@ class ValueStatements:
         key = (id(context.names), result)
         named = {value.split(" = ")[0] for value in values}
         # Only the loops of this block's own body: a block used inside a loop does not see its variable.
-        values += [f"{name} = {context.env[name]}" for name in self.loop_names if name not in named and name in context.env]
+        values += [
+            f"{name} = {context.env[name]}" for name in self.loop_names if name not in named and name in context.env
+        ]
         where = ", ".join(values)
         if key in self.interpolated:
             first_pos, first = self.interpolated[key]
@@ -558,6 +593,8 @@ def finish_scope(scope: ValueScope, result: Current, block: Any, graph: Any) -> 
         exempt.add(block.tap)
     for binding in scope.bindings.values():
         if not binding.is_list:
+            if binding.node is POISON:
+                continue
             if not binding.read and binding.node not in exempt and not _has_users(graph, binding.node):
                 raise ValueNameError(
                     f"'{binding.name}' is bound but nothing reads it",
@@ -567,6 +604,8 @@ def finish_scope(scope: ValueScope, result: Current, block: Any, graph: Any) -> 
             continue
         assert binding.items is not None
         for index, node in sorted(binding.items.items()):
+            if node is POISON:
+                continue
             if index not in binding.read_items and node not in exempt and not _has_users(graph, node):
                 raise ValueNameError(
                     f"'{binding.name}[{index}]' is bound but nothing reads it",
@@ -602,7 +641,9 @@ _SPLIT_USAGE = "write: split 2 (equal channel groups) or split [64, 32] (sizes)"
 __all__ = [
     "MAX_LOOP_ITERATIONS",
     "MAX_SPLIT_PARTS",
+    "POISON",
     "Binding",
+    "Poisoned",
     "ValueList",
     "ValueScope",
     "ValueStatements",

@@ -25,7 +25,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,6 +173,38 @@ def start_processes(device_choice: str) -> Processes:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
     return Processes(rank, world, local_rank, device)
+
+
+def choose_threads(environ: Mapping[str, str], cores: int) -> tuple[int, str]:
+    """How many threads torch runs ops with, and why (said in the log).
+
+    torch's default is every core of the machine, whatever else runs there: on a busy
+    CPU, or with several processes each taking every core, they wait on one another
+    (one image a second where one thread gave eleven). An explicit OMP_NUM_THREADS is
+    kept; under torchrun each process takes one thread (its processes share the cores);
+    otherwise the cores this process may run on.
+    """
+    given = environ.get("OMP_NUM_THREADS", "").strip()
+    if given.isdigit() and int(given) > 0:
+        return int(given), f"OMP_NUM_THREADS={int(given)}"
+    local = environ.get("LOCAL_WORLD_SIZE") or environ.get("WORLD_SIZE") or "1"
+    if local.isdigit() and int(local) > 1:
+        return 1, f"one per process, {int(local)} processes here (torchrun)"
+    return max(1, cores), "the cores this process may use"
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on every platform (macOS)
+        return os.cpu_count() or 1
+
+
+def images_per_second(rate: float) -> str:
+    """A rate for the log: whole numbers from 1 up, two figures below (0.42, never 0)."""
+    if rate >= 1 or rate <= 0:
+        return f"{rate:,.0f} img/s"
+    return f"{rate:.2g} img/s"
 
 
 # ---------------------------------------------------------------------------
@@ -637,6 +669,18 @@ class Trainer:
 
     def run(self) -> int:
         """Train to the end, or until a stop signal: 0, or 128 + the signal's number."""
+        threads, reason = choose_threads(os.environ, available_cores())
+        previous_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        self.threads = (threads, reason)
+        try:
+            return self._run()
+        finally:
+            torch.set_num_threads(previous_threads)  # an API caller's own setting, back as it was
+
+    threads: tuple[int, str] = (0, "")
+
+    def _run(self) -> int:
         self.setup()
         if self.options.resume and self.iteration >= self.total:
             self.log(
@@ -700,6 +744,9 @@ class Trainer:
             f"{self.recipe['batch_size']}{resumed}; run folder {self.out}"
         )
         self.log(f"step: {self.speed.describe()}")
+        threads, reason = self.threads
+        if threads:
+            self.log(f"threads: {threads} ({reason})")
 
     _last_eval: int = -1
 
@@ -773,7 +820,7 @@ class Trainer:
                 f"{100 * float(window['wrong']) / window['images']:.2f}%"
             )
         remaining = (self.total - done) * self.recipe["batch_size"] / max(rate, 1e-9)
-        parts += [f"{rate:,.0f} img/s", f"{_duration(remaining)} to go"]
+        parts += [images_per_second(rate), f"{_duration(remaining)} to go"]
         return "  ".join(parts)
 
     def _stop_requested(self, done: int) -> bool:
@@ -851,7 +898,7 @@ class Trainer:
         for split in self.data.splits:
             parts.append(f"{split} {row[f'{split}_loss']:.4f} {row[f'{split}_error']:.2f}%")
         if "images_per_s" in row:
-            parts.append(f"{row['images_per_s']:,.0f} img/s")
+            parts.append(images_per_second(row["images_per_s"]))
         return "  ".join(parts)
 
     def _summary(self) -> str:
