@@ -40,15 +40,54 @@ class Stmt:
     body: list[Stmt] | None = None  # a branch's statements (`mul { ... }`)
 
     def key(self) -> tuple:
-        shape = tuple(p if isinstance(p, str) else ("#", p.role) for p in self.parts)
+        shape = tuple(
+            p if isinstance(p, str) else p.key() if isinstance(p, CallPart) else ("#", p.role) for p in self.parts
+        )
         return (shape, None if self.body is None else tuple(s.key() for s in self.body))
 
     def consts(self) -> Iterator[Const]:
         for part in self.parts:
             if isinstance(part, Const):
                 yield part
+            elif isinstance(part, CallPart):
+                yield from part.consts()
         for stmt in self.body or ():
             yield from stmt.consts()
+
+
+class CallPart:
+    """A block used in a statement: its arguments are the used block's parameters, known
+    once its type is solved; they are slots of the statement's own block."""
+
+    def __init__(self, recovery: Recovery, block_type: BlockType, use: BlockUse) -> None:
+        self.recovery = recovery
+        self.type = block_type
+        self.use = use
+        self._consts: list[Const] | None = None
+
+    def key(self) -> tuple:
+        return ("call", self.type.name)
+
+    def consts(self) -> list[Const]:
+        if self._consts is None:
+            self.recovery.solve(self.type)
+            values = self.recovery.arg_values(self.type, self.use)
+            self._consts = [
+                Const(values[name], name if name != "stride" else "stride", Size((1, 1)) if name == "stride" else None)
+                for name in self.type.params
+            ]
+        return self._consts
+
+    def render(self, values: Callable[[Const], str]) -> str:
+        texts = []
+        for name, const in zip(self.type.params, self.consts()):
+            shown = values(const)
+            if name in self.type.defaults:
+                if shown:
+                    texts.append(f"{name}={shown}")
+            else:
+                texts.append(shown or _text(const.value))
+        return f"{self.type.name}({', '.join(texts)})"
 
 
 def _text(value: Any, kernel: bool = False) -> str:
@@ -139,7 +178,10 @@ def render(stmts: list[Stmt], values: Callable[[Const], str], indent: str = "   
         text = ""
         pending = ""
         for part in stmt.parts:
-            if isinstance(part, str):
+            if isinstance(part, CallPart):
+                text += pending + part.render(values)
+                pending = ""
+            elif isinstance(part, str):
                 if part.startswith(", ") and part.endswith("="):
                     pending = part
                 else:
@@ -161,7 +203,7 @@ def render(stmts: list[Stmt], values: Callable[[Const], str], indent: str = "   
 
 
 def literal(const: Const) -> str:
-    if const.default is not None and const.value == const.default:
+    if const.default is not None and _hashable(const.value) == _hashable(const.default):
         return ""
     return _text(const.value, kernel=const.role == "kernel")
 
@@ -289,10 +331,12 @@ class Recovery:
         return [(child, members) for child, members in groups if child is not None]
 
     def is_block_module(self, path: str, ids: list[int]) -> bool:
-        # A stage's block: its own module (not a container of layers alone).
-        return any(self.child(self.ops[i], path) is not None or self.ops[i].label for i in ids) and any(
-            len(self.ops[i].scope) and path in self.ops[i].scope for i in ids
-        )
+        # A stage's block: a module with a join of its own, or one that holds layers and
+        # blocks but no containers of its own (a ConvNeXt stage, holding a stage, is not).
+        if any(self.ops[i].is_join and self.child(self.ops[i], path) is None for i in ids):
+            return True
+        inner = {p for i in ids for p in self.ops[i].scope if p.startswith(path + ".")}
+        return not inner & self.g.sequential
 
     # Units ------------------------------------------------------------------------
 
@@ -304,7 +348,7 @@ class Recovery:
                 result += [self.op_unit(i, prefix) for i in members]
                 continue
             try:
-                blocks = self.stage_blocks(child, members) if path == "" else None
+                blocks = self.stage_blocks(child, members) if prefix == "" else None
                 if blocks is not None:
                     result.append(self.stage_unit(child, blocks))
                     continue
@@ -470,8 +514,10 @@ class Recovery:
         block_type = self.register(use)
         label = self.relative(path, prefix)
 
+        call = CallPart(self, block_type, use)
+
         def stmts(name: Callable[[int], str]) -> list[Stmt]:
-            return [Stmt([f"{label}: ", *self.call(block_type, use, stage=False)])]
+            return [Stmt([f"{label}: ", call])]
 
         return Unit(use.exit, [use.entry], True, stmts, ids, kind="use")
 
@@ -481,13 +527,14 @@ class Recovery:
         entry, exit = uses[0].entry, uses[-1].exit
         ids = [i for _, members in blocks for i in members]
 
+        calls = [CallPart(self, t, u) for t, u in zip(types, uses)]
+
         def stmts(name: Callable[[int], str]) -> list[Stmt]:
             first = types[0]
             if all(t is first for t in types) and self.stage_args_agree(first, uses):
-                call = self.call(first, uses[0], stage=True)
-                return [Stmt([f"stage {path}: {len(uses)} x ", *call])]
+                return [Stmt([f"stage {path}: {len(uses)} x ", calls[0]])]
             # Blocks a stage cannot repeat (their arguments differ): each under its own path.
-            return [Stmt([f"{u.path}: ", *self.call(t, u, stage=False)]) for t, u in zip(types, uses)]
+            return [Stmt([f"{u.path}: ", c]) for u, c in zip(uses, calls)]
 
         return Unit(exit, [entry], True, stmts, ids, kind="stage")
 
@@ -523,8 +570,8 @@ class Recovery:
         names: set[str] = set()
         for index, consts in enumerate(vectors):
             values = tuple(_hashable(c.value) for c in consts)
-            if len(set(values)) == 1:
-                continue
+            if len(set(values)) == 1 or all(c.default is not None and c.value == c.default for c in consts):
+                continue  # one value, or each instance's default ("same" padding for its kernel)
             role = consts[0].role
             key = (role in ("kernel",), values)
             if key not in by_vector:
@@ -541,38 +588,22 @@ class Recovery:
             block_type.params.append("stride")
             block_type.defaults["stride"] = "1"
 
-    def args(self, block_type: BlockType, use: BlockUse) -> dict[str, str]:
+    def arg_values(self, block_type: BlockType, use: BlockUse) -> dict[str, Any]:
         self.solve(block_type)
         slots = self.slots(use)
-        values: dict[str, str] = {}
-        for index, name in block_type.slot_params.items():
-            const = slots[index]
-            values[name] = _text(const.value, kernel=False)
-        return values
+        return {name: slots[index].value for index, name in block_type.slot_params.items()}
 
     def stage_args_agree(self, block_type: BlockType, uses: list[BlockUse]) -> bool:
-        self.solve(block_type)
-        first = self.args(block_type, uses[0])
+        first = {k: _hashable(v) for k, v in self.arg_values(block_type, uses[0]).items()}
         for use in uses[1:]:
-            args = self.args(block_type, use)
+            args = {k: _hashable(v) for k, v in self.arg_values(block_type, use).items()}
             for name in block_type.params:
                 if name == "stride":
-                    if args[name] != "1":
+                    if args[name] not in (1, Size((1, 1))):
                         return False
                 elif args[name] != first[name]:
                     return False
         return True
-
-    def call(self, block_type: BlockType, use: BlockUse, stage: bool) -> list[Any]:
-        args = self.args(block_type, use)
-        texts = []
-        for name in block_type.params:
-            if name in block_type.defaults:
-                if args[name] != block_type.defaults[name]:
-                    texts.append(f"{name}={args[name]}")
-            else:
-                texts.append(args[name])
-        return [f"{block_type.name}({', '.join(texts)})"]
 
     def definition(self, block_type: BlockType) -> list[str]:
         self.solve(block_type)

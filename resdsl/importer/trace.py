@@ -182,7 +182,10 @@ def _bn_act(b: Builder, m: nn.Module, path: str, x: int) -> int:
     for name in ("drop", "act"):
         child = getattr(m, name, None)
         if child is not None:
+            # Unlabelled: a module inside the BN's own name would be a layer inside a layer.
             out = _leaf_op(b, child, f"{path}.{name}", out)
+            if b.ops[out].label == f"{path}.{name}":
+                b.ops[out].label = None
     return out
 
 
@@ -356,7 +359,7 @@ def _init(tensor: torch.Tensor) -> float:
     # model), else 1 (a trained one: the weights loaded replace it anyway).
     flat = tensor.detach().flatten()
     if flat.numel() and bool((flat == flat[0]).all()) and float(flat[0]) > 0:
-        return float(flat[0])
+        return float(f"{float(flat[0]):.7g}")  # the float32 value as written (1e-6, not 9.99...e-07)
     return 1.0
 
 
