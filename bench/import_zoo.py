@@ -6,7 +6,7 @@ as specs that verify, and why the others do not.
 For every timm model matching the families (issue 26's list by default; ``timm``'s
 own glob patterns), at ``pretrained=False`` (nothing is downloaded): import it at a
 small input, build the spec, load the model's weights with ``strict=True`` and compare
-float64 outputs in eval and train mode (resdsl/importer/verify.py). One row per model:
+float64 outputs in eval and train mode (resdsl/importer/proof.py). One row per model:
 imported, verified, the spec's lines, and the reason where it failed; then the total
 and the failure classes (the construct each failure names). docs/import.md records
 the latest figures.

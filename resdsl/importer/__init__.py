@@ -18,7 +18,7 @@ from resdsl.importer.ops import ImportFailure
 if TYPE_CHECKING:
     from torch import nn
 
-    from resdsl.importer.verify import Check
+    from resdsl.importer.proof import Check
 
 __all__ = ["ImportFailure", "import_model", "load_source", "verify"]
 
@@ -44,7 +44,9 @@ def load_source(source: str) -> tuple[nn.Module, str]:
         from torchvision import models
 
         if name not in models.list_models():
-            raise ImportFailure(f"torchvision has no model {name!r}", hint="`torchvision.models.list_models()` lists them")
+            raise ImportFailure(
+                f"torchvision has no model {name!r}", hint="`torchvision.models.list_models()` lists them"
+            )
         return models.get_model(name, weights=None), name
     if ":" in source:
         module_name, _, attribute = source.partition(":")
@@ -111,6 +113,6 @@ def import_with_model(
 
 
 def verify(text: str, model: nn.Module, input_shape: tuple[int, ...]) -> Check:
-    from resdsl.importer.verify import check
+    from resdsl.importer.proof import check
 
     return check(text, model, input_shape)

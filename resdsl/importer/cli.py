@@ -28,7 +28,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "its module is imported, the one place resdsl runs your code)",
     )
     parser.add_argument("-o", "--output", metavar="OUT.res", help="write the spec here instead of printing it")
-    parser.add_argument("--input", metavar="CxHxW", help="the input shape to trace with (default: the model's, else 3x224x224)")
+    parser.add_argument(
+        "--input", metavar="CxHxW", help="the input shape to trace with (default: the model's, else 3x224x224)"
+    )
     parser.add_argument("--no-verify", action="store_true", help="skip building and comparing the spec")
     parser.set_defaults(run=run)
 

@@ -380,8 +380,16 @@ class Recovery:
                 return [Stmt([f"{kind} " + ", ".join(name(v) for v in op.inputs)])]
 
             return Unit(i, list(op.inputs), False, join, [i], kind="join")
-        if op.kind in ("input", "zeropad"):
-            raise ImportFailure(f"cannot import {op.kind} outside a shortcut", file=op.where)
+        if op.kind == "zeropad":
+
+            def refuse(name: Callable[[int], str], op: Op = op) -> list[Stmt]:
+                raise ImportFailure(
+                    f"cannot import {op.label}: a zero-padding shortcut the language writes only as shortcut A "
+                    "(a block's sum with its input)",
+                    file=op.where,
+                )
+
+            return Unit(i, list(op.inputs), True, refuse, [i], kind="zeropad")
         label = self.relative(op.label, prefix)
         stmt = statement(op, label)
         return Unit(i, list(op.inputs), True, lambda name, stmt=stmt: [stmt], [i], kind=op.kind)
@@ -487,12 +495,17 @@ class Recovery:
 
     def branch_span(self, units: list[Unit], index: int, a: int, b: int) -> int | None:
         """Where the branch computing `b` from `a` starts: units just before the join."""
-        inside: set[int] = set()
+        needed = {b}
         start = index
-        while start > 0 and b not in inside:
-            start -= 1
-            inside.add(units[start].out)
-        if b not in inside:
+        for position in range(index - 1, -1, -1):
+            unit = units[position]
+            if unit.out in needed:
+                needed.discard(unit.out)
+                needed.update(v for v in unit.inputs if v != a)
+                start = position
+            if not needed:
+                break
+        if needed or start == index:
             return None
         body = units[start:index]
         if not body or body[0].inputs != [a] or not body[0].single:
@@ -691,7 +704,7 @@ class Recovery:
         fixed = []
         for stmt, label in zip(stmts0, labels0):
             if label.startswith("downsample."):
-                stmt.parts[0] = f"{label[len('downsample.'):]}: "
+                stmt.parts[0] = f"{label[len('downsample.') :]}: "
             else:
                 stmt.parts[0] = f"..{label}: "
             fixed.append(stmt)
@@ -718,7 +731,9 @@ def _stride(before: tuple[int, ...], after: tuple[int, ...]) -> int:
 
 def _sections(body: list[Stmt], lines: list[str]) -> list[str]:
     """The network body with its leading layers in `stem { }` and trailing ones in `head { }`."""
-    kinds = ["stage" if s.parts and isinstance(s.parts[0], str) and s.parts[0].startswith("stage ") else "x" for s in body]
+    kinds = [
+        "stage" if s.parts and isinstance(s.parts[0], str) and s.parts[0].startswith("stage ") else "x" for s in body
+    ]
     if "stage" not in kinds:
         return lines
     counts = [len(render([s], literal)) for s in body]

@@ -106,7 +106,9 @@ class Builder:
 
 def _conv(b: Builder, m: nn.Conv2d, path: str, x: int) -> int:
     if m.padding_mode != "zeros":
-        raise b.fail(f"{path} ({_class_name(m)})", f"padding_mode={m.padding_mode!r}: the language pads with zeros only")
+        raise b.fail(
+            f"{path} ({_class_name(m)})", f"padding_mode={m.padding_mode!r}: the language pads with zeros only"
+        )
     kernel, stride, dilation = _size(m.kernel_size), _size(m.stride), _size(m.dilation)
     if isinstance(m.padding, str):
         if m.padding == "valid":
@@ -292,7 +294,9 @@ def _avgpool(b: Builder, m: nn.AvgPool2d, path: str, x: int) -> int:
 def _adaptive_avg(b: Builder, m: nn.AdaptiveAvgPool2d, path: str, x: int) -> int:
     size = m.output_size
     if size not in (1, (1, 1), [1, 1]):
-        raise b.fail(f"{path} ({_class_name(m)})", f"adaptive average pooling to {size}: the language pools to 1x1 only")
+        raise b.fail(
+            f"{path} ({_class_name(m)})", f"adaptive average pooling to {size}: the language pools to 1x1 only"
+        )
     return b.add("avgpool", [x], label=path, shape=b.shape)
 
 
@@ -788,7 +792,11 @@ def _call_function(b: Builder, node: fx.Node, env: dict) -> Any:
         dims = args[1] if len(args) > 1 else kwargs.get("dim")
         keep = kwargs.get("keepdim", args[2] if len(args) > 2 else False)
         rank = len(b.ops[x].shape)
-        if rank == 3 and dims is not None and sorted(d % 4 for d in (dims if isinstance(dims, (tuple, list)) else [dims])) == [2, 3]:
+        if (
+            rank == 3
+            and dims is not None
+            and sorted(d % 4 for d in (dims if isinstance(dims, (tuple, list)) else [dims])) == [2, 3]
+        ):
             pooled = b.add("avgpool", [x], shape=(b.ops[x].shape[0], 1, 1))
             return pooled if keep else _flatten_op(b, pooled)
         raise b.fail(what, "a mean over other dimensions than height and width")
@@ -886,7 +894,9 @@ def _join(b: Builder, kind: str, inputs: list[int], what: str) -> int:
     elif kind == "mul" and len(inputs) == 2 and shapes[1] == tuple(b.shape) and shapes[0] != shapes[1]:
         inputs = inputs[::-1]  # the language multiplies a full value by per-channel factors
     elif kind != "cat" and len(set(shapes)) != 1:
-        raise b.fail(what, f"{kind} of values of shapes {' and '.join(map(str, shapes))}: broadcasting other than per channel")
+        raise b.fail(
+            what, f"{kind} of values of shapes {' and '.join(map(str, shapes))}: broadcasting other than per channel"
+        )
     return b.add(kind, inputs, shape=b.shape)
 
 
