@@ -87,7 +87,7 @@ def run_one(name: str, input_shape: str) -> dict:
             row["reason"] = str(check)
     except SpecError as error:
         row["reason"] = str(error).splitlines()[0]
-    except Exception as error:  # noqa: BLE001 - a bug of the importer's: recorded, and the run goes on
+    except Exception as error:  # a bug of the importer's: recorded, and the run goes on
         row["reason"] = f"bug: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
     row["seconds"] = round(time.perf_counter() - start, 1)
     return row

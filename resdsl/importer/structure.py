@@ -652,7 +652,7 @@ class Recovery:
             definitions += projection[1] + [""]
             settings.append(f"    projection {projection[0]}")
         for block_type in sorted(self.types.values(), key=lambda t: min(u.exit for u in t.uses)):
-            definitions += self.definition(block_type) + [""]
+            definitions += [*self.definition(block_type), ""]
         lines = render(body, literal)
         stemmed = _sections(body, lines)
         return "\n".join([*definitions, f"network {self.name} {{", *settings, *stemmed, "}", ""])
@@ -678,7 +678,7 @@ class Recovery:
         keys = {tuple(s.key() for s in stmts) for _, _, stmts in shapes}
         if len(keys) != 1:
             raise _NoProjection()
-        use0, labels0, stmts0 = shapes[0]
+        _, labels0, stmts0 = shapes[0]
         vectors = list(zip(*([c for s in stmts for c in s.consts()] for _, _, stmts in shapes)))
         names: dict[int, str] = {}
         for index, consts in enumerate(vectors):

@@ -544,7 +544,8 @@ def symbolic_trace(model: nn.Module) -> fx.GraphModule:
     except Exception as error:  # torch.fx's own: data-dependent control flow and the like
         where = _traceback_where(error)
         raise ImportFailure(
-            f"cannot trace {type(model).__name__}: torch.fx could not follow its forward ({str(error).splitlines()[0]})",
+            f"cannot trace {type(model).__name__}: torch.fx could not follow its forward "
+            f"({str(error).splitlines()[0]})",
             hint="control flow that depends on tensor values has no meaning in the language",
             file=where,
         ) from None
