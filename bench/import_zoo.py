@@ -1,7 +1,8 @@
 """`resdsl import` over timm's zoo: how many of its convolutional networks come back
 as specs that verify, and why the others do not.
 
-  python bench/import_zoo.py [--families PATTERN ...] [--models NAME ...] [--input CxHxW] [--limit N] [--json]
+  python bench/import_zoo.py [--families PATTERN ...] [--models NAME ...] [--input CxHxW] [--per-family N]
+                             [--limit N] [--json]
 
 For every timm model matching the families (issue 26's list by default; ``timm``'s
 own glob patterns), at ``pretrained=False`` (nothing is downloaded): import it at a
@@ -50,14 +51,15 @@ FAMILIES = (
 )
 
 
-def models(families: list[str], names: list[str] | None) -> list[str]:
+def models(families: list[str], names: list[str] | None, per_family: int = 0) -> list[str]:
     import timm
 
     if names:
         return names
     found: list[str] = []
     for pattern in families:
-        for name in timm.list_models(pattern):
+        listed = timm.list_models(pattern)
+        for name in listed[:per_family] if per_family else listed:
             if name not in found:
                 found.append(name)
     return found
@@ -98,11 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), metavar="PATTERN")
     parser.add_argument("--models", nargs="+", metavar="NAME", help="these models instead of the families'")
     parser.add_argument("--input", default="3x64x64", metavar="CxHxW", help="the input to trace and verify at")
+    parser.add_argument(
+        "--per-family", type=int, default=0, metavar="N", help="only the first N models of each family (0: all)"
+    )
     parser.add_argument("--limit", type=int, default=0, metavar="N", help="only the first N models (0: all)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = parser.parse_args(argv)
 
-    names = models(args.families, args.models)
+    names = models(args.families, args.models, args.per_family)
     if args.limit:
         names = names[: args.limit]
     rows = []

@@ -554,6 +554,17 @@ class Recovery:
     def register(self, use: BlockUse) -> BlockType:
         key = (use.cls, tuple(s.key() for s in use.stmts))
         block_type = self.types.get(key)
+        if block_type is None and use.shortcut == "identity":
+            # An identity shortcut carries the block's input wherever `tap shortcut` stands:
+            # the instance joins a type that taps (a stage's projected first block).
+            tap = Stmt(["tap shortcut"]).key()
+            for other_key, other in self.types.items():
+                taps = [i for i, k in enumerate(other_key[1]) if k == tap]
+                untapped = other_key[1][: taps[0]] + other_key[1][taps[0] + 1 :] if len(taps) == 1 else None
+                if other_key[0] == use.cls and untapped == key[1]:
+                    use.stmts.insert(taps[0], Stmt(["tap shortcut"]))
+                    key, block_type = other_key, other
+                    break
         if block_type is None:
             base = snake(use.cls)
             name, n = base, 2
@@ -702,11 +713,16 @@ class Recovery:
             return name if name is not None else literal(const)
 
         fixed = []
-        for stmt, label in zip(stmts0, labels0):
-            if label.startswith("downsample."):
-                stmt.parts[0] = f"{label[len('downsample.') :]}: "
-            else:
+        for position, (stmt, label) in enumerate(zip(stmts0, labels0)):
+            inner = label[len("downsample.") :] if label.startswith("downsample.") else None
+            if inner == str(position):
+                stmt.parts[0] = ""  # numbered by position under `downsample`, as nn.Sequential
+            elif inner is not None and not inner[0].isdigit():
+                stmt.parts[0] = f"{inner}: "
+            elif inner is None:
                 stmt.parts[0] = f"..{label}: "
+            else:
+                raise _NoProjection()
             fixed.append(stmt)
         return "projection", ["block projection(out, stride) {", *render(fixed, values), "}"]
 
