@@ -115,7 +115,7 @@ def make_tiny() -> nn.Module:
 
 def test_a_users_module_imports_as_blocks_and_stages() -> None:
     model = TinyNet()
-    text = import_model(model, input="3x32x32")
+    text = resdsl.import_model(model, input="3x32x32")
     check = verify(text, model, (3, 32, 32))
     assert check.ok, f"{check}\n{text}"
     assert check.keys == len(model.state_dict())
@@ -252,3 +252,23 @@ def _all_specs() -> list[str]:
 @pytest.mark.parametrize("spec", [s for s in _all_specs() if s not in ROUND_TRIP])
 def test_round_trip_every_shipped_spec(spec: str) -> None:
     round_trip(spec)
+
+
+class Twice(nn.Module):
+    def __init__(self, shared_conv: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.shared_conv = shared_conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.conv(x))
+        return self.act(self.conv(y) if self.shared_conv else y + x)
+
+
+def test_a_module_without_tensors_may_run_twice_but_shared_weights_may_not() -> None:
+    model = Twice(shared_conv=False)
+    text = import_model(model, input="4x8x8")
+    assert verify(text, model, (4, 8, 8)).ok, text
+    with pytest.raises(ImportFailure, match="runs twice with the same weights"):
+        import_model(Twice(shared_conv=True), input="4x8x8")

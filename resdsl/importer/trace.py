@@ -649,6 +649,7 @@ def _convert(gm: fx.GraphModule, input_shape: tuple[int, ...]) -> Graph:
     sequential: set[str] = set()
     output: int | None = None
     modules = dict(gm.named_modules())
+    called: set[str] = set()
     for node in gm.graph.nodes:
         stack = node.meta.get("nn_module_stack") or {}
         paths = [path for path, _ in stack.values()]
@@ -678,6 +679,9 @@ def _convert(gm: fx.GraphModule, input_shape: tuple[int, ...]) -> Graph:
             made = len(b.ops)
             env[node] = _call_module(b, module, str(node.target), node, env)
             _set_shape(b, env[node], made, node)
+            if str(node.target) in called:
+                _called_again(b, module, str(node.target), made)
+            called.add(str(node.target))
         else:
             made = len(b.ops)
             result = _call_function(b, node, env)
@@ -687,6 +691,19 @@ def _convert(gm: fx.GraphModule, input_shape: tuple[int, ...]) -> Graph:
         raise ImportFailure("cannot import the network: its forward returns nothing")
     ops, output = _live(b.ops, output)
     return Graph(ops, output, tuple(input_shape), classes, sequential)
+
+
+def _called_again(b: Builder, module: nn.Module, path: str, made: int) -> None:
+    # torchvision's blocks call one ReLU twice: a module without tensors may run in
+    # several places, each an unlabelled layer after the first.
+    if any(True for _ in module.parameters()) or any(True for _ in module.buffers()):
+        raise b.fail(
+            f"the module {path} ({_class_name(module)})",
+            "it runs twice with the same weights: the language gives each layer its own",
+        )
+    for index in range(made, len(b.ops)):
+        if b.ops[index].label is not None and b.ops[index].label.startswith(path):
+            b.ops[index].label = None
 
 
 def _set_shape(b: Builder, result: Any, made: int, node: fx.Node) -> None:
