@@ -49,6 +49,7 @@ __all__ = [
     "compile_text",
     "export",
     "feature_info",
+    "import_model",
     "load",
     "shipped_specs",
 ]
@@ -192,3 +193,16 @@ def _network_svg(network: Network) -> str | None:
 
 # Set here rather than in resdsl.ir, so that the IR does not import the backend that draws it.
 Network._repr_svg_ = _network_svg  # type: ignore[attr-defined]
+
+def import_model(
+    module_or_name: torch.nn.Module | str, *, input: str | Sequence[int] | None = None, name: str | None = None
+) -> str:
+    """The ``.res`` text of a PyTorch network (imports torch on first use): a module, or
+    ``"timm/NAME"``, ``"torchvision/NAME"`` or ``"package.module:callable"`` (the one
+    place resdsl runs code of yours). Blocks, stages and shortcuts come from its module
+    hierarchy; labels give its ``state_dict`` keys. ``resdsl.importer.verify`` checks
+    the text against the module (docs/import.md); a construct the language lacks is a
+    :class:`SpecError` naming it and its line."""
+    from resdsl.importer import import_model as _import_model
+
+    return _import_model(module_or_name, input=tuple(input) if isinstance(input, list) else input, name=name)

@@ -1,4 +1,4 @@
-"""The ``resdsl`` command line: ``check``, ``build``, ``draw``, ``list`` and ``diff``.
+"""The ``resdsl`` command line: ``check``, ``build``, ``draw``, ``list``, ``diff`` and ``import``.
 
 Exit codes: 0 success, 1 the spec is wrong (diagnostics on stderr), 2 usage
 errors. Results go to stdout, errors to stderr. ``check``, ``draw``, ``list`` and
@@ -27,6 +27,7 @@ from resdsl.cli_support import (
     compile_from_args,
 )
 from resdsl.errors import CompilerBug, SpecError
+from resdsl.importer import cli as import_cli
 from resdsl.ir import Network
 from resdsl.layers import shape_text
 from resdsl.train import cli as train_cli
@@ -138,6 +139,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     lsp.register,
     list_cli.register,
     diff.register,
+    import_cli.register,
 )
 
 

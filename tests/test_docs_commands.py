@@ -416,7 +416,7 @@ RUN = [c for c in COMMANDS if not _reason(c) and not _is_synopsis(c)]
 @pytest.mark.parametrize("command", RUN, ids=str)
 def test_command_runs_as_written(command: Command, tmp_path: Path) -> None:
     argv = shlex.split(command.text, comments=True)
-    assert argv[0] == "resdsl" and argv[1] in ("check", "list", "diff", "draw", "fmt", "build"), (
+    assert argv[0] == "resdsl" and argv[1] in ("check", "list", "diff", "draw", "fmt", "build", "import"), (
         f"{command}: run it here, or add it to NOT_RUN with the reason"
     )
     if argv[1] == "draw" and any(arg.endswith((".svg", ".png", ".pdf")) for arg in argv) and not shutil.which("dot"):
