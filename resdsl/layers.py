@@ -1639,11 +1639,14 @@ class Attention(Layer):
         Argument("qkv_bias", as_bool, "qkv_bias"),
         Argument("qk_norm", as_bool, "qk_norm"),
         Argument("proj_bias", as_bool, "proj_bias"),
-        Argument("rel_pos", lambda value, pos, what: value, "rel_pos", words=("none", "logits")),
+        Argument("rel_pos", lambda value, pos, what: value, "rel_pos", words=("none", "logits", "bias")),
         Argument("proj", as_bool, "proj"),
+        Argument("out_channels", _int(), "out"),
+        Argument("head_first", as_bool, "head_first"),
     )
     usage: ClassVar[str] = (
-        "attention heads=H[, head_dim=D, qkv_bias=true, qk_norm=false, proj_bias=true, rel_pos=none|logits, proj=true]"
+        "attention heads=H[, head_dim=D, qkv_bias=true, qk_norm=false, proj_bias=true, rel_pos=none|logits|bias, "
+        "proj=true, out=C, head_first=false]"
     )
     heads: int = 8
     head_dim: int | None = None  # None: C / heads
@@ -1656,6 +1659,10 @@ class Attention(Layer):
     rel_pos: str = "none"
     # Without it (BoTNet's BottleneckAttn) the heads' concatenated values are the output.
     proj: bool = True
+    # proj's output width (None: the input's), as timm's Attention2d widens a CoAtNet stage's first block.
+    out_channels: int | None = None
+    # qkv's channels grouped by head, each head's q, k, v together (timm's Attention2d head_first).
+    head_first: bool = False
 
     def _head_dim(self, shape: Shape) -> int:
         return self.head_dim if self.head_dim is not None else channels(shape) // self.heads
@@ -1675,10 +1682,11 @@ class Attention(Layer):
         groups, tokens, width = _attention_extent(shape)
         inner = self.heads * self._head_dim(shape)
         params = width * 3 * inner + (3 * inner if self.qkv_bias else 0)
-        params += inner * width + (width if self.proj_bias else 0) if self.proj else 0
+        out = self.out_channels or width
+        params += inner * out + (out if self.proj_bias else 0) if self.proj else 0
         params += 4 * self._head_dim(shape) if self.qk_norm else 0
         macs = groups * (tokens * width * 3 * inner + 2 * tokens * tokens * inner)
-        macs += groups * tokens * inner * width if self.proj else 0
+        macs += groups * tokens * inner * out if self.proj else 0
         extra_params, extra_macs = _relative_position_cost(self, shape)
         return params + extra_params, macs + extra_macs
 
@@ -1708,6 +1716,7 @@ class Attention(Layer):
         *groups, tokens, _ = x.shape
         dim = self.head_dim if self.head_dim is not None else x.shape[-1] // self.heads
         qkv = functional.linear(x, tensors["qkv.weight"], tensors.get("qkv.bias"))
+        qkv = _qkv_in_order(self, qkv.reshape(*groups, tokens, -1), dim)
         qkv = qkv.reshape(*groups, tokens, 3, self.heads, dim)
         q, k, v = (qkv.select(-3, index).transpose(-2, -3) for index in range(3))  # ... x heads x N x d
         if self.qk_norm:
@@ -1735,13 +1744,15 @@ def _attention_extent(shape: Shape) -> tuple[int, int, int]:
 
 
 def _attention_output_shape(layer: Attention, shape: Shape) -> Shape:
-    if layer.rel_pos == "logits" and layout(shape) != "map":
+    if layer.rel_pos != "none" and layout(shape) != "map":
         raise ShapeProblem(
-            f"attention rel_pos=logits needs a C x H x W feature map (its tables follow H and W), "
+            f"attention rel_pos={layer.rel_pos} needs a C x H x W feature map (its tables follow H and W), "
             f"but its input is {shape_text(shape)}",
             "grid HxW turns a token sequence back into a feature map",
         )
-    out = channels(shape) if layer.proj else layer.heads * layer._head_dim(shape)
+    if layer.out_channels is not None and not layer.proj:
+        raise ShapeProblem("attention out= sets proj's output width, but proj=false leaves proj out", "remove out=")
+    out = (layer.out_channels or channels(shape)) if layer.proj else layer.heads * layer._head_dim(shape)
     if layout(shape) == "map":
         return (out, shape[1], shape[2])
     return Tokens((*shape[:-1], out))
@@ -1750,6 +1761,8 @@ def _attention_output_shape(layer: Attention, shape: Shape) -> Shape:
 def _relative_position_cost(layer: Attention, shape: Shape) -> tuple[int, int]:
     """The tables' parameters, and the MACs of each query against them (one matrix product
     per axis, Q R^T, as timm's rel_logits_1d computes and fvcore counts)."""
+    if layer.rel_pos == "bias":  # a table lookup and an add: no MACs
+        return (2 * shape[1] - 1) * (2 * shape[2] - 1) * layer.heads, 0
     if layer.rel_pos != "logits":
         return 0, 0
     _, height, width = shape
@@ -1768,6 +1781,10 @@ def _attention_options(layer: Attention, shape: Shape) -> tuple[tuple[str, Any],
         options += (("feature_map", (shape[1], shape[2])),)
     if layer.rel_pos != "none":
         options += (("rel_pos", layer.rel_pos),)
+    if layer.out_channels is not None:
+        options += (("out", layer.out_channels),)
+    if layer.head_first:
+        options += (("head_first", True),)
     return options
 
 
@@ -1777,6 +1794,10 @@ def _initialise_relative_position(layer: Attention, module: Any) -> None:
 
         for table in module.pos_embed.values():
             nn.init.trunc_normal_(table, std=module.head_dim**-0.5)  # timm's BottleneckAttn
+    if layer.rel_pos == "bias":
+        from torch import nn
+
+        nn.init.trunc_normal_(module.rel_pos["relative_position_bias_table"], std=0.02)  # timm's RelPosBias
 
 
 def _attention_map_reference(layer: Attention, x: Any, tensors: Mapping[str, Any]) -> Any:
@@ -1789,6 +1810,7 @@ def _attention_map_reference(layer: Attention, x: Any, tensors: Mapping[str, Any
     batch, _, height, width = x.shape
     dim = layer._head_dim((x.shape[1], height, width))
     qkv = functional.conv2d(x, tensors["qkv.weight"], tensors.get("qkv.bias"))
+    qkv = _qkv_in_order(layer, qkv.reshape(batch, -1, height * width).transpose(1, 2), dim).transpose(1, 2)
     qkv = qkv.reshape(batch, 3, layer.heads, dim, height * width).transpose(-1, -2)
     q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # batch x heads x N x d
     if layer.qk_norm:
@@ -1801,6 +1823,13 @@ def _attention_map_reference(layer: Attention, x: Any, tensors: Mapping[str, Any
         offsets_h = tensors["pos_embed.height_rel"][rows[None, :] - rows[:, None] + height - 1]  # N x N x d
         offsets_w = tensors["pos_embed.width_rel"][cols[None, :] - cols[:, None] + width - 1]
         scores = scores + torch.einsum("bhic,ijc->bhij", q, offsets_h + offsets_w)
+    if layer.rel_pos == "bias":
+        # B[h, i, j] = T[y_i - y_j, x_i - x_j, h]: the table's rows, (2 H - 1) x (2 W - 1), by offset.
+        rows = torch.arange(height, device=x.device).repeat_interleave(width)
+        cols = torch.arange(width, device=x.device).repeat(height)
+        table = tensors["rel_pos.relative_position_bias_table"].reshape(2 * height - 1, 2 * width - 1, layer.heads)
+        offsets = table[rows[:, None] - rows[None, :] + height - 1, cols[:, None] - cols[None, :] + width - 1]
+        scores = scores + offsets.permute(2, 0, 1)
     scores = scores - scores.amax(-1, keepdim=True)
     weights = scores.exp()
     weights = weights / weights.sum(-1, keepdim=True)
@@ -1808,6 +1837,17 @@ def _attention_map_reference(layer: Attention, x: Any, tensors: Mapping[str, Any
     if layer.proj:
         out = functional.conv2d(out, tensors["proj.weight"], tensors.get("proj.bias"))
     return out
+
+
+def _qkv_in_order(layer: Attention, qkv: Any, dim: int) -> Any:
+    """qkv's channels (the last axis) as q, k, v, each heads x dim: with head_first they
+    come as heads x (q, k, v) x dim."""
+    if not layer.head_first:
+        return qkv
+    import torch
+
+    parts = qkv.reshape(*qkv.shape[:-1], layer.heads, 3, dim)
+    return torch.cat([parts[..., which, :].flatten(-2) for which in range(3)], -1)
 
 
 def _layer_norm_last(x: Any, weight: Any, bias: Any, eps: float) -> Any:

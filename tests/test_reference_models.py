@@ -242,6 +242,9 @@ CASES = {
     # BoTNet's relative position tables follow the attended map (4x6 in the last stage
     # here): not square, so that a swapped height and width would show.
     "botnet26t_256": Case("timm/botnet26t_256", _timm_at("botnet26t_256", (64, 96)), (3, 64, 96)),
+    # CoAtNet's transformer stages attend over the whole map (4x6 and 2x3 here), their
+    # relative position tables sized by it.
+    "coatnet_0_rw_224": Case("timm/coatnet_0_rw_224", _timm_at("coatnet_0_rw_224", (64, 96)), (3, 64, 96)),
     "preact_resnet164": Case("preact_resnet164", lambda: PreActResNet(164), CIFAR_INPUT),
     "preact_resnet1001": Case("preact_resnet1001", lambda: PreActResNet(1001), CIFAR_INPUT, batch=1),
     "wrn28_10": Case("wrn28_10", lambda: WideResNet(28, 10), CIFAR_INPUT, batch=1),
