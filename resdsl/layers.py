@@ -1629,6 +1629,8 @@ class Attention(Layer):
         "attention heads=2, qkv_bias=false, rel_pos=logits, proj=false",
         "attention heads=4, head_dim=3, rel_pos=logits",
         "tokens; attention heads=2, proj=false",
+        "attention heads=2, out=12, head_first=true, rel_pos=bias",
+        "tokens; attention heads=2, out=6, head_first=true",
     )
     spelled: ClassVar[bool] = True
     figure: ClassVar[str] = "box"

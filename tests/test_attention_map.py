@@ -99,3 +99,66 @@ def test_a_map_attention_reads_as_a_map_in_the_table() -> None:
     (node,) = network.nodes("attention")
     assert node.shape == (16, 4, 6)
     assert node.macs == 24 * 16 * 48 + 2 * 24 * 24 * 16 + 2 * 24 * 8 * (7 + 11)
+
+
+def test_coatnet_attention_equals_timms_attention2d_with_its_relative_position_bias() -> None:
+    from functools import partial
+
+    from timm.layers.pos_embed_rel import RelPosBias
+    from timm.models.maxxvit import Attention2d
+
+    # 16 -> 24 channels through proj, heads of 8 grouped first in qkv, a 4x6 map's bias table (7 x 11 rows).
+    reference = Attention2d(16, 24, dim_head=8, expand_first=False, rel_pos_cls=partial(RelPosBias, window_size=(4, 6)))
+    reference = randomise(reference).double().eval()
+    network = resdsl.compile_text(
+        "network probe {\n    input 16x4x6\n    stem {\n"
+        "        attn: attention heads=2, out=24, head_first=true, rel_pos=bias\n    }\n}\n",
+        path="probe.res",
+    )
+    weights = {f"attn.{key}": value for key, value in reference.state_dict().items()}
+    model = resdsl.load(network, weights=weights).double().eval()
+    assert list(model.state_dict()) == list(weights)  # the table before proj, as timm registers it
+    assert network.num_params == sum(p.numel() for p in reference.parameters())
+    x = torch.randn(3, 16, 4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = reference(x)
+        assert expected.shape[1:] == network.output_shape == (24, 4, 6)
+        assert relative_error(model(x), expected) < TOLERANCE
+        assert relative_error(interpret.run(network, model.state_dict(), x), expected) < TOLERANCE
+
+
+def test_relative_position_bias_reads_the_table_by_offset() -> None:
+    # B[h, i, j] = T[(y_i - y_j + H - 1) (2 W - 1) + x_i - x_j + W - 1, h], one pair at a time.
+    network = resdsl.compile_text(
+        "network probe {\n    input 16x3x5\n    stem {\n        attn: attention heads=2, rel_pos=bias\n    }\n}\n",
+        path="probe.res",
+    )
+    module = randomise(build(network)).double().attn
+    table = module.rel_pos["relative_position_bias_table"]
+    bias = module._relative_bias()
+    height, width = 3, 5
+    for i in range(height * width):
+        for j in range(height * width):
+            (yi, xi), (yj, xj) = divmod(i, width), divmod(j, width)
+            row = (yi - yj + height - 1) * (2 * width - 1) + xi - xj + width - 1
+            assert torch.equal(bias[:, i, j], table[row])
+
+
+def test_head_first_groups_each_heads_q_k_v() -> None:
+    # With head_first, qkv's channels are [h0: q k v, h1: q k v]: reordering them to
+    # [q: h0 h1, k: h0 h1, v: h0 h1] by hand gives the same output without the option.
+    text = "network probe {{\n    input 8x3x4\n    stem {{\n        attention heads=2{}\n    }}\n}}\n"
+    grouped = resdsl.compile_text(text.format(", head_first=true"), path="probe.res")
+    plain = resdsl.compile_text(text.format(""), path="probe.res")
+    model = randomise(build(grouped)).double().eval()
+    state = model.state_dict()
+    dim = 4
+    order = [head * 3 * dim + part * dim + c for part in range(3) for head in range(2) for c in range(dim)]
+    moved = {key: value[order] if key.split(".")[-2] == "qkv" else value for key, value in state.items()}
+    other = resdsl.load(plain, weights=moved).double().eval()
+    x = torch.randn(2, 8, 3, 4, dtype=torch.float64)
+    with torch.no_grad():
+        assert relative_error(model(x), other(x)) < TOLERANCE
+        assert relative_error(interpret.run(grouped, state, x), other(x)) < TOLERANCE
+        other.load_state_dict(state)
+        assert relative_error(model(x), other(x)) > 1e-3  # the order matters
