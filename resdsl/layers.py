@@ -22,6 +22,7 @@ a miss. The torch-facing methods import torch when called, so this module (and
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -43,15 +44,28 @@ class Tokens(tuple):
     A tuple, so it compares equal to the plain tuple of its sizes; its type is the
     layout, which every pass, table, figure and hover reads through :func:`layout`.
     A feature map is a plain ``(C, H, W)`` and a flat vector a plain ``(F,)``.
+
+    ``grid`` is the H x W of the feature map that ``tokens`` made the sequence from,
+    kept by the kinds that keep the tokens (a per-token ``fc``, ``ln``, attention, the
+    joins) and lost where the tokens change (a learned token, ``take``, ``transpose``):
+    ``grid`` without a size and spatial-reduction attention read it. It takes no part in
+    equality, as a tuple's sizes alone are compared.
     """
 
-    __slots__ = ()
+    grid: Pair | None = None
+
+    def __new__(cls, sizes: tuple[int, ...], grid: Pair | None = None) -> Tokens:
+        shape = super().__new__(cls, sizes)
+        if grid is not None:
+            shape.grid = grid
+        return shape
 
     def __repr__(self) -> str:
-        return f"Tokens({tuple(self)!r})"
+        grid = f", grid={self.grid!r}" if self.grid is not None else ""
+        return f"Tokens({tuple(self)!r}{grid})"
 
     def __reduce__(self) -> tuple:
-        return (Tokens, (tuple(self),))
+        return (Tokens, (tuple(self), self.grid))
 
 
 def layout(shape: Shape) -> str:
@@ -214,6 +228,12 @@ class Layer:
         return cls(**converted)
 
     # Shapes and cost ---------------------------------------------------------------
+
+    def bind(self, inputs: list[Shape]) -> Layer:
+        """The layer with what it reads from its inputs' shapes filled in, as the expander
+        makes its node (``grid`` without a size: the tokens' grid). The generated forward
+        and the reference see only tensors, so what they need must be in the layer."""
+        return self
 
     def output_shape(self, inputs: list[Shape]) -> Shape:
         return inputs[0]
@@ -536,7 +556,7 @@ class Linear(Layer):
     def output_shape(self, inputs):
         (shape,) = inputs
         if isinstance(shape, Tokens):  # a linear layer per token, as timm's nn.Linear on B x N x C
-            return Tokens((*shape[:-1], self.out_features))
+            return Tokens((*shape[:-1], self.out_features), shape.grid)
         if len(shape) != 1:  # pragma: no cover - expand puts a flatten before the first fc
             raise ShapeProblem("fc needs a flat input or a token sequence")
         return (self.out_features,)
@@ -1370,7 +1390,7 @@ class ToTokens(Layer):
 
     def output_shape(self, inputs):
         channels_, height, width = spatial(self.kind, inputs[0])
-        return Tokens((height * width, channels_))
+        return Tokens((height * width, channels_), (height, width))
 
     def reference(self, inputs, tensors, training):
         (x,) = inputs
@@ -1382,21 +1402,34 @@ class ToTokens(Layer):
 
 @dataclass(frozen=True)
 class Grid(Layer):
-    """A token sequence as a feature map: N x C -> C x H x W, N = H W, row-major."""
+    """A token sequence as a feature map: N x C -> C x H x W, N = H W, row-major.
+    Without a size, the grid the tokens were made from (:attr:`Tokens.grid`)."""
 
     kind: ClassVar[str] = "grid"
     example: ClassVar[str] = "tokens; grid 11x11"
+    variants: ClassVar[tuple[str, ...]] = ("tokens; fc 5; grid",)
     spelled: ClassVar[bool] = True
     arguments: ClassVar[tuple[Argument, ...]] = (
-        Argument("size", _pair(), "the grid's height and width", positional=True, required=True),
+        Argument("size", _pair(), "the grid's height and width", positional=True),
     )
-    usage: ClassVar[str] = "grid HxW (N x C tokens -> C x H x W, N = H W)"
+    usage: ClassVar[str] = "grid [HxW] (N x C tokens -> C x H x W, N = H W; no size: the grid they came from)"
     computed_inline: ClassVar[bool] = True
     builds_module: ClassVar[bool] = False
-    size: Pair = (1, 1)
+    size: Pair | None = None  # None: the tokens' own grid, filled in by bind
+
+    def bind(self, inputs):
+        if self.size is None and isinstance(inputs[0], Tokens) and inputs[0].grid is not None:
+            return dataclasses.replace(self, size=inputs[0].grid)
+        return self
 
     def output_shape(self, inputs):
         shape = _token_input(self.kind, inputs[0])
+        if self.size is None:
+            raise ShapeProblem(
+                f"grid without a size needs tokens made from a feature map, but these {shape_text(shape)} "
+                "have no grid (a learned token, take or transpose made them)",
+                "write the size: grid HxW",
+            )
         height, width = self.size
         if len(shape) != 2 or shape[0] != height * width:
             raise ShapeProblem(
@@ -1626,6 +1659,9 @@ class Attention(Layer):
     variants: ClassVar[tuple[str, ...]] = (
         "tokens; attention heads=2, qkv_bias=false, qk_norm=true",
         "tokens; attention heads=4, head_dim=3",
+        "tokens; attention heads=2, sr_ratio=3",
+        "tokens; attention heads=1, sr_ratio=1",
+        "tokens; attention heads=2, sr_ratio=2, qkv_bias=false, qk_norm=true, proj_bias=false",
     )
     spelled: ClassVar[bool] = True
     figure: ClassVar[str] = "box"
@@ -1636,13 +1672,18 @@ class Attention(Layer):
         Argument("qkv_bias", as_bool, "qkv_bias"),
         Argument("qk_norm", as_bool, "qk_norm"),
         Argument("proj_bias", as_bool, "proj_bias"),
+        Argument("sr_ratio", _int(), "sr_ratio"),
     )
-    usage: ClassVar[str] = "attention heads=H[, head_dim=D, qkv_bias=true, qk_norm=false, proj_bias=true]"
+    usage: ClassVar[str] = "attention heads=H[, head_dim=D, qkv_bias=true, qk_norm=false, proj_bias=true, sr_ratio=R]"
     heads: int = 8
     head_dim: int | None = None  # None: C / heads
     qkv_bias: bool = True
     qk_norm: bool = False
     proj_bias: bool = True
+    #: PVT v2's spatial-reduction attention (its ``q``/``kv`` layout): keys and values from
+    #: the tokens' grid reduced by an R x R convolution of stride R. None: one ``qkv``.
+    sr_ratio: int | None = None
+    grid: Pair | None = None  # the input's grid, filled in by bind where sr_ratio reads it
 
     def _head_dim(self, shape: Shape) -> int:
         return self.head_dim if self.head_dim is not None else channels(shape) // self.heads
@@ -1654,9 +1695,18 @@ class Attention(Layer):
                 f"attention heads={self.heads} needs channels divisible by {self.heads}, but there are {shape[-1]}",
                 "choose heads that divide the channels, or give head_dim=",
             )
+        if self.sr_ratio is not None:
+            _reduced_grid(self, shape)
         return shape
 
+    def bind(self, inputs):
+        if self.sr_ratio is not None and isinstance(inputs[0], Tokens):
+            return dataclasses.replace(self, grid=inputs[0].grid)
+        return self
+
     def cost(self, inputs, output):
+        if self.sr_ratio is not None:
+            return _reduction_cost(self, inputs[0])
         shape = inputs[0]
         width, tokens = shape[-1], shape[-2]
         groups = math.prod(shape[:-2])
@@ -1668,6 +1718,8 @@ class Attention(Layer):
         return params, macs
 
     def constructor(self, inputs):
+        if self.sr_ratio is not None:
+            return _reduction_constructor(self, inputs[0])
         return Ctor(
             "Attention",
             (channels(inputs[0]), self.heads, self._head_dim(inputs[0])),
@@ -1675,11 +1727,15 @@ class Attention(Layer):
         )
 
     def initialise(self, module):
+        if self.sr_ratio is not None:
+            return _reduction_initialise(module)
         for child in (module.qkv, module.q_norm, module.k_norm, module.proj):
             if any(True for _ in child.parameters()):
                 child.reset_parameters()
 
     def reference(self, inputs, tensors, training):
+        if self.sr_ratio is not None:
+            return _reduction_reference(self, inputs[0], tensors)
         (x,) = inputs
         functional = _functional()
         *groups, tokens, _ = x.shape
@@ -1698,7 +1754,95 @@ class Attention(Layer):
         return functional.linear(out, tensors["proj.weight"], tensors.get("proj.bias"))
 
     def figure_label(self):
+        if self.sr_ratio is not None and self.sr_ratio > 1:
+            return f"attention, {self.heads} heads, keys /{self.sr_ratio}"
         return f"attention, {self.heads} heads"
+
+
+# PVT v2's spatial-reduction attention (attention sr_ratio=R), timm's pvt_v2.Attention. Its
+# reduction lives inside the attention's module (timm's keys attn.sr, attn.norm), so it is
+# an option of the kind rather than layers written before it.
+
+
+def _reduced_grid(layer: Attention, shape: Shape) -> Pair:
+    """The grid of the keys and values: the tokens' grid after the R x R, stride R convolution."""
+    ratio = layer.sr_ratio or 1
+    if len(shape) != 2:
+        raise ShapeProblem(f"attention sr_ratio={ratio} needs one sequence of N x C tokens, not {shape_text(shape)}")
+    if layer.grid is None:
+        raise ShapeProblem(
+            f"attention sr_ratio={ratio} reduces the tokens' grid, but these {shape_text(shape)} have none "
+            "(a learned token, take or transpose made them)",
+            "make the tokens from a feature map (tokens) and keep learned tokens out of this block",
+        )
+    height, width = layer.grid
+    if ratio > 1 and (height < ratio or width < ratio):
+        raise ShapeProblem(
+            f"attention sr_ratio={ratio} needs a grid of at least {ratio}x{ratio}, but the tokens' grid is "
+            f"{height}x{width}",
+            "use a smaller sr_ratio or a larger input",
+        )
+    return height // ratio, width // ratio
+
+
+def _reduction_cost(layer: Attention, shape: Shape) -> tuple[int, int]:
+    tokens, width = shape[-2], shape[-1]
+    head_dim = layer._head_dim(shape)
+    inner = layer.heads * head_dim
+    ratio = layer.sr_ratio or 1
+    keys = math.prod(_reduced_grid(layer, shape))
+    params = width * inner + width * 2 * inner + inner * width
+    params += 3 * inner if layer.qkv_bias else 0
+    params += width if layer.proj_bias else 0
+    params += 4 * head_dim if layer.qk_norm else 0
+    macs = tokens * width * inner + keys * width * 2 * inner + 2 * tokens * keys * inner + tokens * inner * width
+    if ratio > 1:
+        params += width * width * ratio * ratio + width + 2 * width  # sr (with its bias) and norm
+        macs += keys * width * width * ratio * ratio
+    return params, macs
+
+
+def _reduction_constructor(layer: Attention, shape: Shape) -> Ctor:
+    return Ctor(
+        "SpatialReductionAttention",
+        (channels(shape), layer.heads, layer._head_dim(shape), tuple(layer.grid or (1, 1)), layer.sr_ratio),
+        (("qkv_bias", layer.qkv_bias), ("qk_norm", layer.qk_norm), ("proj_bias", layer.proj_bias)),
+    )
+
+
+def _reduction_initialise(module: Any) -> None:
+    for child in module.children():
+        if any(True for _ in child.parameters()):
+            child.reset_parameters()
+
+
+def _reduction_reference(layer: Attention, x: Any, tensors: Mapping[str, Any]) -> Any:
+    """softmax(Q K^T / sqrt(d)) V per head, with K and V from the reduced tokens, written out."""
+    functional = _functional()
+    batch, tokens, width = x.shape
+    dim = layer.head_dim if layer.head_dim is not None else width // layer.heads
+    ratio = layer.sr_ratio or 1
+    q = functional.linear(x, tensors["q.weight"], tensors.get("q.bias"))
+    q = q.reshape(batch, tokens, layer.heads, dim).transpose(1, 2)
+    source = x
+    if ratio > 1:
+        height, grid_width = layer.grid or (1, 1)
+        feature_map = x.transpose(1, 2).reshape(batch, width, height, grid_width)
+        reduced = functional.conv2d(feature_map, tensors["sr.weight"], tensors["sr.bias"], stride=ratio)
+        source = reduced.reshape(batch, width, -1).transpose(1, 2)
+        source = _layer_norm_last(source, tensors["norm.weight"], tensors["norm.bias"], 1e-5)
+    kv = functional.linear(source, tensors["kv.weight"], tensors.get("kv.bias"))
+    kv = kv.reshape(batch, source.shape[1], 2, layer.heads, dim)
+    k, v = (kv[:, :, index].transpose(1, 2) for index in range(2))  # batch x heads x M x d
+    if layer.qk_norm:
+        q = _layer_norm_last(q, tensors["q_norm.weight"], tensors["q_norm.bias"], 1e-6)
+        k = _layer_norm_last(k, tensors["k_norm.weight"], tensors["k_norm.bias"], 1e-6)
+    scores = (q @ k.transpose(-1, -2)) / dim**0.5
+    scores = scores - scores.amax(-1, keepdim=True)
+    weights = scores.exp()
+    weights = weights / weights.sum(-1, keepdim=True)
+    out = (weights @ v).transpose(1, 2).reshape(batch, tokens, layer.heads * dim)
+    return functional.linear(out, tensors["proj.weight"], tensors.get("proj.bias"))
 
 
 def _layer_norm_last(x: Any, weight: Any, bias: Any, eps: float) -> Any:

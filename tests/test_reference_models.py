@@ -239,6 +239,9 @@ CASES = {
     "dla46_c": Case("timm/dla46_c", _timm("dla46_c"), (3, 64, 64)),
     # HRNet's branches at 1/4 ... 1/32 meet through exact 2x upsampling: every size divides by 32.
     "hrnet_w18_small": Case("timm/hrnet_w18_small", _timm("hrnet_w18_small"), (3, 64, 96)),
+    # PVT v2 takes any size (its grids follow the input): not square, so a swapped height
+    # and width in the reductions to 2x3 keys would show.
+    "pvt_v2_b0": Case("timm/pvt_v2_b0", _timm("pvt_v2_b0"), (3, 64, 96)),
     "preact_resnet164": Case("preact_resnet164", lambda: PreActResNet(164), CIFAR_INPUT),
     "preact_resnet1001": Case("preact_resnet1001", lambda: PreActResNet(1001), CIFAR_INPUT, batch=1),
     "wrn28_10": Case("wrn28_10", lambda: WideResNet(28, 10), CIFAR_INPUT, batch=1),

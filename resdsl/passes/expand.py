@@ -505,6 +505,7 @@ class Expander(ValueStatements):
             self.seen_flatten = True
             value = self._node(Flatten(), (value,), statement, context, label=None, written="flatten")
         label = self.label(statement.label, statement.label_pos, context)
+        layer = layer.bind([self.graph.node(value).shape])
         return self._node(layer, (value,), statement, context, label=label, written=kind)
 
     def _layer(self, statement: ast.Statement, context: _Context) -> Layer:
