@@ -96,6 +96,8 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "shape_pool_padding": "Pool padding larger than half the kernel",
         "input_not_shape": "An input that is not C x H x W",
         "missing_input": "A network without an input shape",
+        "shape_grid_lost": "`grid` without a size, on tokens that no longer lie on a grid (a class token)",
+        "shape_attention_sr_ratio": "Spatial-reduction attention whose ratio is larger than the tokens' grid",
         "add_outside_block": "`add shortcut` outside a block",
         "sizes_in_arithmetic": "Arithmetic on sizes such as 3x3",
         "layer_missing_argument": "A layer without a required argument",
