@@ -737,6 +737,12 @@ class LayerNorm(Layer):
     usage: ClassVar[str] = "ln[, eps=1e-6]"
     is_norm: ClassVar[bool] = True
     eps: float = 1e-6
+    #: Its input is a token sequence: a 4-d tensor is then sequences of tokens (unfold's
+    #: patches, windows), not a feature map; filled in by bind, as the reference sees only tensors.
+    on_tokens: bool = dataclasses.field(default=False, repr=False)
+
+    def bind(self, inputs):
+        return dataclasses.replace(self, on_tokens=True) if isinstance(inputs[0], Tokens) else self
 
     def cost(self, inputs, output):
         return 2 * channels(inputs[0]), 0
@@ -748,7 +754,7 @@ class LayerNorm(Layer):
 
     def reference(self, inputs, tensors, training):
         (x,) = inputs
-        if x.dim() != 4:  # a vector, or a token sequence: over the last axis, written out
+        if x.dim() != 4 or self.on_tokens:  # a vector, or a token sequence: over the last axis, written out
             mean = x.mean(-1, keepdim=True)
             var = x.var(-1, keepdim=True, unbiased=False)
             return (x - mean) / (var + self.eps).sqrt() * tensors["weight"] + tensors["bias"]
@@ -1849,6 +1855,128 @@ def _layer_norm_last(x: Any, weight: Any, bias: Any, eps: float) -> Any:
     mean = x.mean(-1, keepdim=True)
     var = x.var(-1, keepdim=True, unbiased=False)
     return (x - mean) / (var + eps).sqrt() * weight + bias
+
+
+# MobileViT's patches (Mehta and Rastegari, 2022): a feature map as one sequence of patches
+# per position within a patch, attended separately, and back.
+
+
+@dataclass(frozen=True)
+class Unfold(Layer):
+    """A feature map as patches: C x H x W -> (P_h P_w) x (H/P_h W/P_w) x C tokens, one
+    sequence of the patches for each position within a patch (MobileViT's unfolding,
+    timm's MobileVitBlock), positions and patches row-major. The patches' grid is the
+    tokens' grid, which ``fold`` reads."""
+
+    kind: ClassVar[str] = "unfold"
+    example: ClassVar[str] = "unfold 1x1"
+    variants: ClassVar[tuple[str, ...]] = ("unfold 11x1", "unfold 1x11")
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("patch", _pair(), "the patch size", positional=True, required=True),
+    )
+    usage: ClassVar[str] = "unfold PxP (C x H x W -> (P P) x (H W / P P) x C tokens: the patches at each position)"
+    computed_inline: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    patch: Pair = (2, 2)
+
+    def output_shape(self, inputs):
+        channels_, height, width = spatial(self.kind, inputs[0])
+        patch_h, patch_w = self.patch
+        if height % patch_h or width % patch_w:
+            raise ShapeProblem(
+                f"unfold {patch_h}x{patch_w} needs a feature map whose height and width divide by the patch, "
+                f"but it is {shape_text(inputs[0])}",
+                "choose an input size that divides (timm's MobileViT resizes the map instead)",
+            )
+        grid = (height // patch_h, width // patch_w)
+        return Tokens((patch_h * patch_w, grid[0] * grid[1], channels_), grid)
+
+    def reference(self, inputs, tensors, training):
+        import torch
+
+        (x,) = inputs
+        patch_h, patch_w = self.patch
+        # The sequence of position (i, j) holds pixel (i, j) of every patch, patches row-major.
+        sequences = [
+            x[:, :, i::patch_h, j::patch_w].flatten(2).transpose(1, 2) for i in range(patch_h) for j in range(patch_w)
+        ]
+        return torch.stack(sequences, 1)
+
+    def forward_expression(self, names):
+        patch_h, patch_w = self.patch
+        return (
+            f"{names[0]}.unflatten(2, (-1, {patch_h})).unflatten(4, (-1, {patch_w}))"
+            ".permute(0, 3, 5, 2, 4, 1).flatten(3, 4).flatten(1, 2)"
+        )
+
+    def figure_label(self):
+        return f"unfold {self.patch[0]}x{self.patch[1]} patches"
+
+
+@dataclass(frozen=True)
+class Fold(Layer):
+    """Patches back to a feature map, the inverse of ``unfold``: (P_h P_w) x N x C tokens
+    on their grid of N = h x w patches -> C x (h P_h) x (w P_w)."""
+
+    kind: ClassVar[str] = "fold"
+    example: ClassVar[str] = "unfold 1x1; fold 1x1"
+    variants: ClassVar[tuple[str, ...]] = (
+        "unfold 11x1; ln; fold 11x1",
+        "unfold 1x11; fc 5; fold 1x11",
+    )
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("patch", _pair(), "the patch size", positional=True, required=True),
+    )
+    usage: ClassVar[str] = "fold PxP ((P P) x N x C tokens on their grid -> C x H x W: unfold's inverse)"
+    computed_inline: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    patch: Pair = (2, 2)
+    grid: Pair | None = None  # the patches' grid, filled in by bind
+
+    def bind(self, inputs):
+        if isinstance(inputs[0], Tokens) and inputs[0].grid is not None:
+            return dataclasses.replace(self, grid=inputs[0].grid)
+        return self
+
+    def output_shape(self, inputs):
+        shape = _token_input(self.kind, inputs[0])
+        patch_h, patch_w = self.patch
+        if len(shape) != 3 or shape[0] != patch_h * patch_w:
+            raise ShapeProblem(
+                f"fold {patch_h}x{patch_w} needs {patch_h * patch_w} sequences of patches, "
+                f"but its input is {shape_text(shape)}",
+                "fold with the patch size that unfold used",
+            )
+        if self.grid is None or self.grid[0] * self.grid[1] != shape[1]:
+            raise ShapeProblem(
+                f"fold {patch_h}x{patch_w} needs the patches' grid, but these {shape_text(shape)} have none",
+                "fold the tokens that unfold made (a learned token, take or transpose loses their grid)",
+            )
+        return (shape[2], self.grid[0] * patch_h, self.grid[1] * patch_w)
+
+    def reference(self, inputs, tensors, training):
+        (x,) = inputs
+        patch_h, patch_w = self.patch
+        rows, columns = self.grid or (1, 1)
+        out = x.new_empty(x.shape[0], x.shape[-1], rows * patch_h, columns * patch_w)
+        for i in range(patch_h):
+            for j in range(patch_w):
+                out[:, :, i::patch_h, j::patch_w] = (
+                    x[:, i * patch_w + j].transpose(1, 2).reshape(x.shape[0], x.shape[-1], rows, columns)
+                )
+        return out
+
+    def forward_expression(self, names):
+        patch_h, patch_w = self.patch
+        return (
+            f"{names[0]}.unflatten(1, ({patch_h}, {patch_w})).unflatten(3, {tuple(self.grid or (1, 1))!r})"
+            ".permute(0, 5, 3, 1, 4, 2).flatten(4, 5).flatten(2, 3)"
+        )
+
+    def figure_label(self):
+        return f"fold {self.patch[0]}x{self.patch[1]} patches"
 
 
 # Joins and shortcuts ------------------------------------------------------------------
