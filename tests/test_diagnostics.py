@@ -98,6 +98,8 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "missing_input": "A network without an input shape",
         "shape_grid_lost": "`grid` without a size, on tokens that no longer lie on a grid (a class token)",
         "shape_attention_sr_ratio": "Spatial-reduction attention whose ratio is larger than the tokens' grid",
+        "shape_unfold_does_not_divide": "`unfold` on a map whose size does not divide by the patch",
+        "shape_fold_other_patch": "`fold` with another patch size than `unfold` used",
         "add_outside_block": "`add shortcut` outside a block",
         "sizes_in_arithmetic": "Arithmetic on sizes such as 3x3",
         "layer_missing_argument": "A layer without a required argument",

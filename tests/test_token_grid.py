@@ -1,6 +1,7 @@
-"""Tokens that remember their grid (`grid` without a size) and PVT v2's spatial-reduction
-attention (`attention sr_ratio=R`), checked against timm's own module and through the
-reference interpreter, on grids that are not square and do not divide by the ratio."""
+"""Tokens that remember their grid (`grid` without a size), PVT v2's spatial-reduction
+attention (`attention sr_ratio=R`) and MobileViT's patches (`unfold`, `fold`), checked
+against timm's own module and code and through the reference interpreter, on grids and
+patches that are not square and grids that do not divide by the ratio."""
 
 from __future__ import annotations
 
@@ -127,6 +128,90 @@ def test_spatial_reduction_attention_equals_timms(height: int, width: int, ratio
     ],
 )
 def test_a_reduction_or_grid_without_a_grid_is_refused_at_its_line(text: str, message: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        resdsl.compile_text(text, path="bad.res")
+    assert message in str(caught.value)
+    assert caught.value.pos is not None and caught.value.pos.line > 1
+
+
+# MobileViT's patches -------------------------------------------------------------------
+
+
+def _timm_unfold(x: torch.Tensor, patch_h: int, patch_w: int) -> torch.Tensor:
+    """MobileVitBlock.forward's unfolding (timm/models/mobilevit.py), as B x P x N x C."""
+    batch, chans, height, width = x.shape
+    rows, columns = height // patch_h, width // patch_w
+    x = x.reshape(batch * chans * rows, patch_h, columns, patch_w).transpose(1, 2)
+    x = x.reshape(batch, chans, rows * columns, patch_h * patch_w).transpose(1, 3)
+    return x  # timm then reshapes to (B P) x N x C: the same values
+
+
+def _timm_fold(x: torch.Tensor, patch_h: int, patch_w: int, rows: int, columns: int) -> torch.Tensor:
+    batch, _, _, chans = x.shape
+    x = x.transpose(1, 3).reshape(batch * chans * rows, columns, patch_h, patch_w)
+    return x.transpose(1, 2).reshape(batch, chans, rows * patch_h, columns * patch_w)
+
+
+PATCHES = """
+network probe {
+    input 3xHxW
+    stem {
+        conv 3x3, 6
+        patches: unfold PHxPW
+        norm: ln eps=1e-5
+        back: fold PHxPW
+    }
+}
+"""
+
+
+@pytest.mark.parametrize(("height", "width", "patch_h", "patch_w"), [(4, 6, 2, 2), (6, 4, 2, 1), (6, 6, 3, 2)])
+def test_unfold_and_fold_are_mobilevits(height: int, width: int, patch_h: int, patch_w: int) -> None:
+    text = PATCHES.replace("HxW", f"{height}x{width}").replace("PHxPW", f"{patch_h}x{patch_w}")
+    network = resdsl.compile_text(text, path="patches.res")
+    rows, columns = height // patch_h, width // patch_w
+    nodes = {node.label: node for node in network.nodes() if node.label}
+    assert nodes["patches"].shape == (patch_h * patch_w, rows * columns, 6)
+    assert nodes["patches"].shape.grid == nodes["norm"].shape.grid == (rows, columns)
+    assert network.output_shape == (6, height, width)
+    model = randomise(resdsl.load(network)).double().eval()
+    x = torch.randn(2, 3, height, width, dtype=torch.float64)
+    with torch.no_grad():
+        mapped = model.conv1(x)
+        patches = _timm_unfold(mapped, patch_h, patch_w)
+        normed = torch.nn.functional.layer_norm(patches, (6,), model.norm.weight, model.norm.bias, 1e-5)
+        expected = _timm_fold(normed, patch_h, patch_w, rows, columns)
+        assert relative_error(model(x), expected) < 1e-12
+        assert relative_error(interpret.run(network, model.state_dict(), x), expected) < 1e-12
+
+
+def test_layer_norm_of_patches_normalises_each_token_even_where_the_axes_look_like_a_map() -> None:
+    # 4 positions x 4 patches x 4 channels: a 4-d tensor that a map's rule would also accept.
+    text = PATCHES.replace("HxW", "4x4").replace("PHxPW", "2x2").replace("conv 3x3, 6", "conv 3x3, 4")
+    network = resdsl.compile_text(text, path="square.res")
+    model = randomise(resdsl.load(network)).double().eval()
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    with torch.no_grad():
+        assert relative_error(interpret.run(network, model.state_dict(), x), model(x)) < 1e-12
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (PATCHES.replace("HxW", "5x4").replace("PHxPW", "2x2"), "divide by the patch, but it is 6x5x4"),
+        (
+            PATCHES.replace("HxW", "4x4").replace("PHxPW", "2x2").replace("back: fold 2x2", "back: fold 2x1"),
+            "needs 2 sequences",
+        ),
+        (
+            PATCHES.replace("HxW", "4x4")
+            .replace("PHxPW", "2x2")
+            .replace("norm: ln eps=1e-5", "transpose\n        transpose"),
+            "needs the patches' grid",
+        ),
+    ],
+)
+def test_patches_that_do_not_fit_are_refused_at_their_line(text: str, message: str) -> None:
     with pytest.raises(SpecError) as caught:
         resdsl.compile_text(text, path="bad.res")
     assert message in str(caught.value)
