@@ -229,10 +229,10 @@ class Layer:
 
     # Shapes and cost ---------------------------------------------------------------
 
-    def bind(self, inputs: list[Shape]) -> Layer:
-        """The layer with what it reads from its inputs' shapes filled in, as the expander
-        makes its node (``grid`` without a size: the tokens' grid). The generated forward
-        and the reference see only tensors, so what they need must be in the layer."""
+    def for_input(self, shape: Shape) -> Layer:
+        """The layer for an input of `shape`: a kind whose computation depends on its
+        input's layout (a softmax over a token sequence's last axis) records it here,
+        so that its module, reference and generated code need not guess from a rank."""
         return self
 
     def output_shape(self, inputs: list[Shape]) -> Shape:
@@ -738,11 +738,11 @@ class LayerNorm(Layer):
     is_norm: ClassVar[bool] = True
     eps: float = 1e-6
     #: Its input is a token sequence: a 4-d tensor is then sequences of tokens (unfold's
-    #: patches, windows), not a feature map; filled in by bind, as the reference sees only tensors.
+    #: patches, windows), not a feature map; filled in by for_input, as the reference sees only tensors.
     on_tokens: bool = dataclasses.field(default=False, repr=False)
 
-    def bind(self, inputs):
-        return dataclasses.replace(self, on_tokens=True) if isinstance(inputs[0], Tokens) else self
+    def for_input(self, shape):
+        return dataclasses.replace(self, on_tokens=True) if isinstance(shape, Tokens) else self
 
     def cost(self, inputs, output):
         return 2 * channels(inputs[0]), 0
@@ -972,11 +972,20 @@ class Softmax(Layer):
         Argument("cardinality", _int(), "cardinality"),
     )
     usage: ClassVar[str] = "softmax[ groups=G, cardinality=K] (across G channel groups; default over all channels)"
+    variants: ClassVar[tuple[str, ...]] = ("tokens; softmax",)
     groups: int = 1
     cardinality: int = 1
+    #: The channel axis: 1 for a feature map, -1 (the last) for a token sequence, whose
+    #: channels are attention scores' keys.
+    axis: int = 1
+
+    def for_input(self, shape):
+        return dataclasses.replace(self, axis=-1) if isinstance(shape, Tokens) else self
 
     def output_shape(self, inputs):
-        channels = inputs[0][0]
+        if self.axis == -1 and (self.groups, self.cardinality) != (1, 1):
+            raise ShapeProblem("a softmax over a token sequence's channels takes no groups or cardinality")
+        channels = inputs[0][-1] if self.axis == -1 else inputs[0][0]
         if channels % (self.groups * self.cardinality):
             raise ShapeProblem(
                 f"softmax groups={self.groups}, cardinality={self.cardinality} needs channels divisible by "
@@ -985,12 +994,17 @@ class Softmax(Layer):
         return inputs[0]
 
     def constructor(self, inputs):
+        if self.axis == -1:
+            return Ctor("nn.Softmax", (), (("dim", -1),))
         return Ctor("GroupSoftmax", (self.groups, self.cardinality))
 
     def reference(self, inputs, tensors, training):
         import torch
 
         (x,) = inputs
+        if self.axis == -1:
+            e = (x - x.amax(-1, keepdim=True)).exp()
+            return e / e.sum(-1, keepdim=True)
         k, g = self.cardinality, self.groups
         width = x.shape[1] // (k * g)
         if g == 1:
@@ -1421,11 +1435,11 @@ class Grid(Layer):
     usage: ClassVar[str] = "grid [HxW] (N x C tokens -> C x H x W, N = H W; no size: the grid they came from)"
     computed_inline: ClassVar[bool] = True
     builds_module: ClassVar[bool] = False
-    size: Pair | None = None  # None: the tokens' own grid, filled in by bind
+    size: Pair | None = None  # None: the tokens' own grid, filled in by for_input
 
-    def bind(self, inputs):
-        if self.size is None and isinstance(inputs[0], Tokens) and inputs[0].grid is not None:
-            return dataclasses.replace(self, size=inputs[0].grid)
+    def for_input(self, shape):
+        if self.size is None and isinstance(shape, Tokens) and shape.grid is not None:
+            return dataclasses.replace(self, size=shape.grid)
         return self
 
     def output_shape(self, inputs):
@@ -1477,6 +1491,76 @@ class Transpose(Layer):
 
     def forward_expression(self, names):
         return f"{names[0]}.transpose(-1, -2)"
+
+
+@dataclass(frozen=True)
+class Heads(Layer):
+    """A token sequence as H heads: N x C -> H x N x C/H, each head's channels
+    consecutive (timm's ``reshape(B, N, H, D).transpose(1, 2)``)."""
+
+    kind: ClassVar[str] = "heads"
+    example: ClassVar[str] = "tokens; heads 2"
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("count", _int(), "the number of heads", positional=True, required=True),
+    )
+    usage: ClassVar[str] = "heads H (N x C tokens -> H x N x C/H)"
+    computed_inline: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+
+    count: int = 1
+
+    def output_shape(self, inputs):
+        shape = _token_input(self.kind, inputs[0])
+        if shape[-1] % self.count:
+            raise ShapeProblem(
+                f"heads {self.count} needs channels divisible by {self.count}, but there are {shape[-1]}"
+            )
+        return Tokens((*shape[:-2], self.count, shape[-2], shape[-1] // self.count))
+
+    def reference(self, inputs, tensors, training):
+        (x,) = inputs
+        *lead, tokens, width = x.shape
+        return x.reshape(*lead, tokens, self.count, width // self.count).transpose(-2, -3)
+
+    def forward_expression(self, names):
+        return f"{names[0]}.unflatten(-1, ({self.count}, -1)).transpose(-2, -3)"
+
+    def figure_label(self):
+        return f"{self.count} heads"
+
+
+@dataclass(frozen=True)
+class Merge(Layer):
+    """Heads back into one sequence: H x N x D -> N x H D (``merge heads``)."""
+
+    kind: ClassVar[str] = "merge"
+    example: ClassVar[str] = "tokens; heads 2; merge heads"
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("what", lambda value, pos, what: value, "what", positional=True, required=True, words=("heads",)),
+    )
+    usage: ClassVar[str] = "merge heads (H x N x D -> N x H D)"
+    computed_inline: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    what: str = "heads"
+
+    def output_shape(self, inputs):
+        shape = _token_input(self.kind, inputs[0])
+        if len(shape) < 3:
+            raise ShapeProblem(f"merge heads needs H x N x D heads, but its input is {shape_text(shape)}")
+        return Tokens((*shape[:-3], shape[-2], shape[-3] * shape[-1]))
+
+    def reference(self, inputs, tensors, training):
+        (x,) = inputs
+        moved = x.transpose(-2, -3)
+        return moved.reshape(*moved.shape[:-2], moved.shape[-2] * moved.shape[-1])
+
+    def forward_expression(self, names):
+        return f"{names[0]}.transpose(-2, -3).flatten(-2)"
+
+    def figure_label(self):
+        return "merge heads"
 
 
 def _indices(value: Value, pos: Pos, what: str) -> tuple[int, ...] | int:
@@ -1689,7 +1773,7 @@ class Attention(Layer):
     #: PVT v2's spatial-reduction attention (its ``q``/``kv`` layout): keys and values from
     #: the tokens' grid reduced by an R x R convolution of stride R. None: one ``qkv``.
     sr_ratio: int | None = None
-    grid: Pair | None = None  # the input's grid, filled in by bind where sr_ratio reads it
+    grid: Pair | None = None  # the input's grid, filled in by for_input where sr_ratio reads it
 
     def _head_dim(self, shape: Shape) -> int:
         return self.head_dim if self.head_dim is not None else channels(shape) // self.heads
@@ -1705,9 +1789,9 @@ class Attention(Layer):
             _reduced_grid(self, shape)
         return shape
 
-    def bind(self, inputs):
-        if self.sr_ratio is not None and isinstance(inputs[0], Tokens):
-            return dataclasses.replace(self, grid=inputs[0].grid)
+    def for_input(self, shape):
+        if self.sr_ratio is not None and isinstance(shape, Tokens):
+            return dataclasses.replace(self, grid=shape.grid)
         return self
 
     def cost(self, inputs, output):
@@ -1933,11 +2017,11 @@ class Fold(Layer):
     computed_inline: ClassVar[bool] = True
     builds_module: ClassVar[bool] = False
     patch: Pair = (2, 2)
-    grid: Pair | None = None  # the patches' grid, filled in by bind
+    grid: Pair | None = None  # the patches' grid, filled in by for_input
 
-    def bind(self, inputs):
-        if isinstance(inputs[0], Tokens) and inputs[0].grid is not None:
-            return dataclasses.replace(self, grid=inputs[0].grid)
+    def for_input(self, shape):
+        if isinstance(shape, Tokens) and shape.grid is not None:
+            return dataclasses.replace(self, grid=shape.grid)
         return self
 
     def output_shape(self, inputs):
@@ -2118,6 +2202,81 @@ class Sub(Layer):
 
 
 @dataclass(frozen=True)
+class Matmul(Layer):
+    """The matrix product of two token values, over their last two axes: (..., N, K)
+    times (..., K, M) -> (..., N, M). Attention's Q K^T (with K transposed first) and
+    A V, written out; its MACs are N K M per leading group (fvcore's count)."""
+
+    kind: ClassVar[str] = "matmul"
+    example: ClassVar[str] = "from a; tokens; let p; from b; tokens; transpose; let q; matmul p, q"
+    arity: ClassVar[int | None] = 2
+    is_join: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    figure: ClassVar[str] = "join"
+
+    def output_shape(self, inputs):
+        left, right = (_token_input(self.kind, shape) for shape in inputs)
+        if len(left) != len(right) or left[:-2] != right[:-2] or left[-1] != right[-2]:
+            raise ShapeProblem(
+                f"cannot multiply {shape_text(left)} by {shape_text(right)}",
+                "the first's last size must be the second's next to last (transpose one of them)",
+            )
+        return Tokens((*left[:-1], right[-1]))
+
+    def cost(self, inputs, output):
+        left, right = inputs
+        return 0, math.prod(left[:-1]) * left[-1] * right[-1]
+
+    def reference(self, inputs, tensors, training):
+        left, right = inputs
+        return (left.unsqueeze(-1) * right.unsqueeze(-3)).sum(-2)  # written out, not through matmul
+
+    def forward_expression(self, names):
+        return f"{names[0]} @ {names[1]}"
+
+    def figure_label(self):
+        return "matmul"
+
+
+@dataclass(frozen=True)
+class FusedAttention(Layer):
+    """``torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=S)``: what the
+    attention fusion pass (resdsl/passes/fuse_attention.py) makes of a written-out
+    softmax(Q K^T * S) V. Never written in a spec; its reference is the formula."""
+
+    kind: ClassVar[str] = "fused_attention"
+    arity: ClassVar[int | None] = 3
+    computed_inline: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    figure: ClassVar[str] = "join"
+    scale: float = 1.0
+
+    def output_shape(self, inputs):
+        query, key, value = inputs
+        if key != value[:-1] + key[-1:] or query[:-2] != key[:-2] or query[-1] != key[-1]:
+            raise ShapeProblem(f"attention of {shape_text(query)} over {shape_text(key)}, {shape_text(value)}")
+        return Tokens((*query[:-1], value[-1]))
+
+    def cost(self, inputs, output):
+        query, key, value = inputs
+        groups = math.prod(query[:-2])
+        return 0, groups * (query[-2] * key[-2] * query[-1] + query[-2] * key[-2] * value[-1])
+
+    def reference(self, inputs, tensors, training):
+        query, key, value = inputs
+        scores = (query @ key.transpose(-1, -2)) * self.scale
+        weights = (scores - scores.amax(-1, keepdim=True)).exp()
+        return (weights / weights.sum(-1, keepdim=True)) @ value
+
+    def forward_expression(self, names):
+        q, k, v = names
+        return f"torch.nn.functional.scaled_dot_product_attention({q}, {k}, {v}, scale={self.scale!r})"
+
+    def figure_label(self):
+        return "attention"
+
+
+@dataclass(frozen=True)
 class Split(Layer):
     """One part of a value split along channels (``split N`` or ``split [SIZES]``): part
     `part` of `parts` equal groups, or of the groups `sizes`. A spec's list of parts
@@ -2132,6 +2291,9 @@ class Split(Layer):
     part: int = 0
     parts: int = 1
     sizes: tuple[int, ...] = ()
+    #: The channel axis of the input: 1 for a feature map, -1 for a token sequence
+    #: (attention's qkv split in three), set by the expander from the value's layout.
+    axis: int = 1
 
     def bounds(self, channels: int) -> tuple[int, int]:
         """The channels [start, stop) of this part, for an input of `channels`."""
@@ -2152,21 +2314,26 @@ class Split(Layer):
         return self.part * width, (self.part + 1) * width
 
     def output_shape(self, inputs):
-        start, stop = self.bounds(inputs[0][0])
-        return (stop - start, *inputs[0][1:])
+        (shape,) = inputs
+        start, stop = self.bounds(channels(shape))
+        if isinstance(shape, Tokens):
+            return Tokens((*shape[:-1], stop - start))
+        return (stop - start, *shape[1:])
 
     def reference(self, inputs, tensors, training):
         import torch
 
         x = inputs[0]
-        sizes = list(self.sizes) or [x.shape[1] // self.parts] * self.parts
-        return torch.split(x, sizes, dim=1)[self.part]
+        sizes = list(self.sizes) or [x.shape[self.axis] // self.parts] * self.parts
+        return torch.split(x, sizes, dim=self.axis)[self.part]
 
     def forward_expression(self, names):
         if self.sizes:
             start = sum(self.sizes[: self.part])
-            return f"{names[0]}[:, {start}:{start + self.sizes[self.part]}]"
-        return f"{names[0]}.chunk({self.parts}, 1)[{self.part}]"  # equal parts: the shape pass checked they divide
+            where = f"{start}:{start + self.sizes[self.part]}"
+            return f"{names[0]}[..., {where}]" if self.axis == -1 else f"{names[0]}[:, {where}]"
+        # Equal parts: the shape pass checked they divide.
+        return f"{names[0]}.chunk({self.parts}, {self.axis})[{self.part}]"
 
     def figure_label(self):
         return f"split {self.part + 1}/{len(self.sizes) or self.parts}"
