@@ -44,15 +44,28 @@ class Tokens(tuple):
     A tuple, so it compares equal to the plain tuple of its sizes; its type is the
     layout, which every pass, table, figure and hover reads through :func:`layout`.
     A feature map is a plain ``(C, H, W)`` and a flat vector a plain ``(F,)``.
+
+    ``grid`` is the H x W of the feature map that ``tokens`` made the sequence from,
+    kept by the kinds that keep the tokens (a per-token ``fc``, ``ln``, attention, the
+    joins) and lost where the tokens change (a learned token, ``take``, ``transpose``):
+    ``grid`` without a size and spatial-reduction attention read it. It takes no part in
+    equality, as a tuple's sizes alone are compared.
     """
 
-    __slots__ = ()
+    grid: Pair | None = None
+
+    def __new__(cls, sizes: tuple[int, ...], grid: Pair | None = None) -> Tokens:
+        shape = super().__new__(cls, sizes)
+        if grid is not None:
+            shape.grid = grid
+        return shape
 
     def __repr__(self) -> str:
-        return f"Tokens({tuple(self)!r})"
+        grid = f", grid={self.grid!r}" if self.grid is not None else ""
+        return f"Tokens({tuple(self)!r}{grid})"
 
     def __reduce__(self) -> tuple:
-        return (Tokens, (tuple(self),))
+        return (Tokens, (tuple(self), self.grid))
 
 
 def layout(shape: Shape) -> str:
@@ -543,7 +556,7 @@ class Linear(Layer):
     def output_shape(self, inputs):
         (shape,) = inputs
         if isinstance(shape, Tokens):  # a linear layer per token, as timm's nn.Linear on B x N x C
-            return Tokens((*shape[:-1], self.out_features))
+            return Tokens((*shape[:-1], self.out_features), shape.grid)
         if len(shape) != 1:  # pragma: no cover - expand puts a flatten before the first fc
             raise ShapeProblem("fc needs a flat input or a token sequence")
         return (self.out_features,)
@@ -724,6 +737,12 @@ class LayerNorm(Layer):
     usage: ClassVar[str] = "ln[, eps=1e-6]"
     is_norm: ClassVar[bool] = True
     eps: float = 1e-6
+    #: Its input is a token sequence: a 4-d tensor is then sequences of tokens (unfold's
+    #: patches, windows), not a feature map; filled in by for_input, as the reference sees only tensors.
+    on_tokens: bool = dataclasses.field(default=False, repr=False)
+
+    def for_input(self, shape):
+        return dataclasses.replace(self, on_tokens=True) if isinstance(shape, Tokens) else self
 
     def cost(self, inputs, output):
         return 2 * channels(inputs[0]), 0
@@ -735,7 +754,7 @@ class LayerNorm(Layer):
 
     def reference(self, inputs, tensors, training):
         (x,) = inputs
-        if x.dim() != 4:  # a vector, or a token sequence: over the last axis, written out
+        if x.dim() != 4 or self.on_tokens:  # a vector, or a token sequence: over the last axis, written out
             mean = x.mean(-1, keepdim=True)
             var = x.var(-1, keepdim=True, unbiased=False)
             return (x - mean) / (var + self.eps).sqrt() * tensors["weight"] + tensors["bias"]
@@ -1391,7 +1410,7 @@ class ToTokens(Layer):
 
     def output_shape(self, inputs):
         channels_, height, width = spatial(self.kind, inputs[0])
-        return Tokens((height * width, channels_))
+        return Tokens((height * width, channels_), (height, width))
 
     def reference(self, inputs, tensors, training):
         (x,) = inputs
@@ -1403,21 +1422,34 @@ class ToTokens(Layer):
 
 @dataclass(frozen=True)
 class Grid(Layer):
-    """A token sequence as a feature map: N x C -> C x H x W, N = H W, row-major."""
+    """A token sequence as a feature map: N x C -> C x H x W, N = H W, row-major.
+    Without a size, the grid the tokens were made from (:attr:`Tokens.grid`)."""
 
     kind: ClassVar[str] = "grid"
     example: ClassVar[str] = "tokens; grid 11x11"
+    variants: ClassVar[tuple[str, ...]] = ("tokens; fc 5; grid",)
     spelled: ClassVar[bool] = True
     arguments: ClassVar[tuple[Argument, ...]] = (
-        Argument("size", _pair(), "the grid's height and width", positional=True, required=True),
+        Argument("size", _pair(), "the grid's height and width", positional=True),
     )
-    usage: ClassVar[str] = "grid HxW (N x C tokens -> C x H x W, N = H W)"
+    usage: ClassVar[str] = "grid [HxW] (N x C tokens -> C x H x W, N = H W; no size: the grid they came from)"
     computed_inline: ClassVar[bool] = True
     builds_module: ClassVar[bool] = False
-    size: Pair = (1, 1)
+    size: Pair | None = None  # None: the tokens' own grid, filled in by for_input
+
+    def for_input(self, shape):
+        if self.size is None and isinstance(shape, Tokens) and shape.grid is not None:
+            return dataclasses.replace(self, size=shape.grid)
+        return self
 
     def output_shape(self, inputs):
         shape = _token_input(self.kind, inputs[0])
+        if self.size is None:
+            raise ShapeProblem(
+                f"grid without a size needs tokens made from a feature map, but these {shape_text(shape)} "
+                "have no grid (a learned token, take or transpose made them)",
+                "write the size: grid HxW",
+            )
         height, width = self.size
         if len(shape) != 2 or shape[0] != height * width:
             raise ShapeProblem(
@@ -1722,6 +1754,9 @@ class Attention(Layer):
         "tokens; attention heads=2, proj=false",
         "attention heads=2, out=12, head_first=true, rel_pos=bias",
         "tokens; attention heads=2, out=6, head_first=true",
+        "tokens; attention heads=2, sr_ratio=3",
+        "tokens; attention heads=1, sr_ratio=1",
+        "tokens; attention heads=2, sr_ratio=2, qkv_bias=false, qk_norm=true, proj_bias=false",
     )
     spelled: ClassVar[bool] = True
     figure: ClassVar[str] = "box"
@@ -1736,10 +1771,11 @@ class Attention(Layer):
         Argument("proj", as_bool, "proj"),
         Argument("out_channels", _int(), "out"),
         Argument("head_first", as_bool, "head_first"),
+        Argument("sr_ratio", _int(), "sr_ratio"),
     )
     usage: ClassVar[str] = (
         "attention heads=H[, head_dim=D, qkv_bias=true, qk_norm=false, proj_bias=true, rel_pos=none|logits|bias, "
-        "proj=true, out=C, head_first=false]"
+        "proj=true, out=C, head_first=false, sr_ratio=R]"
     )
     heads: int = 8
     head_dim: int | None = None  # None: C / heads
@@ -1756,6 +1792,10 @@ class Attention(Layer):
     out_channels: int | None = None
     # qkv's channels grouped by head, each head's q, k, v together (timm's Attention2d head_first).
     head_first: bool = False
+    #: PVT v2's spatial-reduction attention (its ``q``/``kv`` layout): keys and values from
+    #: the tokens' grid reduced by an R x R convolution of stride R. None: one ``qkv``.
+    sr_ratio: int | None = None
+    grid: Pair | None = None  # the input's grid, filled in by for_input where sr_ratio reads it
 
     def _head_dim(self, shape: Shape) -> int:
         return self.head_dim if self.head_dim is not None else channels(shape) // self.heads
@@ -1768,9 +1808,18 @@ class Attention(Layer):
                 f"but there are {channels(shape)}",
                 "choose heads that divide the channels, or give head_dim=",
             )
+        if self.sr_ratio is not None:
+            _reduced_grid(self, shape)
         return _attention_output_shape(self, shape)
 
+    def for_input(self, shape):
+        if self.sr_ratio is not None and isinstance(shape, Tokens):
+            return dataclasses.replace(self, grid=shape.grid)
+        return self
+
     def cost(self, inputs, output):
+        if self.sr_ratio is not None:
+            return _reduction_cost(self, inputs[0])
         shape = inputs[0]
         groups, tokens, width = _attention_extent(shape)
         inner = self.heads * self._head_dim(shape)
@@ -1784,6 +1833,8 @@ class Attention(Layer):
         return params + extra_params, macs + extra_macs
 
     def constructor(self, inputs):
+        if self.sr_ratio is not None:
+            return _reduction_constructor(self, inputs[0])
         return Ctor(
             "Attention",
             (channels(inputs[0]), self.heads, self._head_dim(inputs[0])),
@@ -1796,12 +1847,16 @@ class Attention(Layer):
         )
 
     def initialise(self, module):
+        if self.sr_ratio is not None:
+            return _reduction_initialise(module)
         for child in (module.qkv, module.q_norm, module.k_norm, module.proj):
             if any(True for _ in child.parameters()):
                 child.reset_parameters()
         _initialise_relative_position(self, module)
 
     def reference(self, inputs, tensors, training):
+        if self.sr_ratio is not None:
+            return _reduction_reference(self, inputs[0], tensors)
         (x,) = inputs
         if x.dim() == 4:
             return _attention_map_reference(self, x, tensors)
@@ -1825,6 +1880,8 @@ class Attention(Layer):
         return functional.linear(out, tensors["proj.weight"], tensors.get("proj.bias"))
 
     def figure_label(self):
+        if self.sr_ratio is not None and self.sr_ratio > 1:
+            return f"attention, {self.heads} heads, keys /{self.sr_ratio}"
         return f"attention, {self.heads} heads"
 
 
@@ -1848,7 +1905,7 @@ def _attention_output_shape(layer: Attention, shape: Shape) -> Shape:
     out = (layer.out_channels or channels(shape)) if layer.proj else layer.heads * layer._head_dim(shape)
     if layout(shape) == "map":
         return (out, shape[1], shape[2])
-    return Tokens((*shape[:-1], out))
+    return Tokens((*shape[:-1], out), shape.grid)
 
 
 def _relative_position_cost(layer: Attention, shape: Shape) -> tuple[int, int]:
@@ -1943,10 +2000,218 @@ def _qkv_in_order(layer: Attention, qkv: Any, dim: int) -> Any:
     return torch.cat([parts[..., which, :].flatten(-2) for which in range(3)], -1)
 
 
+# PVT v2's spatial-reduction attention (attention sr_ratio=R), timm's pvt_v2.Attention. Its
+# reduction lives inside the attention's module (timm's keys attn.sr, attn.norm), so it is
+# an option of the kind rather than layers written before it.
+
+
+def _reduced_grid(layer: Attention, shape: Shape) -> Pair:
+    """The grid of the keys and values: the tokens' grid after the R x R, stride R convolution."""
+    ratio = layer.sr_ratio or 1
+    if len(shape) != 2:
+        raise ShapeProblem(f"attention sr_ratio={ratio} needs one sequence of N x C tokens, not {shape_text(shape)}")
+    if layer.grid is None:
+        raise ShapeProblem(
+            f"attention sr_ratio={ratio} reduces the tokens' grid, but these {shape_text(shape)} have none "
+            "(a learned token, take or transpose made them)",
+            "make the tokens from a feature map (tokens) and keep learned tokens out of this block",
+        )
+    height, width = layer.grid
+    if ratio > 1 and (height < ratio or width < ratio):
+        raise ShapeProblem(
+            f"attention sr_ratio={ratio} needs a grid of at least {ratio}x{ratio}, but the tokens' grid is "
+            f"{height}x{width}",
+            "use a smaller sr_ratio or a larger input",
+        )
+    return height // ratio, width // ratio
+
+
+def _reduction_cost(layer: Attention, shape: Shape) -> tuple[int, int]:
+    tokens, width = shape[-2], shape[-1]
+    head_dim = layer._head_dim(shape)
+    inner = layer.heads * head_dim
+    ratio = layer.sr_ratio or 1
+    keys = math.prod(_reduced_grid(layer, shape))
+    params = width * inner + width * 2 * inner + inner * width
+    params += 3 * inner if layer.qkv_bias else 0
+    params += width if layer.proj_bias else 0
+    params += 4 * head_dim if layer.qk_norm else 0
+    macs = tokens * width * inner + keys * width * 2 * inner + 2 * tokens * keys * inner + tokens * inner * width
+    if ratio > 1:
+        params += width * width * ratio * ratio + width + 2 * width  # sr (with its bias) and norm
+        macs += keys * width * width * ratio * ratio
+    return params, macs
+
+
+def _reduction_constructor(layer: Attention, shape: Shape) -> Ctor:
+    return Ctor(
+        "SpatialReductionAttention",
+        (channels(shape), layer.heads, layer._head_dim(shape), tuple(layer.grid or (1, 1)), layer.sr_ratio),
+        (("qkv_bias", layer.qkv_bias), ("qk_norm", layer.qk_norm), ("proj_bias", layer.proj_bias)),
+    )
+
+
+def _reduction_initialise(module: Any) -> None:
+    for child in module.children():
+        if any(True for _ in child.parameters()):
+            child.reset_parameters()
+
+
+def _reduction_reference(layer: Attention, x: Any, tensors: Mapping[str, Any]) -> Any:
+    """softmax(Q K^T / sqrt(d)) V per head, with K and V from the reduced tokens, written out."""
+    functional = _functional()
+    batch, tokens, width = x.shape
+    dim = layer.head_dim if layer.head_dim is not None else width // layer.heads
+    ratio = layer.sr_ratio or 1
+    q = functional.linear(x, tensors["q.weight"], tensors.get("q.bias"))
+    q = q.reshape(batch, tokens, layer.heads, dim).transpose(1, 2)
+    source = x
+    if ratio > 1:
+        height, grid_width = layer.grid or (1, 1)
+        feature_map = x.transpose(1, 2).reshape(batch, width, height, grid_width)
+        reduced = functional.conv2d(feature_map, tensors["sr.weight"], tensors["sr.bias"], stride=ratio)
+        source = reduced.reshape(batch, width, -1).transpose(1, 2)
+        source = _layer_norm_last(source, tensors["norm.weight"], tensors["norm.bias"], 1e-5)
+    kv = functional.linear(source, tensors["kv.weight"], tensors.get("kv.bias"))
+    kv = kv.reshape(batch, source.shape[1], 2, layer.heads, dim)
+    k, v = (kv[:, :, index].transpose(1, 2) for index in range(2))  # batch x heads x M x d
+    if layer.qk_norm:
+        q = _layer_norm_last(q, tensors["q_norm.weight"], tensors["q_norm.bias"], 1e-6)
+        k = _layer_norm_last(k, tensors["k_norm.weight"], tensors["k_norm.bias"], 1e-6)
+    scores = (q @ k.transpose(-1, -2)) / dim**0.5
+    scores = scores - scores.amax(-1, keepdim=True)
+    weights = scores.exp()
+    weights = weights / weights.sum(-1, keepdim=True)
+    out = (weights @ v).transpose(1, 2).reshape(batch, tokens, layer.heads * dim)
+    return functional.linear(out, tensors["proj.weight"], tensors.get("proj.bias"))
+
+
 def _layer_norm_last(x: Any, weight: Any, bias: Any, eps: float) -> Any:
     mean = x.mean(-1, keepdim=True)
     var = x.var(-1, keepdim=True, unbiased=False)
     return (x - mean) / (var + eps).sqrt() * weight + bias
+
+
+# MobileViT's patches (Mehta and Rastegari, 2022): a feature map as one sequence of patches
+# per position within a patch, attended separately, and back.
+
+
+@dataclass(frozen=True)
+class Unfold(Layer):
+    """A feature map as patches: C x H x W -> (P_h P_w) x (H/P_h W/P_w) x C tokens, one
+    sequence of the patches for each position within a patch (MobileViT's unfolding,
+    timm's MobileVitBlock), positions and patches row-major. The patches' grid is the
+    tokens' grid, which ``fold`` reads."""
+
+    kind: ClassVar[str] = "unfold"
+    example: ClassVar[str] = "unfold 1x1"
+    variants: ClassVar[tuple[str, ...]] = ("unfold 11x1", "unfold 1x11")
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("patch", _pair(), "the patch size", positional=True, required=True),
+    )
+    usage: ClassVar[str] = "unfold PxP (C x H x W -> (P P) x (H W / P P) x C tokens: the patches at each position)"
+    computed_inline: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    patch: Pair = (2, 2)
+
+    def output_shape(self, inputs):
+        channels_, height, width = spatial(self.kind, inputs[0])
+        patch_h, patch_w = self.patch
+        if height % patch_h or width % patch_w:
+            raise ShapeProblem(
+                f"unfold {patch_h}x{patch_w} needs a feature map whose height and width divide by the patch, "
+                f"but it is {shape_text(inputs[0])}",
+                "choose an input size that divides (timm's MobileViT resizes the map instead)",
+            )
+        grid = (height // patch_h, width // patch_w)
+        return Tokens((patch_h * patch_w, grid[0] * grid[1], channels_), grid)
+
+    def reference(self, inputs, tensors, training):
+        import torch
+
+        (x,) = inputs
+        patch_h, patch_w = self.patch
+        # The sequence of position (i, j) holds pixel (i, j) of every patch, patches row-major.
+        sequences = [
+            x[:, :, i::patch_h, j::patch_w].flatten(2).transpose(1, 2) for i in range(patch_h) for j in range(patch_w)
+        ]
+        return torch.stack(sequences, 1)
+
+    def forward_expression(self, names):
+        patch_h, patch_w = self.patch
+        return (
+            f"{names[0]}.unflatten(2, (-1, {patch_h})).unflatten(4, (-1, {patch_w}))"
+            ".permute(0, 3, 5, 2, 4, 1).flatten(3, 4).flatten(1, 2)"
+        )
+
+    def figure_label(self):
+        return f"unfold {self.patch[0]}x{self.patch[1]} patches"
+
+
+@dataclass(frozen=True)
+class Fold(Layer):
+    """Patches back to a feature map, the inverse of ``unfold``: (P_h P_w) x N x C tokens
+    on their grid of N = h x w patches -> C x (h P_h) x (w P_w)."""
+
+    kind: ClassVar[str] = "fold"
+    example: ClassVar[str] = "unfold 1x1; fold 1x1"
+    variants: ClassVar[tuple[str, ...]] = (
+        "unfold 11x1; ln; fold 11x1",
+        "unfold 1x11; fc 5; fold 1x11",
+    )
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("patch", _pair(), "the patch size", positional=True, required=True),
+    )
+    usage: ClassVar[str] = "fold PxP ((P P) x N x C tokens on their grid -> C x H x W: unfold's inverse)"
+    computed_inline: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    patch: Pair = (2, 2)
+    grid: Pair | None = None  # the patches' grid, filled in by for_input
+
+    def for_input(self, shape):
+        if isinstance(shape, Tokens) and shape.grid is not None:
+            return dataclasses.replace(self, grid=shape.grid)
+        return self
+
+    def output_shape(self, inputs):
+        shape = _token_input(self.kind, inputs[0])
+        patch_h, patch_w = self.patch
+        if len(shape) != 3 or shape[0] != patch_h * patch_w:
+            raise ShapeProblem(
+                f"fold {patch_h}x{patch_w} needs {patch_h * patch_w} sequences of patches, "
+                f"but its input is {shape_text(shape)}",
+                "fold with the patch size that unfold used",
+            )
+        if self.grid is None or self.grid[0] * self.grid[1] != shape[1]:
+            raise ShapeProblem(
+                f"fold {patch_h}x{patch_w} needs the patches' grid, but these {shape_text(shape)} have none",
+                "fold the tokens that unfold made (a learned token, take or transpose loses their grid)",
+            )
+        return (shape[2], self.grid[0] * patch_h, self.grid[1] * patch_w)
+
+    def reference(self, inputs, tensors, training):
+        (x,) = inputs
+        patch_h, patch_w = self.patch
+        rows, columns = self.grid or (1, 1)
+        out = x.new_empty(x.shape[0], x.shape[-1], rows * patch_h, columns * patch_w)
+        for i in range(patch_h):
+            for j in range(patch_w):
+                out[:, :, i::patch_h, j::patch_w] = (
+                    x[:, i * patch_w + j].transpose(1, 2).reshape(x.shape[0], x.shape[-1], rows, columns)
+                )
+        return out
+
+    def forward_expression(self, names):
+        patch_h, patch_w = self.patch
+        return (
+            f"{names[0]}.unflatten(1, ({patch_h}, {patch_w})).unflatten(3, {tuple(self.grid or (1, 1))!r})"
+            ".permute(0, 5, 3, 1, 4, 2).flatten(4, 5).flatten(2, 3)"
+        )
+
+    def figure_label(self):
+        return f"fold {self.patch[0]}x{self.patch[1]} patches"
 
 
 # Joins and shortcuts ------------------------------------------------------------------

@@ -474,8 +474,11 @@ def staged_spec(kind: str, example: str | None = None) -> str:
     else:
         head = "avgpool\n        fc 3"
         block = f"conv 3x3, c\n    {_lines(kind, example, 'c', ' ' * 4)}"
-        if any(layout(node.shape) == "tokens" for node in targets_of(network_for(kind, example), kind)):
-            block += "\n    grid 11x11"  # a map again for the next repetition's convolution
+        made = targets_of(network_for(kind, example), kind)
+        if any(layout(node.shape) == "tokens" for node in made):
+            # A map again for the next repetition's convolution: unfold's patches fold back.
+            patch = "x".join(map(str, made[0].layer.patch)) if kind == "unfold" else ""
+            block += f"\n    fold {patch}" if patch else "\n    grid 11x11"
     return f"""# the {kind} kind in every consumer
 block probe_block(c) {{
     {block}

@@ -249,6 +249,11 @@ CASES = {
     # CoAtNet's transformer stages attend over the whole map (4x6 and 2x3 here), their
     # relative position tables sized by it.
     "coatnet_0_rw_224": Case("timm/coatnet_0_rw_224", _timm_at("coatnet_0_rw_224", (64, 96)), (3, 64, 96)),
+    # PVT v2 takes any size (its grids follow the input): not square, so a swapped height
+    # and width in the reductions to 2x3 keys would show.
+    "pvt_v2_b0": Case("timm/pvt_v2_b0", _timm("pvt_v2_b0"), (3, 64, 96)),
+    # MobileViT unfolds 2x2 patches down to 1/32 of the input: every size divides by 64.
+    "mobilevit_xs": Case("timm/mobilevit_xs", _timm("mobilevit_xs"), (3, 64, 128)),
     "preact_resnet164": Case("preact_resnet164", lambda: PreActResNet(164), CIFAR_INPUT),
     "preact_resnet1001": Case("preact_resnet1001", lambda: PreActResNet(1001), CIFAR_INPUT, batch=1),
     "wrn28_10": Case("wrn28_10", lambda: WideResNet(28, 10), CIFAR_INPUT, batch=1),

@@ -244,6 +244,51 @@ class Attention(nn.Module):
         return self.proj(x.transpose(-2, -3).reshape(*groups, tokens, self.heads * self.head_dim))
 
 
+class SpatialReductionAttention(nn.Module):
+    """PVT v2's attention in timm's layout (pvt_v2.Attention): queries from the tokens
+    (``q``); keys and values (``kv``) from the tokens' ``grid`` reduced by an R x R
+    convolution of stride R (``sr``) and a layer norm (``norm``) where R > 1, else from
+    the tokens themselves; ``proj``. Computed by ``scaled_dot_product_attention``."""
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        head_dim: int,
+        grid: tuple[int, int],
+        sr_ratio: int,
+        qkv_bias: bool = True,
+        qk_norm: bool = False,
+        proj_bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.heads, self.head_dim, self.grid = heads, head_dim, grid
+        inner = heads * head_dim
+        # timm's registration order (q, kv, proj, sr, norm) is the state_dict's key order.
+        self.q = nn.Linear(dim, inner, bias=qkv_bias)
+        self.kv = nn.Linear(dim, 2 * inner, bias=qkv_bias)
+        self.q_norm = nn.LayerNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(inner, dim, bias=proj_bias)
+        self.sr = nn.Conv2d(dim, dim, sr_ratio, stride=sr_ratio) if sr_ratio > 1 else None
+        self.norm = nn.LayerNorm(dim) if sr_ratio > 1 else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, dim = x.shape
+        q = self.q(x).reshape(batch, tokens, self.heads, self.head_dim).transpose(1, 2)
+        if self.sr is not None:
+            reduced = self.sr(x.transpose(1, 2).reshape(batch, dim, *self.grid))
+            x = self.norm(reduced.flatten(2).transpose(1, 2))
+        kv = self.kv(x).reshape(batch, -1, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        k, v = kv.unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)
+        x = nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(batch, tokens, self.heads * self.head_dim))
+
+    def extra_repr(self) -> str:
+        return f"heads={self.heads}, head_dim={self.head_dim}, grid={self.grid}"
+
+
 def full_parameter(shape: tuple[int, ...], value: float) -> nn.Parameter:
     """A parameter that is not a module's (layer scale's ``gamma``), filled with `value`."""
     return nn.Parameter(torch.full(shape, value))
@@ -285,6 +330,7 @@ CUSTOM_MODULES: dict[str, type[nn.Module]] = {
         ZeroPadShortcut,
         ChannelConv,
         Attention,
+        SpatialReductionAttention,
         DropPath,
         LayerNorm2d,
         GroupSoftmax,
