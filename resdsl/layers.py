@@ -54,6 +54,39 @@ class Tokens(tuple):
         return (Tokens, (tuple(self),))
 
 
+class TokenGrid(Tokens):
+    """A token sequence whose N tokens are an H x W grid, row-major: what ``tokens`` makes
+    of a feature map. The tuple is ``(N, C)`` as any sequence's, so every kind that works
+    per token works on it unchanged; ``grid`` is ``(H, W)``, for the kinds that need the
+    neighbourhood of a token (``attention window=``, ``merge_patches``). Kinds that keep
+    each token where it is (norms, activations, ``fc``, attention, joins) keep the grid;
+    kinds that add, drop or reorder tokens make a plain :class:`Tokens`.
+
+    Swin keeps timm's B x H x W x C tensor as a B x N x C one with its grid in the IR:
+    a 4-d tensor would be ambiguous with a feature map's N x C x H x W for every
+    per-position kind, whereas a sequence is not."""
+
+    grid: Pair
+
+    def __new__(cls, shape: tuple[int, ...], grid: Pair) -> TokenGrid:
+        made = super().__new__(cls, shape)
+        made.grid = (int(grid[0]), int(grid[1]))
+        return made
+
+    def __repr__(self) -> str:
+        return f"TokenGrid({tuple(self)!r}, grid={self.grid!r})"
+
+    def __reduce__(self) -> tuple:
+        return (TokenGrid, (tuple(self), self.grid))
+
+
+def with_channels(shape: Tokens, count: int) -> Tokens:
+    """A token sequence of `count` channels in `shape`'s place, its grid kept (a linear layer per token)."""
+    if isinstance(shape, TokenGrid):
+        return TokenGrid((*shape[:-1], count), shape.grid)
+    return Tokens((*shape[:-1], count))
+
+
 def layout(shape: Shape) -> str:
     """``"tokens"``, ``"map"`` (C x H x W) or ``"flat"``."""
     if isinstance(shape, Tokens):
@@ -68,6 +101,8 @@ def channels(shape: Shape) -> int:
 
 def shape_text(shape: Shape) -> str:
     """A shape as tables, hovers and errors print it: ``64x56x56``, ``197 x 192 tokens``."""
+    if isinstance(shape, TokenGrid):
+        return " x ".join(map(str, shape)) + f" tokens ({shape.grid[0]}x{shape.grid[1]})"
     if isinstance(shape, Tokens):
         return " x ".join(map(str, shape)) + " tokens"
     return "x".join(map(str, shape))
@@ -161,6 +196,9 @@ class Layer:
     saves_output: ClassVar[bool] = False
     #: How many inputs the node takes (None: two or more, for joins).
     arity: ClassVar[int | None] = 1
+    #: Its reference needs its inputs' shapes in the IR, which the tensors do not show (a grid's
+    #: height and width in a B x N x C sequence): the interpreter passes them as ``shapes=``.
+    reference_reads_shapes: ClassVar[bool] = False
     #: A normalisation layer: what the ``norm`` setting replaces.
     is_norm: ClassVar[bool] = False
     #: The node is one tensor, not a module: its name is the tensor's key in the
@@ -536,7 +574,7 @@ class Linear(Layer):
     def output_shape(self, inputs):
         (shape,) = inputs
         if isinstance(shape, Tokens):  # a linear layer per token, as timm's nn.Linear on B x N x C
-            return Tokens((*shape[:-1], self.out_features))
+            return with_channels(shape, self.out_features)
         if len(shape) != 1:  # pragma: no cover - expand puts a flatten before the first fc
             raise ShapeProblem("fc needs a flat input or a token sequence")
         return (self.out_features,)
@@ -1370,7 +1408,7 @@ class ToTokens(Layer):
 
     def output_shape(self, inputs):
         channels_, height, width = spatial(self.kind, inputs[0])
-        return Tokens((height * width, channels_))
+        return TokenGrid((height * width, channels_), (height, width))
 
     def reference(self, inputs, tensors, training):
         (x,) = inputs
@@ -1626,23 +1664,35 @@ class Attention(Layer):
     variants: ClassVar[tuple[str, ...]] = (
         "tokens; attention heads=2, qkv_bias=false, qk_norm=true",
         "tokens; attention heads=4, head_dim=3",
+        "tokens; attention heads=2, window=4, shift=2",
+        "tokens; attention heads=2, window=5",
+        "tokens; merge_patches 2x2; attention heads=2, window=4x3, shift=2x1",
     )
     spelled: ClassVar[bool] = True
     figure: ClassVar[str] = "box"
     figure_fill: ClassVar[str] = "fc"
+    reference_reads_shapes: ClassVar[bool] = True  # window=: the grid's height and width
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("heads", _int(), "heads", required=False),
         Argument("head_dim", _int(), "head_dim"),
         Argument("qkv_bias", as_bool, "qkv_bias"),
         Argument("qk_norm", as_bool, "qk_norm"),
         Argument("proj_bias", as_bool, "proj_bias"),
+        Argument("window", _pair(), "window"),
+        Argument("shift", _pair(0), "shift"),
     )
-    usage: ClassVar[str] = "attention heads=H[, head_dim=D, qkv_bias=true, qk_norm=false, proj_bias=true]"
+    usage: ClassVar[str] = (
+        "attention heads=H[, head_dim=D, qkv_bias=true, qk_norm=false, proj_bias=true, window=W, shift=S]"
+    )
     heads: int = 8
     head_dim: int | None = None  # None: C / heads
     qkv_bias: bool = True
     qk_norm: bool = False
     proj_bias: bool = True
+    #: Attention within W x W windows of a grid of tokens, with a learned relative position bias.
+    window: Pair | None = None
+    #: The shifted windows' cyclic shift (and its mask); 0: none.
+    shift: Pair = (0, 0)
 
     def _head_dim(self, shape: Shape) -> int:
         return self.head_dim if self.head_dim is not None else channels(shape) // self.heads
@@ -1654,9 +1704,12 @@ class Attention(Layer):
                 f"attention heads={self.heads} needs channels divisible by {self.heads}, but there are {shape[-1]}",
                 "choose heads that divide the channels, or give head_dim=",
             )
+        _check_windows(self, shape)
         return shape
 
     def cost(self, inputs, output):
+        if self.window is not None:
+            return _windowed_cost(self, inputs[0])
         shape = inputs[0]
         width, tokens = shape[-1], shape[-2]
         groups = math.prod(shape[:-2])
@@ -1671,16 +1724,24 @@ class Attention(Layer):
         return Ctor(
             "Attention",
             (channels(inputs[0]), self.heads, self._head_dim(inputs[0])),
-            (("qkv_bias", self.qkv_bias), ("qk_norm", self.qk_norm), ("proj_bias", self.proj_bias)),
+            (
+                ("qkv_bias", self.qkv_bias),
+                ("qk_norm", self.qk_norm),
+                ("proj_bias", self.proj_bias),
+                *_window_kwargs(self, inputs[0]),
+            ),
         )
 
     def initialise(self, module):
         for child in (module.qkv, module.q_norm, module.k_norm, module.proj):
             if any(True for _ in child.parameters()):
                 child.reset_parameters()
+        _initialise_windows(module)
 
-    def reference(self, inputs, tensors, training):
+    def reference(self, inputs, tensors, training, shapes=None):
         (x,) = inputs
+        if self.window is not None:
+            return _windowed_reference(self, x, tensors, shapes[0])
         functional = _functional()
         *groups, tokens, _ = x.shape
         dim = self.head_dim if self.head_dim is not None else x.shape[-1] // self.heads
@@ -1698,7 +1759,216 @@ class Attention(Layer):
         return functional.linear(out, tensors["proj.weight"], tensors.get("proj.bias"))
 
     def figure_label(self):
-        return f"attention, {self.heads} heads"
+        return f"attention, {self.heads} heads" + _window_label(self)
+
+
+# Windows (Swin): attention within windows of a grid of tokens -------------------------
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Where a grid's windows fall, by timm's rule (SwinTransformerBlock): along an axis
+    where the grid is no larger than the window, the window is the grid and nothing is
+    shifted; the grid is padded at its end to whole windows (after the shift)."""
+
+    grid: Pair
+    window: Pair
+    shift: Pair
+
+    @property
+    def padded(self) -> Pair:
+        return (
+            -(-self.grid[0] // self.window[0]) * self.window[0],
+            -(-self.grid[1] // self.window[1]) * self.window[1],
+        )
+
+    @property
+    def count(self) -> int:
+        """The number of windows."""
+        return self.padded[0] // self.window[0] * (self.padded[1] // self.window[1])
+
+    @property
+    def area(self) -> int:
+        """Tokens per window."""
+        return self.window[0] * self.window[1]
+
+
+def window_plan(layer: Attention, shape: Shape) -> WindowPlan:
+    grid = shape.grid  # type: ignore[attr-defined]
+    assert layer.window is not None
+    window = tuple(min(size, wanted) for size, wanted in zip(grid, layer.window, strict=True))
+    shift = tuple(
+        0 if size <= wanted else moved for size, wanted, moved in zip(grid, layer.window, layer.shift, strict=True)
+    )
+    return WindowPlan(grid, window, shift)  # type: ignore[arg-type]
+
+
+def _check_windows(layer: Attention, shape: Shape) -> None:
+    if layer.window is None:
+        if any(layer.shift):
+            raise ShapeProblem("attention shift= needs window=", "shifted windows: window=7, shift=3")
+        return
+    if not isinstance(shape, TokenGrid):
+        raise ShapeProblem(
+            f"attention window= needs a grid of tokens, but {shape_text(shape)} has none",
+            "the tokens of `tokens` (from a feature map) form a grid; learned tokens, take and transpose end it",
+        )
+    if any(moved >= size for moved, size in zip(layer.shift, layer.window, strict=True)):
+        raise ShapeProblem(
+            f"attention shift={_word(layer.shift)} must be less than its window {_word(layer.window)}",
+            "Swin shifts by half a window: window=7, shift=3",
+        )
+
+
+def _windowed_cost(layer: Attention, shape: Shape) -> tuple[int, int]:
+    # As the windows attend separately: qkv and proj run on the padded grid's tokens, and
+    # Q K^T and A V within each window; the bias table adds (2 Wh - 1)(2 Ww - 1) x H parameters.
+    from dataclasses import replace
+
+    plan = window_plan(layer, shape)
+    params, macs = Attention.cost(
+        replace(layer, window=None, shift=(0, 0)), [Tokens((plan.count, plan.area, channels(shape)))], shape
+    )
+    table = (2 * plan.window[0] - 1) * (2 * plan.window[1] - 1) * layer.heads
+    return params + table, macs
+
+
+def _window_kwargs(layer: Attention, shape: Shape) -> tuple[tuple[str, Any], ...]:
+    if layer.window is None:
+        return ()
+    plan = window_plan(layer, shape)
+    return (("window", plan.window), ("shift", plan.shift), ("grid", plan.grid))
+
+
+def _initialise_windows(module: Any) -> None:
+    table = getattr(module, "relative_position_bias_table", None)
+    if table is not None:
+        from torch import nn
+
+        nn.init.trunc_normal_(table, std=0.02)  # timm's WindowAttention
+
+
+def _window_label(layer: Attention) -> str:
+    if layer.window is None:
+        return ""
+    return f", window {_word(layer.window)}" + (f", shift {_word(layer.shift)}" if any(layer.shift) else "")
+
+
+def _windowed_reference(layer: Attention, x: Any, tensors: Mapping[str, Any], shape: Shape) -> Any:
+    """Swin's shifted-window attention written out (Liu et al., 2021, section 3.2), as
+    timm computes it: the grid shifted cyclically up and left, zero-padded to whole
+    windows, each window attending within itself with a relative position bias, tokens
+    of different regions of the shifted grid kept apart by -100 added to their scores,
+    then everything undone."""
+    import torch
+
+    functional = _functional()
+    plan = window_plan(layer, shape)
+    (height, width), (win_h, win_w), (shift_h, shift_w) = plan.grid, plan.window, plan.shift
+    pad_h, pad_w = plan.padded
+    batch, _, width_c = x.shape
+    grid = x.reshape(batch, height, width, width_c)
+    rows = (torch.arange(height, device=x.device) + shift_h) % height  # out[i] = in[i + shift]
+    cols = (torch.arange(width, device=x.device) + shift_w) % width
+    shifted = grid[:, rows][:, :, cols]
+    padded = x.new_zeros(batch, pad_h, pad_w, width_c)
+    padded[:, :height, :width] = shifted
+
+    # Each padded position's region: before the last window, in the last window but not
+    # shifted in, shifted in from the start (per axis; one region where nothing shifts).
+    def regions(size: int, window: int, shift: int) -> list[int]:
+        if not shift:
+            return [0] * size
+        return [0 if i < size - window else 1 if i < size - shift else 2 for i in range(size)]
+
+    region_h, region_w = regions(pad_h, win_h, shift_h), regions(pad_w, win_w, shift_w)
+    dim = layer.head_dim if layer.head_dim is not None else width_c // layer.heads
+    table = tensors["relative_position_bias_table"]
+    positions = [(i, j) for i in range(win_h) for j in range(win_w)]
+    index = torch.tensor(
+        [[(a[0] - b[0] + win_h - 1) * (2 * win_w - 1) + a[1] - b[1] + win_w - 1 for b in positions] for a in positions],
+        device=x.device,
+    )
+    bias = table[index].permute(2, 0, 1)  # heads x area x area
+    out = x.new_zeros(batch, pad_h, pad_w, width_c)
+    for top in range(0, pad_h, win_h):
+        for left in range(0, pad_w, win_w):
+            tokens = padded[:, top : top + win_h, left : left + win_w].reshape(batch, plan.area, width_c)
+            labels = torch.tensor([3 * region_h[top + i] + region_w[left + j] for i, j in positions], device=x.device)
+            mask = (labels[:, None] != labels[None, :]) * -100.0
+            qkv = functional.linear(tokens, tensors["qkv.weight"], tensors.get("qkv.bias"))
+            qkv = qkv.reshape(batch, plan.area, 3, layer.heads, dim)
+            q, k, v = (qkv.select(2, part).transpose(1, 2) for part in range(3))  # batch x heads x area x d
+            if layer.qk_norm:
+                q = _layer_norm_last(q, tensors["q_norm.weight"], tensors["q_norm.bias"], 1e-6)
+                k = _layer_norm_last(k, tensors["k_norm.weight"], tensors["k_norm.bias"], 1e-6)
+            scores = (q @ k.transpose(-1, -2)) / dim**0.5 + bias + mask.to(x.dtype)
+            scores = scores - scores.amax(-1, keepdim=True)
+            weights = scores.exp()
+            weights = weights / weights.sum(-1, keepdim=True)
+            attended = (weights @ v).transpose(1, 2).reshape(batch, plan.area, layer.heads * dim)
+            attended = functional.linear(attended, tensors["proj.weight"], tensors.get("proj.bias"))
+            out[:, top : top + win_h, left : left + win_w] = attended.reshape(batch, win_h, win_w, width_c)
+    out = out[:, :height, :width]
+    back_rows = (torch.arange(height, device=x.device) - shift_h) % height
+    back_cols = (torch.arange(width, device=x.device) - shift_w) % width
+    return out[:, back_rows][:, :, back_cols].reshape(batch, height * width, width_c)
+
+
+def _grid_input(kind: str, shape: Shape) -> TokenGrid:
+    if not isinstance(shape, TokenGrid):
+        raise ShapeProblem(
+            f"{kind} needs a grid of tokens, but {shape_text(shape)} has none",
+            "the tokens of `tokens` (from a feature map) form a grid; learned tokens, take and transpose end it",
+        )
+    return shape
+
+
+@dataclass(frozen=True)
+class MergePatches(Layer):
+    """Swin's patch merging, less its norm and linear layer: each SH x SW patch of
+    neighbouring tokens of a grid becomes one token of their channels concatenated, in
+    timm's order (column offset, then row offset, then channel: x0, x1, x2, x3 of the
+    paper's code for 2x2). An odd grid is zero-padded at its end first, as timm does."""
+
+    kind: ClassVar[str] = "merge_patches"
+    example: ClassVar[str] = "tokens; merge_patches 2x2"
+    variants: ClassVar[tuple[str, ...]] = ("tokens; merge_patches 3x2",)
+    spelled: ClassVar[bool] = True
+    reference_reads_shapes: ClassVar[bool] = True  # the grid's height and width
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("size", _pair(), "the patch's height and width", positional=True, required=True),
+    )
+    usage: ClassVar[str] = "merge_patches SHxSW (H x W grid of C-channel tokens -> H/SH x W/SW grid of SH SW C)"
+    size: Pair = (2, 2)
+
+    def output_shape(self, inputs):
+        shape = _grid_input(self.kind, inputs[0])
+        (height, width), (step_h, step_w) = shape.grid, self.size
+        grid = (-(-height // step_h), -(-width // step_w))
+        return TokenGrid((grid[0] * grid[1], shape[-1] * step_h * step_w), grid)
+
+    def constructor(self, inputs):
+        return Ctor("MergePatches", (inputs[0].grid, self.size))
+
+    def reference(self, inputs, tensors, training, shapes=None):
+        (x,) = inputs
+        (height, width), (step_h, step_w) = shapes[0].grid, self.size
+        batch, _, width_c = x.shape
+        padded = x.new_zeros(batch, -(-height // step_h) * step_h, -(-width // step_w) * step_w, width_c)
+        padded[:, :height, :width] = x.reshape(batch, height, width, width_c)
+        parts = [padded[:, row::step_h, col::step_w] for col in range(step_w) for row in range(step_h)]
+        merged = _cat(parts, -1)
+        return merged.reshape(batch, -1, merged.shape[-1])
+
+    def figure_label(self):
+        return f"merge {_word(self.size)} patches"
+
+
+def _cat(parts: list[Any], axis: int) -> Any:
+    import torch
+
+    return torch.cat(parts, axis)
 
 
 def _layer_norm_last(x: Any, weight: Any, bias: Any, eps: float) -> Any:

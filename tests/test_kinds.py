@@ -179,7 +179,9 @@ def _value_at(network: resdsl.Network, model: nn.Module, node_id: int, x: torch.
                 values[current] = x
                 continue
             tensors = {"tensor": state[node.name]} if node.layer.holds_tensor else by_module.get(node.name, {})
-            values[current] = node.layer.reference([values[i] for i in node.inputs], tensors, False)
+            layer = node.layer
+            shapes = {"shapes": [network.node(i).shape for i in node.inputs]} if layer.reference_reads_shapes else {}
+            values[current] = layer.reference([values[i] for i in node.inputs], tensors, False, **shapes)
             if current == node_id:
                 break
     return values[node_id]
