@@ -68,7 +68,9 @@ class TokenGrid(Tokens):
 
     grid: Pair
 
-    def __new__(cls, shape: tuple[int, ...], grid: Pair) -> TokenGrid:
+    def __new__(cls, shape: tuple[int, ...], grid: Pair | None = None) -> Tokens:  # type: ignore[misc]
+        if grid is None:  # rebuilt from its items alone (dataclasses.asdict): a sequence without its grid
+            return Tokens(shape)
         made = super().__new__(cls, shape)
         made.grid = (int(grid[0]), int(grid[1]))
         return made
@@ -1810,12 +1812,12 @@ def _check_windows(layer: Attention, shape: Shape) -> None:
         return
     if not isinstance(shape, TokenGrid):
         raise ShapeProblem(
-            f"attention window= needs a grid of tokens, but {shape_text(shape)} has none",
+            f"attention window= needs a grid of tokens, but its input ({shape_text(shape)}) is not one",
             "the tokens of `tokens` (from a feature map) form a grid; learned tokens, take and transpose end it",
         )
     if any(moved >= size for moved, size in zip(layer.shift, layer.window, strict=True)):
         raise ShapeProblem(
-            f"attention shift={_word(layer.shift)} must be less than its window {_word(layer.window)}",
+            f"attention shift={_size(layer.shift)} must be less than its window ({_size(layer.window)})",
             "Swin shifts by half a window: window=7, shift=3",
         )
 
@@ -1851,7 +1853,12 @@ def _initialise_windows(module: Any) -> None:
 def _window_label(layer: Attention) -> str:
     if layer.window is None:
         return ""
-    return f", window {_word(layer.window)}" + (f", shift {_word(layer.shift)}" if any(layer.shift) else "")
+    return f", window {_size(layer.window)}" + (f", shift {_size(layer.shift)}" if any(layer.shift) else "")
+
+
+def _size(pair: Pair) -> str:
+    """A size as a spec writes it: ``7`` for 7x7, ``7x5`` otherwise."""
+    return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
 
 
 def _windowed_reference(layer: Attention, x: Any, tensors: Mapping[str, Any], shape: Shape) -> Any:
@@ -1918,7 +1925,7 @@ def _windowed_reference(layer: Attention, x: Any, tensors: Mapping[str, Any], sh
 def _grid_input(kind: str, shape: Shape) -> TokenGrid:
     if not isinstance(shape, TokenGrid):
         raise ShapeProblem(
-            f"{kind} needs a grid of tokens, but {shape_text(shape)} has none",
+            f"{kind} needs a grid of tokens, but its input ({shape_text(shape)}) is not one",
             "the tokens of `tokens` (from a feature map) form a grid; learned tokens, take and transpose end it",
         )
     return shape
@@ -1962,7 +1969,7 @@ class MergePatches(Layer):
         return merged.reshape(batch, -1, merged.shape[-1])
 
     def figure_label(self):
-        return f"merge {_word(self.size)} patches"
+        return f"merge {self.size[0]}x{self.size[1]} patches"
 
 
 def _cat(parts: list[Any], axis: int) -> Any:
