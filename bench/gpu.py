@@ -20,6 +20,12 @@ One command, at most 8 minutes on one GPU, installs nothing. It prints the machi
    torchvision's, same weights and the same bare step, fp32 and then with every option.
 3. resnet50 inference: ``for_inference`` with ``engine="inductor"`` (and "eager")
    against torchvision's eager eval module and torchvision's inductor compile.
+4. The round-4 networks against timm's own modules (issue 25), each at 224x224 with the
+   same weights: a bf16 channels_last training step and a bf16 channels_last eval
+   forward (``vit_tiny_patch16_224``, ``swin_tiny_patch4_window7_224`` where it ships,
+   ``skresnet18``, ``efficientnet_b0``, ``convnext_atto``; timm uses its fused attention
+   too), and ``for_inference`` with ``engine="inductor"`` against timm's module under
+   ``torch.compile``. Ratio: resdsl's time over timm's, target at most 1.00.
 
 Targets (issue 20): ResNet-20's schedule under 5 minutes on one H100, ResNet-110's
 under 20. Sections that would run past the time budget are listed as not measured.
@@ -66,6 +72,25 @@ CONFIGURATIONS: list[tuple[str, dict[str, object]]] = [
 ]
 
 
+#: Section 4's networks: the shipped timm specs that the issue names.
+TIMM_MODELS = (
+    "vit_tiny_patch16_224",
+    "swin_tiny_patch4_window7_224",
+    "skresnet18",
+    "efficientnet_b0",
+    "convnext_atto",
+)
+#: Token networks: timm sizes their position tables by ``img_size``; the spec follows its input.
+TOKEN_MODELS = ("vit_tiny_patch16_224", "swin_tiny_patch4_window7_224")
+#: Swin's windows of 7 need every stage's size (a 4th, 8th, 16th and 32nd of the input) to
+#: divide by 7: 224 is the smallest such input, so --tiny keeps it.
+FIXED_SIZES = {"swin_tiny_patch4_window7_224": 224}
+
+
+def timm_size(name: str, plan: Plan) -> int:
+    return FIXED_SIZES.get(name, plan.timm_size)
+
+
 @dataclass(frozen=True)
 class Plan:
     device: str
@@ -83,6 +108,10 @@ class Plan:
     budget_s: float = 450.0  # of the 8 minutes: the rest is start-up, writing the data and the last section's end
     capture: bool = True  # CUDA graphs captured (False on the CPU: the graph rows run everything else)
     check_steps: int = 20  # steps of the graph-against-eager check
+    timm_models: tuple[str, ...] = TIMM_MODELS
+    timm_size: int = 224
+    timm_batch: int = 64
+    timm_steps: int = 5
 
 
 def plan_for(tiny: bool, compile: bool = True) -> Plan:
@@ -103,6 +132,9 @@ def plan_for(tiny: bool, compile: bool = True) -> Plan:
             budget_s=300.0,
             capture=False,
             check_steps=2,
+            timm_size=64,
+            timm_batch=2,
+            timm_steps=1,
         )
     return Plan("cuda", compile=compile)
 
@@ -488,6 +520,130 @@ def _inference_engine(
     return rows
 
 
+def timm_rows(plan: Plan, clock: Clock) -> list[Row]:
+    import resdsl
+
+    shipped = set(resdsl.shipped_specs())
+    rows: list[Row] = []
+    for name in plan.timm_models:
+        size = timm_size(name, plan)
+        figure = f"timm/{name} vs timm's {name}, bf16 channels_last (batch {plan.timm_batch}, {size}x{size})"
+        if f"timm/{name}" not in shipped:
+            rows.append(Row(figure, "not measured: no shipped spec of that name"))
+        elif clock.left() < 30:
+            rows.append(Row(figure, "not measured: past the time budget"))
+        else:
+            rows.extend(guarded(figure, partial(_timm_pair, figure, name, plan)))
+    if not plan.compile:
+        return rows
+    size = plan.timm_size
+    figure = f"timm/vit_tiny_patch16_224 for_inference engine='inductor' vs timm under torch.compile ({size}x{size})"
+    if clock.left() < 120:
+        rows.append(Row(figure, "not measured: past the time budget"))
+    else:
+        rows.extend(guarded(figure, partial(_timm_inductor, figure, "vit_tiny_patch16_224", plan)))
+    return rows
+
+
+def _timm_models(name: str, plan: Plan) -> tuple[nn.Module, nn.Module, torch.Tensor, torch.Tensor]:
+    import timm
+
+    import resdsl
+
+    size = timm_size(name, plan)
+    kwargs = {"img_size": size} if name in TOKEN_MODELS else {}
+    theirs = timm.create_model(name, pretrained=False, **kwargs).to(plan.device)
+    ours = resdsl.load(f"timm/{name}", weights=theirs.state_dict(), input=f"3x{size}x{size}", device=plan.device)
+    x = torch.randn(plan.timm_batch, 3, size, size, device=plan.device)
+    y = torch.randint(0, 1000, (plan.timm_batch,), device=plan.device)
+    return ours, theirs, x, y
+
+
+def _timm_pair(figure: str, name: str, plan: Plan) -> list[Row]:
+    ours, theirs, x, y = _timm_models(name, plan)
+    options = {"amp": "bf16", "channels_last": True, "optimizer_kernels": "fused", "cuda_graph": False}
+    if plan.device == "cpu":
+        options["optimizer_kernels"] = "foreach"
+    sync = _sync if plan.device == "cuda" else None
+    step_ours = bare_step(ours.train(), options, x, y, plan.capture)
+    step_theirs = bare_step(theirs.train(), options, x, y, plan.capture)
+    train = paired(
+        lambda: step_ours(plan.timm_steps), lambda: step_theirs(plan.timm_steps), rounds=plan.rounds, sync=sync
+    )
+    images = plan.timm_steps * plan.timm_batch
+    rows = [
+        Row(
+            f"{figure}: training step",
+            f"{images / train.ours:,.0f} img/s",
+            f"{images / train.reference:,.0f} img/s",
+            train.ratio,
+            "<=1.00",
+            "time ratio",
+            train.low,
+            train.high,
+        )
+    ]
+    ours.eval()
+    theirs.eval()
+    channels_last = x.contiguous(memory_format=torch.channels_last)
+
+    def forward(model: nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad(), torch.autocast(x.device.type, torch.bfloat16):
+                model(channels_last)
+
+        return run
+
+    result = paired(forward(ours), forward(theirs), rounds=plan.rounds * 2, sync=sync)
+    rows.append(
+        Row(
+            f"{figure}: eval forward",
+            f"{result.ours * 1000:.2f} ms",
+            f"{result.reference * 1000:.2f} ms",
+            result.ratio,
+            "<=1.00",
+            "time ratio",
+            result.low,
+            result.high,
+        )
+    )
+    return rows
+
+
+def _timm_inductor(figure: str, name: str, plan: Plan) -> list[Row]:
+    import resdsl
+
+    _, theirs, x, _ = _timm_models(name, plan)
+    theirs.eval()
+    ours = resdsl.load(
+        f"timm/{name}",
+        weights=theirs.state_dict(),
+        input=f"3x{timm_size(name, plan)}x{timm_size(name, plan)}",
+        device=plan.device,
+        for_inference=True,
+        engine="inductor",
+    )
+    compiled = torch.compile(theirs)
+    with torch.no_grad():
+        ours(x)
+        compiled(x)
+        result = paired(
+            lambda: ours(x), lambda: compiled(x), rounds=plan.rounds * 2, sync=_sync if plan.device == "cuda" else None
+        )
+    return [
+        Row(
+            figure,
+            f"{result.ours * 1000:.2f} ms",
+            f"{result.reference * 1000:.2f} ms",
+            result.ratio,
+            "<=1.00",
+            "time ratio",
+            result.low,
+            result.high,
+        )
+    ]
+
+
 def rows(plan: Plan) -> list[Row]:
     """Every section in order, within the plan's time budget."""
     from bench.train import write_cifar_sized
@@ -504,6 +660,7 @@ def rows(plan: Plan) -> list[Row]:
         out.extend(cifar_rows(plan, data, clock))
         out.extend(graph_check_rows(plan, data, clock))
     out.extend(imagenet_rows(plan, clock))
+    out.extend(timm_rows(plan, clock))
     out.append(Row("time spent", f"{plan.budget_s - clock.left():.0f} s", target=f"<= {plan.budget_s:.0f} s"))
     return out
 

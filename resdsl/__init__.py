@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resdsl.compiler import compile, compile_text, shipped_specs
-from resdsl.errors import CompilerBug, LimitError, ShapeError, SpecError, SpecSyntaxError, UnknownNameError, UseError
+from resdsl.errors import (
+    CompilerBug,
+    LimitError,
+    ShapeError,
+    SpecError,
+    SpecSyntaxError,
+    SpecWarning,
+    UnknownNameError,
+    UseError,
+)
 from resdsl.evaluate import Value
 from resdsl.features import FeatureInfo
 from resdsl.ir import Limits, Network
@@ -31,13 +40,16 @@ __all__ = [
     "ShapeError",
     "SpecError",
     "SpecSyntaxError",
+    "SpecWarning",
     "Table",
     "UnknownNameError",
     "UseError",
     "__version__",
     "compile",
     "compile_text",
+    "export",
     "feature_info",
+    "import_model",
     "load",
     "shipped_specs",
 ]
@@ -113,7 +125,7 @@ def load(
     ``num_features``; a feature extractor has ``feature_info`` (:func:`feature_info`
     gives the same without building anything).
     """
-    from resdsl.backends.torch import load as _load
+    from resdsl.backends.loading import load as _load
 
     extractor = features is not None or features_only or out_indices is not None
     if extractor and for_inference:
@@ -156,3 +168,41 @@ def feature_info(
 
     network = spec if isinstance(spec, Network) else compile(spec, **params)
     return _feature_info(network, features, out_indices)
+
+
+def export(model: Any, path: str | Path, *, network: Network | None = None, example: Any = None) -> None:
+    """Save a model that :func:`load` built in the format `path`'s suffix names: ``.pt``,
+    ``.safetensors`` (state dicts), ``.pt2`` (torch.export), ``.onnx``, ``.py`` (standalone
+    source). The table is ``resdsl.backends.exports.EXPORTERS``, which ``resdsl build -o``
+    uses too."""
+    from resdsl.backends.exports import export as _export
+
+    _export(model, path, network=network, example=example)
+
+
+def _network_svg(network: Network) -> str | None:
+    """Jupyter draws a network inline (block detail); None where Graphviz's dot is missing."""
+    import shutil
+
+    from resdsl.backends.draw import to_dot
+
+    if shutil.which("dot") is None:
+        return None
+    return to_dot([network], detail="block").pipe(format="svg").decode("utf-8")
+
+
+# Set here rather than in resdsl.ir, so that the IR does not import the backend that draws it.
+Network._repr_svg_ = _network_svg  # type: ignore[attr-defined]
+
+def import_model(
+    module_or_name: torch.nn.Module | str, *, input: str | Sequence[int] | None = None, name: str | None = None
+) -> str:
+    """The ``.res`` text of a PyTorch network (imports torch on first use): a module, or
+    ``"timm/NAME"``, ``"torchvision/NAME"`` or ``"package.module:callable"`` (the one
+    place resdsl runs code of yours). Blocks, stages and shortcuts come from its module
+    hierarchy; labels give its ``state_dict`` keys. ``resdsl.importer.verify`` checks
+    the text against the module (docs/import.md); a construct the language lacks is a
+    :class:`SpecError` naming it and its line."""
+    from resdsl.importer import import_model as _import_model
+
+    return _import_model(module_or_name, input=tuple(input) if isinstance(input, list) else input, name=name)

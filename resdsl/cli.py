@@ -1,4 +1,4 @@
-"""The ``resdsl`` command line: ``check``, ``build``, ``draw``, ``list`` and ``diff``.
+"""The ``resdsl`` command line: ``check``, ``build``, ``draw``, ``list``, ``diff`` and ``import``.
 
 Exit codes: 0 success, 1 the spec is wrong (diagnostics on stderr), 2 usage
 errors. Results go to stdout, errors to stderr. ``check``, ``draw``, ``list`` and
@@ -23,15 +23,19 @@ from resdsl.cli_support import (
     OutputError,
     UsageError,
     add_spec_options,
+    add_werror_option,
     compile_from_args,
 )
 from resdsl.errors import CompilerBug, SpecError
+from resdsl.importer import cli as import_cli
 from resdsl.ir import Network
+from resdsl.layers import shape_text
 from resdsl.train import cli as train_cli
 
 
 def _shape(shape: Sequence[int]) -> str:
-    return "x".join(map(str, shape))
+    # A token sequence says so: "197 x 192 tokens" (resdsl.layers.shape_text).
+    return shape_text(shape)
 
 
 def network_record(spec: str, network: Network) -> dict:
@@ -111,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("specs", nargs="+", metavar="SPEC", help="a .res file, or a shipped spec's name (resnet50)")
     add_spec_options(check)
+    add_werror_option(check)
     check.add_argument(
         "--stages", action="store_true", help="also print the per-stage table (like the paper's Table 1)"
     )
@@ -134,6 +139,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     lsp.register,
     list_cli.register,
     diff.register,
+    import_cli.register,
 )
 
 

@@ -143,8 +143,22 @@ def spec_params(args: argparse.Namespace) -> dict:
     return params
 
 
+def add_werror_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--werror", action="store_true", help="treat warnings as errors (exit 1)")
+
+
 def compile_from_args(spec: str, args: argparse.Namespace) -> Network:
+    """The network, its warnings printed on stderr (``warning:``); with ``--werror`` they are
+    raised as errors instead."""
+    import sys
+
     from resdsl.compiler import compile
+    from resdsl.errors import SpecError
 
     limits = replace(Limits(), max_layers=args.max_layers)
-    return compile(spec, network=args.network, limits=limits, input=args.input, **spec_params(args))
+    network = compile(spec, network=args.network, limits=limits, input=args.input, **spec_params(args))
+    if network.warnings and getattr(args, "werror", False):
+        raise SpecError.several([warning.as_error() for warning in network.warnings])
+    for warning in network.warnings:
+        print(warning, file=sys.stderr)
+    return network

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from resdsl.cli_support import EXIT_OK, EXIT_SPEC, add_spec_options, compile_from_args
 from resdsl.errors import SpecError
 from resdsl.ir import Network, StageSummary
+from resdsl.layers import shape_text
 
 #: The columns `str()` fits the comparison in where it can.
 WIDTH = 100
@@ -108,7 +109,7 @@ class NetworkDiff:
                         stage,
                         mark,
                         side.blocks if side else "-",
-                        "x".join(map(str, side.output_shape)) if side else "-",
+                        shape_text(side.output_shape) if side else "-",
                         _count(side.params if side else None),
                         "" if first else _change(params),
                         _millions(side.macs if side else None),
@@ -126,7 +127,7 @@ class NetworkDiff:
             tuple(self.a.output_shape),
             self.a.num_params,
             self.a.macs,
-            self.a.settings.shortcut,
+            f"option {self.a.settings.shortcut}",
         )
         total_b = Side(
             "total",
@@ -134,7 +135,7 @@ class NetworkDiff:
             tuple(self.b.output_shape),
             self.b.num_params,
             self.b.macs,
-            self.b.settings.shortcut,
+            f"option {self.b.settings.shortcut}",
         )
         side_rows(total_a, total_b, self.b.num_params - self.a.num_params, self.b.macs - self.a.macs)
         table = [head, *rows]
@@ -163,11 +164,20 @@ class NetworkDiff:
 
 
 def _millions(value: int | None) -> str:
-    return "-" if value is None else f"{value / 1e6:,.1f}"
+    return "-" if value is None else _figure(value / 1e6, "")
 
 
 def _change_millions(value: int) -> str:
-    return f"{value / 1e6:+,.1f}" if value else "0"
+    return _figure(value / 1e6, "+") if value else "0"
+
+
+def _figure(millions: float, sign: str) -> str:
+    """One decimal, or as many as show a nonzero figure: a change of 40,000 MACs reads
+    -0.04, not -0.0 (a sign on nothing)."""
+    for decimals in range(1, 7):
+        if round(millions, decimals):
+            return f"{millions:{sign},.{decimals}f}"
+    return f"{millions:{sign},.1f}"  # zero (a count is whole, so anything else shows by 6 decimals)
 
 
 def _shortcuts(text: str, short: bool) -> str:
@@ -187,7 +197,7 @@ def diff(a: Network, b: Network) -> NetworkDiff:
 
 
 def _total(network: Network) -> Side:
-    return Side("total", "", tuple(network.output_shape), network.num_params, network.macs, "")
+    return Side("total", "", network.output_shape, network.num_params, network.macs, "")
 
 
 def _sections(network: Network) -> dict[str, list[Side]]:
@@ -207,7 +217,7 @@ def _sections(network: Network) -> dict[str, list[Side]]:
             parts["stages"][-1] = Side(
                 last.stage,
                 blocks,
-                tuple(stage.output_shape),
+                stage.output_shape,
                 last.params + stage.params,
                 last.macs + stage.macs,
                 last.shortcuts,
@@ -225,7 +235,7 @@ def _side(stage: StageSummary, kinds: Counter | None) -> Side:
     else:
         shortcuts = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items(), key=lambda kc: -kc[1]))
     blocks = f"{stage.blocks} x {stage.block}" if stage.block else stage.section
-    return Side(stage.name, blocks, tuple(stage.output_shape), stage.params, stage.macs, shortcuts)
+    return Side(stage.name, blocks, stage.output_shape, stage.params, stage.macs, shortcuts)
 
 
 def _both(pair: Pair, field: str) -> str:
@@ -234,7 +244,7 @@ def _both(pair: Pair, field: str) -> str:
     def text(side: Side | None) -> str:
         if side is None:
             return "-"
-        return side.stage if field == "stage" else "x".join(map(str, side.output_shape))
+        return side.stage if field == "stage" else shape_text(side.output_shape)
 
     left, right = text(pair.a), text(pair.b)
     return left if left == right else f"{left} | {right}"

@@ -152,9 +152,13 @@ class SpecError(Exception):
         self.notes.append(Note(message, pos))
         return self
 
+    #: What precedes the message: nothing for an error, "warning: " for a SpecWarning.
+    severity_prefix = ""
+
     def __str__(self) -> str:
         where = self.pos or self.file
-        head = f"{where}: {self.message}" if where else self.message
+        message = self.severity_prefix + self.message
+        head = f"{where}: {message}" if where else message
         parts = [head]
         if self.pos and (quote := self.pos.quote()):
             parts.append(quote)
@@ -179,6 +183,19 @@ def _rebuild(cls, message, pos, hint, notes, file, also=()):
     error = cls(message, pos, hint, list(notes), file)
     error.also = list(also)
     return error
+
+
+class SpecWarning(SpecError):
+    """Something a spec says that compiles but is most likely not what was meant (a block
+    parameter that a caller passes and nothing reads). Never raised: the compiled network
+    lists them (``Network.warnings``), the command line prints them on stderr as
+    ``path:line:col: warning: ...`` and exits 0, and ``--werror`` makes them errors."""
+
+    severity_prefix = "warning: "
+
+    def as_error(self) -> SpecError:
+        """The same diagnostic as an error (``--werror``)."""
+        return SpecError(self.message, self.pos, self.hint, list(self.notes), self.file)
 
 
 class SpecSyntaxError(SpecError):

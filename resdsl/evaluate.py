@@ -177,6 +177,13 @@ def _log2(values: list[tuple[int | float, Pos]], pos: Pos) -> float:
     return math.log2(value)
 
 
+def _sqrt(values: list[tuple[int | float, Pos]], pos: Pos) -> float:
+    (value, where), *_ = values
+    if value < 0:
+        raise SpecError(f"sqrt needs a number from 0 up, got {describe(value)}", where)
+    return math.sqrt(value)
+
+
 def _int(values: list[tuple[int | float, Pos]], pos: Pos) -> int:
     (value, where), *_ = values
     if isinstance(value, float) and not math.isfinite(value):
@@ -193,6 +200,7 @@ FUNCTIONS: dict[str, Function] = {
         Function("abs", (1, 1), lambda values, pos: abs(values[0][0]), "abs(x)"),
         Function("int", (1, 1), _int, "int(x) (rounds toward zero)"),
         Function("log2", (1, 1), _log2, "log2(x)"),
+        Function("sqrt", (1, 1), _sqrt, "sqrt(x) (attention's 1 / sqrt(d))"),
     )
 }
 

@@ -20,13 +20,16 @@ from resdsl.ir import Network
 
 @dataclass(frozen=True)
 class Feature:
-    """One feature map: ``name`` as asked for, ``module`` the module whose output it is."""
+    """One feature map: ``name`` as asked for, ``module`` the module whose output it is (as
+    timm names it), ``value`` the module of the built model that computes it (a stage, or a
+    layer)."""
 
     name: str
     module: str
     num_chs: int
     reduction: int | None  # None for a flat value (after the head's pooling)
     shape: tuple[int, ...]
+    value: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """timm's form of one entry: ``{"num_chs": ..., "reduction": ..., "module": ...}``."""
@@ -102,6 +105,58 @@ def available(network: Network) -> dict[str, tuple[str, tuple[int, ...]]]:
     return {**ordered, **found}
 
 
+def declared(network: Network) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """The modules the spec's ``features`` setting lists: name -> (the built module that
+    computes its value, shape).
+
+    A module's value is the output of the last layer under its name (``stem.conv1`` covers
+    ``stem.conv1.conv`` and ``stem.conv1.bn``), followed by the unlabelled layers without
+    weights that read it directly (the activation that timm's ConvNormAct holds); a stage
+    is one module, so a value inside one is its output. A layer without a module of its
+    own (``final_conv: identity``) is computed by the layer it reads.
+    """
+    order = [network.node(node) for node in network.order()]
+    stage_ends = {node.scope.stage: index for index, node in enumerate(order) if node.scope.stage is not None}
+    found: dict[str, tuple[str, tuple[int, ...]]] = {}
+    for name in network.settings.features:
+        under = [
+            index
+            for index, node in enumerate(order)
+            if not node.layer.graph_end
+            and (node.name == name or node.name.startswith(name + ".") or node.scope.stage == name)
+        ]
+        if not under:
+            raise ValueError(f"{network.name}'s features name '{name}', which is no module of it")
+        index = under[-1]
+        while index + 1 < len(order) and _carries(order[index], order[index + 1]):
+            index += 1
+        node = order[index]
+        if node.scope.stage is not None:
+            if stage_ends[node.scope.stage] != index:
+                raise ValueError(f"{network.name}'s feature '{name}' ends inside stage {node.scope.stage}")
+            found[name] = (node.scope.stage, tuple(node.shape))
+            continue
+        while not node.layer.builds_module and node.layer.aliases_input and node.inputs:
+            node = network.node(node.inputs[0])
+        if not node.layer.builds_module or node.layer.graph_end:
+            raise ValueError(f"{network.name}'s feature '{name}' is computed by no module")
+        found[name] = (node.scope.stage or node.name, tuple(order[index].shape))
+    return found
+
+
+def _carries(before: Any, after: Any) -> bool:
+    """`after` continues the module `before` ends: an unlabelled layer without weights reading it alone."""
+    return (
+        after.label is None
+        and not after.layer.graph_end
+        and after.scope.stage is None
+        and after.scope.section == before.scope.section
+        and tuple(after.inputs) == (before.id,)
+        and not after.params
+        and len(before.users) == 1
+    )
+
+
 def stage_names(network: Network) -> list[str]:
     """The stages, in order: the default features of ``features_only``."""
     return [summary.name for summary in network.stages if summary.section == "stage"]
@@ -115,33 +170,45 @@ def feature_info(
     if features is not None and out_indices is not None:
         raise ValueError("give features (names) or out_indices (of the stages), not both")
     names: list[str]
+    listed = declared(network)
+    known = {**available(network), **listed}
     if features is None:
-        stages = stage_names(network)
-        if not stages:
+        # timm's features_only: the modules the spec declares (`features [...]`), out_indices
+        # counting them all and, by default, those at a reduction of 2 or more (timm leaves
+        # out DLA's level0 so); without a declaration, the stages.
+        choices = list(listed) if listed else stage_names(network)
+        what = "declared features" if listed else "stages"
+        if not choices:
             raise ValueError(f"{network.name} has no stages: name its features with features=(...)")
         if out_indices is None:
-            names = stages
+            names = [name for name in choices if not listed or (_reduction(network, known[name][1]) or 2) >= 2]
         else:
             names = []
             for index in out_indices:
-                if not -len(stages) <= index < len(stages):
-                    raise ValueError(f"out_indices: {index} is not the index of one of the {len(stages)} stages")
-                names.append(stages[index])
+                if not -len(choices) <= index < len(choices):
+                    raise ValueError(f"out_indices: {index} is not the index of one of the {len(choices)} {what}")
+                names.append(choices[index])
     else:
         if isinstance(features, str):
             features = (features,)
         names = list(features)
-    known = available(network)
+    if not names:
+        # An empty selection would build a module that returns nothing (and max() of no nodes fails).
+        raise ValueError(
+            f"no features asked for ({'features' if features is not None else 'out_indices'}=() is empty): "
+            "name at least one, or leave it out for every stage"
+        )
     result = []
     for name in names:
         if name not in known:
             raise ValueError(
-                f"{network.name} has no feature '{name}'; the stages, the stem and the top-level layers are: "
-                + ", ".join(known)
+                f"{network.name} has no feature '{name}'; the stages, the stem, the top-level layers and the "
+                "declared features are: " + ", ".join(known)
             )
-        module, shape = known[name]
-        result.append(Feature(name, module, shape[0], _reduction(network, shape), shape))
-    if len({feature.module for feature in result}) != len(result):
+        value, shape = known[name]
+        module = name if name in listed else value
+        result.append(Feature(name, module, shape[0], _reduction(network, shape), shape, value))
+    if len({feature.name for feature in result}) != len(result):
         raise ValueError("a feature is asked for twice")
     return FeatureInfo(result)
 
@@ -174,4 +241,13 @@ def head_split(network: Network) -> HeadSplit:
     return HeadSplit(module, channels, classifier, network.output_shape[0])
 
 
-__all__ = ["Feature", "FeatureInfo", "HeadSplit", "available", "feature_info", "head_split", "stage_names"]
+__all__ = [
+    "Feature",
+    "FeatureInfo",
+    "HeadSplit",
+    "available",
+    "declared",
+    "feature_info",
+    "head_split",
+    "stage_names",
+]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import secrets
 import stat
@@ -168,7 +169,15 @@ def write_file(
     try:
         with os.fdopen(descriptor, "wb") as handle:
             if callable(content):
-                content(handle)
+                guarded = _GuardedFile(handle)
+                try:
+                    content(guarded)
+                except Exception:
+                    if guarded.failure is None:
+                        raise
+                # The library's own error (torch's RuntimeError) hides the file's: report the file's.
+                if guarded.failure is not None:
+                    raise guarded.failure
             else:
                 handle.write(content.encode(encoding) if isinstance(content, str) else content)
             handle.flush()
@@ -189,6 +198,55 @@ def write_file(
     if durable:
         _sync_folder(folder)
     return path
+
+
+class _GuardedFile(io.BufferedIOBase):
+    """A binary file handed to a library that writes it (torch.save, torch.export.save, matplotlib).
+
+    The first OSError of a write (a full disk, a file-size limit) is kept, and that write
+    and every later one report success without writing: a library that wraps the error in
+    its own (torch's RuntimeError) or that writes again while cleaning up (torch's zip
+    writer finishes the archive in its destructor, and aborts the process if that write
+    fails) then runs to its end, and write_file reports the kept error as a WriteError.
+    No ``fileno``: a library that finds one writes around the guard.
+    """
+
+    def __init__(self, handle: BinaryIO) -> None:
+        super().__init__()
+        self._handle = handle
+        self.failure: OSError | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._handle.seekable()
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        size = memoryview(data).nbytes
+        if self.failure is None:
+            try:
+                self._handle.write(data)
+            except OSError as error:
+                self.failure = error
+        return size
+
+    def flush(self) -> None:
+        if self.failure is None:
+            try:
+                self._handle.flush()
+            except OSError as error:
+                self.failure = error
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._handle.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._handle.tell()
+
+    def close(self) -> None:
+        self.flush()  # the handle itself is write_file's to close
+        super().close()
 
 
 def append_file(path: str | Path, content: bytes | str, *, encoding: str = "utf-8") -> None:

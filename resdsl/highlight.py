@@ -140,7 +140,9 @@ def rules() -> tuple[Rule, ...]:
             rf"{_STATEMENT_START}([ \t]*)({_words(vocabulary.VALUE_STATEMENTS)})\b",
             (_space(), Group("support.function.value.resdsl", "Name.Builtin")),
         ),
-        Rule("repeat", r"\b(x)\b", (_keyword("repeat"),)),
+        # The `x` of `3 x basic(64)`: only before the stage's block, since `x` is also a
+        # name a spec may give a value (`let x`, `from x`, `add x, y`).
+        Rule("repeat", rf"\b(x)(?=[ \t]+{_DOTTED}[ \t]*(?:\(|#|;|$))", (_keyword("repeat"),)),
         Rule(
             "word-operator",
             rf"\b({_words(vocabulary.WORD_OPERATORS)})\b",

@@ -52,11 +52,7 @@ def run(network: Network, state: Mapping[str, Any], x: Any, *, training: bool = 
         inputs = [values[source] for source in node.inputs]
         # A node that is one tensor (layer scale) reads the key that is its name.
         tensors = {"tensor": state[node.name]} if layer.holds_tensor else by_module.get(node.name, {})
-        # A B x N x C tensor does not show a grid's height and width: a kind that needs them reads the IR's.
-        shapes = (
-            {"shapes": [graph.node(source).shape for source in node.inputs]} if layer.reference_reads_shapes else {}
-        )
-        value = layer.reference(inputs, tensors, training, **shapes)
+        value = layer.reference(inputs, tensors, training)
         if tuple(value.shape[1:]) != tuple(node.shape):
             raise IRError(
                 f"node {node.id} ({node.name}, {node.kind}) computes {tuple(value.shape[1:])}; "

@@ -361,6 +361,7 @@ class Settings:
     act: str = "relu"  # the kind every `relu` statement builds (the `act` setting)
     norm_layer: Any = None  # the layer `bn` statements build instead, or None
     act_layer: Any = None  # the layer `relu` statements build instead, or None
+    features: tuple[str, ...] = ()  # the `features` setting: the modules features_only returns (timm's)
 
 
 @dataclass
@@ -416,6 +417,9 @@ class Limits:
     """Bounds checked before work is done."""
 
     max_layers: int = 20_000  # layers of the whole network, stem and head included
+    #: Statements the expander runs, each loop iteration and each block instance counting one
+    #: more: the work of unrolling, which a loop whose body makes no layer does not show in layers.
+    max_statements: int = 100_000
     max_params: int = 2_000_000_000  # checked by resdsl.load before any tensor is allocated
     max_use_depth: int = 32
     max_file_bytes: int = 4 * 1024 * 1024
@@ -449,6 +453,8 @@ class Network:
     #: The records of the IR rewrites that made this network from the compiled one, in
     #: order (resdsl.passes.rewrite): what a backend does to the compiled network's weights.
     rewrites: tuple[Any, ...] = ()
+    #: resdsl.errors.SpecWarning: what compiles but is likely not meant, in the order of the file.
+    warnings: list = field(default_factory=list)
 
     def order(self) -> list[int]:
         """The node ids in execution order: topological, ties broken by creation."""
@@ -534,16 +540,6 @@ class Network:
             f"<Network {self.name}: {self.layer_count()} layers, {self.num_params:,} params, "
             f"{self.macs / 1e9:.3f} GMACs, input {shape}>"
         )
-
-    def _repr_svg_(self) -> str | None:
-        """Jupyter draws the network inline (block detail); None where Graphviz's dot is missing."""
-        import shutil
-
-        from resdsl.backends.draw import to_dot
-
-        if shutil.which("dot") is None:
-            return None
-        return to_dot([self], detail="block").pipe(format="svg").decode("utf-8")
 
     def summary(self) -> str:
         shape = "x".join(map(str, self.output_shape))

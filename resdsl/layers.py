@@ -22,6 +22,7 @@ a miss. The torch-facing methods import torch when called, so this module (and
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -198,9 +199,6 @@ class Layer:
     saves_output: ClassVar[bool] = False
     #: How many inputs the node takes (None: two or more, for joins).
     arity: ClassVar[int | None] = 1
-    #: Its reference needs its inputs' shapes in the IR, which the tensors do not show (a grid's
-    #: height and width in a B x N x C sequence): the interpreter passes them as ``shapes=``.
-    reference_reads_shapes: ClassVar[bool] = False
     #: A normalisation layer: what the ``norm`` setting replaces.
     is_norm: ClassVar[bool] = False
     #: The node is one tensor, not a module: its name is the tensor's key in the
@@ -254,6 +252,12 @@ class Layer:
         return cls(**converted)
 
     # Shapes and cost ---------------------------------------------------------------
+
+    def for_input(self, shape: Shape) -> Layer:
+        """The layer for an input of `shape`: a kind whose computation depends on its
+        input's layout (a softmax over a token sequence's last axis) records it here,
+        so that its module, reference and generated code need not guess from a rank."""
+        return self
 
     def output_shape(self, inputs: list[Shape]) -> Shape:
         return inputs[0]
@@ -986,11 +990,20 @@ class Softmax(Layer):
         Argument("cardinality", _int(), "cardinality"),
     )
     usage: ClassVar[str] = "softmax[ groups=G, cardinality=K] (across G channel groups; default over all channels)"
+    variants: ClassVar[tuple[str, ...]] = ("tokens; softmax",)
     groups: int = 1
     cardinality: int = 1
+    #: The channel axis: 1 for a feature map, -1 (the last) for a token sequence, whose
+    #: channels are attention scores' keys.
+    axis: int = 1
+
+    def for_input(self, shape):
+        return dataclasses.replace(self, axis=-1) if isinstance(shape, Tokens) else self
 
     def output_shape(self, inputs):
-        channels = inputs[0][0]
+        if self.axis == -1 and (self.groups, self.cardinality) != (1, 1):
+            raise ShapeProblem("a softmax over a token sequence's channels takes no groups or cardinality")
+        channels = inputs[0][-1] if self.axis == -1 else inputs[0][0]
         if channels % (self.groups * self.cardinality):
             raise ShapeProblem(
                 f"softmax groups={self.groups}, cardinality={self.cardinality} needs channels divisible by "
@@ -999,12 +1012,17 @@ class Softmax(Layer):
         return inputs[0]
 
     def constructor(self, inputs):
+        if self.axis == -1:
+            return Ctor("nn.Softmax", (), (("dim", -1),))
         return Ctor("GroupSoftmax", (self.groups, self.cardinality))
 
     def reference(self, inputs, tensors, training):
         import torch
 
         (x,) = inputs
+        if self.axis == -1:
+            e = (x - x.amax(-1, keepdim=True)).exp()
+            return e / e.sum(-1, keepdim=True)
         k, g = self.cardinality, self.groups
         width = x.shape[1] // (k * g)
         if g == 1:
@@ -1480,6 +1498,76 @@ class Transpose(Layer):
         return f"{names[0]}.transpose(-1, -2)"
 
 
+@dataclass(frozen=True)
+class Heads(Layer):
+    """A token sequence as H heads: N x C -> H x N x C/H, each head's channels
+    consecutive (timm's ``reshape(B, N, H, D).transpose(1, 2)``)."""
+
+    kind: ClassVar[str] = "heads"
+    example: ClassVar[str] = "tokens; heads 2"
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("count", _int(), "the number of heads", positional=True, required=True),
+    )
+    usage: ClassVar[str] = "heads H (N x C tokens -> H x N x C/H)"
+    computed_inline: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+
+    count: int = 1
+
+    def output_shape(self, inputs):
+        shape = _token_input(self.kind, inputs[0])
+        if shape[-1] % self.count:
+            raise ShapeProblem(
+                f"heads {self.count} needs channels divisible by {self.count}, but there are {shape[-1]}"
+            )
+        return Tokens((*shape[:-2], self.count, shape[-2], shape[-1] // self.count))
+
+    def reference(self, inputs, tensors, training):
+        (x,) = inputs
+        *lead, tokens, width = x.shape
+        return x.reshape(*lead, tokens, self.count, width // self.count).transpose(-2, -3)
+
+    def forward_expression(self, names):
+        return f"{names[0]}.unflatten(-1, ({self.count}, -1)).transpose(-2, -3)"
+
+    def figure_label(self):
+        return f"{self.count} heads"
+
+
+@dataclass(frozen=True)
+class Merge(Layer):
+    """Heads back into one sequence: H x N x D -> N x H D (``merge heads``)."""
+
+    kind: ClassVar[str] = "merge"
+    example: ClassVar[str] = "tokens; heads 2; merge heads"
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("what", lambda value, pos, what: value, "what", positional=True, required=True, words=("heads",)),
+    )
+    usage: ClassVar[str] = "merge heads (H x N x D -> N x H D)"
+    computed_inline: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    what: str = "heads"
+
+    def output_shape(self, inputs):
+        shape = _token_input(self.kind, inputs[0])
+        if len(shape) < 3:
+            raise ShapeProblem(f"merge heads needs H x N x D heads, but its input is {shape_text(shape)}")
+        return Tokens((*shape[:-3], shape[-2], shape[-3] * shape[-1]))
+
+    def reference(self, inputs, tensors, training):
+        (x,) = inputs
+        moved = x.transpose(-2, -3)
+        return moved.reshape(*moved.shape[:-2], moved.shape[-2] * moved.shape[-1])
+
+    def forward_expression(self, names):
+        return f"{names[0]}.transpose(-2, -3).flatten(-2)"
+
+    def figure_label(self):
+        return "merge heads"
+
+
 def _indices(value: Value, pos: Pos, what: str) -> tuple[int, ...] | int:
     if isinstance(value, list | tuple):
         if not value:
@@ -1673,7 +1761,6 @@ class Attention(Layer):
     spelled: ClassVar[bool] = True
     figure: ClassVar[str] = "box"
     figure_fill: ClassVar[str] = "fc"
-    reference_reads_shapes: ClassVar[bool] = True  # window=: the grid's height and width
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("heads", _int(), "heads", required=False),
         Argument("head_dim", _int(), "head_dim"),
@@ -1695,6 +1782,11 @@ class Attention(Layer):
     window: Pair | None = None
     #: The shifted windows' cyclic shift (and its mask); 0: none.
     shift: Pair = (0, 0)
+    #: With window=: the input grid's height and width, recorded when the node is made (for_input).
+    grid: Pair | None = None
+
+    def for_input(self, shape):
+        return _windows_for_input(self, shape)
 
     def _head_dim(self, shape: Shape) -> int:
         return self.head_dim if self.head_dim is not None else channels(shape) // self.heads
@@ -1740,10 +1832,10 @@ class Attention(Layer):
                 child.reset_parameters()
         _initialise_windows(module)
 
-    def reference(self, inputs, tensors, training, shapes=None):
+    def reference(self, inputs, tensors, training):
         (x,) = inputs
         if self.window is not None:
-            return _windowed_reference(self, x, tensors, shapes[0])
+            return _windowed_reference(self, x, tensors)
         functional = _functional()
         *groups, tokens, _ = x.shape
         dim = self.head_dim if self.head_dim is not None else x.shape[-1] // self.heads
@@ -1795,9 +1887,17 @@ class WindowPlan:
         return self.window[0] * self.window[1]
 
 
-def window_plan(layer: Attention, shape: Shape) -> WindowPlan:
-    grid = shape.grid  # type: ignore[attr-defined]
-    assert layer.window is not None
+def _windows_for_input(layer: Attention, shape: Shape) -> Attention:
+    import dataclasses
+
+    if layer.window is None or not isinstance(shape, TokenGrid):
+        return layer  # without a grid, output_shape reports it
+    return dataclasses.replace(layer, grid=shape.grid)
+
+
+def window_plan(layer: Attention) -> WindowPlan:
+    grid = layer.grid
+    assert layer.window is not None and grid is not None
     window = tuple(min(size, wanted) for size, wanted in zip(grid, layer.window, strict=True))
     shift = tuple(
         0 if size <= wanted else moved for size, wanted, moved in zip(grid, layer.window, layer.shift, strict=True)
@@ -1827,9 +1927,9 @@ def _windowed_cost(layer: Attention, shape: Shape) -> tuple[int, int]:
     # Q K^T and A V within each window; the bias table adds (2 Wh - 1)(2 Ww - 1) x H parameters.
     from dataclasses import replace
 
-    plan = window_plan(layer, shape)
+    plan = window_plan(layer)
     params, macs = Attention.cost(
-        replace(layer, window=None, shift=(0, 0)), [Tokens((plan.count, plan.area, channels(shape)))], shape
+        replace(layer, window=None, shift=(0, 0), grid=None), [Tokens((plan.count, plan.area, channels(shape)))], shape
     )
     table = (2 * plan.window[0] - 1) * (2 * plan.window[1] - 1) * layer.heads
     return params + table, macs
@@ -1838,7 +1938,7 @@ def _windowed_cost(layer: Attention, shape: Shape) -> tuple[int, int]:
 def _window_kwargs(layer: Attention, shape: Shape) -> tuple[tuple[str, Any], ...]:
     if layer.window is None:
         return ()
-    plan = window_plan(layer, shape)
+    plan = window_plan(layer)
     return (("window", plan.window), ("shift", plan.shift), ("grid", plan.grid))
 
 
@@ -1861,7 +1961,7 @@ def _size(pair: Pair) -> str:
     return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
 
 
-def _windowed_reference(layer: Attention, x: Any, tensors: Mapping[str, Any], shape: Shape) -> Any:
+def _windowed_reference(layer: Attention, x: Any, tensors: Mapping[str, Any]) -> Any:
     """Swin's shifted-window attention written out (Liu et al., 2021, section 3.2), as
     timm computes it: the grid shifted cyclically up and left, zero-padded to whole
     windows, each window attending within itself with a relative position bias, tokens
@@ -1870,7 +1970,7 @@ def _windowed_reference(layer: Attention, x: Any, tensors: Mapping[str, Any], sh
     import torch
 
     functional = _functional()
-    plan = window_plan(layer, shape)
+    plan = window_plan(layer)
     (height, width), (win_h, win_w), (shift_h, shift_w) = plan.grid, plan.window, plan.shift
     pad_h, pad_w = plan.padded
     batch, _, width_c = x.shape
@@ -1942,12 +2042,18 @@ class MergePatches(Layer):
     example: ClassVar[str] = "tokens; merge_patches 2x2"
     variants: ClassVar[tuple[str, ...]] = ("tokens; merge_patches 3x2",)
     spelled: ClassVar[bool] = True
-    reference_reads_shapes: ClassVar[bool] = True  # the grid's height and width
     arguments: ClassVar[tuple[Argument, ...]] = (
         Argument("size", _pair(), "the patch's height and width", positional=True, required=True),
     )
     usage: ClassVar[str] = "merge_patches SHxSW (H x W grid of C-channel tokens -> H/SH x W/SW grid of SH SW C)"
     size: Pair = (2, 2)
+    #: The input grid's height and width, recorded when the node is made.
+    grid: Pair | None = None
+
+    def for_input(self, shape):
+        import dataclasses
+
+        return dataclasses.replace(self, grid=shape.grid) if isinstance(shape, TokenGrid) else self
 
     def output_shape(self, inputs):
         shape = _grid_input(self.kind, inputs[0])
@@ -1956,11 +2062,11 @@ class MergePatches(Layer):
         return TokenGrid((grid[0] * grid[1], shape[-1] * step_h * step_w), grid)
 
     def constructor(self, inputs):
-        return Ctor("MergePatches", (inputs[0].grid, self.size))
+        return Ctor("MergePatches", (self.grid, self.size))
 
-    def reference(self, inputs, tensors, training, shapes=None):
+    def reference(self, inputs, tensors, training):
         (x,) = inputs
-        (height, width), (step_h, step_w) = shapes[0].grid, self.size
+        (height, width), (step_h, step_w) = self.grid, self.size
         batch, _, width_c = x.shape
         padded = x.new_zeros(batch, -(-height // step_h) * step_h, -(-width // step_w) * step_w, width_c)
         padded[:, :height, :width] = x.reshape(batch, height, width, width_c)
@@ -2123,6 +2229,81 @@ class Sub(Layer):
 
 
 @dataclass(frozen=True)
+class Matmul(Layer):
+    """The matrix product of two token values, over their last two axes: (..., N, K)
+    times (..., K, M) -> (..., N, M). Attention's Q K^T (with K transposed first) and
+    A V, written out; its MACs are N K M per leading group (fvcore's count)."""
+
+    kind: ClassVar[str] = "matmul"
+    example: ClassVar[str] = "from a; tokens; let p; from b; tokens; transpose; let q; matmul p, q"
+    arity: ClassVar[int | None] = 2
+    is_join: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    figure: ClassVar[str] = "join"
+
+    def output_shape(self, inputs):
+        left, right = (_token_input(self.kind, shape) for shape in inputs)
+        if len(left) != len(right) or left[:-2] != right[:-2] or left[-1] != right[-2]:
+            raise ShapeProblem(
+                f"cannot multiply {shape_text(left)} by {shape_text(right)}",
+                "the first's last size must be the second's next to last (transpose one of them)",
+            )
+        return Tokens((*left[:-1], right[-1]))
+
+    def cost(self, inputs, output):
+        left, right = inputs
+        return 0, math.prod(left[:-1]) * left[-1] * right[-1]
+
+    def reference(self, inputs, tensors, training):
+        left, right = inputs
+        return (left.unsqueeze(-1) * right.unsqueeze(-3)).sum(-2)  # written out, not through matmul
+
+    def forward_expression(self, names):
+        return f"{names[0]} @ {names[1]}"
+
+    def figure_label(self):
+        return "matmul"
+
+
+@dataclass(frozen=True)
+class FusedAttention(Layer):
+    """``torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=S)``: what the
+    attention fusion pass (resdsl/passes/fuse_attention.py) makes of a written-out
+    softmax(Q K^T * S) V. Never written in a spec; its reference is the formula."""
+
+    kind: ClassVar[str] = "fused_attention"
+    arity: ClassVar[int | None] = 3
+    computed_inline: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    figure: ClassVar[str] = "join"
+    scale: float = 1.0
+
+    def output_shape(self, inputs):
+        query, key, value = inputs
+        if key != value[:-1] + key[-1:] or query[:-2] != key[:-2] or query[-1] != key[-1]:
+            raise ShapeProblem(f"attention of {shape_text(query)} over {shape_text(key)}, {shape_text(value)}")
+        return Tokens((*query[:-1], value[-1]))
+
+    def cost(self, inputs, output):
+        query, key, value = inputs
+        groups = math.prod(query[:-2])
+        return 0, groups * (query[-2] * key[-2] * query[-1] + query[-2] * key[-2] * value[-1])
+
+    def reference(self, inputs, tensors, training):
+        query, key, value = inputs
+        scores = (query @ key.transpose(-1, -2)) * self.scale
+        weights = (scores - scores.amax(-1, keepdim=True)).exp()
+        return (weights / weights.sum(-1, keepdim=True)) @ value
+
+    def forward_expression(self, names):
+        q, k, v = names
+        return f"torch.nn.functional.scaled_dot_product_attention({q}, {k}, {v}, scale={self.scale!r})"
+
+    def figure_label(self):
+        return "attention"
+
+
+@dataclass(frozen=True)
 class Split(Layer):
     """One part of a value split along channels (``split N`` or ``split [SIZES]``): part
     `part` of `parts` equal groups, or of the groups `sizes`. A spec's list of parts
@@ -2137,6 +2318,9 @@ class Split(Layer):
     part: int = 0
     parts: int = 1
     sizes: tuple[int, ...] = ()
+    #: The channel axis of the input: 1 for a feature map, -1 for a token sequence
+    #: (attention's qkv split in three), set by the expander from the value's layout.
+    axis: int = 1
 
     def bounds(self, channels: int) -> tuple[int, int]:
         """The channels [start, stop) of this part, for an input of `channels`."""
@@ -2157,21 +2341,26 @@ class Split(Layer):
         return self.part * width, (self.part + 1) * width
 
     def output_shape(self, inputs):
-        start, stop = self.bounds(inputs[0][0])
-        return (stop - start, *inputs[0][1:])
+        (shape,) = inputs
+        start, stop = self.bounds(channels(shape))
+        if isinstance(shape, Tokens):
+            return Tokens((*shape[:-1], stop - start))
+        return (stop - start, *shape[1:])
 
     def reference(self, inputs, tensors, training):
         import torch
 
         x = inputs[0]
-        sizes = list(self.sizes) or [x.shape[1] // self.parts] * self.parts
-        return torch.split(x, sizes, dim=1)[self.part]
+        sizes = list(self.sizes) or [x.shape[self.axis] // self.parts] * self.parts
+        return torch.split(x, sizes, dim=self.axis)[self.part]
 
     def forward_expression(self, names):
         if self.sizes:
             start = sum(self.sizes[: self.part])
-            return f"{names[0]}[:, {start}:{start + self.sizes[self.part]}]"
-        return f"{names[0]}.chunk({self.parts}, 1)[{self.part}]"  # equal parts: the shape pass checked they divide
+            where = f"{start}:{start + self.sizes[self.part]}"
+            return f"{names[0]}[..., {where}]" if self.axis == -1 else f"{names[0]}[:, {where}]"
+        # Equal parts: the shape pass checked they divide.
+        return f"{names[0]}.chunk({self.parts}, {self.axis})[{self.part}]"
 
     def figure_label(self):
         return f"split {self.part + 1}/{len(self.sizes) or self.parts}"

@@ -388,7 +388,13 @@ def _syntax_error(error: lark.exceptions.UnexpectedInput, source: Source) -> Spe
     if semicolon and expected & {"RPAR", "RSQB"}:
         hint = "a ';' ends the statement; inside parentheses a line end only continues it"
     error = SpecSyntaxError(message, pos, hint)
-    if word in ("use", "block", "network") and (opening := _unclosed_brace(source, before=line)):
+    if word in ("stage", "stem", "head") and len(_open_braces(source, before=line)[0]) > 1:
+        # A network's part inside another body: the body above it (a stem, say) lacks its '}'.
+        opening = _open_braces(source, before=line)[0][-1]
+        error.message = f"'{word}' inside a body whose '{{' is never closed; unexpected {what}"
+        error.hint = f"close the body above with '}}' before '{word}'"
+        error.with_note("this '{' is never closed", opening)
+    elif word in ("use", "block", "network") and (opening := _unclosed_brace(source, before=line)):
         # A definition read as a statement: the body above it lacks its '}'.
         error.message = f"'{word}' inside a body whose '{{' is never closed; unexpected {what}"
         error.hint = f"close the body above with '}}' before '{word}'"
@@ -518,20 +524,42 @@ def _match_example(error: lark.exceptions.UnexpectedInput) -> tuple[str, str | N
 
 
 def _unclosed_brace(source: Source, before: int | None = None) -> Pos | None:
-    """The innermost '{' still open at the end of the file (or before line `before`)."""
-    stack: list[tuple[int, int]] = []
+    """The innermost '{' never closed (at the end of the file, or open before line `before`).
+
+    Braces pair up by nesting, but where a '}' that begins its line stands left of the
+    line an open '{' is on, the indentation says which it closes: the braces opened
+    further in, on more indented lines, are the ones never closed (a stem's '{' whose
+    '}' is missing, so that the network's '}' closes the stem).
+    """
+    open_braces, skipped = _open_braces(source, before)
+    if skipped:
+        return skipped[-1]
+    return open_braces[-1] if open_braces else None
+
+
+def _open_braces(source: Source, before: int | None = None) -> tuple[list[Pos], list[Pos]]:
+    """The braces still open (outermost first) and those that indentation says were never
+    closed, in the order their closers were found."""
+    stack: list[tuple[int, int, int]] = []  # line, column, the line's indentation
+    skipped: list[Pos] = []
     lines = source.text.splitlines()
     for number, text in enumerate(lines[: None if before is None else before - 1], start=1):
         code = text.split("#", 1)[0]
+        indent = len(code) - len(code.lstrip(" \t"))
         for index, char in enumerate(code, start=1):
             if char == "{":
-                stack.append((number, index))
+                stack.append((number, index, indent))
             elif char == "}" and stack:
+                if index == indent + 1:  # a closer that begins its line
+                    while len(stack) > 1 and stack[-1][2] > indent and stack[-2][2] <= indent:
+                        line, column, _ = stack.pop()
+                        skipped.append(Pos(source, line, column, line, column + 1))
                 stack.pop()
-    if not stack:
-        return None
-    number, index = stack[-1]
-    return Pos(source, number, index, number, index + 1)
+
+    def at(line: int, column: int) -> Pos:
+        return Pos(source, line, column, line, column + 1)
+
+    return [at(line, column) for line, column, _ in stack], skipped
 
 
 # Tree to AST -----------------------------------------------------------------

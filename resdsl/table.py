@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from resdsl.ir import Network
+from resdsl.layers import layout, shape_text
 
 DETAILS = ("layer", "block", "stage")
 BYTES_PER_ELEMENT = 4  # float32, as torchinfo assumes
@@ -82,7 +83,7 @@ class Table:
             detail=detail,
             batch=batch,
             input_shape=tuple(network.input_shape),
-            output_shape=tuple(network.output_shape),
+            output_shape=network.output_shape,
             rows=tuple(rows),
             stages=tuple(stages),
             params=network.num_params,
@@ -116,7 +117,7 @@ class Table:
         """Everything as JSON-ready data: the rows, the stage subtotals and the totals."""
 
         def record(row: Row) -> dict[str, Any]:
-            return asdict(row) | {"output_shape": list(row.output_shape)}
+            return asdict(row) | {"output_shape": list(row.output_shape), "layout": layout(row.output_shape)}
 
         return {
             "network": self.network,
@@ -182,7 +183,8 @@ def _cells(row: Row) -> tuple[str, ...]:
 
 
 def _shape(shape: Iterable[int]) -> str:
-    return "x".join(map(str, shape))
+    # A token sequence says so: "197 x 192 tokens" (resdsl.layers.shape_text).
+    return shape_text(shape)
 
 
 def _elements(shape: Iterable[int]) -> int:
@@ -211,7 +213,7 @@ def _layer_rows(network: Network) -> list[Row]:
                 level="layer",
                 stage=node.scope.stage,
                 kernel=layer.kernel_text(),
-                output_shape=tuple(node.shape),
+                output_shape=node.shape,
                 params=node.params,
                 macs=node.macs,
                 saved=saved,
@@ -277,7 +279,7 @@ def _stage_rows(network: Network, layers: list[Row], scopes: dict[str, Any]) -> 
                 level="stage",
                 stage=stage.name if stage.block else None,
                 kernel=kernel,
-                output_shape=tuple(stage.output_shape),
+                output_shape=stage.output_shape,
                 params=stage.params,
                 macs=stage.macs,
                 saved=sum(row.saved for row in members),

@@ -63,7 +63,7 @@ BASE_LAYER_KINDS = (
 )
 
 #: Network settings: words that start a statement in a network body or follow ``with``.
-BASE_SETTINGS = ("input", "shortcut", "zero_init_residual", "checkpoint", "projection", "norm", "act")
+BASE_SETTINGS = ("input", "shortcut", "zero_init_residual", "checkpoint", "projection", "norm", "act", "features")
 
 #: The values that word-valued settings take (for completion).
 SETTING_VALUES: dict[str, tuple[str, ...]] = {

@@ -36,6 +36,7 @@ import select
 import signal
 import socket
 import stat
+import subprocess
 import sys
 import tempfile
 import traceback
@@ -375,7 +376,8 @@ def torch_checks(network: Any) -> None:
 
     import torch
 
-    from resdsl.backends.torch import build, export_source, load
+    from resdsl.backends.loading import load
+    from resdsl.backends.torch import build, export_source
     from resdsl.errors import LimitError
     from resdsl.ir import activation_bytes, check_forward_pass
 
@@ -794,3 +796,247 @@ def is_regular(path: Path) -> bool:
 
 def scratch() -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix="resdsl-fuzz-")
+
+
+# Round 4 (issue 27): several paths from the documentation's grammar forms ---------------
+
+
+class PathsWriter:
+    """Blocks of several paths, written from docs/language.md's grammar forms ("Several
+    paths"): ``let`` (a name, ``NAME[i]``, ``= VALUE``), ``from``, ``split`` (parts or
+    sizes), joins over named values and lists (a value joined with itself included),
+    ``weighted``, nested ``for`` loops whose bodies may make no layer, labels that
+    interpolate ``{NAME}`` (whole, in a part, with ``..``), nested blocks inside loops,
+    and names that are keywords. Valid or not: every case is checked by every consumer.
+    """
+
+    JOINS = ("add", "mul", "cat")
+    LAYERS = ("conv 3x3, w", "conv 1x1, w", "bn", "relu", "identity", "avgpool 3x3, padding=1")
+
+    def __init__(self, rng: random.Random, hostile: float = 0.2) -> None:
+        self.rng = rng
+        self.hostile = hostile
+
+    def chance(self, p: float) -> bool:
+        return self.rng.random() < p
+
+    def count(self) -> str:
+        if self.chance(self.hostile / 2):
+            return self.rng.choice(("0", "-1", "1024", "1025", "100000", "2 ** 3", str(2**63)))
+        return str(self.rng.choice((1, 2, 2, 3, 4)))
+
+    def value_name(self, index: int) -> str:
+        if self.chance(self.hostile / 4):
+            return self.rng.choice(("for", "in", "let", "from", "x", "shortcut", "i", "w", "a" * 129))
+        return f"v{index}"
+
+    def label(self) -> str:
+        forms = ("{i}", "c{i}", "convs.{i}", "b{i}.conv", "..c{i}", "a{i}b{j}", "{w}", "x" * 120 + "{w}", "{nope}")
+        return self.rng.choice(forms)
+
+    def body(self, depth: int = 0, names: list[str] | None = None) -> list[str]:
+        """Statements of a block body; `names` are the values bound so far (read by joins and from)."""
+        names = names if names is not None else []
+        lines: list[str] = []
+        for _ in range(self.rng.randint(1, 5)):
+            roll = self.rng.random()
+            if roll < 0.2:
+                lines.append(self.rng.choice(self.LAYERS))
+            elif roll < 0.35:
+                name = self.value_name(len(names))
+                lines.append(f"let {name}")
+                names.append(name)
+            elif roll < 0.45 and names:
+                lines.append(f"from {self.rng.choice(names)}")
+            elif roll < 0.6 and names:
+                join = self.rng.choice(self.JOINS)
+                chosen = [self.rng.choice(names) for _ in range(self.rng.randint(1, 4))]
+                if self.chance(0.3):
+                    chosen = [chosen[0]] * self.rng.randint(2, 4)  # a value joined with itself
+                lines.append(f"{join} {', '.join(chosen)}")
+            elif roll < 0.7:
+                name = self.value_name(len(names))
+                lines += [f"split {self.rng.choice(('2', '4', '[2, 2]', '[w // 2, w // 2]', '0', '3'))}", f"let {name}"]
+                names.append(name)
+                lines.append(f"add {name}[0], {name}[{self.rng.choice(('1', '0', '-1', '2'))}]")
+            elif roll < 0.85 and depth < 3:
+                hostile_name = self.chance(self.hostile / 3)
+                var = self.rng.choice(("in", "w", "v0") if hostile_name else ("i", "j", "k"))
+                inner = self.body(depth + 1, list(names))
+                if self.chance(0.4):
+                    inner = [f"{self.label()}: conv 1x1, w", *inner]
+                if self.chance(0.3):
+                    inner = [f"let o[{var}]", *inner]
+                if self.chance(0.25):
+                    inner = [f"from {self.rng.choice(names)}" if names else "identity"]  # a body that makes no layer
+                lines.append(f"for {var} in 0 .. {self.count()} {{")
+                lines += [f"    {line}" for line in inner]
+                lines.append("}")
+            elif roll < 0.92:
+                lines.append(f"{self.label()}: inner(w)")
+            else:
+                branch = self.rng.choice(self.JOINS)
+                lines += [f"{branch} {{", "    conv 1x1, w", "}"]
+        return lines
+
+    def spec(self) -> str:
+        inner = ["block inner(w) {", f"    {self.label()}: conv 1x1, w", "}"]
+        body = self.body()
+        if self.chance(0.5):
+            body = ["let start", *body, "add shortcut" if self.chance(0.5) else "add start, start"]
+        block = ["block paths(w) {", *(f"    {line}" for line in body), "}"]
+        repeat = self.rng.choice(("1", "2", "1", str(10**8))) if self.chance(self.hostile) else "1"
+        network = [
+            "network fuzz {",
+            "    input 4x8x8",
+            f"    stage s: {repeat} x paths(4)",
+            "    head {",
+            "        avgpool",
+            "        fc 3",
+            "    }",
+            "}",
+        ]
+        text = "\n".join(inner + block + network) + "\n"
+        if self.chance(self.hostile / 2):
+            text = mutate_bytes(text.encode("utf-8"), self.rng).decode("utf-8", errors="replace")
+        return text
+
+
+@stepped
+def every_consumer(text: str | bytes, directory: str) -> str:
+    """One spec through every consumer: the pipeline (check, IR, drawings, build, .py, for_inference),
+    the table, fmt (meaning kept, idempotent), ONNX and .pt2 exports, and the language server's
+    analysis, hover, definition and completion on every line. Returns a verdict; raises on a finding."""
+    verdict = pipeline(text, directory)
+    path = Path(directory) / "fuzz.res"
+    source = path.read_text(encoding="utf-8", errors="replace")
+    with step("the language server's analysis"):
+        language_server_requests(source, path)
+    with step("fmt"):
+        fmt_keeps_meaning(path)
+    if verdict == "compiled":
+        import resdsl
+        from resdsl.table import Table
+
+        network = resdsl.compile(path)
+        with step("the table"):
+            assert str(Table.of(network))
+        if network.graph.number_of_nodes() <= SMALL_NODES:
+            for suffix in (".onnx", ".pt2"):
+                with step(f"build -o {suffix}"):
+                    drive_cli(["build", "fuzz.res", "-o", f"out{suffix}"], directory)
+    return verdict
+
+
+def language_server_requests(text: str, path: Path) -> None:
+    """What an editor asks for: diagnostics, then hover, definition and completion on each line."""
+    from resdsl.lsp import analysis
+
+    result = analysis.analyze(text, path)
+    for error in result.errors:
+        render_error(error)
+        assert "failed inside the compiler" not in error.message, error.message
+    lines = text.split("\n")
+    for number, line in enumerate(lines[:200], start=1):
+        for column in sorted({1, max(1, len(line) // 2), len(line) + 1}):
+            analysis.hover(result, number, column)
+            analysis.definition(result, number, column)
+            analysis.complete(result, number, column)
+
+
+def fmt_keeps_meaning(path: Path) -> None:
+    """fmt formats what parses, never says the formatted file would not parse, and keeps the meaning."""
+    from resdsl.errors import CompilerBug, SpecError
+    from resdsl.fmt import format_text
+
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        formatted = format_text(text, str(path))
+    except SpecError as error:
+        render_error(error)
+        return
+    except CompilerBug as error:  # format_text's own failure: the formatted text would not parse or means otherwise
+        raise AssertionError(f"fmt failed on a file that parses: {error}") from None
+    assert format_text(formatted, str(path)) == formatted, "fmt is not idempotent"
+
+
+# Full disks: every file the project writes, under a file-size limit in a child ---------------
+
+
+def run_with_file_size_limit(
+    argv: list[str], cwd: Path, limit: int, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """``resdsl ARGV`` in a child process whose files may grow to `limit` bytes (RLIMIT_FSIZE):
+    a write past it fails with EFBIG, as on a full disk (Python ignores SIGXFSZ). A child, not
+    this process: a library that aborts while cleaning up (torch's zip writer) takes only it down,
+    and its exit status shows it."""
+
+    def limit_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return subprocess.run(
+        [sys.executable, "-m", "resdsl", *argv],
+        cwd=cwd,
+        preexec_fn=limit_files,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def assert_full_disk_handled(result: Any, folder: Path, target: Path, before: bytes | None) -> None:
+    """A write that fails is a clean error, the old file is whole and no temporary is left."""
+    shown = f"exit {result.returncode}\n{result.stderr[-3000:]}"
+    assert result.returncode == 1, shown
+    assert "Traceback" not in result.stderr and "terminate called" not in result.stderr, shown
+    assert "cannot write" in result.stderr, shown  # with the system's reason ("File too large", or torch's own)
+    if before is None:
+        assert not target.exists() or target.is_dir(), f"{target} was written in part"
+    else:
+        assert target.read_bytes() == before, f"{target} was changed"
+    left = [path.name for path in folder.rglob(".*.tmp")]
+    assert not left, f"temporaries left behind: {left}"
+
+
+def warm_up_every_consumer() -> None:
+    """As warm_up, for every_consumer's steps too (the exports import torch.onnx and torch.export)."""
+    with scratch() as directory:
+        every_consumer(WARM_UP_SPEC, directory)
+
+
+#: Every file the project writes, each by the command that writes it: (name, argv, the file written).
+#: The folder holds tiny.res, messy.res (fmt changes it) and run/metrics.csv (for plot).
+WRITTEN_FILES: tuple[tuple[str, list[str], str], ...] = (
+    *(
+        (f"build{suffix}", ["build", "tiny.res", "-o", f"out{suffix}"], f"out{suffix}")
+        for suffix in (".pt", ".pt2", ".onnx", ".safetensors", ".py")
+    ),
+    *(
+        (f"draw{suffix}", ["draw", "tiny.res", "-o", f"figure{suffix}"], f"figure{suffix}")
+        for suffix in (".dot", ".svg", ".png", ".pdf", ".html")
+    ),
+    ("fmt", ["fmt", "messy.res"], "messy.res"),
+    ("plot", ["plot", "run", "-o", "curves.png"], "curves.png"),
+)
+
+MESSY_SPEC = (
+    "network messy{input 3x8x8;stem{conv 3x3,4;bn;relu}\n"
+    + "".join(f"# comment {index} kept where it stands\n" for index in range(60))
+    + "head{avgpool;fc 2}}\n"
+)
+
+METRICS_TEXT = (
+    "iteration,epoch,lr,train_loss,train_error,val_loss,val_error,test_loss,test_error,images_per_s,seconds\n"
+    + "".join(f"{i * 10},{i},0.1,2.0,{50 - i},,,2.1,{55 - i},1000,{i}\n" for i in range(1, 30))
+)
+
+
+def written_files_folder(folder: Path, spec: str) -> Path:
+    """The inputs of WRITTEN_FILES' commands."""
+    (folder / "tiny.res").write_text(spec, encoding="utf-8")
+    (folder / "messy.res").write_text(MESSY_SPEC, encoding="utf-8")
+    (folder / "run").mkdir(exist_ok=True)
+    (folder / "run" / "metrics.csv").write_text(METRICS_TEXT, encoding="utf-8")
+    return folder

@@ -29,34 +29,75 @@ def _pair(name: str):
     return reference, reference.state_dict()
 
 
-def _timm_features(name: str, state: dict, out_indices: tuple[int, ...]):
-    features = timm.create_model(name, pretrained=False, features_only=True, out_indices=out_indices)
+def _timm_features(name: str, state: dict, out_indices: tuple[int, ...] | None = None):
+    """timm's features_only model holding the weights of `state`, float64."""
+    extra = {} if out_indices is None else {"out_indices": out_indices}
+    features = timm.create_model(name, pretrained=False, features_only=True, **extra)
     own = features.state_dict()
-    assert set(own) <= set(state)
-    features.load_state_dict({key: state[key] for key in own})
+    # timm's feature wrapper flattens sequential stems into one level (stem.0 -> stem_0).
+    flat = {key.replace(".", "_"): key for key in state}
+    assert len(flat) == len(state)
+    features.load_state_dict({key: state[flat[key.replace(".", "_")]] for key in own})
     return features.double().eval()
 
 
-@pytest.mark.parametrize("name", NAMES)
+#: Every shipped timm spec.
+TIMM_SPECS = sorted(path.stem for path in (ROOT / "specs" / "timm").glob("*.res"))
+
+
+@pytest.mark.parametrize("name", TIMM_SPECS)
 def test_features_only_is_timms_with_the_same_weights(name: str) -> None:
+    """timm's conventions unchanged: the same maps (the stem's at stride 2 where timm has it,
+    EfficientNet's five, DLA's without level0 by default), the same feature_info."""
     _, state = _pair(name)
-    reference = _timm_features(name, state, (1, 2, 3, 4))  # timm's index 0 is the stem
+    reference = _timm_features(name, state)
     model = resdsl.load(f"timm/{name}", input=INPUT, weights=state, features_only=True).double().eval()
     x = torch.randn(2, *INPUT, dtype=torch.float64)
     with torch.no_grad():
         ours, theirs = model(x), reference(x)
-    assert isinstance(ours, list) and len(ours) == len(theirs) == 4
+    assert isinstance(ours, list) and len(ours) == len(theirs)
     for a, b in zip(ours, theirs):
         assert a.shape == b.shape
         assert relative_error(a, b) < 1e-10
-    assert model.feature_info.channels() == reference.feature_info.channels()
-    assert model.feature_info.reduction() == reference.feature_info.reduction()
-    assert model.feature_info.module_name() == reference.feature_info.module_name()
+    for field in ("num_chs", "reduction", "module"):
+        assert [d[field] for d in model.feature_info.get_dicts()] == reference.feature_info.get(field), field
     # The same figures from the IR alone, before anything is built.
     info = resdsl.feature_info(f"timm/{name}", input="x".join(map(str, INPUT)))
     assert info.channels() == reference.feature_info.channels()
     assert info.reduction() == reference.feature_info.reduction()
+    assert info.module_name() == reference.feature_info.module_name()
     assert [feature.shape for feature in info] == [tuple(t.shape[1:]) for t in ours]
+
+
+@pytest.mark.parametrize(("name", "out_indices"), [("resnet18", (1, 2, 3, 4)), ("dla34", (0, 2, 5))])
+def test_out_indices_count_timms_features(name: str, out_indices: tuple[int, ...]) -> None:
+    # Detection code passes (1, 2, 3, 4) for the stages of a resnet: index 0 is act1.
+    _, state = _pair(name)
+    reference = _timm_features(name, state, out_indices)
+    model = resdsl.load(f"timm/{name}", input=INPUT, weights=state, features_only=True, out_indices=out_indices)
+    model = model.double().eval()
+    x = torch.randn(2, *INPUT, dtype=torch.float64)
+    with torch.no_grad():
+        ours, theirs = model(x), reference(x)
+    assert len(ours) == len(theirs) == len(out_indices)
+    assert all(relative_error(a, b) < 1e-10 for a, b in zip(ours, theirs))
+    assert model.feature_info.module_name() == reference.feature_info.module_name()
+    assert model.feature_info.reduction() == reference.feature_info.reduction()
+
+
+def test_an_extractor_has_the_backbone_methods() -> None:
+    extractor = resdsl.load("timm/resnet18", input=INPUT, features_only=True).eval()
+    x = torch.randn(1, *INPUT)
+    with torch.no_grad():
+        maps = extractor.forward_features(x)
+        assert all(torch.equal(a, b) for a, b in zip(maps, extractor(x)))
+    with pytest.raises(ValueError, match="no head"):
+        extractor.forward_head(maps)
+    extractor.reset_classifier(0)  # nothing to remove
+    with pytest.raises(ValueError, match="no classifier"):
+        extractor.reset_classifier(10)
+    named = resdsl.load("cifar20", features=("conv3_x",))
+    assert set(named.forward_features(torch.randn(1, 3, 32, 32))) == {"conv3_x"}
 
 
 def test_named_features_and_out_indices_against_timm() -> None:
@@ -74,12 +115,13 @@ def test_named_features_and_out_indices_against_timm() -> None:
     # Nothing after the last feature is built into the extractor, or computed.
     early = resdsl.load("timm/resnet18", input=INPUT, weights=state, features=("layer2",))
     assert not any(key.startswith(("layer3", "layer4", "fc")) for key in early.state_dict())
-    indexed = resdsl.load("timm/resnet18", input=INPUT, weights=state, features_only=True, out_indices=(1, -1))
+    # out_indices count timm's features: act1, then the stages.
+    indexed = resdsl.load("timm/resnet18", input=INPUT, weights=state, features_only=True, out_indices=(2, -1))
     indexed = indexed.double().eval()
     with torch.no_grad():
         got = indexed(x)
     assert [tuple(t.shape[1:]) for t in got] == [(128, 4, 4), (512, 1, 1)]
-    assert relative_error(got[1], theirs[2]) < 1e-10
+    assert relative_error(got[0], theirs[1]) < 1e-10 and relative_error(got[1], theirs[2]) < 1e-10
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -115,6 +157,8 @@ def test_bad_requests_say_what_there_is() -> None:
         resdsl.feature_info("resnet18", features=("layer9",))
     with pytest.raises(ValueError, match="out_indices: 4"):
         resdsl.feature_info("resnet18", out_indices=(4,))
+    with pytest.raises(ValueError, match=r"out_indices: 5 .* 5 declared features"):
+        resdsl.feature_info("timm/resnet18", out_indices=(5,))
     with pytest.raises(ValueError, match="for_inference"):
         resdsl.load("resnet18", features_only=True, for_inference=True)
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import resdsl
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -264,6 +266,18 @@ def test_gpu_script_runs_every_section_at_a_tiny_size(capsys) -> None:
         assert row["reference"].endswith(" img/s") and row["ratio"] > 0
     assert rows["resnet18 for_inference engine='eager' vs torchvision eager (batch 2, 32x32, fp32)"]["ratio"] > 0
     assert not any("inductor" in figure for figure in rows)  # --no-compile
+    # The round-4 networks against timm's own modules: a training step and an eval forward
+    # each, or a plain word where the spec does not ship.
+    shipped = set(resdsl.shipped_specs())
+    for name in gpu.TIMM_MODELS:
+        size = gpu.timm_size(name, gpu.plan_for(True))
+        figure = f"timm/{name} vs timm's {name}, bf16 channels_last (batch 2, {size}x{size})"
+        if f"timm/{name}" not in shipped:
+            assert rows[figure]["resdsl"] == "not measured: no shipped spec of that name"
+            continue
+        for part in ("training step", "eval forward"):
+            row = rows[f"{figure}: {part}"]
+            assert row["ratio"] > 0 and row["target"] == "<=1.00", row
     assert rows["time spent"]["target"] == "<= 300 s"
 
 

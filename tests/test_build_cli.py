@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import resdsl
-from resdsl.backends.torch import load
+from resdsl.backends.loading import load
 from resdsl.cli import main
 
 

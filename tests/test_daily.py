@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,87 @@ def test_list_shows_every_shipped_spec_with_its_figures(capsys) -> None:
     assert "layers: convolutions and fc layers on the main path" in text
     rows = {line.split()[0]: line.split()[1] for line in text.splitlines() if line[:1].isalpha() and "  " in line}
     assert rows["resnet34"] == "34" and rows["resnet152"] == "152" and rows["cifar110"] == "110"
+    # WRN-n-k's n counts every convolution, the shortcut projections included, and no fc.
+    wrn = resdsl.compile("wrn28_10")
+    assert rows["wrn28_10"] == "28" == str(sum(1 for _ in wrn.nodes("conv"))) and wrn.layer_count() == 26
+    assert records["wrn28_10"]["layers"] == 28
+
+
+def test_the_shipped_list_index_equals_a_fresh_compile_of_every_shipped_spec() -> None:
+    from resdsl.list_cli import build_index, index_path
+
+    stored = json.loads(index_path().read_text(encoding="utf-8"))
+    assert stored == json.loads(build_index()), "stale specs/index.json: run `python specs/build_index.py`"
+
+
+@pytest.fixture
+def shipped_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A few shipped specs in a folder of their own, which resdsl takes for the shipped specs."""
+    from resdsl import compiler, list_cli, shipped
+
+    root = tmp_path / "specs"
+    shutil.copytree(ROOT / "specs" / "lib", root / "lib")
+    for name in ("cifar20.res", "resnet18.res"):
+        shutil.copy(ROOT / "specs" / name, root / name)
+    for module in (shipped, compiler, list_cli):
+        monkeypatch.setattr(module, "specs_dir", lambda: root)
+    return root
+
+
+def _list_json(capsys) -> dict[str, dict]:
+    assert main(["list", "--json"]) == 0
+    return {record["name"]: record for record in json.loads(capsys.readouterr().out)}
+
+
+def test_list_reads_a_current_index_and_compiles_again_after_an_edit(
+    shipped_copy: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from resdsl import list_cli
+
+    compiled: list[str] = []
+    real_compile = list_cli.compile
+
+    def counting_compile(name, *args, **kwargs):
+        compiled.append(name)
+        return real_compile(name, *args, **kwargs)
+
+    monkeypatch.setattr(list_cli, "compile", counting_compile)
+    assert not (shipped_copy / "index.json").exists()
+    assert _list_json(capsys)["cifar20"]["parameters"] == {"classes": 10}
+    assert sorted(compiled) == ["cifar20", "resnet18"], "no index: every spec is compiled"
+    list_cli.write_index()
+    compiled.clear()
+    before = _list_json(capsys)
+    assert compiled == [], "a current index: `resdsl list` compiles nothing"
+    (shipped_copy / "cifar20.res").write_text('use "lib/cifar.res"\n\nnetwork cifar20 = cifar_resnet(n=3, classes=7)\n')
+    after = _list_json(capsys)
+    assert sorted(compiled) == ["cifar20", "resnet18"], "an edited spec makes the index stale"
+    assert after["cifar20"]["output_shape"] == [7]
+    assert after["resnet18"] == before["resnet18"]
+    (shipped_copy / "lib" / "cifar.res").write_text(
+        (shipped_copy / "lib" / "cifar.res").read_text(encoding="utf-8") + "\n# edited\n"
+    )
+    list_cli.write_index()
+    compiled.clear()
+    (shipped_copy / "lib" / "cifar.res").write_text((ROOT / "specs" / "lib" / "cifar.res").read_text(encoding="utf-8"))
+    _list_json(capsys)
+    assert len(compiled) == 2, "a library the specs use is part of the key"
+
+
+def test_list_ignores_an_index_that_is_not_a_bounded_regular_file(shipped_copy: Path, capsys) -> None:
+    from resdsl import list_cli
+
+    list_cli.write_index()
+    good = (shipped_copy / "index.json").read_text(encoding="utf-8")
+    expected = _list_json(capsys)
+    (shipped_copy / "index.json").write_text(good[: len(good) // 2])
+    assert _list_json(capsys) == expected
+    (shipped_copy / "index.json").write_text(good + " " * list_cli.MAX_INDEX_BYTES)
+    assert list_cli._from_index() is None
+    (shipped_copy / "index.json").unlink()
+    os.mkfifo(shipped_copy / "index.json")
+    assert list_cli._from_index() is None  # refused by what it is: a FIFO would block the read
+    assert _list_json(capsys) == expected
 
 
 def test_list_check_and_diff_never_import_torch() -> None:
@@ -179,3 +261,19 @@ def test_network_repr_is_one_line_and_draws_inline() -> None:
         pytest.skip("Graphviz's dot is not installed (CI installs it): the inline figure is None without it")
     svg = network._repr_svg_()
     assert svg.lstrip().startswith("<?xml") and "<svg" in svg and "conv2_x" in svg
+
+
+def test_diff_shows_small_changes_with_their_sign_and_the_totals_shortcut_option(tmp_path: Path) -> None:
+    spec = (
+        "network {name} {{\n    input 3x32x32\n    stage s: 1 x basic(16)\n"
+        "    head {{\n        avgpool\n        fc {classes}\n    }}\n}}\n"
+    )
+    for name, classes in (("ten", 10), ("nine", 9)):
+        (tmp_path / f"{name}.res").write_text(spec.format(name=name, classes=classes))
+    a, b = resdsl.compile(str(tmp_path / "ten.res")), resdsl.compile(str(tmp_path / "nine.res"))
+    assert b.macs - a.macs == -16  # 16 MACs less: 1.6e-5 millions
+    lines = str(diff(a, b)).splitlines()
+    cells = [cell for line in lines for cell in line.split()]
+    assert "-0.0" not in cells and "-0.00002" in cells
+    totals = [line for line in lines if line.startswith("total") or line.lstrip().startswith("B  ")][-2:]
+    assert all(line.endswith("option B") for line in totals), totals

@@ -30,6 +30,17 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "errors"
 DOCS = ROOT / "docs" / "errors.md"
 UPDATE = os.environ.get("RESDSL_UPDATE_GOLDEN") == "1"
+WARNING_FIXTURE = ROOT / "tests" / "fixtures" / "warnings" / "unread_parameter.res"
+
+
+def _warning_output() -> str:
+    """What `resdsl check` prints on stderr for the warning fixture."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(ROOT), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(["check", str(WARNING_FIXTURE.relative_to(ROOT))])
+    assert code == 0, err.getvalue()
+    return err.getvalue()
+
 
 #: Section, then fixture name and what the fixture shows, in the order docs/errors.md lists them.
 #: Every fixture must appear here, so that a new diagnostic is also documented.
@@ -51,6 +62,8 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "syntax_several_mistakes": "Several syntax mistakes: each is reported (up to 20), in the order of the file",
         "syntax_block_never_closed": "A block's '}' missing before the next definition",
         "syntax_semicolon_in_parentheses": "A `;` inside parentheses, where a line end only continues the line",
+        "syntax_stem_never_closed": "A stem's '}' missing before a stage: the stem's brace is named",
+        "syntax_stem_never_closed_at_end": "A stem's '}' missing, the network's closing it: the stem's brace is named",
     },
     "Unknown names": {
         "unknown_block": "A stage uses a block that does not exist",
@@ -70,6 +83,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "unknown_function": "A misspelt function in an expression",
         "dotted_block_name": "A dotted name where a plain name is needed",
         "several_unknown_names": "Several misspelt names: each statement and stage is checked on its own",
+        "several_errors_in_a_block": "Several mistakes in one block and a bad setting: each statement is checked",
     },
     "Branches, taps and projections": {
         "branch_mul_shape": "A `mul` branch whose output cannot multiply the current value (both shapes)",
@@ -134,6 +148,10 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "value_loop_bound": "A loop over its bound",
         "value_label_collision": "A label interpolation that gives one name twice",
         "value_outer_label_outside_projection": "A `..` label in a stage's block (it has no scope around it)",
+        "value_statement_bound": "Loops that run past the statement bound without making a layer",
+        "value_keyword_name": "A keyword as a value's name",
+        "value_loop_hides_value": "A loop variable named like a value of the block",
+        "value_label_too_long": "An interpolated label that gives a name past the bound",
     },
     "Definitions and networks": {
         "duplicate_block": "A block defined twice",
@@ -220,13 +238,38 @@ def render_docs() -> str:
         "keeps this page in step with the compiler.",
         "",
         "A run reports every independent error, up to 20, in the order of the file: each syntax",
-        "error (the parser recovers at the next line), each misspelt setting, each definition and",
-        "`use` of a file, each top-level statement and each stage of the network (the first error",
-        "of a stage ends that stage; nothing after expansion runs on a network with errors). A",
-        "failed statement or stage leaves the current value as it was, so a shape error after it",
-        "would be a guess and is left out: fixing the first error shows it if it is real. In",
-        "Python the exception is the first error and `.errors` lists them all; the language server",
-        "publishes each.",
+        "error (the parser recovers at the next line), each setting (a bad one is reported and its",
+        "default stands in), each definition and `use` of a file, each block argument, and each",
+        "statement, at the top level and inside every block (nothing after expansion runs on a",
+        "network with errors). A failed statement's value is poisoned: the statements after it are",
+        "still checked (their arguments, their names), but nothing computed from it reports again,",
+        'so no shape is guessed from it and a name bound to it is never "unread"; fixing the',
+        "first error shows what else is real. The same mistake in every repetition of a stage is",
+        "reported once. In Python the exception is a `resdsl.SpecError`, the first error, and",
+        "`.errors` lists them all; the language server publishes each as its own diagnostic.",
+        "",
+        "## Warnings",
+        "",
+        "What compiles but is most likely not what was meant is a warning: printed on stderr as",
+        "`path:line:col: warning: message`, with the quote, notes and hint of an error. `check`,",
+        "`build` and `draw` still exit 0, and `--werror` makes every warning an error (exit 1). In",
+        "Python they are `network.warnings` (`resdsl.SpecWarning`, a `SpecError` that is never",
+        "raised); the language server shows them with severity 2 (warning). There is one warning: a",
+        "block parameter that nothing in the block reads (no statement, condition, loop bound, label",
+        "or default), given an argument by a caller. `r(8, stride=2)` to a block that never uses",
+        "its `stride` does not downsample; the warning points at the argument, and a note at the",
+        "parameter:",
+        "",
+        "```",
+        WARNING_FIXTURE.read_text(encoding="utf-8").rstrip("\n"),
+        "```",
+        "",
+        f"`resdsl check {WARNING_FIXTURE.relative_to(ROOT)}` prints this on stderr, its usual line on",
+        "stdout, and exits 0:",
+        "",
+        "```",
+        _warning_output().rstrip("\n"),
+        "```",
         "",
     ]
     for section, entries in CATALOGUE.items():
@@ -270,6 +313,8 @@ TRAINING_ERRORS: dict[str, list[tuple[str, str]]] = {
         ("this folder already holds a run", "a new run on a finished run's folder"),
         ("… is not UTF-8 text (byte offset …)", "an edited metrics.csv"),
         ("'iteration' is not a whole number", "a metrics.csv row with a non-integer iteration"),
+        ("'iteration' is empty", "plot on a metrics.csv row without its iteration"),
+        ("holds NaN or infinite values", "train --init from weights that would train to NaN"),
         ("recipe.yaml holds …, not a run's record (a mapping)", "an edited recipe.yaml"),
         ("the checkpoint lacks 'optimizer', …", "best.pt copied over checkpoint.pt and resumed"),
         ("the checkpoint's 'iteration' is not a whole number from 0 to …", "a retyped or negative field"),
@@ -285,12 +330,14 @@ TRAINING_ERRORS: dict[str, list[tuple[str, str]]] = {
         ("no images", "an empty training or test set"),
         ("leaves none to train on", "a holdout of every training image"),
         ("is larger than the limit of … bytes", "a file, member or image over its bound (docs/training.md, Bounds)"),
+        ("the archive expands to more than … bytes", "a gzip bomb: members far larger than the archive"),
         ("cannot decode this image", "a broken or truncated image in an image folder"),
         ("this image is … pixels, more than the bound of …", "a decompression bomb"),
         ("cannot use this image folder", "an empty class folder"),
     ],
     "Recipes and options": [
         ("the recipe nests deeper than … levels", "deep YAML nesting"),
+        ("a recipe cannot use YAML anchors or aliases", "`&name`, `*name` or `<<: *name` in a recipe or `--set`"),
         ("cannot read the value of 'seed': …", "an integer of 5,000 digits"),
         ("'pad' must be … a whole number of at most …", "a value past its key's range"),
         ("the value is longer than … characters", "a --set value past its bound"),
@@ -352,6 +399,17 @@ measures the neighbours), and a CPU limit of 60 s per case only catches hangs:
   formatting twice; the language server over stdio with hostile parameters and malformed
   frames (each request answered, the server alive after); path options past the name
   limit on every command.
+- Round 4 (issue 27), in the same two files: blocks of several paths written from the
+  grammar forms of docs/language.md ("Several paths": `let`, `from`, `split`, joins
+  over named values, a value joined with itself, nested `for` loops whose bodies make
+  no layer, interpolated and `..` labels, nested blocks in loops, keywords as names)
+  and from hostile bytes, each through every consumer: `check`, the IR, every drawing,
+  the build, the `.py`, ONNX and `.pt2` exports, `for_inference` against `eval`, the
+  table, `fmt` (idempotent) and the language server's analysis, hover, definition and
+  completion on every line; and full disks: every file the project writes (`build -o`
+  each format, `draw -o` each format, `fmt`, `plot -o`, `train`'s run files) written
+  by a child process whose file size is limited (`RLIMIT_FSIZE`), each a clean
+  "cannot write" that leaves the old file whole and no temporary behind.
 - `tests/fuzz_atheris.py`: coverage-guided fuzzing of the parser and compiler with
   atheris (the test extra). The tests run it for 20 s; a longer run:
 
@@ -613,3 +671,91 @@ def test_each_definition_and_use_is_checked_on_its_own(tmp_path: Path) -> None:
         (6, "the setting 'shortcut' is given twice in this 'with'"),
         (7, "no such file"),
     ]
+
+
+def test_every_independent_error_in_a_block_is_reported_once_and_caught_as_spec_error() -> None:
+    with pytest.raises(resdsl.SpecError) as raised:
+        resdsl.compile(FIXTURES / "several_errors_in_a_block.res")
+    errors = raised.value.errors
+    # The bad setting hides nothing; each statement of the block is checked, in both of
+    # the stage's repetitions, and each mistake is reported once.
+    assert [(error.line, error.column) for error in errors] == [(2, 22), (4, 5), (7, 13), (13, 14), (14, 24)]
+    assert all(isinstance(error, resdsl.SpecError) and not error.also for error in errors)
+    assert str(raised.value).endswith("5 errors")
+
+
+def test_a_failed_statements_value_reports_nothing_again(tmp_path: Path) -> None:
+    # The conv fails; the split, the indexing, the join, the shortcut and the next stage
+    # all read its value, and none of them reports (no guessed shape, no "unread" name).
+    spec = tmp_path / "poisoned.res"
+    spec.write_text(
+        "block b(width, stride=1) {\n"
+        "    conv 3x3, width, strde=stride\n"
+        "    split 3\n"
+        "    let s\n"
+        "    cat s[2], s[1]\n"
+        "    let unused\n"
+        "    add shortcut\n"
+        "}\n"
+        "network poisoned {\n"
+        "    input 3x32x32\n"
+        "    stage one: 2 x b(64)\n"
+        "    stage two: 2 x basic(128, stride=2)\n"
+        "}\n"
+    )
+    with pytest.raises(resdsl.SpecError) as raised:
+        resdsl.compile(spec)
+    assert [error.line for error in raised.value.errors] == [2]
+    assert "strde" in raised.value.message
+
+
+def test_errors_stop_at_the_bound(tmp_path: Path) -> None:
+    from resdsl.errors import MAX_ERRORS
+
+    spec = tmp_path / "many.res"
+    lines = "".join(f"    conv 3x3, width, bad{index}=1\n" for index in range(MAX_ERRORS + 5))
+    spec.write_text(f"block b(width) {{\n{lines}}}\nnetwork many {{\n    input 3x32x32\n    stage s: 1 x b(8)\n}}\n")
+    with pytest.raises(resdsl.SpecError) as raised:
+        resdsl.compile(spec)
+    assert len(raised.value.errors) == MAX_ERRORS
+    assert [error.line for error in raised.value.errors] == list(range(2, 2 + MAX_ERRORS))
+
+
+def test_a_warning_is_printed_exits_zero_and_werror_makes_it_an_error(capsys, monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)
+    spec = str(WARNING_FIXTURE.relative_to(ROOT))
+    network = resdsl.compile(spec)
+    (warning,) = network.warnings
+    assert isinstance(warning, resdsl.SpecWarning) and isinstance(warning, SpecError)
+    assert (warning.line, warning.column) == (9, 23)  # the argument `stride=2`
+    assert [(note.pos.line, note.pos.column) for note in warning.notes] == [(1, 16)]  # the parameter
+    assert cli.main(["check", spec]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"{spec}:9:23: warning: block 'r' never reads its parameter 'stride'")
+    assert "unread_parameter: 2 layers" in captured.out
+    for command in (["check"], ["draw", "-o", "unused.svg"], ["build", "-o", "unused.pt"]):
+        assert cli.main([command[0], "--werror", spec, *command[1:]]) == 1, command
+        err = capsys.readouterr().err
+        assert err.startswith(f"{spec}:9:23: block 'r' never reads") and "warning:" not in err
+    assert not (ROOT / "unused.svg").exists() and not (ROOT / "unused.pt").exists()
+
+
+def test_a_parameter_read_anywhere_warns_of_nothing(tmp_path: Path) -> None:
+    reads = {
+        "a statement": "conv 3x3, width, stride=stride",
+        "a condition": "if stride > 1 {\n        avgpool 2x2, stride=2\n    }",
+        "a loop bound": "for i in 0 .. stride {\n        relu\n    }",
+        "a label": "c{stride}: conv 1x1, width",
+        "another parameter's default": None,
+    }
+    for what, line in reads.items():
+        params = "width, stride=1" if line is not None else "width, stride=1, pad=stride"
+        body = line if line is not None else "conv 3x3, width, padding=pad"
+        spec = tmp_path / "reads.res"
+        spec.write_text(
+            f"block r({params}) {{\n    conv 3x3, width\n    {body}\n}}\n"
+            "network reads {\n    input 3x32x32\n    stage s: 1 x r(8, stride=2)\n}\n"
+        )
+        assert resdsl.compile(spec).warnings == [], what
+    for name in resdsl.shipped_specs():
+        assert resdsl.compile(name).warnings == [], name

@@ -50,8 +50,8 @@ _PLACEHOLDER = re.compile(r"\[|\.\.\.|\b[A-Z][A-Z_]*\b|\|")
 NOT_RUN: dict[str, str] = {
     r"^resdsl (train|eval|plot) ": "needs CIFAR-10 or ImageNet on disk, or a training run's output (runs/); "
     "parsed, and its spec and recipe checked (tests/test_train_*.py train on a synthetic set)",
-    r"^resdsl check tests/fixtures/errors/": "docs/errors.md is generated from these fixtures, and "
-    "tests/test_diagnostics.py checks each one's output against its golden file",
+    r"^resdsl check tests/fixtures/(errors|warnings)/": "docs/errors.md is generated from these fixtures, and "
+    "tests/test_diagnostics.py checks each one's output against its golden file (a warning's, exit 0)",
     r"^torchrun ": "needs several processes or GPUs; the resdsl command in it is parsed",
     r"^(python -m )?resdsl lsp$": "serves an editor on stdin until it exits (tests/test_lsp.py drives it)",
     r"^pip install ": "changes the environment; the extras it names are checked against pyproject.toml",
@@ -64,6 +64,8 @@ NOT_RUN: dict[str, str] = {
     "tests/test_mutation_list.py checks that each still applies and names tests that exist",
     r"^python grammar/build_tables\.py$": "rewrites the shipped parse tables (tests/test_parse_tables.py fails "
     "while they are stale)",
+    r"^python specs/build_index\.py$": "rewrites the shipped `resdsl list` index (tests/test_daily.py fails "
+    "while it is stale)",
     r"^python -m resdsl\.highlight$": "rewrites the TextMate grammar (tests/test_highlight.py fails while it is stale)",
     r"^python -c ": "the code is compiled, not run",
     r"^cd ": "changes the folder of the commands after it in its block; the folder must exist",
@@ -414,7 +416,7 @@ RUN = [c for c in COMMANDS if not _reason(c) and not _is_synopsis(c)]
 @pytest.mark.parametrize("command", RUN, ids=str)
 def test_command_runs_as_written(command: Command, tmp_path: Path) -> None:
     argv = shlex.split(command.text, comments=True)
-    assert argv[0] == "resdsl" and argv[1] in ("check", "list", "diff", "draw", "fmt", "build"), (
+    assert argv[0] == "resdsl" and argv[1] in ("check", "list", "diff", "draw", "fmt", "build", "import"), (
         f"{command}: run it here, or add it to NOT_RUN with the reason"
     )
     if argv[1] == "draw" and any(arg.endswith((".svg", ".png", ".pdf")) for arg in argv) and not shutil.which("dot"):

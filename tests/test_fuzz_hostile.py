@@ -415,3 +415,41 @@ def test_atheris_bounded_run(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Done" in result.stderr and "runs in" in result.stderr, result.stderr[-2000:]
     assert not list(tmp_path.glob("crash-*")) and not list(tmp_path.glob("timeout-*"))
+
+
+# Several paths, through every consumer (issue 27) ---------------------------------------------------
+
+
+@FUZZ
+@given(st.randoms(use_true_random=False))
+def test_several_paths_written_from_the_documentation_through_every_consumer(rng: random.Random) -> None:
+    harness.warm_up_every_consumer()  # once per process: later calls find everything imported
+    text = harness.PathsWriter(rng).spec()
+    with harness.scratch() as directory:
+        outcome = run_bounded(harness.every_consumer, text, directory)
+    assert_within_budget(outcome, text)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "let x\n    conv 3x3, w\n    bn\n    let y\n    add y, y",
+        "let x\n    conv 3x3, w\n    bn\n    let y\n    add y, y, x, x",
+        "for i in 0 .. 1024 {\n        for j in 0 .. 1024 {\n            for k in 0 .. 1024 {\n"
+        "                identity\n            }\n        }\n    }",
+        "for i in 0 .. 2 {\n        {i}: conv 1x1, w\n    }",
+        "for i in 0 .. 2 {\n        inner(w, k=i)\n    }",
+    ],
+    ids=["self-join", "self-joins", "nested-loops", "label-only-interpolation", "outer-label-in-loop"],
+)
+def test_each_class_of_round_four_through_every_consumer(body: str) -> None:
+    text = (
+        "block inner(w, k) {\n    ..c{k}: conv 1x1, w\n}\n"
+        f"block paths(w) {{\n    {body}\n}}\n"
+        "network fuzz {\n    input 4x8x8\n    stage s: 1 x paths(4)\n"
+        "    head {\n        avgpool\n        fc 3\n    }\n}\n"
+    )
+    harness.warm_up_every_consumer()
+    with harness.scratch() as directory:
+        outcome = run_bounded(harness.every_consumer, text, directory)
+    assert_within_budget(outcome, text)

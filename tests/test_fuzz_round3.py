@@ -466,3 +466,41 @@ def test_path_options_past_the_name_limit_are_errors(argv: list[str]) -> None:
     assert_within_budget(outcome, argv)
     status, _, err = outcome.result
     assert status in (1, 2) and "Traceback" not in err, err
+
+
+# Full disks: every file the project writes (issue 27) ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "argv", "written"), harness.WRITTEN_FILES, ids=[case[0] for case in harness.WRITTEN_FILES]
+)
+@pytest.mark.parametrize("limit", [1500])
+def test_every_file_written_onto_a_full_disk(
+    name: str, argv: list[str], written: str, limit: int, tmp_path: Path
+) -> None:
+    from cifar_fixtures import TINY_SPEC
+
+    folder = harness.written_files_folder(tmp_path, TINY_SPEC)
+    target = folder / written
+    before = target.read_bytes() if target.exists() else None
+    result = harness.run_with_file_size_limit(argv, folder, limit)
+    harness.assert_full_disk_handled(result, folder, target, before)
+
+
+@pytest.mark.parametrize("limit", [300, 20_000])
+def test_train_onto_a_full_disk(limit: int, tmp_path: Path) -> None:
+    from cifar_fixtures import TINY_SPEC, write_learnable
+
+    write_learnable(tmp_path / "data", train=64, test=32)
+    (tmp_path / "tiny.res").write_text(TINY_SPEC, encoding="utf-8")
+    (tmp_path / "small.yaml").write_text(
+        "dataset: cifar10\niterations: 4\nbatch_size: 32\nlr: 0.05\npad: 1\neval_every: 2\ncheckpoint_every: 2\n"
+        "eval_batch_size: 64\ndevice: cpu\n",
+        encoding="utf-8",
+    )
+    argv = ["train", "tiny.res", "--data", "data", "--recipe", "small.yaml", "--out", "run"]
+    result = harness.run_with_file_size_limit(argv, tmp_path, limit)
+    written = [name for name in ("recipe.yaml", "metrics.csv", "best.pt", "checkpoint.pt", "curves.png")
+               if f"{name}: cannot write" in result.stderr]  # fmt: skip
+    assert written, result.stderr[-3000:]
+    harness.assert_full_disk_handled(result, tmp_path / "run", tmp_path / "run" / written[0], None)

@@ -160,6 +160,8 @@ def _expected(text: str) -> list[tuple[int, str, tuple[str, object]]]:
         elif token.kind == fmt.NAME and token.text in vocabulary.KEYWORDS:
             if following is not None and following.kind == fmt.COLON and len(statement) == 1:
                 continue  # a keyword's word as a statement's label (`stem: repvgg_block(48)` in a stem)
+            if token.text == "x" and statement[0].text != "stage":
+                continue  # `x` is the repeat of a stage line only; elsewhere it is a name (`let x`)
             expected.append((offset, token.text, KEYWORD))
     flush()
     return expected
@@ -305,3 +307,20 @@ def test_vscode_extension_is_consistent() -> None:
     assert (folder / package["main"]).is_file()
     node = subprocess.run(["node", "--check", str(folder / package["main"])], capture_output=True, text=True)
     assert node.returncode == 0, node.stderr
+
+
+def test_x_is_a_keyword_only_as_a_stages_repeat() -> None:
+    text = (
+        "block b(w) {\n    let x\n    conv 3x3, w\n    add x, y\n    from x\n}\n"
+        "network n {\n    stage s: 2 x b(16)\n    stage t: n x b\n}\n"
+    )
+    grammar = Tokenizer(textmate_grammar())
+    for line in (line for line in text.splitlines() if re.search(r"\bx\b", line)):
+        pygments = [(kind, value) for kind, value in ResdslLexer().get_tokens(line) if value == "x"]
+        textmate = [token for token in grammar.tokenize(line) if token.text == "x"]
+        repeat = line.lstrip().startswith("stage")
+        assert pygments and textmate, line
+        for kind, _ in pygments:
+            assert (kind in Keyword) == repeat, (line, kind)
+        for token in textmate:
+            assert any(scope.startswith("keyword.repeat") for scope in token.scopes) == repeat, (line, token.scopes)

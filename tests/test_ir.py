@@ -320,6 +320,6 @@ def test_every_rewrite_leaves_its_argument_alone_and_relints() -> None:
     before = (network.num_params, len(network.graph), [stage.params for stage in network.stages])
     for rewrite in INFERENCE_REWRITES:
         result = apply_rewrite(network, rewrite)
-        assert result is not network and len(result.graph) < len(network.graph)
+        assert result is not network and len(result.graph) <= len(network.graph)
         assert (network.num_params, len(network.graph), [stage.params for stage in network.stages]) == before
         assert sum(stage.params for stage in result.stages) == result.num_params

@@ -30,7 +30,10 @@ def _examples() -> str:
 
 def test_vendored_copy_is_current() -> None:
     if not SHARED.is_file():
-        pytest.skip(f"{SHARED} is not beside this checkout; the vendored copy is used instead")
+        pytest.skip(
+            "no original design document beside this checkout to compare with: "
+            "tests/fixtures/LANGUAGE-2.md, in this repository, is the design sketch read here"
+        )
     assert VENDORED.read_text(encoding="utf-8") == SHARED.read_text(encoding="utf-8")
 
 

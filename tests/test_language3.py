@@ -11,6 +11,7 @@ a front-end mistake (a value bound to the wrong node) cannot pass by being in bo
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -801,7 +802,10 @@ def _sketch_examples() -> str:
 
 def test_vendored_sketch_is_current() -> None:
     if not SHARED_SKETCH.is_file():
-        pytest.skip(f"{SHARED_SKETCH} is not beside this checkout; the vendored copy is used instead")
+        pytest.skip(
+            "no original design document beside this checkout to compare with: "
+            "tests/fixtures/LANGUAGE-3.md, in this repository, is the design sketch read here"
+        )
     assert VENDORED_SKETCH.read_text(encoding="utf-8") == SHARED_SKETCH.read_text(encoding="utf-8")
 
 
@@ -846,3 +850,19 @@ def test_a_named_value_the_next_layer_reads_is_read() -> None:
     forgotten = "    from x\n    conv 1x1, w\n    let y\n    add x, x\n"
     with pytest.raises(resdsl.SpecError, match="'y' is bound but nothing reads it"):
         resdsl.compile_text(block.format(rest=forgotten) + network)
+
+
+def test_skip_reasons_name_no_path_outside_the_checkout(monkeypatch, tmp_path: Path) -> None:
+    # A fresh clone has no ../shared: the skip says so without printing where it looked.
+    import tests.test_language as one
+    import tests.test_language2 as two
+
+    checks = ((one, "SHARED", one.test_vendored_copy_is_current), (two, "SHARED", two.test_vendored_copy_is_current))
+    checks += ((sys.modules[__name__], "SHARED_SKETCH", test_vendored_sketch_is_current),)
+    for module, constant, test in checks:
+        monkeypatch.setattr(module, constant, tmp_path / "elsewhere" / "shared" / "design" / "LANGUAGE.md")
+        with pytest.raises(pytest.skip.Exception) as skipped:
+            test()
+        reason = str(skipped.value)
+        assert str(tmp_path) not in reason and "shared" not in reason, reason
+        assert "tests/fixtures/LANGUAGE" in reason

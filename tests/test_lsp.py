@@ -438,3 +438,24 @@ def test_hover_titles_what_the_line_writes(tmp_path: Path, needle: str, word: st
     assert shown is not None and shown.startswith(expected), shown
     if word == "se":
         assert "`s1.0.se` | 16x64x64 | 128 | 128" in shown  # 16 -> 4 -> 16 channels, 1x1 convs, no bias
+
+
+@pytest.mark.asyncio
+async def test_errors_inside_a_block_and_a_bad_setting_are_separate_diagnostics(client: LanguageClient, tmp_path: Path):
+    text = (Path(__file__).parent / "fixtures" / "errors" / "several_errors_in_a_block.res").read_text()
+    uri = await _open(client, tmp_path / "several.res", text)
+    found = sorted((d.range.start.line, d.range.start.character) for d in client.diagnostics[uri])
+    assert found == [(1, 21), (3, 4), (6, 12), (12, 13), (13, 23)]
+    assert all(d.severity == 1 for d in client.diagnostics[uri])
+
+
+@pytest.mark.asyncio
+async def test_an_unread_parameter_is_a_warning_of_severity_two(client: LanguageClient, tmp_path: Path):
+    text = (Path(__file__).parent / "fixtures" / "warnings" / "unread_parameter.res").read_text()
+    uri = await _open(client, tmp_path / "unread.res", text)
+    (diagnostic,) = client.diagnostics[uri]
+    assert diagnostic.severity == lsp.DiagnosticSeverity.Warning == 2
+    assert (diagnostic.range.start.line, diagnostic.range.start.character) == (8, 22)
+    assert "never reads its parameter 'stride'" in diagnostic.message
+    (related,) = diagnostic.related_information
+    assert related.location.range.start.line == 0 and related.message == "'stride' is declared here"

@@ -236,6 +236,8 @@ CASES = {
         name: Case(f"timm/{name}", _timm_at(name, 64), (3, 64, 64), order_differs=ORDER_NOTES.get(name))
         for name in TOKEN_NAMES
     },
+    # MLP-Mixer's token MLP ends at the number of tokens, (64 / 16)^2 at this input.
+    "mixer_s16_224": Case("timm/mixer_s16_224", _timm_at("mixer_s16_224", 64), (3, 64, 64), params=(("patches", 16),)),
     # Swin at 14x21 tokens: shifted windows padded along the width, then grids of 7x11 (a window
     # the grid's height, shifted and padded along the width), 4x6 (merging pads 7 to 8) and 2x3,
     # where timm's rule shrinks the windows and drops the shift. Drop path (timm's 0.1) off.

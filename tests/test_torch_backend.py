@@ -14,7 +14,8 @@ import torchvision
 
 import resdsl
 from resdsl import interpret
-from resdsl.backends.torch import build, load
+from resdsl.backends.loading import load
+from resdsl.backends.torch import build
 from resdsl.errors import LimitError, WeightsError
 from resdsl.ir import Limits
 from resdsl.layers import Ctor, Layer

@@ -72,7 +72,7 @@ def cli(monkeypatch, capsys):
 
 
 def test_checkpoint_format_is_the_one_the_backend_reads():
-    from resdsl.backends.torch import RUN_CHECKPOINT_FORMAT
+    from resdsl.backends.loading import RUN_CHECKPOINT_FORMAT
 
     assert CHECKPOINT_FORMAT == RUN_CHECKPOINT_FORMAT
 
@@ -218,3 +218,49 @@ def test_pt2_and_safetensors_exports_record_the_normalisation(runs: Path, cli):
     with safetensors.safe_open(str(runs / "tiny.safetensors"), "pt") as handle:
         record = json.loads(handle.metadata()["resdsl.input_normalization"])
     assert record["scale"] == pytest.approx([1 / 255] * 3)
+
+
+@pytest.mark.filterwarnings("error")
+def test_a_run_stopped_before_its_first_evaluation_plots_without_a_warning():
+    from resdsl.train.plot import figure
+
+    # SIGINT before the first evaluation: training rows only, or no row at all.
+    trained = {"iteration": [1.0, 2.0], "train_error": [80.0, 70.0], "test_error": [None, None]}
+    empty: dict[str, list[float | None]] = {"iteration": [], "train_error": [], "test_error": []}
+    (axes,) = figure([("tiny", trained)]).axes
+    assert [t.get_text() for t in axes.get_legend().get_texts()] == ["tiny"]
+    (axes,) = figure([("tiny", empty)]).axes
+    assert axes.get_legend() is None
+
+
+def test_threads_one_per_process_under_torchrun_else_the_available_cores():
+    from resdsl.train.loop import available_cores, choose_threads
+
+    assert choose_threads({}, 6) == (6, "the cores this process may use")
+    assert choose_threads({"WORLD_SIZE": "1"}, 6)[0] == 6
+    threads, reason = choose_threads({"WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2", "RANK": "1"}, 6)
+    assert threads == 1 and "2 processes" in reason and "torchrun" in reason
+    assert choose_threads({"WORLD_SIZE": "3"}, 6)[0] == 1
+    assert choose_threads({"OMP_NUM_THREADS": "3", "LOCAL_WORLD_SIZE": "2"}, 6) == (3, "OMP_NUM_THREADS=3")
+    assert choose_threads({"OMP_NUM_THREADS": "bad"}, 0) == (1, "the cores this process may use")
+    import os
+
+    assert available_cores() == len(os.sched_getaffinity(0))
+
+
+def test_progress_below_one_image_a_second_prints_a_real_figure():
+    from resdsl.train.loop import images_per_second
+
+    assert images_per_second(0.42) == "0.42 img/s"
+    assert images_per_second(0.0031) == "0.0031 img/s"
+    assert images_per_second(0.996) == "1 img/s"
+    assert images_per_second(1234.4) == "1,234 img/s"
+    assert images_per_second(0) == "0 img/s"
+
+
+def test_a_run_says_its_threads_and_leaves_the_callers_setting(runs: Path):
+    before = torch.get_num_threads()
+    trainer = _run(runs, str(runs / "tiny.res"), "threads", RECIPE.replace("iterations: 40", "iterations: 2"))
+    (line,) = [line for line in trainer.log_lines if line.startswith("threads: ")]
+    assert line.startswith(f"threads: {trainer.threads[0]} (") and trainer.threads[0] >= 1
+    assert torch.get_num_threads() == before

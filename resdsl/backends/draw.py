@@ -36,7 +36,7 @@ import graphviz
 
 from resdsl.files import check_target, write_file
 from resdsl.ir import BlockInstance, Network, Node
-from resdsl.layers import Input
+from resdsl.layers import Input, shape_text
 
 DETAILS = ("layer", "block", "stage")
 FORMATS = (".svg", ".png", ".pdf", ".dot")
@@ -485,7 +485,8 @@ def figure(network: Network, prefix: str = "c0_", detail: str = "layer", all_lay
 
 
 def _shape_text(shape: tuple[int, ...]) -> str:
-    return "x".join(map(str, shape))
+    # A token sequence says so: "197 x 192 tokens" (resdsl.layers.shape_text).
+    return shape_text(shape)
 
 
 def _decorate(box: Box, shapes: bool) -> str:

@@ -12,6 +12,7 @@ from resdsl.cli_support import (
     EXIT_USAGE,
     UsageError,
     add_spec_options,
+    add_werror_option,
     check_output,
     compile_from_args,
     prepare_output,
@@ -61,6 +62,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="at layer detail, also draw BN, ReLU, dropout and flatten (Fig. 3 leaves them out)",
     )
     add_spec_options(draw, several_specs=True)
+    add_werror_option(draw)
     draw.set_defaults(run=run)
 
 

@@ -9,6 +9,7 @@ its weights and a replaced classifier. Nothing after the last feature is compute
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,14 +23,22 @@ from resdsl.ir import Network
 
 
 class _StageTracer(fx.Tracer):
-    """Keeps each stage one call, so that a stage's output is one node of the graph."""
+    """Keeps each stage one call, so that a stage's output is one node of the graph, and
+    each module a feature is read from (a weight-standardised conv is traced through
+    otherwise, as a module of its own class)."""
+
+    def __init__(self, leaves: frozenset[str] = frozenset()) -> None:
+        super().__init__()
+        self.leaves = leaves
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        return isinstance(module, Stage) or super().is_leaf_module(module, qualified_name)
+        return (
+            isinstance(module, Stage) or qualified_name in self.leaves or super().is_leaf_module(module, qualified_name)
+        )
 
 
-def _trace(model: nn.Module) -> fx.Graph:
-    return _StageTracer().trace(model)
+def _trace(model: nn.Module, leaves: frozenset[str] = frozenset()) -> fx.Graph:
+    return _StageTracer(leaves).trace(model)
 
 
 def _module_nodes(graph: fx.Graph) -> dict[str, fx.Node]:
@@ -70,16 +79,43 @@ def feature_extractor(
     """A module returning the feature maps (a dict by name, or a list with ``as_list``):
     the features named, or the stages at ``out_indices`` (all of them by default)."""
     info = feature_info(network, features, out_indices)
-    graph = _trace(model)
+    graph = _trace(model, frozenset(feature.value for feature in info))
     nodes = _module_nodes(graph)
-    chosen = [nodes[feature.module] for feature in info]
+    chosen = [nodes[feature.value] for feature in info]
     order = {node: index for index, node in enumerate(graph.nodes)}
     last = max(chosen, key=order.__getitem__)
     outputs: Any = list(chosen) if as_list else {feature.name: node for feature, node in zip(info, chosen)}
     extractor = _cut(model, graph, None, outputs, last)
     extractor.feature_info = info
     extractor.network = network
+    extractor.__class__ = type(type(extractor).__name__, (type(extractor), ExtractorMethods), {})
     return extractor
+
+
+class ExtractorMethods:
+    """The backbone methods on a feature extractor, whose output is its feature maps: it
+    is built without the head (nothing after the last feature), so there is no head to run
+    or classifier to replace, and it says so rather than lacking the methods."""
+
+    network: Network
+
+    def forward_features(self, x: torch.Tensor) -> Any:
+        """The feature maps, as calling the extractor gives them."""
+        return self(x)  # type: ignore[operator]
+
+    def forward_head(self, x: Any, pre_logits: bool = False) -> torch.Tensor:
+        raise ValueError(
+            f"this {self.network.name} extractor returns feature maps and has no head: "
+            "load it without features/features_only for forward_head"
+        )
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """With 0, nothing to do (an extractor has no classifier); otherwise a ValueError."""
+        if num_classes:
+            raise ValueError(
+                f"this {self.network.name} extractor has no classifier to replace: "
+                "load it without features/features_only for reset_classifier"
+            )
 
 
 class BackboneMethods:
@@ -131,15 +167,32 @@ class BackboneMethods:
         """A new classifier of ``num_classes`` outputs (PyTorch's default initialisation, as
         the spec's fc layers get), or none with 0: the head then ends in its pooled features.
         ``model.network`` still describes the network as compiled."""
-        old = self.get_classifier()
-        assert isinstance(old, nn.Linear)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"reset_classifier takes a number of classes, 0 or more; got {num_classes!r}")
+        split = head_split(self.network)
+        if split.classifier is None:
+            raise ValueError(f"{self.network.name}'s head has no fc")
+        # The classifier's shape comes from the IR, not from the module in its place: after
+        # reset_classifier(0) that module is an nn.Identity.
+        node = next(node for node in self.network.nodes("fc") if node.name == split.classifier)
+        in_features = math.prod(self.network.node(node.inputs[0]).shape)
+        bias = bool(getattr(node.layer, "bias", True))
         new: nn.Module
         if num_classes > 0:
-            new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
-            new.to(device=old.weight.device, dtype=old.weight.dtype)
+            params = num_classes * (in_features + int(bias))
+            limit = self.network.limits.max_params
+            if params > limit:
+                raise ValueError(
+                    f"a classifier of {num_classes:,} classes has {params:,} parameters, more than the limit of "
+                    f"{limit:,} (Limits(max_params=...))"
+                )
+            like = next(self.parameters(), None)  # type: ignore[attr-defined]
+            new = nn.Linear(in_features, num_classes, bias=bias)
+            if like is not None:
+                new.to(device=like.device, dtype=like.dtype)
         else:
             new = nn.Identity()
-        *parents, last = head_split(self.network).classifier.split(".")  # type: ignore[union-attr]
+        *parents, last = split.classifier.split(".")
         owner = self.get_submodule(".".join(parents)) if parents else self  # type: ignore[attr-defined]
         owner.add_module(last, new)  # replaces the child of that name
         self.num_classes = num_classes
@@ -159,4 +212,4 @@ def attach(model: nn.Module) -> nn.Module:
     return model
 
 
-__all__ = ["BackboneMethods", "FeatureInfo", "attach", "feature_extractor"]
+__all__ = ["BackboneMethods", "ExtractorMethods", "FeatureInfo", "attach", "feature_extractor"]

@@ -10,26 +10,20 @@ import json
 import sys
 from pathlib import Path
 
+from resdsl.backends.exports import EXPORTERS, METADATA_KEY, export
 from resdsl.cli_support import (
     EXIT_OK,
     UsageError,
     add_spec_options,
+    add_werror_option,
     check_output,
     compile_from_args,
     prepare_output,
     write_failed,
 )
-from resdsl.files import check_target, write_file
 from resdsl.ir import check_forward_pass
 
-SAVE_FORMATS = {
-    ".pt": "a state dict (torch.save)",
-    ".safetensors": "a state dict (safetensors)",
-    ".pt2": "a torch.export program",
-    ".onnx": "an ONNX model",
-    ".py": "a standalone PyTorch source file (imports only torch)",
-}
-_EXTRAS = {".safetensors": "safetensors", ".onnx": "onnx onnxscript"}
+SAVE_FORMATS = {suffix: exporter.what for suffix, exporter in EXPORTERS.items()}
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -41,6 +35,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     build.add_argument("spec", metavar="SPEC", help="a .res file, or a shipped spec's name")
     add_spec_options(build)
+    add_werror_option(build)
     build.add_argument(
         "--detail",
         choices=("block", "layer", "stage"),
@@ -81,24 +76,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     build.set_defaults(run=run)
 
 
-def _extras_present(suffix: str) -> bool:
-    try:
-        if suffix == ".safetensors":
-            import safetensors  # noqa: F401
-        else:
-            import onnx  # noqa: F401
-            import onnxscript  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def run(args: argparse.Namespace) -> int:
     suffix = Path(args.output).suffix.lower() if args.output else None
     if suffix is not None and suffix not in SAVE_FORMATS:
         raise UsageError(f"cannot tell the format of '{args.output}': use one of {', '.join(SAVE_FORMATS)}")
-    if suffix in _EXTRAS and not _extras_present(suffix):
-        raise UsageError(f"saving {suffix} needs an extra package: pip install {_EXTRAS[suffix]}")
+    if suffix is not None and not EXPORTERS[suffix].available():
+        raise UsageError(f"saving {suffix} needs an extra package: {EXPORTERS[suffix].install}")
     if args.output:
         check_output(args.output)  # a directory given as OUT fails now, not after the forward pass
     if args.bake_normalization and suffix not in (".onnx", ".pt2"):
@@ -108,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from resdsl.backends.torch import NormalizedInput, load, read_weights_and_run
+    from resdsl.backends.loading import NormalizedInput, load, read_weights_and_run
     from resdsl.table import Table
 
     # The run's record (its normalisation); load reads the weights again, naming the file in its errors.
@@ -180,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 #: The metadata key under which exports of a run's weights record the run's input normalisation.
-NORMALIZATION_KEY = "resdsl.input_normalization"
+NORMALIZATION_KEY = METADATA_KEY
 
 
 def input_normalization(run: dict) -> dict | None:
@@ -242,38 +225,5 @@ def _positive_int(text: str) -> int:
 
 
 def _save(model, network, example, path: Path, suffix: str, normalization: dict | None = None) -> None:
-    import torch
-
-    check_target(path)
     metadata = _normalization_metadata(normalization) if normalization is not None else None
-    if suffix == ".pt":
-        write_file(path, lambda handle: torch.save(model.state_dict(), handle))
-    elif suffix == ".safetensors":
-        from safetensors.torch import save
-
-        state = {k: v.contiguous() for k, v in model.state_dict().items()}
-        write_file(path, save(state, metadata={NORMALIZATION_KEY: metadata} if metadata else None))
-    elif suffix == ".pt2":
-        # The batch dimension is symbolic. torch.export specialises a dimension whose example
-        # size is 1, so the example it traces has at least two samples.
-        example = example.expand(max(2, example.shape[0]), *example.shape[1:]).contiguous()
-        batch = torch.export.Dim("batch", min=1)
-        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-        extra = {NORMALIZATION_KEY: metadata} if metadata else None
-        write_file(path, lambda handle: torch.export.save(program, handle, extra_files=extra))
-    elif suffix == ".py":
-        from resdsl.backends.torch import export_source
-
-        write_file(path, export_source(network))
-    elif suffix == ".onnx":
-        from resdsl.backends.inference import export_onnx
-
-        content = export_onnx(model, network.input_shape)
-        if metadata:
-            import onnx
-
-            proto = onnx.load_from_string(content)
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = NORMALIZATION_KEY, metadata
-            content = proto.SerializeToString()
-        write_file(path, content)
+    export(model, path, network=network, example=example, metadata=metadata)

@@ -22,9 +22,9 @@ from typing import Any
 
 from resdsl import syntax as ast
 from resdsl import tokens, vocabulary
-from resdsl.errors import Pos, SpecError
+from resdsl.errors import CompilerBug, Pos, Source, SpecError
 from resdsl.ir import BlockInstance, Network, Node
-from resdsl.layers import Output
+from resdsl.layers import Output, shape_text
 
 PRELUDE = "<prelude>"
 
@@ -148,7 +148,11 @@ def analyze(text: str, path: str | Path) -> Analysis:
         # Only comments changed, every token where it was: the compiled result stands.
         result = replace(previous[1], text=text)
     else:
-        result = _analyze(text, Path(os.path.abspath(path)))
+        try:
+            result = _analyze(text, Path(os.path.abspath(path)))
+        except Exception as error:
+            result = Analysis(Path(os.path.abspath(path)), text)
+            result.errors.append(_internal_error(error, Pos(Source(str(path), text), 1, 1, 1, 2)))
     _by_code[str(path)] = (code, result)
     _cache[key] = result
     while len(_cache) > CACHE_SIZE:
@@ -184,6 +188,10 @@ def _analyze(text: str, path: Path) -> Analysis:
                 continue  # a family: it compiles only where an instance gives its arguments
             try:
                 network = compile_text(text, path=shown, network=name)
+            except CompilerBug as error:
+                # Shown where the network is named: the other networks and the blocks still serve hover.
+                result.errors.append(_internal_error(error, definition.name_pos))
+                continue
             except SpecError as error:
                 if isinstance(definition, ast.NetworkAlias) and "needs a value for parameter" in error.message:
                     continue  # an alias that leaves a parameter free is a family too
@@ -194,9 +202,24 @@ def _analyze(text: str, path: Path) -> Analysis:
                         result.errors.append(each)
                 continue
             result.networks.append(network)
+            for warning in network.warnings:  # published with severity 2 (SpecWarning)
+                key = (warning.path, warning.line, warning.column, warning.message)
+                if key not in seen:
+                    seen.add(key)
+                    result.errors.append(warning)
     for network in result.networks:
         _index(result, network)
     return result
+
+
+def _internal_error(error: BaseException, pos: Pos) -> SpecError:
+    """A compiler bug as a diagnostic (the command line exits 3 on it): the editor shows it and goes on."""
+    what = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+    return SpecError(
+        f"resdsl failed inside the compiler here: {what}",
+        pos,
+        "this is a bug in resdsl, not in your spec: please report it",
+    )
 
 
 def _lines(text: str) -> list[str]:
@@ -292,7 +315,8 @@ def use_path_at(text: str, line: int, column: int) -> str | None:
 
 
 def _shape(shape: tuple[int, ...]) -> str:
-    return "x".join(map(str, shape)) if shape else "-"
+    # A token sequence says so: "197 x 192 tokens" (resdsl.layers.shape_text).
+    return shape_text(shape) if shape else "-"
 
 
 def hover(analysis: Analysis, line: int, column: int) -> str | None:
@@ -461,8 +485,33 @@ def definition(analysis: Analysis, line: int, column: int) -> Site | None:
     word = word_at(analysis.text, line, column)
     if word is None or _is_label(analysis.text, line, word):
         return None
+    bound = _value_binding(analysis, word[0], line)
+    if bound is not None:
+        return bound
     found = analysis.definitions.get(word[0])
     return found.site if found else None
+
+
+def _value_binding(analysis: Analysis, name: str, line: int) -> Site | None:
+    """Where the block (or network) around `line` binds `name` with ``let`` or as a loop variable."""
+    if analysis.module is None:
+        return None
+    around = None
+    for each in analysis.module.definitions:
+        if isinstance(each, ast.Block | ast.Network) and each.pos.line <= line:
+            around = each  # definitions come in the file's order: the last to start before the line holds it
+    if around is None:
+        return None
+    stack = list(reversed(around.body))
+    while stack:
+        item = stack.pop()
+        if isinstance(item, ast.Let | ast.For) and item.name == name:
+            return analysis.site(item.name_pos)
+        if isinstance(item, ast.If):
+            stack += [*reversed(item.otherwise), *reversed(item.then)]
+        elif isinstance(item, ast.For | ast.Branch | ast.Section):
+            stack += list(reversed(item.body))
+    return None
 
 
 # Completion -----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ and, for errors inside files it ``use``s, to those files (and to the ``use`` lin
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from functools import lru_cache
@@ -21,7 +22,7 @@ from pygls.protocol import LanguageServerProtocol
 from pygls.uris import from_fs_path, to_fs_path
 
 from resdsl import __version__
-from resdsl.errors import SpecError
+from resdsl.errors import SpecError, SpecWarning
 from resdsl.lsp import analysis
 from resdsl.lsp.analysis import Analysis, Site
 from resdsl.lsp.positions import LineMap, line_map
@@ -103,6 +104,11 @@ server = LanguageServer(
     text_document_sync_kind=lsp.TextDocumentSyncKind.Full,
     protocol_cls=RobustProtocol,
 )
+
+#: Seconds a changed document's text must stand still before it is analysed and its diagnostics published.
+DEBOUNCE_SECONDS = 0.2
+# The timer of each document whose latest change is not analysed yet.
+_pending: dict[str, asyncio.TimerHandle] = {}
 
 # For each open document, the other files it last published diagnostics to, so that
 # fixing a used file (or closing the document) clears them there.
@@ -217,7 +223,7 @@ def _diagnostic(result: Analysis, error: SpecError, message_prefix: str = "", at
     return lsp.Diagnostic(
         range=_range(at, result),
         message=message,
-        severity=lsp.DiagnosticSeverity.Error,
+        severity=lsp.DiagnosticSeverity.Warning if isinstance(error, SpecWarning) else lsp.DiagnosticSeverity.Error,
         source="resdsl",
         related_information=related or None,
     )
@@ -271,9 +277,39 @@ def did_open(ls: LanguageServer, params: lsp.DidOpenTextDocumentParams) -> None:
     publish(params.text_document.uri)
 
 
+def _publish_later(uri: str) -> None:
+    """Publish `uri`'s diagnostics once its text has stood still for DEBOUNCE_SECONDS.
+
+    A fast typist sends a change per keystroke; each would be a compile, and the server,
+    handling messages in order, would fall ever further behind (a request waits behind
+    every compile queued before it). A change only (re)starts the document's timer, so a
+    burst of changes costs one analysis, of the latest text. Requests in the meantime are
+    answered against the latest text (analysed then, once, and cached for the publish).
+    """
+    _cancel_pending(uri)
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # called outside the server's loop (a test calling the handler)
+        publish(uri)
+        return
+    _pending[uri] = loop.call_later(DEBOUNCE_SECONDS, _publish_pending, uri)
+
+
+def _publish_pending(uri: str) -> None:
+    _pending.pop(uri, None)
+    if _text(uri) is not None:  # still open
+        publish(uri)
+
+
+def _cancel_pending(uri: str) -> None:
+    handle = _pending.pop(uri, None)
+    if handle is not None:
+        handle.cancel()
+
+
 @server.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
 def did_change(ls: LanguageServer, params: lsp.DidChangeTextDocumentParams) -> None:
-    publish(params.text_document.uri)
+    _publish_later(params.text_document.uri)
 
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_SAVE)
@@ -281,12 +317,14 @@ def did_save(ls: LanguageServer, params: lsp.DidSaveTextDocumentParams) -> None:
     # A saved file may be `use`d by the other open documents: compile them all again.
     analysis.clear_cache()
     for uri in list(ls.workspace.text_documents):
+        _cancel_pending(uri)
         publish(uri)
 
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
 def did_close(ls: LanguageServer, params: lsp.DidCloseTextDocumentParams) -> None:
     uri = params.text_document.uri
+    _cancel_pending(uri)
     for target in {uri, *_published.pop(uri, set())}:
         ls.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=target, diagnostics=[]))
 

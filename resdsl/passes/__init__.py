@@ -23,6 +23,7 @@ from collections.abc import Callable
 from resdsl.errors import CompilerBug, SpecError
 from resdsl.ir import WRITTEN_BY, Network
 from resdsl.passes.cost import count_cost
+from resdsl.passes.fuse_attention import fuse_attention
 from resdsl.passes.naming import assign_names
 from resdsl.passes.parallel_paths import fold_parallel_paths
 from resdsl.passes.rewrite import Rewrite, fold_batch_norms
@@ -41,6 +42,7 @@ __all__ = [
     "block_structure",
     "count_cost",
     "for_inference",
+    "fuse_attention",
     "infer_shapes",
     "run_passes",
 ]
@@ -59,10 +61,12 @@ ANALYSES: tuple[Pass, ...] = (
 )
 
 #: The rewrites ``for_inference`` applies, in order: parallel linear paths first (their
-#: BNs are part of the paths), then each remaining BN into its convolution.
+#: BNs are part of the paths), then each remaining BN into its convolution, then each
+#: written-out attention into scaled_dot_product_attention.
 INFERENCE_REWRITES: tuple[Rewrite, ...] = (
     fold_parallel_paths,
     fold_batch_norms,
+    fuse_attention,
 )
 
 #: Lint the IR after every pass (tests/conftest.py sets it; run_passes(lint=...) overrides it).

@@ -29,7 +29,9 @@ checked from the definitions before a single node exists.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +44,7 @@ from resdsl.errors import (
     Pos,
     ShapeError,
     SpecError,
+    SpecWarning,
     UnknownNameError,
     ValueNameError,
     unknown,
@@ -80,11 +83,11 @@ from resdsl.layers import (
 )
 from resdsl.passes.shapes import infer_node
 from resdsl.passes.shortcuts import DEFAULT_PROJECTION, ShortcutPlan, plan_shortcut
-from resdsl.passes.values import ValueList, ValueScope, ValueStatements, finish_scope
+from resdsl.passes.values import POISON, ValueList, ValueScope, ValueStatements, finish_scope
 
 SHORTCUT_OPTIONS = ("A", "B", "C", "none")
 CHECKPOINT_OPTIONS = ("none", "stage", "block")
-SETTINGS = ("input", "shortcut", "zero_init_residual", "checkpoint", "projection", "norm", "act")
+SETTINGS = ("input", "shortcut", "zero_init_residual", "checkpoint", "projection", "norm", "act", "features")
 
 #: Names every block may read: where it stands in its network (LANGUAGE-2, section 4).
 POSITION_NAMES = ("block_index", "block_count", "stage_index", "stage_count", "repeat")
@@ -143,7 +146,8 @@ def elaborate(instance: Instance, *, name: str, path: str, pos: Pos, limits: Lim
     if misspelt:
         raise SpecError.several(misspelt)
     expander = Expander(network, instance)
-    network.settings = expander.settings = _settings(definition, instance, env)
+    # A bad setting is reported with the errors after it: the default stands in for it.
+    network.settings = expander.settings = _settings(definition, instance, env, expander.errors)
     expander.run(env)
     return network
 
@@ -166,6 +170,16 @@ class Expander(ValueStatements):
         self.projection_size = 2  # nodes a projection can add (set by _check_size)
         self.interpolated: dict[tuple[int, str], tuple[Pos, str]] = {}  # labels made by {NAME}
         self.loop_names: list[str] = []
+        #: Independent errors so far, in the order found: a failed statement is reported here
+        #: and its value poisoned (values.POISON), and expansion goes on after it.
+        self.errors: list[SpecError] = []
+        self.read_names: dict[str, frozenset[str]] = {}  # block -> every name its definition reads
+        self.warned: set[tuple] = set()
+
+    def report(self, error: SpecError) -> None:
+        self.errors.append(error)
+        if len(self.errors) >= MAX_ERRORS:
+            raise _TooManyErrors
 
     # The network ------------------------------------------------------------------
 
@@ -187,7 +201,7 @@ class Expander(ValueStatements):
         # Leaving the value as it was makes its shape a guess from then on, so a shape
         # error after a failure is a cascade of it and is not reported: fixing the first
         # error shows it again if it is real.
-        errors: list[SpecError] = []
+        errors = self.errors
 
         def collect(error: SpecError) -> None:
             if not (errors and isinstance(error, ShapeError)):
@@ -205,7 +219,13 @@ class Expander(ValueStatements):
                 repeats.append(0)
                 failed.add(index)
         self._check_size(definition, stages, repeats)
+        with contextlib.suppress(_TooManyErrors):  # MAX_ERRORS found: report those
+            self._expand_network(definition, stages, repeats, failed, env, collect)
+        if errors:
+            raise SpecError.several(errors)
 
+    def _expand_network(self, definition, stages, repeats, failed, env, collect) -> None:
+        errors = self.errors
         trace = self.instance.trace
         root = NameScope(None)
         top = {"stem": Scope("stem"), "head": Scope("head"), "body": Scope("body")}
@@ -221,7 +241,10 @@ class Expander(ValueStatements):
             written="input",
             role="main",
         )
-        infer_node(self.graph, value)
+        if self.settings.input_shape:
+            infer_node(self.graph, value)
+        else:  # a bad input setting, reported: nothing has a shape to infer from
+            value = POISON
         context = _Context(env, root, top["body"], None, trace, values=ValueScope(None, definition.body))
         block_count = sum(repeats)
         block_index = 0
@@ -241,6 +264,7 @@ class Expander(ValueStatements):
                             raise
                         except SpecError as error:
                             collect(error)
+                            value = POISON
                 elif isinstance(item, ast.Stage):
                     repeat, start = repeats[stage_index], block_index
                     block_index += repeat
@@ -249,14 +273,17 @@ class Expander(ValueStatements):
                         value = self.stage(
                             item, repeat, value, context, start, block_count, stage_index - 1, len(stages)
                         )
+                    else:
+                        value = POISON
                 else:
                     value = self.body((item,), value, context)
             except LimitError:
                 raise
             except SpecError as error:
                 collect(error)
+                value = POISON
         if errors:
-            raise SpecError.several(errors)
+            return
         value = _single(value, "the network's output")
         finish_scope(context.values, value, None, self.graph)
         output = new_node(
@@ -295,6 +322,7 @@ class Expander(ValueStatements):
     ) -> int:
         block, _ = self.namespace.blocks[stage.block]
         trace = (*context.trace, Frame(f"stage '{stage.name}'", stage.pos))
+        self.count_statement(stage.pos, repeat)  # before the work: a block of no statements, repeated, is work too
         for index in range(repeat):
             position = {
                 "block_index": block_index + index,
@@ -305,6 +333,8 @@ class Expander(ValueStatements):
             }
             stage_env = {**context.env, **position}
             given = self._arguments(block, stage.args, stage_env, stage)
+            if index == 0:
+                self._warn_unread(block, given)
             if index > 0 and "stride" in given:
                 # The paper's rule: only a stage's first block changes the resolution.
                 given["stride"] = (1, None)
@@ -333,12 +363,16 @@ class Expander(ValueStatements):
                 nesting=(block.name,),
                 blame=stage,
             )
+            first_error = len(self.errors)
             try:
                 value = self.block_instance(
                     block, bound, value, instance_context, stage.name, index, block_index + index, stage.pos
                 )
             except SpecError as error:
                 raise _blame_stage(error, stage, block) from None
+            finally:
+                for number in range(first_error, len(self.errors)):
+                    self.errors[number] = _blame_stage(self.errors[number], stage, block)
         return value
 
     # Blocks -----------------------------------------------------------------------
@@ -376,7 +410,7 @@ class Expander(ValueStatements):
         )
         exit_value = _single(self.body(block.body, value, inner), f"block '{block.name}''s result")
         finish_scope(inner.values, exit_value, instance, self.graph)
-        if instance.tap is not None and instance.join_pos is None:
+        if instance.tap is not None and instance.join_pos is None and exit_value is not POISON:
             raise SpecError(
                 f"block '{block.name}' taps its shortcut but never adds it",
                 self._tap_pos(instance),
@@ -395,22 +429,53 @@ class Expander(ValueStatements):
         params = [p.name for p in block.params]
         positional = 0
         for arg in args:
+            # An argument the block cannot take is reported and left out, so that the block's
+            # own statements are still checked with the others.
             if isinstance(arg, ast.Positional):
-                if positional >= len(params):
-                    raise SpecError(
-                        f"too many arguments for block '{block.name}': it takes {len(params)}",
-                        arg.pos,
-                    ).with_note(f"block '{block.name}' is defined here", block.pos)
+                if positional > len(params):
+                    continue  # reported at the first one too many
+                if positional == len(params):
+                    positional += 1
+                    self.report(
+                        SpecError(
+                            f"too many arguments for block '{block.name}': it takes {len(params)}",
+                            arg.pos,
+                        ).with_note(f"block '{block.name}' is defined here", block.pos)
+                    )
+                    continue
                 key = params[positional]
                 positional += 1
             else:
                 key = arg.name
                 if key not in params:
-                    raise unknown("parameter", key, params, arg.name_pos, of=f"block '{block.name}'")
+                    self.report(unknown("parameter", key, params, arg.name_pos, of=f"block '{block.name}'"))
+                    continue
             if key in given:
-                raise SpecError(f"parameter '{key}' is given twice", arg.pos)
+                self.report(SpecError(f"parameter '{key}' is given twice", arg.pos))
+                continue
             given[key] = (evaluate(arg.value, env), arg.pos)
         return given
+
+    def _warn_unread(self, block: ast.Block, given: Mapping[str, tuple[Value, Pos | None]]) -> None:
+        """A warning for each argument a caller passes to a parameter the block never reads
+        (`r(8, stride=2)` to a block that never uses its stride: it does not downsample)."""
+        read = self.read_names.get(block.name)
+        if read is None:
+            read = self.read_names[block.name] = _names_read(block)
+        for param in block.params:
+            if param.name in read or param.name not in given:
+                continue
+            pos = given[param.name][1]
+            if pos is None or (pos, param.name) in self.warned:
+                continue
+            self.warned.add((pos, param.name))
+            self.network.warnings.append(
+                SpecWarning(
+                    f"block '{block.name}' never reads its parameter '{param.name}', so this argument does nothing",
+                    pos,
+                    f"use '{param.name}' in the block, or leave the argument out",
+                ).with_note(f"'{param.name}' is declared here", param.pos)
+            )
 
     def _bind(
         self, block: ast.Block, given: Mapping[str, tuple[Value, Pos | None]], position: Mapping[str, Value]
@@ -434,21 +499,34 @@ class Expander(ValueStatements):
 
     def body(self, items: tuple, value: Any, context: _Context) -> Any:
         for item in items:
-            if isinstance(item, ast.If):
-                condition = evaluate(item.condition, context.env)
-                chosen = as_bool(condition, item.condition.pos, "the condition of 'if'")
-                value = self.body(item.then if chosen else item.otherwise, value, context)
-            elif isinstance(item, ast.Let):
-                value = self.let_statement(item, value, context)
-            elif isinstance(item, ast.From):
-                value = self.from_statement(item, value, context)
-            elif isinstance(item, ast.For):
-                value = self.for_statement(item, value, context)
-            elif isinstance(item, ast.Branch):
-                value = self.branch(item, _single(value, f"a '{item.join}' branch", item.pos), context)
-            else:
-                value = self.statement(item, value, context)
+            self.count_statement(item.pos)
+            try:
+                value = self.item(item, value, context)
+            except LimitError:
+                raise
+            except SpecError as error:
+                # Reported, and the statement's value poisoned: the statements after it are
+                # still checked, and nothing computed from it reports again.
+                _mark_read(item, context)
+                self.report(error)
+                value = POISON
         return value
+
+    def item(self, item: Any, value: Any, context: _Context) -> Any:
+        """One statement (an `if`, a loop or a branch with what it holds): the value after it."""
+        if isinstance(item, ast.If):
+            condition = evaluate(item.condition, context.env)
+            chosen = as_bool(condition, item.condition.pos, "the condition of 'if'")
+            return self.body(item.then if chosen else item.otherwise, value, context)
+        if isinstance(item, ast.Let):
+            return self.let_statement(item, value, context)
+        if isinstance(item, ast.From):
+            return self.from_statement(item, value, context)
+        if isinstance(item, ast.For):
+            return self.for_statement(item, value, context)
+        if isinstance(item, ast.Branch):
+            return self.branch(item, _single(value, f"a '{item.join}' branch", item.pos), context)
+        return self.statement(item, value, context)
 
     def branch(self, branch: ast.Branch, value: int, context: _Context) -> int:
         join = JOINS.get(branch.join)
@@ -468,6 +546,8 @@ class Expander(ValueStatements):
         result = self.body(branch.body, value, inner)
         if fresh:
             pending.discard(value)
+        if value is POISON or result is POISON:
+            return POISON
         if result == value:
             raise SpecError(
                 f"this '{branch.join}' branch has no layers: it would join the value with itself",
@@ -493,6 +573,9 @@ class Expander(ValueStatements):
         if kind in self.namespace.blocks and kind not in LAYER_KINDS:
             return self.nested_block(statement, value, context)
         layer = self._layer(statement, context)
+        if value is POISON:
+            self.label(statement.label, statement.label_pos, context)
+            return POISON  # the layer's arguments are checked; its shape would be a guess
         if isinstance(layer, Flatten):
             self.seen_flatten = True
         if (
@@ -505,6 +588,7 @@ class Expander(ValueStatements):
             self.seen_flatten = True
             value = self._node(Flatten(), (value,), statement, context, label=None, written="flatten")
         label = self.label(statement.label, statement.label_pos, context)
+        layer = layer.for_input(self.graph.node(value).shape)
         return self._node(layer, (value,), statement, context, label=label, written=kind)
 
     def _layer(self, statement: ast.Statement, context: _Context) -> Layer:
@@ -586,12 +670,14 @@ class Expander(ValueStatements):
             )
         if context.role != "main":
             raise SpecError("'add shortcut' must stand on the block's main path, not inside a branch", statement.pos)
-        if value == block.entry:
+        if value == block.entry and value is not POISON:
             raise SpecError(
                 "'add shortcut' needs a layer before it: it joins the block's output with its input",
                 statement.pos,
             )
         block.join_pos = statement.pos
+        if POISON in (value, block.entry, block.tap):
+            return POISON
         return self.add_shortcut(statement, value, context, block)
 
     def add_shortcut(self, statement: ast.Statement, value: int, context: _Context, block: BlockInstance) -> int:
@@ -636,6 +722,7 @@ class Expander(ValueStatements):
         source = block.shortcut_source
         definition, _ = self.namespace.blocks[plan.projection]
         first = self.graph.next_id
+        first_error = len(self.errors)
         try:
             env = self._bind(
                 definition,
@@ -655,6 +742,11 @@ class Expander(ValueStatements):
             finish_scope(inner.values, node, None, self.graph)
         except SpecError as error:
             raise _located(error.with_note(f"in the projection of block '{block.type}'", block.pos)) from None
+        finally:
+            for error in self.errors[first_error:]:
+                _located(error.with_note(f"in the projection of block '{block.type}'", block.pos))
+        if node is POISON:
+            return POISON
         block.shortcut_nodes = tuple(range(first, self.graph.next_id))
         shape = self.graph.node(node).shape if node != source else plan.in_shape
         if node == source or shape != plan.out_shape:
@@ -680,6 +772,7 @@ class Expander(ValueStatements):
         if len(context.nesting) >= MAX_BLOCK_NESTING:
             raise LimitError(f"blocks nested deeper than {MAX_BLOCK_NESTING} levels", statement.kind_pos)
         given = self._arguments(block, statement.args, context.env, statement)
+        self._warn_unread(block, given)
         if context.block is None and context.role != "shortcut":
             position = dict(OUTSIDE_STAGE)
         else:
@@ -810,6 +903,64 @@ class Expander(ValueStatements):
         return total
 
 
+_LABEL_NAME = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _names_read(block: ast.Block) -> frozenset[str]:
+    """Every name the block's definition reads: in its statements' arguments, conditions,
+    loop bounds, indexes, labels' {NAME}s and its parameters' defaults."""
+    found: set[str] = set()
+    exprs: list[Any] = [param.default for param in block.params if param.default is not None]
+    stack: list[Any] = list(block.body)
+    while stack:
+        item = stack.pop()
+        label = getattr(item, "label", None)
+        if isinstance(label, str):
+            found.update(_LABEL_NAME.findall(label))
+        if isinstance(item, ast.Statement):
+            exprs += [arg.value for arg in item.args]
+        elif isinstance(item, ast.Branch):
+            stack += item.body
+        elif isinstance(item, ast.If):
+            exprs.append(item.condition)
+            stack += [*item.then, *item.otherwise]
+        elif isinstance(item, ast.For):
+            exprs += [item.start, item.stop]
+            stack += item.body
+        elif isinstance(item, ast.Let):
+            exprs += [expr for expr in (item.index, item.value) if expr is not None]
+        elif isinstance(item, ast.From):
+            exprs.append(item.value)
+    return frozenset(found | names_in(*exprs))
+
+
+class _TooManyErrors(Exception):
+    """MAX_ERRORS reached: expansion stops and reports what it has."""
+
+
+def _mark_read(item: Any, context: _Context) -> None:
+    """Every named value a failed statement names counts as read: it was meant to be, and
+    "bound but nothing reads it" would only repeat the statement's own error."""
+    exprs: list[Any] = []
+    if isinstance(item, ast.Statement):
+        exprs = [arg.value for arg in item.args]
+    elif isinstance(item, ast.Let | ast.From) and item.value is not None:
+        exprs = [item.value]
+    values = context.values
+    if values is None:
+        return
+    try:
+        names = names_in(*exprs)
+    except SpecError:
+        return
+    for name in names:
+        binding = values.find(name)
+        if binding is not None:
+            binding.read = True
+            if binding.items is not None:
+                binding.read_items.update(binding.items)
+
+
 def _replace(context: _Context, **changes: Any) -> _Context:
     return dataclasses.replace(context, **changes)
 
@@ -842,49 +993,71 @@ def _stride_value(stride: tuple[int, int]) -> Value:
 # Settings -------------------------------------------------------------------------------
 
 
-def _settings(definition: ast.Network, instance: Instance, env: Mapping[str, Value]) -> Settings:
+def _settings(
+    definition: ast.Network, instance: Instance, env: Mapping[str, Value], errors: list[SpecError] | None = None
+) -> Settings:
+    """The network's settings. With `errors`, a bad one is reported there and its default
+    stands in (an unusable input shape: none, and nothing is inferred), so that the errors
+    after it are found in the same run."""
+
+    def attempt(compute, default):
+        if errors is None:
+            return compute()
+        try:
+            return compute()
+        except LimitError:
+            raise
+        except SpecError as error:
+            errors.append(error)
+            return default
+
     written: dict[str, tuple[ast.Expr, Pos]] = {}
     for item in definition.body:
         if isinstance(item, ast.Statement) and item.kind in SETTINGS:
-            if item.label is not None:
-                raise SpecError(f"the setting '{item.kind}' cannot have a label", item.label_pos)
-            if len(item.args) != 1 or not isinstance(item.args[0], ast.Positional):
-                raise SpecError(f"the setting '{item.kind}' takes one value", item.pos, _SETTING_USAGE[item.kind])
-            if item.kind in written:
-                raise SpecError(f"'{item.kind}' is set twice", item.pos).with_note(
-                    "first set here", written[item.kind][1]
-                )
-            written[item.kind] = (item.args[0].value, item.pos)
+            attempt(lambda item=item: _written_setting(item, written), None)
     for override in instance.overrides:
         if override.name not in SETTINGS:
-            raise unknown("setting", override.name, SETTINGS, override.pos)
+            attempt(lambda override=override: _raise(unknown("setting", override.name, SETTINGS, override.pos)), None)
+            continue
         written[override.name] = (override.value, override.pos)
 
     if "input" not in written:
-        raise SpecError(
-            f"network '{definition.name}' has no input shape", definition.name_pos, "add a line: input 3x224x224"
+        attempt(
+            lambda: _raise(
+                SpecError(
+                    f"network '{definition.name}' has no input shape",
+                    definition.name_pos,
+                    "add a line: input 3x224x224",
+                )
+            ),
+            None,
         )
-    expr, _ = written["input"]
-    shape = evaluate(expr, env)
-    if not (isinstance(shape, tuple) and len(shape) == 3):
-        raise SpecError(f"input takes C x H x W, such as 3x224x224; got {describe(shape)}", expr.pos)
-    for size in shape:
-        as_int(size, expr.pos, "every input size")
+    shape = attempt(lambda: _input_shape(written, env), ()) if "input" in written else ()
 
     # B is torchvision's choice, and the paper's for its deeper networks.
-    shortcut = _choice(written, "shortcut", SHORTCUT_OPTIONS, "B", env)
-    checkpoint = _choice(written, "checkpoint", CHECKPOINT_OPTIONS, "none", env)
+    shortcut = attempt(lambda: _choice(written, "shortcut", SHORTCUT_OPTIONS, "B", env), "B")
+    checkpoint = attempt(lambda: _choice(written, "checkpoint", CHECKPOINT_OPTIONS, "none", env), "none")
     zero_init = False
     if "zero_init_residual" in written:
         expr, _ = written["zero_init_residual"]
-        zero_init = as_bool(evaluate(expr, env), expr.pos, "zero_init_residual")
+        zero_init = attempt(lambda: as_bool(evaluate(expr, env), expr.pos, "zero_init_residual"), False)
     projection = None
     if "projection" in written:
-        projection = _projection(written["projection"][0], instance.namespace)
-    norm_layer = _replacement(written, "norm", env, lambda kind: kind.is_norm, "a norm: bn, gn(32) or ln")
-    act_layer = _replacement(
-        written, "act", env, lambda kind: kind.is_activation, "an activation: relu, silu, gelu, leaky_relu(0.1)..."
+        projection = attempt(lambda: _projection(written["projection"][0], instance.namespace), None)
+    norm_layer = attempt(
+        lambda: _replacement(written, "norm", env, lambda kind: kind.is_norm, "a norm: bn, gn(32) or ln"), None
     )
+    act_layer = attempt(
+        lambda: _replacement(
+            written,
+            "act",
+            env,
+            lambda kind: kind.is_activation,
+            "an activation: relu, silu, gelu, leaky_relu(0.1)...",
+        ),
+        None,
+    )
+    features = attempt(lambda: _features(written["features"][0]), ()) if "features" in written else ()
     return Settings(
         shape,
         shortcut,
@@ -895,7 +1068,44 @@ def _settings(definition: ast.Network, instance: Instance, env: Mapping[str, Val
         act_layer.kind if act_layer is not None else "relu",
         norm_layer,
         act_layer,
+        features,
     )
+
+
+def _features(expr: ast.Expr) -> tuple[str, ...]:
+    """``features [act1, layer1, ...]``: module names, as timm's feature_info lists them."""
+    items = expr.items if isinstance(expr, ast.ListExpr) else ()
+    if not items or not all(isinstance(item, ast.Name) for item in items):
+        raise SpecError("the setting 'features' takes a list of module names", expr.pos, _SETTING_USAGE["features"])
+    names = tuple(item.id for item in items)  # type: ignore[union-attr]
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            raise SpecError(f"the feature '{name}' is listed twice", items[index].pos)
+    return names
+
+
+def _raise(error: SpecError) -> None:
+    raise error
+
+
+def _written_setting(item: ast.Statement, written: dict[str, tuple[ast.Expr, Pos]]) -> None:
+    if item.label is not None:
+        raise SpecError(f"the setting '{item.kind}' cannot have a label", item.label_pos)
+    if len(item.args) != 1 or not isinstance(item.args[0], ast.Positional):
+        raise SpecError(f"the setting '{item.kind}' takes one value", item.pos, _SETTING_USAGE[item.kind])
+    if item.kind in written:
+        raise SpecError(f"'{item.kind}' is set twice", item.pos).with_note("first set here", written[item.kind][1])
+    written[item.kind] = (item.args[0].value, item.pos)
+
+
+def _input_shape(written: Mapping[str, tuple[ast.Expr, Pos]], env: Mapping[str, Value]) -> tuple:
+    expr, _ = written["input"]
+    shape = evaluate(expr, env)
+    if not (isinstance(shape, tuple) and len(shape) == 3):
+        raise SpecError(f"input takes C x H x W, such as 3x224x224; got {describe(shape)}", expr.pos)
+    for size in shape:
+        as_int(size, expr.pos, "every input size")
+    return shape
 
 
 def _replacement(
@@ -960,6 +1170,7 @@ _SETTING_USAGE = {
     "projection": "write: projection BLOCK, a block taking (out, stride)",
     "norm": "write: norm gn(32) (every bn becomes that norm)",
     "act": "write: act silu (every relu becomes that activation)",
+    "features": "write: features [act1, layer1, layer2, layer3, layer4] (the modules features_only returns)",
 }
 
 

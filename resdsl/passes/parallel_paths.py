@@ -61,7 +61,8 @@ class ParallelFold:
         nodes = [self.join]
         for term in self.terms:
             nodes += [node for node in (term.norm, term.linear) if node is not None]
-        return tuple(nodes)
+        # A value joined with itself (`add y, y`) is two terms over the same nodes: each is removed once.
+        return tuple(dict.fromkeys(nodes))
 
 
 def find_parallel_folds(network: Network) -> list[ParallelFold]:

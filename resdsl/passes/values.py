@@ -26,7 +26,9 @@ from typing import TYPE_CHECKING, Any
 from resdsl import syntax as ast
 from resdsl.errors import LimitError, Pos, SpecError, ValueNameError, closest
 from resdsl.evaluate import as_int, describe, evaluate
-from resdsl.layers import JOINS, Split, Weighted
+from resdsl.layers import JOINS, Split, Weighted, layout
+from resdsl.parser import MAX_NAME_LENGTH
+from resdsl.tokens import KEYWORDS
 
 if TYPE_CHECKING:
     from resdsl.ir import Graph
@@ -35,6 +37,9 @@ if TYPE_CHECKING:
 MAX_LOOP_ITERATIONS = 1024
 #: Most parts of one ``split``.
 MAX_SPLIT_PARTS = 1024
+
+#: Keywords a value or loop variable may not be named (`x` may: it is a keyword only in `3 x basic(64)`).
+_RESERVED = frozenset(KEYWORDS) - {"x"}
 
 #: ``{NAME}`` in a label.
 _INTERPOLATION = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -48,7 +53,29 @@ class ValueList:
     pos: Pos
 
 
-Current = int | ValueList
+class Poisoned:
+    """The value of a statement that failed, and of everything computed from it.
+
+    The expander reports a failed statement and goes on with this in its place, so that
+    the statements after it are still checked (their arguments, their names), while
+    nothing derived from it reports again: no node reads it, so no shape is inferred
+    from a guess, and a name bound to it is never "unread".
+    """
+
+    _instance: Poisoned | None = None
+
+    def __new__(cls) -> Poisoned:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "POISON"
+
+
+POISON = Poisoned()
+
+Current = int | ValueList | Poisoned
 
 
 @dataclass(eq=False)
@@ -141,12 +168,30 @@ class ValueStatements:
     interpolated: dict[tuple[int, str], tuple[Pos, str]]
     loop_names: list[str]  # the loop variables of the loops being unrolled, outermost first
 
+    #: Statements run so far (loop iterations and block instances included), against Limits.max_statements.
+    statements_run = 0
+
     # Provided by the expander.
     def _node(self, layer, inputs, statement, context, *, label, written) -> int:  # pragma: no cover
         raise NotImplementedError
 
     def body(self, items: tuple, value: Any, context: Any) -> Any:  # pragma: no cover
         raise NotImplementedError
+
+    def count_statement(self, pos: Pos, count: int = 1) -> None:
+        """`count` more statements run; past the bound, a LimitError where it was crossed."""
+        self.statements_run += count
+        limit = self.network.limits.max_statements  # type: ignore[attr-defined]
+        if self.statements_run > limit:
+            error = LimitError(
+                f"expanding the network runs more than {limit:,} statements "
+                "(each loop iteration and each repetition of a stage counts as one)",
+                pos,
+                "loops and stages repeat what they hold; make them shorter, "
+                "or raise the bound with Limits(max_statements=N) in the API",
+            )
+            error._blamed = True  # type: ignore[attr-defined] # where it was crossed, not the stage's line
+            raise error
 
     # let / from -------------------------------------------------------------------------
 
@@ -156,6 +201,13 @@ class ValueStatements:
         if item.name == "shortcut":
             raise ValueNameError(
                 "'shortcut' names the residual (add shortcut, tap shortcut), not a value", item.name_pos
+            )
+        if item.name in _RESERVED:
+            # `let for` would parse, but `from for` and `add for, x` read as the keyword.
+            raise ValueNameError(
+                f"'{item.name}' is a keyword of the language, not a name for a value",
+                item.name_pos,
+                f"choose another name, such as {item.name}_",
             )
         if item.index is None:
             existing = scope.find(item.name)
@@ -236,6 +288,8 @@ class ValueStatements:
                     "name it: let NAME, and read its items as NAME[i]",
                 )
             return
+        if value is POISON:
+            return
         block = context.block
         node = self.graph.node(value)
         if node.users or scope.names_node(value) or value in scope.root.pending:
@@ -280,6 +334,9 @@ class ValueStatements:
         if isinstance(expr, ast.Index) and isinstance(expr.target, ast.Name):
             name = expr.target.id
             binding = self._binding(name, expr.target.pos, context)
+            if binding.node is POISON:  # bound to a failed statement's value: a list, or not
+                binding.read = True
+                return POISON
             if not binding.is_list:
                 raise ValueNameError(f"'{name}' is one value, not a list: it cannot be indexed", expr.pos)
             assert binding.items is not None
@@ -339,7 +396,16 @@ class ValueStatements:
             inputs += got.nodes if isinstance(got, ValueList) else [got]
         if not inputs:
             raise SpecError(f"'{statement.kind}' of an empty list", statement.pos)
+        arity = JOINS[statement.kind].arity
+        if arity is not None and len(inputs) != arity:
+            raise SpecError(
+                f"'{statement.kind}' takes {arity} values, got {len(inputs)}",
+                statement.pos,
+                JOINS[statement.kind].example,
+            )
         self.drop_current(value, context, statement.pos, f"'{statement.kind}'")
+        if any(node is POISON for node in inputs):
+            return POISON
         if len(inputs) == 1:
             return inputs[0]  # a join of one value is that value
         return self._node(
@@ -365,6 +431,8 @@ class ValueStatements:
                 statement.pos,
             )
         self.drop_current(value, context, statement.pos, "'weighted'")
+        if any(node is POISON for node in (*weights_nodes, *values_nodes)):
+            return POISON
         return self._node(
             Weighted(len(values_nodes)),
             (*weights_nodes, *values_nodes),
@@ -395,8 +463,11 @@ class ValueStatements:
             raise SpecError("'split' of an empty list of sizes", written.pos, _SPLIT_USAGE)
         if count > MAX_SPLIT_PARTS:
             raise LimitError(f"a split into {count:,} parts; splits make at most {MAX_SPLIT_PARTS:,}", written.pos)
+        if value is POISON:
+            return ValueList((POISON,) * count, statement.pos)  # type: ignore[arg-type]
+        axis = -1 if layout(self.graph.node(value).shape) == "tokens" else 1  # the channel axis
         nodes = tuple(
-            self._node(Split(part, count, sizes), (value,), statement, context, label=None, written="split")
+            self._node(Split(part, count, sizes, axis), (value,), statement, context, label=None, written="split")
             for part in range(count)
         )
         return ValueList(nodes, statement.pos)
@@ -421,10 +492,25 @@ class ValueStatements:
                 item.name_pos,
                 "choose another name for the loop variable",
             )
+        if item.name in _RESERVED:
+            raise SpecError(
+                f"'{item.name}' is a keyword of the language, not a name for a loop variable",
+                item.name_pos,
+                f"choose another name, such as {item.name}_",
+            )
+        bound = context.values.find(item.name)
+        if bound is not None:
+            # The reverse (`let i` inside `for i`) is refused too: a name means one thing in a block.
+            raise ValueNameError(
+                f"the loop variable '{item.name}' hides the value named '{item.name}'",
+                item.name_pos,
+                "choose another name for the loop variable",
+            ).with_note(f"'{item.name}' is bound here", bound.pos)
         from dataclasses import replace
 
         self.loop_names.append(item.name)
         for index in range(start, stop):
+            self.count_statement(item.pos)
             scope = ValueScope(context.values)
             inner = replace(context, env={**context.env, item.name: index}, values=scope)
             value = self.body(item.body, value, inner)
@@ -458,9 +544,19 @@ class ValueStatements:
             return str(value)
 
         result = _INTERPOLATION.sub(substitute, label)
+        if len(result) > MAX_NAME_LENGTH:
+            raise LimitError(
+                f"this label gives a name of {len(result):,} characters ('{result[:40]}...'); "
+                f"names are at most {MAX_NAME_LENGTH}",
+                label_pos,
+                "choose a shorter label",
+            )
         key = (id(context.names), result)
         named = {value.split(" = ")[0] for value in values}
-        values += [f"{name} = {context.env[name]}" for name in self.loop_names if name not in named]
+        # Only the loops of this block's own body: a block used inside a loop does not see its variable.
+        values += [
+            f"{name} = {context.env[name]}" for name in self.loop_names if name not in named and name in context.env
+        ]
         where = ", ".join(values)
         if key in self.interpolated:
             first_pos, first = self.interpolated[key]
@@ -497,6 +593,8 @@ def finish_scope(scope: ValueScope, result: Current, block: Any, graph: Any) -> 
         exempt.add(block.tap)
     for binding in scope.bindings.values():
         if not binding.is_list:
+            if binding.node is POISON:
+                continue
             if not binding.read and binding.node not in exempt and not _has_users(graph, binding.node):
                 raise ValueNameError(
                     f"'{binding.name}' is bound but nothing reads it",
@@ -506,6 +604,8 @@ def finish_scope(scope: ValueScope, result: Current, block: Any, graph: Any) -> 
             continue
         assert binding.items is not None
         for index, node in sorted(binding.items.items()):
+            if node is POISON:
+                continue
             if index not in binding.read_items and node not in exempt and not _has_users(graph, node):
                 raise ValueNameError(
                     f"'{binding.name}[{index}]' is bound but nothing reads it",
@@ -541,7 +641,9 @@ _SPLIT_USAGE = "write: split 2 (equal channel groups) or split [64, 32] (sizes)"
 __all__ = [
     "MAX_LOOP_ITERATIONS",
     "MAX_SPLIT_PARTS",
+    "POISON",
     "Binding",
+    "Poisoned",
     "ValueList",
     "ValueScope",
     "ValueStatements",

@@ -233,7 +233,7 @@ def run_eval(args: argparse.Namespace) -> int:
     import torch
 
     import resdsl
-    from resdsl.backends.torch import check_same_network, read_weights
+    from resdsl.backends.loading import check_same_network, read_weights
     from resdsl.train.data import Normalizer, open_data
     from resdsl.train.loop import CHECKPOINT_FORMAT, Processes, evaluate, read_checkpoint
     from resdsl.train.recipes import load_recipe, recipe_from_values

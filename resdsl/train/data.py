@@ -155,6 +155,10 @@ def _unpickle(data: bytes, shown: str) -> dict:
 MAX_CIFAR_FILE_BYTES = 1 << 30  # one file (the published ones are under 200 MB)
 MAX_ARCHIVE_BYTES = 4 << 30  # every member of an archive together, decompressed
 MAX_ARCHIVE_MEMBERS = 1000
+#: An archive's members together, decompressed, at most this many times the archive's size
+#: (or MIN_EXPANSION_BYTES, for small archives of synthetic data, which compress better).
+MAX_EXPANSION_RATIO = 20
+MIN_EXPANSION_BYTES = 64 << 20
 MAX_IMAGE_SIDE = 512
 MAX_CLASSES = 100_000
 
@@ -255,6 +259,9 @@ def _member_reader(path: Path, dataset: str):
     # Read the few members at once: the archive is small enough, and no file is left open.
     # Every size is checked before it is read (a member's header could claim terabytes,
     # and skipping a member of a compressed archive means decompressing it).
+    # Images barely compress (CIFAR's .tar.gz is 92% of its contents): a few megabytes that
+    # expand to gigabytes are a bomb, refused before the expansion is read into memory.
+    expands_to = max(MIN_EXPANSION_BYTES, MAX_EXPANSION_RATIO * path.stat().st_size)
     try:
         with tarfile.open(path, "r:*") as archive:
             contents, seen, total = {}, 0, 0
@@ -266,6 +273,13 @@ def _member_reader(path: Path, dataset: str):
                         f"the archive holds more than {MAX_ARCHIVE_MEMBERS:,} members or {MAX_ARCHIVE_BYTES:,} bytes",
                         file=str(path),
                         hint="CIFAR's archives hold 8 files of under 200 MB; see docs/training.md, Bounds",
+                    )
+                if total > expands_to:
+                    raise DataError(
+                        f"the archive expands to more than {expands_to:,} bytes, over {MAX_EXPANSION_RATIO} times "
+                        "its own size: no image data compresses that well",
+                        file=str(path),
+                        hint="see docs/training.md, Bounds",
                     )
                 name = Path(member.name).name
                 if member.isfile() and name in wanted:

@@ -25,7 +25,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from torch import nn
 
 import resdsl
 from resdsl.files import append_file, write_file
+from resdsl.fingerprint import network_fingerprint
 from resdsl.ir import Network
 from resdsl.train.data import Normalizer, TrainingData, open_data
 from resdsl.train.recipes import KEYS, Recipe, RecipeError, to_iterations
@@ -174,6 +175,38 @@ def start_processes(device_choice: str) -> Processes:
     return Processes(rank, world, local_rank, device)
 
 
+def choose_threads(environ: Mapping[str, str], cores: int) -> tuple[int, str]:
+    """How many threads torch runs ops with, and why (said in the log).
+
+    torch's default is every core of the machine, whatever else runs there: on a busy
+    CPU, or with several processes each taking every core, they wait on one another
+    (one image a second where one thread gave eleven). An explicit OMP_NUM_THREADS is
+    kept; under torchrun each process takes one thread (its processes share the cores);
+    otherwise the cores this process may run on.
+    """
+    given = environ.get("OMP_NUM_THREADS", "").strip()
+    if given.isdigit() and int(given) > 0:
+        return int(given), f"OMP_NUM_THREADS={int(given)}"
+    local = environ.get("LOCAL_WORLD_SIZE") or environ.get("WORLD_SIZE") or "1"
+    if local.isdigit() and int(local) > 1:
+        return 1, f"one per process, {int(local)} processes here (torchrun)"
+    return max(1, cores), "the cores this process may use"
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on every platform (macOS)
+        return os.cpu_count() or 1
+
+
+def images_per_second(rate: float) -> str:
+    """A rate for the log: whole numbers from 1 up, two figures below (0.42, never 0)."""
+    if rate >= 1 or rate <= 0:
+        return f"{rate:,.0f} img/s"
+    return f"{rate:.2g} img/s"
+
+
 # ---------------------------------------------------------------------------
 # Files.
 
@@ -195,22 +228,6 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         raise RunError(f"not a resdsl training checkpoint (format {CHECKPOINT_FORMAT})", file=str(path))
     check_checkpoint(state, path, EVAL_FIELDS)
     return state
-
-
-def network_fingerprint(network: Network) -> str:
-    """A hash of the architecture: every layer's name, kind, shape, parameters and inputs."""
-    graph = network.graph
-    rows = [
-        [
-            node.name,
-            node.kind,
-            list(node.shape),
-            node.params,
-            sorted(graph.node(source).name for source in set(node.inputs)),
-        ]
-        for node in graph.walk()
-    ]
-    return hashlib.sha256(json.dumps([network.name, rows]).encode()).hexdigest()
 
 
 def spec_record(network: Network, params: dict[str, Any]) -> dict[str, Any]:
@@ -482,7 +499,7 @@ class Trainer:
 
     def _load_init(self, model: nn.Module) -> None:
         """--init: start from these weights (a state dict or another run's checkpoint), except the skipped modules."""
-        from resdsl.backends.torch import load_weights, weights_for
+        from resdsl.backends.loading import load_weights, weights_for
 
         options = self.options
         shown = str(options.init)
@@ -490,6 +507,7 @@ class Trainer:
             self.network, options.init, allow_other_network=options.allow_other_network, skip=options.skip, shown=shown
         )
         load_weights(model, state, skip=options.skip, file=shown)
+        _refuse_non_finite(model, options.skip, shown)
 
     def _check_shapes(self) -> None:
         expected = tuple(self.network.input_shape)
@@ -651,6 +669,18 @@ class Trainer:
 
     def run(self) -> int:
         """Train to the end, or until a stop signal: 0, or 128 + the signal's number."""
+        threads, reason = choose_threads(os.environ, available_cores())
+        previous_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        self.threads = (threads, reason)
+        try:
+            return self._run()
+        finally:
+            torch.set_num_threads(previous_threads)  # an API caller's own setting, back as it was
+
+    threads: tuple[int, str] = (0, "")
+
+    def _run(self) -> int:
         self.setup()
         if self.options.resume and self.iteration >= self.total:
             self.log(
@@ -714,6 +744,9 @@ class Trainer:
             f"{self.recipe['batch_size']}{resumed}; run folder {self.out}"
         )
         self.log(f"step: {self.speed.describe()}")
+        threads, reason = self.threads
+        if threads:
+            self.log(f"threads: {threads} ({reason})")
 
     _last_eval: int = -1
 
@@ -787,7 +820,7 @@ class Trainer:
                 f"{100 * float(window['wrong']) / window['images']:.2f}%"
             )
         remaining = (self.total - done) * self.recipe["batch_size"] / max(rate, 1e-9)
-        parts += [f"{rate:,.0f} img/s", f"{_duration(remaining)} to go"]
+        parts += [images_per_second(rate), f"{_duration(remaining)} to go"]
         return "  ".join(parts)
 
     def _stop_requested(self, done: int) -> bool:
@@ -865,7 +898,7 @@ class Trainer:
         for split in self.data.splits:
             parts.append(f"{split} {row[f'{split}_loss']:.4f} {row[f'{split}_error']:.2f}%")
         if "images_per_s" in row:
-            parts.append(f"{row['images_per_s']:,.0f} img/s")
+            parts.append(images_per_second(row["images_per_s"]))
         return "  ".join(parts)
 
     def _summary(self) -> str:
@@ -902,3 +935,20 @@ def _shown(value: Any) -> str:
 
 def _as_tuple(value: Any) -> Any:
     return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+def _refuse_non_finite(model: nn.Module, skip: Any, shown: str) -> None:
+    """--init weights holding NaN or infinity would train to NaN without a word: refused, naming the tensor."""
+    from resdsl.errors import WeightsError
+
+    skipped = (skip,) if isinstance(skip, str) else tuple(skip or ())
+    for key, tensor in model.state_dict().items():
+        if any(key == name or key.startswith(f"{name}.") for name in skipped):
+            continue  # left at its initialisation
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise WeightsError(
+                f"'{key[:200]}' holds NaN or infinite values: training from it gives NaN",
+                file=shown,
+                hint=f"start from other weights, or leave this module at its initialisation with --skip "
+                f"{key.rsplit('.', 1)[0][:200]}",
+            )

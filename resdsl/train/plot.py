@@ -36,6 +36,8 @@ def read_metrics(run: Path) -> dict[str, list[float | None]]:
         for name in PLOTTED:
             text = (row.get(name) or "").strip()
             if not text:
+                if name == "iteration":  # the point's place: an error may be missing, the iteration may not
+                    raise PlotError(f"line {number}: 'iteration' is empty", file=str(path))
                 columns[name].append(None)
                 continue
             try:
@@ -129,7 +131,11 @@ def figure(
     unit, unit_label = iteration_unit(longest)
     for (label, columns), colour in zip(runs, colours):
         iterations = [x / unit for x in columns["iteration"]]
-        for name, style, width, shown in (("train_error", "--", 1.0, None), ("test_error", "-", 2.2, label)):
+        # The run's name goes on its test curve; a run stopped before its first evaluation
+        # has none, so its training curve carries the name (else the legend would be empty).
+        tested = any(y is not None for y in columns["test_error"])
+        train_label = None if tested else label
+        for name, style, width, shown in (("train_error", "--", 1.0, train_label), ("test_error", "-", 2.2, label)):
             points = [(x, y) for x, y in zip(iterations, columns[name]) if y is not None]
             if points:
                 xs, ys = zip(*points)
@@ -146,7 +152,8 @@ def figure(
     axes.grid(True, alpha=0.3)
     if title:
         axes.set_title(plain_text(title))
-    axes.legend(title="dashed: training, bold: test", fontsize="small", title_fontsize="small")
+    if axes.get_legend_handles_labels()[0]:  # matplotlib warns of a legend with no labelled curve
+        axes.legend(title="dashed: training, bold: test", fontsize="small", title_fontsize="small")
     fig.tight_layout()
     return fig
 

@@ -23,13 +23,10 @@ from typing import Any
 
 import yaml
 
-from resdsl.errors import Pos, Source, SpecError, closest
+from resdsl.errors import Pos, Source, closest
+from resdsl.train.textfiles import RecipeError, read_text
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
-
-
-class RecipeError(SpecError):
-    """A recipe that cannot be used: an unknown key, a value of the wrong type, a missing file."""
 
 
 # ---------------------------------------------------------------------------
@@ -510,8 +507,6 @@ def find_recipe(recipe: str) -> Path:
 
 def load_recipe(recipe: str, overrides: list[str] = ()) -> Recipe:
     """The recipe by name or path, with each ``--set KEY=VALUE`` applied in order."""
-    from resdsl.train.runfiles import read_text
-
     path = find_recipe(recipe)
     text = read_text(path, MAX_RECIPE_BYTES, "the recipe", RecipeError)
     shown = path.stem if path.parent == RECIPES_DIR else str(path)
@@ -533,12 +528,35 @@ def recipe_from_values(values: Mapping[str, Any], name: str, origin: str) -> Rec
     return result
 
 
+class _NoAliases(yaml.SafeLoader):
+    """YAML without anchors and aliases: a few hundred bytes of nested aliases (a "billion laughs")
+    expand to billions of values, and no recipe value needs one."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _AliasFound(event.start_mark, event.end_mark)
+        return super().compose_node(parent, index)
+
+
+class _AliasFound(Exception):
+    def __init__(self, start: yaml.Mark, end: yaml.Mark) -> None:
+        super().__init__()
+        self.start, self.end = start, end
+
+
+_ALIAS_MESSAGE = "a recipe cannot use YAML anchors or aliases (&name, *name, <<: *name)"
+_ALIAS_HINT = "write each value out where it is used"
+
+
 def parse_recipe(text: str, path: str, name: str = "recipe") -> Recipe:
     source = Source(path, text)
     if len(text) > MAX_RECIPE_BYTES:
         raise RecipeError(f"the recipe is larger than the limit of {MAX_RECIPE_BYTES:,} bytes", file=path)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_NoAliases)
+    except _AliasFound as found:
+        raise RecipeError(_ALIAS_MESSAGE, _mark_pos(source, found.start, found.end), _ALIAS_HINT) from None
     except RecursionError:
         raise RecipeError(f"the recipe nests deeper than {MAX_RECIPE_DEPTH} levels", file=path) from None
     except yaml.MarkedYAMLError as error:
@@ -596,10 +614,12 @@ def apply_override(recipe: Recipe, override: str) -> None:
     value_column = len(override) - len(text) + 1
     value_pos = Pos(source, 1, value_column, 1, len(override) + 1)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader) if text.strip() else None
+        node = yaml.compose(text, Loader=_NoAliases) if text.strip() else None
         if node is not None:
             _check_depth(node, source)
         value = yaml.SafeLoader("").construct_object(node, deep=True) if node is not None else None
+    except _AliasFound:
+        raise RecipeError(f"--set {key}: {_ALIAS_MESSAGE}", value_pos, _ALIAS_HINT) from None
     except RecursionError:
         raise RecipeError(f"--set {key}: the value nests deeper than {MAX_RECIPE_DEPTH} levels", value_pos) from None
     except (yaml.YAMLError, ValueError, OverflowError) as error:

@@ -16,14 +16,11 @@ from typing import Any
 
 from resdsl.files import (
     FolderLock,
-    NotRegularFile,
-    TooLarge,
     check_target,
     lock_folder,
     make_folder,
-    read_regular_file,
 )
-from resdsl.train.recipes import RecipeError
+from resdsl.train.textfiles import RecipeError, RunError, read_text
 
 #: The largest metrics.csv a run folder may hold (about a million rows).
 MAX_METRICS_BYTES = 64 << 20
@@ -32,30 +29,6 @@ MAX_RECORD_BYTES = 4 << 20
 
 #: The files a run writes in its folder, checked (before training starts) to be absent or regular files.
 RUN_FILES = ("recipe.yaml", "metrics.csv", "checkpoint.pt", "best.pt", "curves.png")
-
-
-class RunError(RecipeError):
-    """A run folder that cannot be used as asked: a resume whose spec or recipe changed, a missing checkpoint."""
-
-
-def read_text(path: Path, limit: int, what: str, error: type[RecipeError] = RunError) -> str:
-    """A regular file's UTF-8 text, at most `limit` bytes; every failure is `error` naming the file."""
-    try:
-        data = read_regular_file(path, limit)
-    except FileNotFoundError:
-        raise error(f"no {what} here", file=str(path)) from None
-    except NotRegularFile as problem:
-        raise error(f"{what} is {problem.kind}, not a regular file", file=str(path)) from None
-    except TooLarge as problem:
-        raise error(f"{what} is larger than the limit of {limit:,} bytes ({problem.size:,})", file=str(path)) from None
-    except OSError as problem:
-        raise error(f"cannot read {what}: {problem.strerror or problem}", file=str(path)) from None
-    if len(data) > limit:
-        raise error(f"{what} is larger than the limit of {limit:,} bytes", file=str(path))
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as problem:
-        raise error(f"{what} is not UTF-8 text (byte offset {problem.start})", file=str(path)) from None
 
 
 def metrics_table(path: Path, error: type[RecipeError] = RunError) -> tuple[list[str], list[dict[str, str]]]:
