@@ -55,7 +55,7 @@ NOT_RUN: dict[str, str] = {
     r"^torchrun ": "needs several processes or GPUs; the resdsl command in it is parsed",
     r"^(python -m )?resdsl lsp$": "serves an editor on stdin until it exits (tests/test_lsp.py drives it)",
     r"^pip install ": "changes the environment; the extras it names are checked against pyproject.toml",
-    r"^python -m pytest": "the whole suite (20+ minutes); CI runs it",
+    r"^python -m pytest": "the whole suite (minutes to tens of minutes on 2 cores); CI runs it",
     r"^python bench/": "a benchmark (a minute to 40 minutes); parsed with the script's own parser "
     "(tests/test_bench.py checks its parts)",
     r"^python docs/figures/make_figures\.py": "rewrites docs/figures/ (a minute of rendering)",
