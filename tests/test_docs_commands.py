@@ -62,6 +62,8 @@ NOT_RUN: dict[str, str] = {
     r"^python tests/": "rewrites the golden files or runs the fuzzer; the script must exist",
     r"^python -m tests\.mutation\.run": "plants every curated mutant and runs its tests (minutes); "
     "tests/test_mutation_list.py checks that each still applies and names tests that exist",
+    r"^python -m tests\.mutation\.generated": "plants generated mutants and runs the tests coverage chose for each "
+    "(minutes to hours); tests/test_mutation_generated.py checks the generator and the map",
     r"^python grammar/build_tables\.py$": "rewrites the shipped parse tables (tests/test_parse_tables.py fails "
     "while they are stale)",
     r"^python specs/build_index\.py$": "rewrites the shipped `resdsl list` index (tests/test_daily.py fails "
