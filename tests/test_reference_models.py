@@ -309,7 +309,15 @@ def loaded_pair(case: Case, **params: object) -> tuple[nn.Module, nn.Module, res
     return reference.double(), model.double(), network
 
 
-@pytest.mark.parametrize("name", list(CASES))
+#: The references the ordinary suite checks: one plain ImageNet ResNet, a block that
+#: holds a block, several paths, a CIFAR net of the 2016 papers. The rest of the zoo is
+#: marked slow and runs in CI's second step (README, "Run the tests").
+FAST_CASES = ("resnet50", "ecaresnet50d", "dla34", "preact_resnet164")
+
+
+@pytest.mark.parametrize(
+    "name", [name if name in FAST_CASES else pytest.param(name, marks=pytest.mark.slow) for name in CASES]
+)
 def test_spec_matches_its_reference(name: str) -> None:
     case = CASES[name]
     reference, model, network = loaded_pair(case, **dict(case.params))
