@@ -248,7 +248,12 @@ def _all_specs() -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("RESDSL_SLOW"), reason="the full round trip: RESDSL_SLOW=1 runs it")
+@pytest.mark.skipif(
+    not os.environ.get("RESDSL_SLOW"),
+    reason="the round trip over every shipped spec does not pass for all of them yet (issue 26 is open: "
+    "efficientnet_b0, resnet50d, repvgg_a0, nf_resnet26 differ in diff, dla34 and res2net do not import); "
+    "RESDSL_SLOW=1 runs it, and a subset runs always",
+)
 @pytest.mark.parametrize("spec", [s for s in _all_specs() if s not in ROUND_TRIP])
 def test_round_trip_every_shipped_spec(spec: str) -> None:
     round_trip(spec)
