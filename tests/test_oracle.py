@@ -106,6 +106,21 @@ block modern(width) {
     add shortcut
 }
 
+block tokenized(width) {
+    tokens
+    norm: ln
+    attn: attention heads=2
+    win: attention heads=2, window=2, shift=1
+    sr: attention heads=2, sr_ratio=1
+    patches: merge_patches 1x1
+    fc width
+    grid
+    unfold 1x1
+    fold 1x1
+    bot: attention heads=2, rel_pos=logits
+    add shortcut
+}
+
 network everything(classes=5) {
     input 3x20x20
     shortcut B
@@ -126,12 +141,40 @@ network everything(classes=5) {
     split [6, 10]
     let parts
     cat parts[1], parts[0]
+    stage stages.3: 1 x tokenized(16)
     head {
         norm: bn
         relu
+        let f
         avgpool
-        dropout 0.0
         flatten
+        let pooled
+        from f
+        tokens
+        cls: token 1
+        pos: position
+        let t
+        heads 2
+        let q
+        transpose
+        let kt
+        matmul q, kt
+        scale 0.5
+        softmax
+        let a
+        matmul a, q
+        merge heads
+        transpose
+        transpose
+        let o
+        take [0, 1]
+        mean tokens
+        let m
+        from o
+        take 0
+        let c
+        add c, m, pooled
+        dropout 0.0
         head.fc: fc classes
     }
 }
