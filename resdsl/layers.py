@@ -1516,7 +1516,7 @@ class Heads(Layer):
             raise ShapeProblem(
                 f"heads {self.count} needs channels divisible by {self.count}, but there are {shape[-1]}"
             )
-        return Tokens((*shape[:-2], self.count, shape[-2], shape[-1] // self.count))
+        return Tokens((*shape[:-2], self.count, shape[-2], shape[-1] // self.count), shape.grid)
 
     def reference(self, inputs, tensors, training):
         (x,) = inputs
@@ -1549,7 +1549,7 @@ class Merge(Layer):
         shape = _token_input(self.kind, inputs[0])
         if len(shape) < 3:
             raise ShapeProblem(f"merge heads needs H x N x D heads, but its input is {shape_text(shape)}")
-        return Tokens((*shape[:-3], shape[-2], shape[-3] * shape[-1]))
+        return Tokens((*shape[:-3], shape[-2], shape[-3] * shape[-1]), shape.grid)
 
     def reference(self, inputs, tensors, training):
         (x,) = inputs
@@ -1749,6 +1749,11 @@ class Attention(Layer):
     variants: ClassVar[tuple[str, ...]] = (
         "tokens; attention heads=2, qkv_bias=false, qk_norm=true",
         "tokens; attention heads=4, head_dim=3",
+        "attention heads=2, qkv_bias=false, rel_pos=logits, proj=false",
+        "attention heads=4, head_dim=3, rel_pos=logits",
+        "tokens; attention heads=2, proj=false",
+        "attention heads=2, out=12, head_first=true, rel_pos=bias",
+        "tokens; attention heads=2, out=6, head_first=true",
         "tokens; attention heads=2, sr_ratio=3",
         "tokens; attention heads=1, sr_ratio=1",
         "tokens; attention heads=2, sr_ratio=2, qkv_bias=false, qk_norm=true, proj_bias=false",
@@ -1762,50 +1767,73 @@ class Attention(Layer):
         Argument("qkv_bias", as_bool, "qkv_bias"),
         Argument("qk_norm", as_bool, "qk_norm"),
         Argument("proj_bias", as_bool, "proj_bias"),
+        Argument("rel_pos", lambda value, pos, what: value, "rel_pos", words=("none", "logits", "bias")),
+        Argument("proj", as_bool, "proj"),
+        Argument("out_channels", _int(), "out"),
+        Argument("head_first", as_bool, "head_first"),
         Argument("sr_ratio", _int(), "sr_ratio"),
     )
-    usage: ClassVar[str] = "attention heads=H[, head_dim=D, qkv_bias=true, qk_norm=false, proj_bias=true, sr_ratio=R]"
+    usage: ClassVar[str] = (
+        "attention heads=H[, head_dim=D, qkv_bias=true, qk_norm=false, proj_bias=true, rel_pos=none|logits|bias, "
+        "proj=true, out=C, head_first=false, sr_ratio=R]"
+    )
     heads: int = 8
     head_dim: int | None = None  # None: C / heads
     qkv_bias: bool = True
     qk_norm: bool = False
     proj_bias: bool = True
+    # Relative position logits (BoTNet: Srinivas et al., 2021, after Bello et al., 2019):
+    # a learned table per axis of a feature map, timm's PosEmbedRel (`pos_embed.height_rel`,
+    # `pos_embed.width_rel`), each query's dot product with the rows of its offsets to the key.
+    rel_pos: str = "none"
+    # Without it (BoTNet's BottleneckAttn) the heads' concatenated values are the output.
+    proj: bool = True
+    # proj's output width (None: the input's), as timm's Attention2d widens a CoAtNet stage's first block.
+    out_channels: int | None = None
+    # qkv's channels grouped by head, each head's q, k, v together (timm's Attention2d head_first).
+    head_first: bool = False
     #: PVT v2's spatial-reduction attention (its ``q``/``kv`` layout): keys and values from
     #: the tokens' grid reduced by an R x R convolution of stride R. None: one ``qkv``.
     sr_ratio: int | None = None
     grid: Pair | None = None  # the input's grid, filled in by for_input where sr_ratio reads it
+    #: Its input is a token sequence: a 4-d tensor is then sequences of tokens (unfold's
+    #: patches), not a feature map; filled in by for_input, as the reference sees only tensors.
+    on_tokens: bool = dataclasses.field(default=False, repr=False)
 
     def _head_dim(self, shape: Shape) -> int:
         return self.head_dim if self.head_dim is not None else channels(shape) // self.heads
 
     def output_shape(self, inputs):
-        shape = _token_input(self.kind, inputs[0])
-        if self.head_dim is None and shape[-1] % self.heads:
+        shape = inputs[0] if layout(inputs[0]) == "map" else _token_input(self.kind, inputs[0])
+        if self.head_dim is None and channels(shape) % self.heads:
             raise ShapeProblem(
-                f"attention heads={self.heads} needs channels divisible by {self.heads}, but there are {shape[-1]}",
+                f"attention heads={self.heads} needs channels divisible by {self.heads}, "
+                f"but there are {channels(shape)}",
                 "choose heads that divide the channels, or give head_dim=",
             )
         if self.sr_ratio is not None:
             _reduced_grid(self, shape)
-        return shape
+        return _attention_output_shape(self, shape)
 
     def for_input(self, shape):
-        if self.sr_ratio is not None and isinstance(shape, Tokens):
-            return dataclasses.replace(self, grid=shape.grid)
-        return self
+        if not isinstance(shape, Tokens):
+            return self
+        return dataclasses.replace(self, on_tokens=True, grid=shape.grid if self.sr_ratio is not None else None)
 
     def cost(self, inputs, output):
         if self.sr_ratio is not None:
             return _reduction_cost(self, inputs[0])
         shape = inputs[0]
-        width, tokens = shape[-1], shape[-2]
-        groups = math.prod(shape[:-2])
+        groups, tokens, width = _attention_extent(shape)
         inner = self.heads * self._head_dim(shape)
-        params = width * 3 * inner + (3 * inner if self.qkv_bias else 0) + inner * width
-        params += width if self.proj_bias else 0
+        params = width * 3 * inner + (3 * inner if self.qkv_bias else 0)
+        out = self.out_channels or width
+        params += inner * out + (out if self.proj_bias else 0) if self.proj else 0
         params += 4 * self._head_dim(shape) if self.qk_norm else 0
-        macs = groups * (tokens * width * 3 * inner + 2 * tokens * tokens * inner + tokens * inner * width)
-        return params, macs
+        macs = groups * (tokens * width * 3 * inner + 2 * tokens * tokens * inner)
+        macs += groups * tokens * inner * out if self.proj else 0
+        extra_params, extra_macs = _relative_position_cost(self, shape)
+        return params + extra_params, macs + extra_macs
 
     def constructor(self, inputs):
         if self.sr_ratio is not None:
@@ -1813,7 +1841,12 @@ class Attention(Layer):
         return Ctor(
             "Attention",
             (channels(inputs[0]), self.heads, self._head_dim(inputs[0])),
-            (("qkv_bias", self.qkv_bias), ("qk_norm", self.qk_norm), ("proj_bias", self.proj_bias)),
+            (
+                ("qkv_bias", self.qkv_bias),
+                ("qk_norm", self.qk_norm),
+                ("proj_bias", self.proj_bias),
+                *_attention_options(self, inputs[0]),
+            ),
         )
 
     def initialise(self, module):
@@ -1822,15 +1855,19 @@ class Attention(Layer):
         for child in (module.qkv, module.q_norm, module.k_norm, module.proj):
             if any(True for _ in child.parameters()):
                 child.reset_parameters()
+        _initialise_relative_position(self, module)
 
     def reference(self, inputs, tensors, training):
         if self.sr_ratio is not None:
             return _reduction_reference(self, inputs[0], tensors)
         (x,) = inputs
+        if x.dim() == 4 and not self.on_tokens:
+            return _attention_map_reference(self, x, tensors)
         functional = _functional()
         *groups, tokens, _ = x.shape
         dim = self.head_dim if self.head_dim is not None else x.shape[-1] // self.heads
         qkv = functional.linear(x, tensors["qkv.weight"], tensors.get("qkv.bias"))
+        qkv = _qkv_in_order(self, qkv.reshape(*groups, tokens, -1), dim)
         qkv = qkv.reshape(*groups, tokens, 3, self.heads, dim)
         q, k, v = (qkv.select(-3, index).transpose(-2, -3) for index in range(3))  # ... x heads x N x d
         if self.qk_norm:
@@ -1841,12 +1878,129 @@ class Attention(Layer):
         weights = scores.exp()
         weights = weights / weights.sum(-1, keepdim=True)
         out = (weights @ v).transpose(-2, -3).reshape(*groups, tokens, self.heads * dim)
+        if not self.proj:
+            return out
         return functional.linear(out, tensors["proj.weight"], tensors.get("proj.bias"))
 
     def figure_label(self):
         if self.sr_ratio is not None and self.sr_ratio > 1:
             return f"attention, {self.heads} heads, keys /{self.sr_ratio}"
         return f"attention, {self.heads} heads"
+
+
+def _attention_extent(shape: Shape) -> tuple[int, int, int]:
+    """(sequences attended separately, tokens in each, channels) of attention's input: a
+    feature map's H W positions are one sequence."""
+    if layout(shape) == "map":
+        return 1, shape[1] * shape[2], shape[0]
+    return math.prod(shape[:-2]), shape[-2], shape[-1]
+
+
+def _attention_output_shape(layer: Attention, shape: Shape) -> Shape:
+    if layer.rel_pos != "none" and layout(shape) != "map":
+        raise ShapeProblem(
+            f"attention rel_pos={layer.rel_pos} needs a C x H x W feature map (its tables follow H and W), "
+            f"but its input is {shape_text(shape)}",
+            "grid HxW turns a token sequence back into a feature map",
+        )
+    if layer.out_channels is not None and not layer.proj:
+        raise ShapeProblem("attention out= sets proj's output width, but proj=false leaves proj out", "remove out=")
+    out = (layer.out_channels or channels(shape)) if layer.proj else layer.heads * layer._head_dim(shape)
+    if layout(shape) == "map":
+        return (out, shape[1], shape[2])
+    return Tokens((*shape[:-1], out), shape.grid)
+
+
+def _relative_position_cost(layer: Attention, shape: Shape) -> tuple[int, int]:
+    """The tables' parameters, and the MACs of each query against them (one matrix product
+    per axis, Q R^T, as timm's rel_logits_1d computes and fvcore counts)."""
+    if layer.rel_pos == "bias":  # a table lookup and an add: no MACs
+        return (2 * shape[1] - 1) * (2 * shape[2] - 1) * layer.heads, 0
+    if layer.rel_pos != "logits":
+        return 0, 0
+    _, height, width = shape
+    dim = layer._head_dim(shape)
+    rows = (2 * height - 1) + (2 * width - 1)
+    return rows * dim, layer.heads * height * width * dim * rows
+
+
+def _attention_options(layer: Attention, shape: Shape) -> tuple[tuple[str, Any], ...]:
+    """The module's keyword arguments for the options after proj_bias, only where they
+    differ from its defaults (so the generated source of a ViT is as it was)."""
+    options: tuple[tuple[str, Any], ...] = ()
+    if not layer.proj:
+        options += (("proj", False),)
+    if layout(shape) == "map":
+        options += (("feature_map", (shape[1], shape[2])),)
+    if layer.rel_pos != "none":
+        options += (("rel_pos", layer.rel_pos),)
+    if layer.out_channels is not None:
+        options += (("out", layer.out_channels),)
+    if layer.head_first:
+        options += (("head_first", True),)
+    return options
+
+
+def _initialise_relative_position(layer: Attention, module: Any) -> None:
+    if layer.rel_pos == "logits":
+        from torch import nn
+
+        for table in module.pos_embed.values():
+            nn.init.trunc_normal_(table, std=module.head_dim**-0.5)  # timm's BottleneckAttn
+    if layer.rel_pos == "bias":
+        from torch import nn
+
+        nn.init.trunc_normal_(module.rel_pos["relative_position_bias_table"], std=0.02)  # timm's RelPosBias
+
+
+def _attention_map_reference(layer: Attention, x: Any, tensors: Mapping[str, Any]) -> Any:
+    """Attention over a feature map's positions, qkv (and proj) as 1x1 convolutions, the
+    textbook formula: softmax(Q K^T / sqrt(d) + L) V, where L[i, j] = q_i . (h[y_j - y_i]
+    + w[x_j - x_i]) with rel_pos=logits (rows offset by H - 1 and W - 1)."""
+    import torch
+
+    functional = _functional()
+    batch, _, height, width = x.shape
+    dim = layer._head_dim((x.shape[1], height, width))
+    qkv = functional.conv2d(x, tensors["qkv.weight"], tensors.get("qkv.bias"))
+    qkv = _qkv_in_order(layer, qkv.reshape(batch, -1, height * width).transpose(1, 2), dim).transpose(1, 2)
+    qkv = qkv.reshape(batch, 3, layer.heads, dim, height * width).transpose(-1, -2)
+    q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # batch x heads x N x d
+    if layer.qk_norm:
+        q = _layer_norm_last(q, tensors["q_norm.weight"], tensors["q_norm.bias"], 1e-6)
+        k = _layer_norm_last(k, tensors["k_norm.weight"], tensors["k_norm.bias"], 1e-6)
+    scores = (q @ k.transpose(-1, -2)) / dim**0.5
+    if layer.rel_pos == "logits":
+        rows = torch.arange(height, device=x.device).repeat_interleave(width)  # y of each position
+        cols = torch.arange(width, device=x.device).repeat(height)  # x of each position
+        offsets_h = tensors["pos_embed.height_rel"][rows[None, :] - rows[:, None] + height - 1]  # N x N x d
+        offsets_w = tensors["pos_embed.width_rel"][cols[None, :] - cols[:, None] + width - 1]
+        scores = scores + torch.einsum("bhic,ijc->bhij", q, offsets_h + offsets_w)
+    if layer.rel_pos == "bias":
+        # B[h, i, j] = T[y_i - y_j, x_i - x_j, h]: the table's rows, (2 H - 1) x (2 W - 1), by offset.
+        rows = torch.arange(height, device=x.device).repeat_interleave(width)
+        cols = torch.arange(width, device=x.device).repeat(height)
+        table = tensors["rel_pos.relative_position_bias_table"].reshape(2 * height - 1, 2 * width - 1, layer.heads)
+        offsets = table[rows[:, None] - rows[None, :] + height - 1, cols[:, None] - cols[None, :] + width - 1]
+        scores = scores + offsets.permute(2, 0, 1)
+    scores = scores - scores.amax(-1, keepdim=True)
+    weights = scores.exp()
+    weights = weights / weights.sum(-1, keepdim=True)
+    out = (weights @ v).transpose(-1, -2).reshape(batch, layer.heads * dim, height, width)
+    if layer.proj:
+        out = functional.conv2d(out, tensors["proj.weight"], tensors.get("proj.bias"))
+    return out
+
+
+def _qkv_in_order(layer: Attention, qkv: Any, dim: int) -> Any:
+    """qkv's channels (the last axis) as q, k, v, each heads x dim: with head_first they
+    come as heads x (q, k, v) x dim."""
+    if not layer.head_first:
+        return qkv
+    import torch
+
+    parts = qkv.reshape(*qkv.shape[:-1], layer.heads, 3, dim)
+    return torch.cat([parts[..., which, :].flatten(-2) for which in range(3)], -1)
 
 
 # PVT v2's spatial-reduction attention (attention sr_ratio=R), timm's pvt_v2.Attention. Its
@@ -1857,8 +2011,14 @@ class Attention(Layer):
 def _reduced_grid(layer: Attention, shape: Shape) -> Pair:
     """The grid of the keys and values: the tokens' grid after the R x R, stride R convolution."""
     ratio = layer.sr_ratio or 1
-    if len(shape) != 2:
+    if len(shape) != 2 or not isinstance(shape, Tokens):
         raise ShapeProblem(f"attention sr_ratio={ratio} needs one sequence of N x C tokens, not {shape_text(shape)}")
+    if layer.rel_pos != "none" or not layer.proj or layer.out_channels is not None or layer.head_first:
+        raise ShapeProblem(
+            f"attention sr_ratio={ratio} is PVT v2's layout (q, kv, proj) and takes no rel_pos, proj=false, out= "
+            "or head_first",
+            "leave those options out, or sr_ratio",
+        )
     if layer.grid is None:
         raise ShapeProblem(
             f"attention sr_ratio={ratio} reduces the tokens' grid, but these {shape_text(shape)} have none "
@@ -2008,6 +2168,7 @@ class Fold(Layer):
     variants: ClassVar[tuple[str, ...]] = (
         "unfold 11x1; ln; fold 11x1",
         "unfold 1x11; fc 5; fold 1x11",
+        "unfold 11x1; attention heads=2; fold 11x1",  # a 4-d tensor of sequences, not a map
     )
     spelled: ClassVar[bool] = True
     arguments: ClassVar[tuple[Argument, ...]] = (
@@ -2221,7 +2382,7 @@ class Matmul(Layer):
                 f"cannot multiply {shape_text(left)} by {shape_text(right)}",
                 "the first's last size must be the second's next to last (transpose one of them)",
             )
-        return Tokens((*left[:-1], right[-1]))
+        return Tokens((*left[:-1], right[-1]), left.grid)
 
     def cost(self, inputs, output):
         left, right = inputs
@@ -2255,7 +2416,7 @@ class FusedAttention(Layer):
         query, key, value = inputs
         if key != value[:-1] + key[-1:] or query[:-2] != key[:-2] or query[-1] != key[-1]:
             raise ShapeProblem(f"attention of {shape_text(query)} over {shape_text(key)}, {shape_text(value)}")
-        return Tokens((*query[:-1], value[-1]))
+        return Tokens((*query[:-1], value[-1]), getattr(query, "grid", None))
 
     def cost(self, inputs, output):
         query, key, value = inputs
@@ -2317,7 +2478,7 @@ class Split(Layer):
         (shape,) = inputs
         start, stop = self.bounds(channels(shape))
         if isinstance(shape, Tokens):
-            return Tokens((*shape[:-1], stop - start))
+            return Tokens((*shape[:-1], stop - start), shape.grid)
         return (stop - start, *shape[1:])
 
     def reference(self, inputs, tensors, training):

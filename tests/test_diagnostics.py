@@ -108,6 +108,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "shape_unjoinable_stride": "A block output that no shortcut stride can match",
         "shape_fc_then_conv": "A spatial layer after `fc` (flat input)",
         "shape_pool_padding": "Pool padding larger than half the kernel",
+        "shape_rel_pos_on_tokens": "Attention's relative position logits on a token sequence (no H and W)",
         "input_not_shape": "An input that is not C x H x W",
         "missing_input": "A network without an input shape",
         "shape_grid_lost": "`grid` without a size, on tokens that no longer lie on a grid (a class token)",

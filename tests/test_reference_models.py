@@ -213,7 +213,7 @@ ORDER_NOTES = {
 }
 
 
-def _timm_at(name: str, size: int) -> Callable[[], nn.Module]:
+def _timm_at(name: str, size: int | tuple[int, int]) -> Callable[[], nn.Module]:
     """A reference whose position embedding is sized for a smaller input (the spec's
     `position` follows its input's tokens)."""
     return lambda: timm.create_model(name, pretrained=False, img_size=size)
@@ -243,6 +243,12 @@ CASES = {
     "dla46_c": Case("timm/dla46_c", _timm("dla46_c"), (3, 64, 64)),
     # HRNet's branches at 1/4 ... 1/32 meet through exact 2x upsampling: every size divides by 32.
     "hrnet_w18_small": Case("timm/hrnet_w18_small", _timm("hrnet_w18_small"), (3, 64, 96)),
+    # BoTNet's relative position tables follow the attended map (4x6 in the last stage
+    # here): not square, so that a swapped height and width would show.
+    "botnet26t_256": Case("timm/botnet26t_256", _timm_at("botnet26t_256", (64, 96)), (3, 64, 96)),
+    # CoAtNet's transformer stages attend over the whole map (4x6 and 2x3 here), their
+    # relative position tables sized by it.
+    "coatnet_0_rw_224": Case("timm/coatnet_0_rw_224", _timm_at("coatnet_0_rw_224", (64, 96)), (3, 64, 96)),
     # PVT v2 takes any size (its grids follow the input): not square, so a swapped height
     # and width in the reductions to 2x3 keys would show.
     "pvt_v2_b0": Case("timm/pvt_v2_b0", _timm("pvt_v2_b0"), (3, 64, 96)),

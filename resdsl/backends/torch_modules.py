@@ -132,10 +132,29 @@ class Scale(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention in timm's layout (``qkv``, ``q_norm``, ``k_norm``,
     ``proj``), computed by ``scaled_dot_product_attention``. Leading axes before the
-    tokens (windows) are attended separately."""
+    tokens (windows) are attended separately. On a feature map (``feature_map=(H, W)``)
+    the H W positions are the tokens and ``qkv`` and ``proj`` are 1x1 convolutions, as
+    timm's 2-D attention modules (BottleneckAttn, Attention2d) have them; ``proj=False``
+    leaves the heads' values as the output (BottleneckAttn); ``rel_pos="logits"`` adds
+    each query's relative position logits, tables ``pos_embed.height_rel`` and
+    ``pos_embed.width_rel`` (timm's PosEmbedRel); ``rel_pos="bias"`` a learned bias per
+    head and offset, ``rel_pos.relative_position_bias_table`` (timm's RelPosBias).
+    ``out`` is proj's output width (Attention2d's dim_out), ``head_first`` qkv's channels
+    grouped by head (each head's q, k, v together: Attention2d's head_first)."""
 
     def __init__(
-        self, dim: int, heads: int, head_dim: int, qkv_bias: bool = True, qk_norm: bool = False, proj_bias: bool = True
+        self,
+        dim: int,
+        heads: int,
+        head_dim: int,
+        qkv_bias: bool = True,
+        qk_norm: bool = False,
+        proj_bias: bool = True,
+        proj: bool = True,
+        feature_map: tuple[int, int] | None = None,
+        rel_pos: str = "none",
+        out: int | None = None,
+        head_first: bool = False,
     ) -> None:
         super().__init__()
         self.heads, self.head_dim = heads, head_dim
@@ -144,10 +163,81 @@ class Attention(nn.Module):
         self.q_norm = nn.LayerNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
         self.k_norm = nn.LayerNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
         self.proj = nn.Linear(inner, dim, bias=proj_bias)
+        self.feature_map, self.position, self.head_first = feature_map, rel_pos, head_first
+        self._map_layout(dim, inner, qkv_bias, proj, proj_bias, out or dim)
+        if rel_pos == "logits":
+            height, width = feature_map  # type: ignore[misc]
+            self.pos_embed = nn.ParameterDict(
+                {
+                    "height_rel": nn.Parameter(torch.zeros(2 * height - 1, head_dim)),
+                    "width_rel": nn.Parameter(torch.zeros(2 * width - 1, head_dim)),
+                }
+            )
+        if rel_pos == "bias":
+            height, width = feature_map  # type: ignore[misc]
+            table = torch.zeros((2 * height - 1) * (2 * width - 1), heads)
+            self.rel_pos = nn.ParameterDict({"relative_position_bias_table": nn.Parameter(table)})
+        self.proj = self._modules.pop("proj")  # after the position tables, where timm registers proj
+
+    def _map_layout(self, dim: int, inner: int, qkv_bias: bool, proj: bool, proj_bias: bool, out: int) -> None:
+        # Replacing a registered child keeps its place, so the keys' order stays timm's.
+        if self.feature_map is not None:
+            self.qkv = nn.Conv2d(dim, 3 * inner, 1, bias=qkv_bias)
+            self.proj = nn.Conv2d(inner, out, 1, bias=proj_bias)
+        elif out != dim:
+            self.proj = nn.Linear(inner, out, bias=proj_bias)
+        if not proj:
+            self.proj = nn.Identity()
+
+    def _relative_logits(self, q: torch.Tensor) -> torch.Tensor:
+        """L[i, j] = q_i . (height_rel[y_j - y_i + H - 1] + width_rel[x_j - x_i + W - 1]):
+        one product per axis against the whole table, then each query's offsets picked out."""
+        height, width = self.feature_map  # type: ignore[misc]
+        batch, heads = q.shape[:2]
+        q = q.reshape(batch, heads, height, width, -1)
+        index_w = torch.arange(width, device=q.device)
+        index_w = (index_w[None, :] - index_w[:, None] + width - 1).expand(batch, heads, height, width, width)
+        along_w = (q @ self.pos_embed["width_rel"].transpose(0, 1)).gather(-1, index_w)  # b h yq xq xk
+        index_h = torch.arange(height, device=q.device)
+        index_h = (index_h[None, :] - index_h[:, None] + height - 1).expand(batch, heads, width, height, height)
+        along_h = (q.transpose(2, 3) @ self.pos_embed["height_rel"].transpose(0, 1)).gather(-1, index_h)  # b h xq yq yk
+        logits = along_h.transpose(2, 3)[..., None] + along_w[..., None, :]  # b h yq xq yk xk
+        return logits.reshape(batch, heads, height * width, height * width)
+
+    def _relative_bias(self) -> torch.Tensor:
+        """B[h, i, j] = table[(y_i - y_j + H - 1) (2 W - 1) + x_i - x_j + W - 1, h]."""
+        height, width = self.feature_map  # type: ignore[misc]
+        table = self.rel_pos["relative_position_bias_table"]
+        rows = torch.arange(height, device=table.device).repeat_interleave(width)
+        cols = torch.arange(width, device=table.device).repeat(height)
+        index = (
+            (rows[:, None] - rows[None, :] + height - 1) * (2 * width - 1) + cols[:, None] - cols[None, :] + width - 1
+        )
+        return table[index].permute(2, 0, 1)
+
+    def _qkv(self, x: torch.Tensor, axis: int) -> torch.Tensor:
+        """qkv's output with its channels as q, k, v, each heads x head_dim."""
+        qkv = self.qkv(x)
+        if self.head_first:
+            axis %= qkv.dim()
+            qkv = qkv.unflatten(axis, (self.heads, 3, self.head_dim)).transpose(axis, axis + 1).flatten(axis, axis + 2)
+        return qkv
+
+    def _forward_map(self, x: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = x.shape
+        qkv = self._qkv(x, 1).reshape(batch, 3, self.heads, self.head_dim, height * width).transpose(-1, -2)
+        q, k, v = qkv.unbind(1)
+        q, k = self.q_norm(q), self.k_norm(k)
+        bias = self._relative_logits(q) if self.position == "logits" else None
+        bias = self._relative_bias() if self.position == "bias" else bias
+        x = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return self.proj(x.transpose(-1, -2).reshape(batch, self.heads * self.head_dim, height, width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.feature_map is not None:
+            return self._forward_map(x)
         *groups, tokens, _ = x.shape
-        qkv = self.qkv(x).reshape(*groups, tokens, 3, self.heads, self.head_dim).movedim(-3, 0).transpose(-2, -3)
+        qkv = self._qkv(x, -1).reshape(*groups, tokens, 3, self.heads, self.head_dim).movedim(-3, 0).transpose(-2, -3)
         q, k, v = qkv.unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
         x = nn.functional.scaled_dot_product_attention(q, k, v)
