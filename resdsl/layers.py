@@ -68,6 +68,13 @@ class Tokens(tuple):
         return (Tokens, (tuple(self), self.grid))
 
 
+def _has_grid(shape: Shape) -> bool:
+    """Whether a shape is a grid of tokens: a sequence that ``tokens`` made from a feature
+    map and that kept its H x W (``window=`` attention, ``merge_patches``, ``sr_ratio``
+    and ``grid`` without a size read it)."""
+    return isinstance(shape, Tokens) and shape.grid is not None
+
+
 def layout(shape: Shape) -> str:
     """``"tokens"``, ``"map"`` (C x H x W) or ``"flat"``."""
     if isinstance(shape, Tokens):
@@ -82,6 +89,8 @@ def channels(shape: Shape) -> int:
 
 def shape_text(shape: Shape) -> str:
     """A shape as tables, hovers and errors print it: ``64x56x56``, ``197 x 192 tokens``."""
+    if _has_grid(shape):
+        return " x ".join(map(str, shape)) + f" tokens ({shape.grid[0]}x{shape.grid[1]})"
     if isinstance(shape, Tokens):
         return " x ".join(map(str, shape)) + " tokens"
     return "x".join(map(str, shape))
@@ -1757,6 +1766,9 @@ class Attention(Layer):
         "tokens; attention heads=2, sr_ratio=3",
         "tokens; attention heads=1, sr_ratio=1",
         "tokens; attention heads=2, sr_ratio=2, qkv_bias=false, qk_norm=true, proj_bias=false",
+        "tokens; attention heads=2, window=4, shift=2",
+        "tokens; attention heads=2, window=5",
+        "tokens; merge_patches 2x2; attention heads=2, window=4x3, shift=2x1",
     )
     spelled: ClassVar[bool] = True
     figure: ClassVar[str] = "box"
@@ -1772,10 +1784,12 @@ class Attention(Layer):
         Argument("out_channels", _int(), "out"),
         Argument("head_first", as_bool, "head_first"),
         Argument("sr_ratio", _int(), "sr_ratio"),
+        Argument("window", _pair(), "window"),
+        Argument("shift", _pair(0), "shift"),
     )
     usage: ClassVar[str] = (
         "attention heads=H[, head_dim=D, qkv_bias=true, qk_norm=false, proj_bias=true, rel_pos=none|logits|bias, "
-        "proj=true, out=C, head_first=false, sr_ratio=R]"
+        "proj=true, out=C, head_first=false, sr_ratio=R, window=W, shift=S]"
     )
     heads: int = 8
     head_dim: int | None = None  # None: C / heads
@@ -1795,7 +1809,13 @@ class Attention(Layer):
     #: PVT v2's spatial-reduction attention (its ``q``/``kv`` layout): keys and values from
     #: the tokens' grid reduced by an R x R convolution of stride R. None: one ``qkv``.
     sr_ratio: int | None = None
-    grid: Pair | None = None  # the input's grid, filled in by for_input where sr_ratio reads it
+    #: Attention within W x W windows of a grid of tokens, with a learned relative position bias.
+    window: Pair | None = None
+    #: The shifted windows' cyclic shift (and its mask); 0: none.
+    shift: Pair = (0, 0)
+    #: The input grid's height and width (sr_ratio= and window= read it), recorded when the node
+    #: is made (for_input).
+    grid: Pair | None = None
     #: Its input is a token sequence: a 4-d tensor is then sequences of tokens (unfold's
     #: patches), not a feature map; filled in by for_input, as the reference sees only tensors.
     on_tokens: bool = dataclasses.field(default=False, repr=False)
@@ -1811,6 +1831,7 @@ class Attention(Layer):
                 f"but there are {channels(shape)}",
                 "choose heads that divide the channels, or give head_dim=",
             )
+        _check_windows(self, shape)
         if self.sr_ratio is not None:
             _reduced_grid(self, shape)
         return _attention_output_shape(self, shape)
@@ -1818,9 +1839,12 @@ class Attention(Layer):
     def for_input(self, shape):
         if not isinstance(shape, Tokens):
             return self
-        return dataclasses.replace(self, on_tokens=True, grid=shape.grid if self.sr_ratio is not None else None)
+        reads_grid = (self.sr_ratio is not None or self.window is not None) and _has_grid(shape)
+        return dataclasses.replace(self, on_tokens=True, grid=shape.grid if reads_grid else self.grid)
 
     def cost(self, inputs, output):
+        if self.window is not None:
+            return _windowed_cost(self, inputs[0])
         if self.sr_ratio is not None:
             return _reduction_cost(self, inputs[0])
         shape = inputs[0]
@@ -1846,6 +1870,7 @@ class Attention(Layer):
                 ("qk_norm", self.qk_norm),
                 ("proj_bias", self.proj_bias),
                 *_attention_options(self, inputs[0]),
+                *_window_kwargs(self, inputs[0]),
             ),
         )
 
@@ -1856,11 +1881,14 @@ class Attention(Layer):
             if any(True for _ in child.parameters()):
                 child.reset_parameters()
         _initialise_relative_position(self, module)
+        _initialise_windows(module)
 
     def reference(self, inputs, tensors, training):
         if self.sr_ratio is not None:
             return _reduction_reference(self, inputs[0], tensors)
         (x,) = inputs
+        if self.window is not None:
+            return _windowed_reference(self, x, tensors)
         if x.dim() == 4 and not self.on_tokens:
             return _attention_map_reference(self, x, tensors)
         functional = _functional()
@@ -1885,7 +1913,235 @@ class Attention(Layer):
     def figure_label(self):
         if self.sr_ratio is not None and self.sr_ratio > 1:
             return f"attention, {self.heads} heads, keys /{self.sr_ratio}"
-        return f"attention, {self.heads} heads"
+        return f"attention, {self.heads} heads" + _window_label(self)
+
+
+# Windows (Swin): attention within windows of a grid of tokens -------------------------
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Where a grid's windows fall, by timm's rule (SwinTransformerBlock): along an axis
+    where the grid is no larger than the window, the window is the grid and nothing is
+    shifted; the grid is padded at its end to whole windows (after the shift)."""
+
+    grid: Pair
+    window: Pair
+    shift: Pair
+
+    @property
+    def padded(self) -> Pair:
+        return (
+            -(-self.grid[0] // self.window[0]) * self.window[0],
+            -(-self.grid[1] // self.window[1]) * self.window[1],
+        )
+
+    @property
+    def count(self) -> int:
+        """The number of windows."""
+        return self.padded[0] // self.window[0] * (self.padded[1] // self.window[1])
+
+    @property
+    def area(self) -> int:
+        """Tokens per window."""
+        return self.window[0] * self.window[1]
+
+
+def _windows_for_input(layer: Attention, shape: Shape) -> Attention:
+    import dataclasses
+
+    if layer.window is None or not _has_grid(shape):
+        return layer  # without a grid, output_shape reports it
+    return dataclasses.replace(layer, grid=shape.grid)
+
+
+def window_plan(layer: Attention) -> WindowPlan:
+    grid = layer.grid
+    assert layer.window is not None and grid is not None
+    window = tuple(min(size, wanted) for size, wanted in zip(grid, layer.window, strict=True))
+    shift = tuple(
+        0 if size <= wanted else moved for size, wanted, moved in zip(grid, layer.window, layer.shift, strict=True)
+    )
+    return WindowPlan(grid, window, shift)  # type: ignore[arg-type]
+
+
+def _check_windows(layer: Attention, shape: Shape) -> None:
+    if layer.window is None:
+        if any(layer.shift):
+            raise ShapeProblem("attention shift= needs window=", "shifted windows: window=7, shift=3")
+        return
+    if not _has_grid(shape):
+        raise ShapeProblem(
+            f"attention window= needs a grid of tokens, but its input ({shape_text(shape)}) is not one",
+            "the tokens of `tokens` (from a feature map) form a grid; learned tokens, take and transpose end it",
+        )
+    if any(moved >= size for moved, size in zip(layer.shift, layer.window, strict=True)):
+        raise ShapeProblem(
+            f"attention shift={_size(layer.shift)} must be less than its window ({_size(layer.window)})",
+            "Swin shifts by half a window: window=7, shift=3",
+        )
+
+
+def _windowed_cost(layer: Attention, shape: Shape) -> tuple[int, int]:
+    # As the windows attend separately: qkv and proj run on the padded grid's tokens, and
+    # Q K^T and A V within each window; the bias table adds (2 Wh - 1)(2 Ww - 1) x H parameters.
+    from dataclasses import replace
+
+    plan = window_plan(layer)
+    params, macs = Attention.cost(
+        replace(layer, window=None, shift=(0, 0), grid=None), [Tokens((plan.count, plan.area, channels(shape)))], shape
+    )
+    table = (2 * plan.window[0] - 1) * (2 * plan.window[1] - 1) * layer.heads
+    return params + table, macs
+
+
+def _window_kwargs(layer: Attention, shape: Shape) -> tuple[tuple[str, Any], ...]:
+    if layer.window is None:
+        return ()
+    plan = window_plan(layer)
+    return (("window", plan.window), ("shift", plan.shift), ("grid", plan.grid))
+
+
+def _initialise_windows(module: Any) -> None:
+    table = getattr(module, "relative_position_bias_table", None)
+    if table is not None:
+        from torch import nn
+
+        nn.init.trunc_normal_(table, std=0.02)  # timm's WindowAttention
+
+
+def _window_label(layer: Attention) -> str:
+    if layer.window is None:
+        return ""
+    return f", window {_size(layer.window)}" + (f", shift {_size(layer.shift)}" if any(layer.shift) else "")
+
+
+def _size(pair: Pair) -> str:
+    """A size as a spec writes it: ``7`` for 7x7, ``7x5`` otherwise."""
+    return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
+
+
+def _windowed_reference(layer: Attention, x: Any, tensors: Mapping[str, Any]) -> Any:
+    """Swin's shifted-window attention written out (Liu et al., 2021, section 3.2), as
+    timm computes it: the grid shifted cyclically up and left, zero-padded to whole
+    windows, each window attending within itself with a relative position bias, tokens
+    of different regions of the shifted grid kept apart by -100 added to their scores,
+    then everything undone."""
+    import torch
+
+    functional = _functional()
+    plan = window_plan(layer)
+    (height, width), (win_h, win_w), (shift_h, shift_w) = plan.grid, plan.window, plan.shift
+    pad_h, pad_w = plan.padded
+    batch, _, width_c = x.shape
+    grid = x.reshape(batch, height, width, width_c)
+    rows = (torch.arange(height, device=x.device) + shift_h) % height  # out[i] = in[i + shift]
+    cols = (torch.arange(width, device=x.device) + shift_w) % width
+    shifted = grid[:, rows][:, :, cols]
+    padded = x.new_zeros(batch, pad_h, pad_w, width_c)
+    padded[:, :height, :width] = shifted
+
+    # Each padded position's region: before the last window, in the last window but not
+    # shifted in, shifted in from the start (per axis; one region where nothing shifts).
+    def regions(size: int, window: int, shift: int) -> list[int]:
+        if not shift:
+            return [0] * size
+        return [0 if i < size - window else 1 if i < size - shift else 2 for i in range(size)]
+
+    region_h, region_w = regions(pad_h, win_h, shift_h), regions(pad_w, win_w, shift_w)
+    dim = layer.head_dim if layer.head_dim is not None else width_c // layer.heads
+    table = tensors["relative_position_bias_table"]
+    positions = [(i, j) for i in range(win_h) for j in range(win_w)]
+    index = torch.tensor(
+        [[(a[0] - b[0] + win_h - 1) * (2 * win_w - 1) + a[1] - b[1] + win_w - 1 for b in positions] for a in positions],
+        device=x.device,
+    )
+    bias = table[index].permute(2, 0, 1)  # heads x area x area
+    out = x.new_zeros(batch, pad_h, pad_w, width_c)
+    for top in range(0, pad_h, win_h):
+        for left in range(0, pad_w, win_w):
+            tokens = padded[:, top : top + win_h, left : left + win_w].reshape(batch, plan.area, width_c)
+            labels = torch.tensor([3 * region_h[top + i] + region_w[left + j] for i, j in positions], device=x.device)
+            mask = (labels[:, None] != labels[None, :]) * -100.0
+            qkv = functional.linear(tokens, tensors["qkv.weight"], tensors.get("qkv.bias"))
+            qkv = qkv.reshape(batch, plan.area, 3, layer.heads, dim)
+            q, k, v = (qkv.select(2, part).transpose(1, 2) for part in range(3))  # batch x heads x area x d
+            if layer.qk_norm:
+                q = _layer_norm_last(q, tensors["q_norm.weight"], tensors["q_norm.bias"], 1e-6)
+                k = _layer_norm_last(k, tensors["k_norm.weight"], tensors["k_norm.bias"], 1e-6)
+            scores = (q @ k.transpose(-1, -2)) / dim**0.5 + bias + mask.to(x.dtype)
+            scores = scores - scores.amax(-1, keepdim=True)
+            weights = scores.exp()
+            weights = weights / weights.sum(-1, keepdim=True)
+            attended = (weights @ v).transpose(1, 2).reshape(batch, plan.area, layer.heads * dim)
+            attended = functional.linear(attended, tensors["proj.weight"], tensors.get("proj.bias"))
+            out[:, top : top + win_h, left : left + win_w] = attended.reshape(batch, win_h, win_w, width_c)
+    out = out[:, :height, :width]
+    back_rows = (torch.arange(height, device=x.device) - shift_h) % height
+    back_cols = (torch.arange(width, device=x.device) - shift_w) % width
+    return out[:, back_rows][:, :, back_cols].reshape(batch, height * width, width_c)
+
+
+def _grid_input(kind: str, shape: Shape) -> Tokens:
+    if not _has_grid(shape):
+        raise ShapeProblem(
+            f"{kind} needs a grid of tokens, but its input ({shape_text(shape)}) is not one",
+            "the tokens of `tokens` (from a feature map) form a grid; learned tokens, take and transpose end it",
+        )
+    return shape
+
+
+@dataclass(frozen=True)
+class MergePatches(Layer):
+    """Swin's patch merging, less its norm and linear layer: each SH x SW patch of
+    neighbouring tokens of a grid becomes one token of their channels concatenated, in
+    timm's order (column offset, then row offset, then channel: x0, x1, x2, x3 of the
+    paper's code for 2x2). An odd grid is zero-padded at its end first, as timm does."""
+
+    kind: ClassVar[str] = "merge_patches"
+    example: ClassVar[str] = "tokens; merge_patches 2x2"
+    variants: ClassVar[tuple[str, ...]] = ("tokens; merge_patches 3x2",)
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("size", _pair(), "the patch's height and width", positional=True, required=True),
+    )
+    usage: ClassVar[str] = "merge_patches SHxSW (H x W grid of C-channel tokens -> H/SH x W/SW grid of SH SW C)"
+    size: Pair = (2, 2)
+    #: The input grid's height and width, recorded when the node is made.
+    grid: Pair | None = None
+
+    def for_input(self, shape):
+        import dataclasses
+
+        return dataclasses.replace(self, grid=shape.grid) if _has_grid(shape) else self
+
+    def output_shape(self, inputs):
+        shape = _grid_input(self.kind, inputs[0])
+        (height, width), (step_h, step_w) = shape.grid, self.size
+        grid = (-(-height // step_h), -(-width // step_w))
+        return Tokens((grid[0] * grid[1], shape[-1] * step_h * step_w), grid)
+
+    def constructor(self, inputs):
+        return Ctor("MergePatches", (self.grid, self.size))
+
+    def reference(self, inputs, tensors, training):
+        (x,) = inputs
+        (height, width), (step_h, step_w) = self.grid, self.size
+        batch, _, width_c = x.shape
+        padded = x.new_zeros(batch, -(-height // step_h) * step_h, -(-width // step_w) * step_w, width_c)
+        padded[:, :height, :width] = x.reshape(batch, height, width, width_c)
+        parts = [padded[:, row::step_h, col::step_w] for col in range(step_w) for row in range(step_h)]
+        merged = _cat(parts, -1)
+        return merged.reshape(batch, -1, merged.shape[-1])
+
+    def figure_label(self):
+        return f"merge {self.size[0]}x{self.size[1]} patches"
+
+
+def _cat(parts: list[Any], axis: int) -> Any:
+    import torch
+
+    return torch.cat(parts, axis)
 
 
 def _attention_extent(shape: Shape) -> tuple[int, int, int]:

@@ -167,6 +167,7 @@ def test_memory_child_reports_a_step_and_the_network_it_built(cifar18_step) -> N
     assert cifar18_step["step_s"] > 0 and cifar18_step["build_s"] > 0
 
 
+@pytest.mark.slow
 def test_memory_child_is_blind_to_its_parents_memory(cifar18_step) -> None:
     """Linux carries getrusage's peak RSS across exec: a child launched by a parent
     holding 1.5 GB once reported 1.5 GB steps. The child reads its own VmHWM."""
@@ -178,6 +179,7 @@ def test_memory_child_is_blind_to_its_parents_memory(cifar18_step) -> None:
     assert beside_a_big_parent["peak_mb"] < cifar18_step["peak_mb"] + 200
 
 
+@pytest.mark.slow
 def test_memory_child_under_a_budget_fails_cleanly_or_fits(cifar18_step) -> None:
     """Below what the step needs, allocation fails inside the child, which says so;
     with room to spare the same step trains."""
@@ -191,6 +193,7 @@ def test_memory_child_under_a_budget_fails_cleanly_or_fits(cifar18_step) -> None
     assert below_torch == dict(ok=False, error="the budget is below the footprint of torch itself", peak_mb=0)
 
 
+@pytest.mark.slow
 def test_runtime_table_with_every_variant_runs_on_the_cpu() -> None:
     """The GPU table's code (channels_last, bf16 autocast, torch.compile, throughput)
     run on the CPU at a tiny size, so that it works when a GPU machine runs it."""
@@ -232,6 +235,7 @@ def test_run_py_gpu_group_says_plainly_when_there_is_no_gpu() -> None:
     assert row.resdsl.startswith("not measured: no GPU here") and "bench/gpu.py --tiny" in row.resdsl
 
 
+@pytest.mark.slow
 def test_gpu_script_runs_every_section_at_a_tiny_size(capsys) -> None:
     """`python bench/gpu.py --tiny`: the GPU script's code on the CPU, so that a lent GPU's minutes are not spent
     finding its bugs. Every figure is there, with numbers; the graph rows run all but the capture."""
@@ -292,6 +296,7 @@ def test_gpu_script_reports_a_failed_section_and_goes_on() -> None:
     assert gpu.guarded("fine", lambda: [Row("fine", "1 img/s")]) == [Row("fine", "1 img/s")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quick", [True, False])
 def test_frontend_group_compiles_every_depth_it_times(quick: bool) -> None:
     """README's `python bench/run.py --only frontend` compiled n = 1000 and 2000 past the

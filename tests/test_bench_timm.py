@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,6 +23,7 @@ def test_the_pair_shares_weights_and_outputs() -> None:
         torch.testing.assert_close(ours(x), reference(x), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_the_table_has_a_forward_and_a_training_row_per_model() -> None:
     setup = timm_models.Setup(batch=2, size=32, rounds=1, models=("resnet18",))
     rows = list(timm_models.measure(setup))
@@ -43,6 +45,7 @@ def test_verdicts_read_the_interval() -> None:
     assert timm_models.verdict(result(0.95, 1.05)) == "within noise"
 
 
+@pytest.mark.slow
 def test_the_parallel_paths_table_has_the_folded_row_and_each_models_rows() -> None:
     from bench import parallel_paths
 

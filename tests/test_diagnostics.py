@@ -119,6 +119,8 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "sizes_in_arithmetic": "Arithmetic on sizes such as 3x3",
         "layer_missing_argument": "A layer without a required argument",
         "layer_too_many_arguments": "A layer with too many positional arguments",
+        "shape_window_without_grid": "Window attention on tokens that are no longer a grid (a class token added)",
+        "shape_shift_not_less_than_window": "Shifted windows shifted by a whole window",
     },
     "Values": {
         "zero_width": "Zero channels",

@@ -55,13 +55,15 @@ NOT_RUN: dict[str, str] = {
     r"^torchrun ": "needs several processes or GPUs; the resdsl command in it is parsed",
     r"^(python -m )?resdsl lsp$": "serves an editor on stdin until it exits (tests/test_lsp.py drives it)",
     r"^pip install ": "changes the environment; the extras it names are checked against pyproject.toml",
-    r"^python -m pytest": "the whole suite (20+ minutes); CI runs it",
+    r"^python -m pytest": "the whole suite (minutes to tens of minutes on 2 cores); CI runs it",
     r"^python bench/": "a benchmark (a minute to 40 minutes); parsed with the script's own parser "
     "(tests/test_bench.py checks its parts)",
     r"^python docs/figures/make_figures\.py": "rewrites docs/figures/ (a minute of rendering)",
     r"^python tests/": "rewrites the golden files or runs the fuzzer; the script must exist",
     r"^python -m tests\.mutation\.run": "plants every curated mutant and runs its tests (minutes); "
     "tests/test_mutation_list.py checks that each still applies and names tests that exist",
+    r"^python -m tests\.mutation\.generated": "plants generated mutants and runs the tests coverage chose for each "
+    "(minutes to hours); tests/test_mutation_generated.py checks the generator and the map",
     r"^python grammar/build_tables\.py$": "rewrites the shipped parse tables (tests/test_parse_tables.py fails "
     "while they are stale)",
     r"^python specs/build_index\.py$": "rewrites the shipped `resdsl list` index (tests/test_daily.py fails "

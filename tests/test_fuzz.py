@@ -163,6 +163,7 @@ def mutated_spec(draw: st.DrawFn) -> str:
     return "".join(tokens)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(mutated_spec())
 def test_mutated_specs_compile_or_give_spec_errors(text: str) -> None:
@@ -192,12 +193,14 @@ def reworded_spec(draw: st.DrawFn) -> str:
     return "".join(parts)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(reworded_spec())
 def test_reworded_specs_compile_or_give_spec_errors(text: str) -> None:
     assert isinstance(compile_or_spec_error(text), (Network, SpecError))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.text(max_size=200))
 def test_arbitrary_text_compiles_or_gives_spec_errors(text: str) -> None:
@@ -338,6 +341,7 @@ def valid_spec(draw: st.DrawFn) -> Spec:
     return Spec(text, "fuzzed", params, (classes,), (channels, size, size))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(valid_spec())
 def test_generated_specs_compile_with_the_expected_figures(spec: Spec) -> None:
@@ -355,6 +359,7 @@ def test_generated_specs_compile_with_the_expected_figures(spec: Spec) -> None:
     assert network.macs == sum(node.macs for node in network.nodes())
 
 
+@pytest.mark.slow
 @FUZZ
 @given(valid_spec())
 def test_option_a_adds_no_parameters(spec: Spec) -> None:

@@ -120,12 +120,14 @@ def test_the_documentation_feeds_the_generator() -> None:
 # Specs from the documentation, and bytes --------------------------------------------------
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.randoms(use_true_random=False))
 def test_specs_written_from_the_documentation(rng: random.Random) -> None:
     check_written_spec(harness.Writer(VOCABULARY, rng))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.randoms(use_true_random=False))
 def test_hostile_specs_written_from_the_documentation(rng: random.Random) -> None:
@@ -148,6 +150,7 @@ def check_written_spec(writer: harness.Writer) -> None:
             assert reported, f"{writer.must_fail[0]} was not reported: {outcome.result}\n{text}"
 
 
+@pytest.mark.slow
 @FUZZ
 @given(
     st.binary(max_size=2000) | st.sampled_from(VOCABULARY.examples).map(str.encode), st.randoms(use_true_random=False)
@@ -174,6 +177,7 @@ NUMBER_PLACES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("place", sorted(NUMBER_PLACES))
 def test_numbers_at_type_limits(place: str) -> None:
     for number in harness.LIMIT_NUMBERS:
@@ -288,6 +292,7 @@ def _argv(
     return argv
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", sorted(_subcommands()))
 def test_every_subcommand_and_option(command: str) -> None:
     parser = _subcommands()[command]
@@ -403,6 +408,7 @@ def test_regression_corpus_within_budget(path: Path) -> None:
 # Coverage-guided fuzzing ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_atheris_bounded_run(tmp_path: Path) -> None:
     pytest.importorskip("atheris", reason="atheris (the test extra) ships wheels for Linux only")
     seconds = int(os.environ.get("RESDSL_ATHERIS_SECONDS", "20"))

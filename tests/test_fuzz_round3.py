@@ -112,6 +112,7 @@ def _read_cifar_case(members: dict[str, bytes], directory: str) -> str:
     return _documented(read_cifar, folder, "cifar10")
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.randoms(use_true_random=False))
 def test_cifar_files_with_fields_removed_retyped_and_truncated(rng: random.Random) -> None:
@@ -124,6 +125,7 @@ def test_cifar_files_with_fields_removed_retyped_and_truncated(rng: random.Rando
         assert_within_budget(run_bounded(_read_cifar_case, encoded, directory), members)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.randoms(use_true_random=False))
 def test_cifar_pickles_with_damaged_bytes(rng: random.Random) -> None:
@@ -165,6 +167,7 @@ HOSTILE_YAML = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.randoms(use_true_random=False))
 def test_recipes_and_set_values(rng: random.Random) -> None:
@@ -227,6 +230,7 @@ def _checkpoint_case(data: bytes, directory: str) -> str:
     return _documented(run)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.randoms(use_true_random=False))
 def test_checkpoints_with_fields_removed_retyped_and_truncated(rng: random.Random) -> None:
@@ -270,6 +274,7 @@ def _metrics_case(data: bytes, directory: str) -> str:
     return f"{first}; {second}"
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.randoms(use_true_random=False))
 def test_metrics_csv_edited(rng: random.Random) -> None:
@@ -348,6 +353,7 @@ def _fmt_case(data: bytes, directory: str, name: str) -> str:
     return "formatted"
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.randoms(use_true_random=False))
 def test_fmt_keeps_meaning_and_is_idempotent_on_shipped_spec_mutants(rng: random.Random) -> None:
@@ -407,6 +413,7 @@ def _malformed_frame(rng: random.Random) -> bytes:
     ])  # fmt: skip
 
 
+@pytest.mark.slow
 @settings(max_examples=min(EXAMPLES, 10), deadline=None, derandomize=os.environ.get("RESDSL_FUZZ_EXPLORE") != "1",
           suppress_health_check=list(HealthCheck), database=None)  # fmt: skip
 @given(st.randoms(use_true_random=False))

@@ -248,7 +248,12 @@ def _all_specs() -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("RESDSL_SLOW"), reason="the full round trip: RESDSL_SLOW=1 runs it")
+@pytest.mark.skipif(
+    not os.environ.get("RESDSL_SLOW"),
+    reason="the round trip over every shipped spec does not pass for all of them yet (issue 26 is open: "
+    "efficientnet_b0, resnet50d, repvgg_a0, nf_resnet26 differ in diff, dla34 and res2net do not import); "
+    "RESDSL_SLOW=1 runs it, and a subset runs always",
+)
 @pytest.mark.parametrize("spec", [s for s in _all_specs() if s not in ROUND_TRIP])
 def test_round_trip_every_shipped_spec(spec: str) -> None:
     round_trip(spec)
@@ -272,3 +277,28 @@ def test_a_module_without_tensors_may_run_twice_but_shared_weights_may_not() -> 
     assert verify(text, model, (4, 8, 8)).ok, text
     with pytest.raises(ImportFailure, match="runs twice with the same weights"):
         import_model(Twice(shared_conv=True), input="4x8x8")
+
+
+class LinearHead(nn.Module):
+    def __init__(self, linear: type[nn.Linear]) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+        self.classifier = linear(4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.conv(x).mean((2, 3)))
+
+
+def test_timms_linear_is_an_fc() -> None:
+    from timm.layers.linear import Linear
+
+    model = LinearHead(Linear)
+    text = import_model(model, input="3x8x8")
+    assert "classifier: fc 5" in text
+    assert verify(text, model, (3, 8, 8)).ok
+
+
+def test_a_top_level_sequential_is_an_error_naming_its_label() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU())
+    with pytest.raises(ImportFailure, match="the module 0: a label that starts with a number"):
+        import_model(model, input="3x8x8")

@@ -464,10 +464,10 @@ def staged_spec(kind: str, example: str | None = None) -> str:
         stem += "\n        tokens"
         if any(len(node.shape) == 1 for node in targets_of(network_for(kind), kind)):
             head = _lines(kind, example, "8", " " * 8)
-            block = "ln"
+            block = "fc c"
         else:
             head = "mean tokens\n        fc 3"
-            block = f"ln\n    {_lines(kind, example, 'c', ' ' * 4)}"
+            block = f"fc c\n    {_lines(kind, example, 'c', ' ' * 4)}"
     elif _flat(kind):
         head = f"avgpool\n        {'flatten' if kind == 'fc' else ''}\n        target: {example}"
         block = "conv 3x3, c"

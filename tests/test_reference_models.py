@@ -238,6 +238,17 @@ CASES = {
     },
     # MLP-Mixer's token MLP ends at the number of tokens, (64 / 16)^2 at this input.
     "mixer_s16_224": Case("timm/mixer_s16_224", _timm_at("mixer_s16_224", 64), (3, 64, 64), params=(("patches", 16),)),
+    # Swin at 14x21 tokens: shifted windows padded along the width, then grids of 7x11 (a window
+    # the grid's height, shifted and padded along the width), 4x6 (merging pads 7 to 8) and 2x3,
+    # where timm's rule shrinks the windows and drops the shift. Drop path (timm's 0.1) off.
+    "swin_tiny_patch4_window7_224": Case(
+        "timm/swin_tiny_patch4_window7_224",
+        lambda: timm.create_model(
+            "swin_tiny_patch4_window7_224", pretrained=False, img_size=(56, 84), drop_path_rate=0.0
+        ),
+        (3, 56, 84),
+        params=(("drop_path_rate", 0),),
+    ),
     # DLA's pooled shortcuts and strided blocks meet only where every size divides by 32.
     "dla34": Case("timm/dla34", _timm("dla34"), (3, 64, 64)),
     "dla46_c": Case("timm/dla46_c", _timm("dla46_c"), (3, 64, 64)),
@@ -298,7 +309,15 @@ def loaded_pair(case: Case, **params: object) -> tuple[nn.Module, nn.Module, res
     return reference.double(), model.double(), network
 
 
-@pytest.mark.parametrize("name", list(CASES))
+#: The references the ordinary suite checks: one plain ImageNet ResNet, a block that
+#: holds a block, several paths, a CIFAR net of the 2016 papers. The rest of the zoo is
+#: marked slow and runs in CI's second step (README, "Run the tests").
+FAST_CASES = ("resnet50", "ecaresnet50d", "dla34", "preact_resnet164")
+
+
+@pytest.mark.parametrize(
+    "name", [name if name in FAST_CASES else pytest.param(name, marks=pytest.mark.slow) for name in CASES]
+)
 def test_spec_matches_its_reference(name: str) -> None:
     case = CASES[name]
     reference, model, network = loaded_pair(case, **dict(case.params))
@@ -390,7 +409,14 @@ def _drop_paths(model: nn.Module) -> dict[str, float]:
 
 @pytest.mark.parametrize(
     ("name", "count"),
-    [("resnet50", 15), ("resnetv2_50", 15), ("convnext_atto", 11), ("regnety_002", 12), ("nf_resnet26", 7)],
+    [
+        ("resnet50", 15),
+        ("resnetv2_50", 15),
+        ("convnext_atto", 11),
+        ("regnety_002", 12),
+        ("nf_resnet26", 7),
+        ("swin_tiny_patch4_window7_224", 22),  # two per block: after the attention and after the MLP
+    ],
 )
 def test_drop_path_schedule_matches_timm(name: str, count: int) -> None:
     rate = 0.05

@@ -25,7 +25,8 @@ from tests.oracle import randomise, relative_error
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
-@pytest.mark.parametrize("depth", [18, 34, 50, 101, 152])
+@pytest.mark.parametrize("depth", [18, 50, pytest.param(34, marks=pytest.mark.slow), *(
+    pytest.param(depth, marks=pytest.mark.slow) for depth in (101, 152))])  # fmt: skip
 def test_torchvision_parity(depth: int) -> None:
     torch.manual_seed(depth)
     reference = getattr(torchvision.models, f"resnet{depth}")().eval()
@@ -40,7 +41,14 @@ def test_torchvision_parity(depth: int) -> None:
         torch.testing.assert_close(model(x), reference(x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", resdsl.shipped_specs())
+#: Built in the ordinary suite; every other shipped spec is built in CI's slow step.
+FAST_BUILDS = ("cifar20", "resnet50", "timm/skresnet18", "timm/dla34", "timm/efficientnet_b0")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [name if name in FAST_BUILDS else pytest.param(name, marks=pytest.mark.slow) for name in resdsl.shipped_specs()],
+)
 def test_built_module_matches_the_ir(name: str) -> None:
     network = resdsl.compile(name)
     with torch.device("meta"):

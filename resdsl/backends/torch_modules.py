@@ -155,9 +155,13 @@ class Attention(nn.Module):
         rel_pos: str = "none",
         out: int | None = None,
         head_first: bool = False,
+        window: tuple[int, int] | None = None,
+        shift: tuple[int, int] = (0, 0),
+        grid: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         self.heads, self.head_dim = heads, head_dim
+        self._init_windows(window, shift, grid)  # first: timm's WindowAttention registers its table before qkv
         inner = heads * head_dim
         self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
         self.q_norm = nn.LayerNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
@@ -234,6 +238,8 @@ class Attention(nn.Module):
         return self.proj(x.transpose(-1, -2).reshape(batch, self.heads * self.head_dim, height, width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.window is not None:
+            return self._windowed(x)
         if self.feature_map is not None:
             return self._forward_map(x)
         *groups, tokens, _ = x.shape
@@ -242,6 +248,96 @@ class Attention(nn.Module):
         q, k = self.q_norm(q), self.k_norm(k)
         x = nn.functional.scaled_dot_product_attention(q, k, v)
         return self.proj(x.transpose(-2, -3).reshape(*groups, tokens, self.heads * self.head_dim))
+
+    def _init_windows(
+        self, window: tuple[int, int] | None, shift: tuple[int, int], grid: tuple[int, int] | None
+    ) -> None:
+        """Swin's windows (timm's WindowAttention and SwinTransformerBlock): a relative
+        position bias table. Its index and the shifted windows' mask are constants that
+        checkpoints do not hold (timm's buffers are not persistent): computed on first use
+        on each device, not buffers, which a model built on the meta device and then
+        loaded would leave unset."""
+        self.window, self.shift, self.grid = window, shift, grid
+        self._constants: dict[torch.device, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        if window is not None:
+            table = torch.zeros((2 * window[0] - 1) * (2 * window[1] - 1), self.heads)
+            self.relative_position_bias_table = nn.Parameter(table)
+
+    def _window_constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The relative position index (area x area) and the shifted windows' mask
+        (windows x area x area, 0 or -100), or None without a shift."""
+        if device in self._constants:
+            return self._constants[device]
+        (win_h, win_w), shift = self.window, self.shift
+        coords = torch.stack(
+            torch.meshgrid(torch.arange(win_h, device=device), torch.arange(win_w, device=device), indexing="ij")
+        ).flatten(1)
+        relative = coords[:, :, None] - coords[:, None, :]
+        index = ((relative[0] + win_h - 1) * (2 * win_w - 1) + relative[1] + win_w - 1).flatten()
+        mask = None
+        if any(shift):
+            # The shifted grid's regions (timm's img_mask): tokens of different ones never meet.
+            padded = (-(-self.grid[0] // win_h) * win_h, -(-self.grid[1] // win_w) * win_w)
+            region = torch.zeros(padded, device=device)
+            for axis, (size, win, moved) in enumerate(zip(padded, self.window, shift)):
+                if moved:
+                    steps = torch.arange(size, device=device)
+                    part = (steps >= size - win).float() + (steps >= size - moved).float()
+                    region = region + (3 ** (1 - axis)) * (part[:, None] if axis == 0 else part[None, :])
+            windows = region.view(padded[0] // win_h, win_h, padded[1] // win_w, win_w).transpose(1, 2)
+            windows = windows.reshape(-1, win_h * win_w)
+            mask = (windows[:, None, :] != windows[:, :, None]).float() * -100.0  # timm's -100, not -inf
+        self._constants[device] = (index, mask)
+        return index, mask
+
+    def _windowed(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, dim = x.shape
+        (height, width), (win_h, win_w), (shift_h, shift_w) = self.grid, self.window, self.shift
+        x = x.view(batch, height, width, dim)
+        if shift_h or shift_w:
+            x = torch.roll(x, (-shift_h, -shift_w), (1, 2))
+        pad_h, pad_w = -height % win_h, -width % win_w
+        if pad_h or pad_w:
+            x = nn.functional.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        rows, cols, area = (height + pad_h) // win_h, (width + pad_w) // win_w, win_h * win_w
+        windows = x.view(batch, rows, win_h, cols, win_w, dim).transpose(2, 3).reshape(batch, rows * cols, area, dim)
+        qkv = self.qkv(windows).reshape(batch, rows * cols, area, 3, self.heads, self.head_dim)
+        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # batch x windows x heads x area x head_dim
+        q, k = self.q_norm(q), self.k_norm(k)
+        index, mask = self._window_constants(x.device)
+        bias = self.relative_position_bias_table[index].view(area, area, -1).permute(2, 0, 1)
+        if mask is not None:
+            bias = bias + mask.unsqueeze(1)  # windows x heads x area x area
+        x = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
+        x = self.proj(x.transpose(-2, -3).reshape(batch, rows * cols, area, self.heads * self.head_dim))
+        x = x.view(batch, rows, cols, win_h, win_w, dim).transpose(2, 3).reshape(batch, rows * win_h, cols * win_w, dim)
+        x = x[:, :height, :width]
+        if shift_h or shift_w:
+            x = torch.roll(x, (shift_h, shift_w), (1, 2))
+        return x.reshape(batch, tokens, dim)
+
+
+class MergePatches(nn.Module):
+    """Swin's patch merging, less its norm and linear layer (timm's PatchMerging): each
+    patch of a grid of B x N x C tokens concatenated into one token, in timm's order."""
+
+    def __init__(self, grid: tuple[int, int], size: tuple[int, int]) -> None:
+        super().__init__()
+        self.grid, self.size = grid, size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, _, dim = x.shape
+        (height, width), (step_h, step_w) = self.grid, self.size
+        x = x.view(batch, height, width, dim)
+        pad_h, pad_w = -height % step_h, -width % step_w
+        if pad_h or pad_w:
+            x = nn.functional.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        rows, cols = (height + pad_h) // step_h, (width + pad_w) // step_w
+        x = x.reshape(batch, rows, step_h, cols, step_w, dim).permute(0, 1, 3, 4, 2, 5)
+        return x.reshape(batch, rows * cols, step_h * step_w * dim)
+
+    def extra_repr(self) -> str:
+        return f"grid={self.grid}, size={self.size}"
 
 
 class SpatialReductionAttention(nn.Module):
@@ -331,6 +427,7 @@ CUSTOM_MODULES: dict[str, type[nn.Module]] = {
         ChannelConv,
         Attention,
         SpatialReductionAttention,
+        MergePatches,
         DropPath,
         LayerNorm2d,
         GroupSoftmax,

@@ -115,6 +115,13 @@ def _kw(parts: list[Any], name: str, value: Any, role: str, default: Any) -> Non
 
 def statement(op: Op, label: str | None) -> Stmt:
     """The statement of one layer op, its label given relative to its scope."""
+    if label and label[0].isdigit():
+        raise ImportFailure(
+            f"cannot import the module {op.label}: a label that starts with a number (a top-level nn.Sequential's "
+            "layers): the language's labels start with a name",
+            hint="wrap the Sequential in a module that names it",
+            file=op.where,
+        )
     parts: list[Any] = [f"{label}: " if label else "", op.kind]
     kw = dict(op.kwargs)
     kind = op.kind

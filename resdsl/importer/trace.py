@@ -440,6 +440,7 @@ def _timm_classes() -> dict[str, Callable[..., int]]:
     table: dict[str, Callable[..., int]] = {
         "timm.layers.norm_act.BatchNormAct2d": _bn_act,
         "timm.layers.norm.LayerNorm2d": _ln2d,
+        "timm.layers.linear.Linear": _linear,  # nn.Linear, its forward reworded for TorchScript
         "timm.layers.layers.drop.DropPath": _drop_path,
         "timm.layers.drop.DropPath": _drop_path,
         "timm.layers.eca.EcaModule": _eca,
