@@ -1975,6 +1975,25 @@ def _check_windows(layer: Attention, shape: Shape) -> None:
             f"attention window= needs a grid of tokens, but its input ({shape_text(shape)}) is not one",
             "the tokens of `tokens` (from a feature map) form a grid; learned tokens, take and transpose end it",
         )
+    others = [
+        written
+        for written, used in (
+            ("rel_pos=", layer.rel_pos != "none"),
+            ("proj=false", not layer.proj),
+            ("out=", layer.out_channels is not None),
+            ("head_first=", layer.head_first),
+            ("sr_ratio=", layer.sr_ratio is not None),
+        )
+        if used
+    ]
+    if others:
+        # The windowed module and reference follow timm's WindowAttention alone: the other
+        # layouts' options would be ignored or fail inside torch, so they are refused here.
+        raise ShapeProblem(
+            f"attention window= does not combine with {', '.join(others)}: window attention is timm's "
+            "WindowAttention, with its own relative position bias",
+            "write window= (and shift=) with heads=, head_dim=, qkv_bias=, qk_norm= and proj_bias= only",
+        )
     if any(moved >= size for moved, size in zip(layer.shift, layer.window, strict=True)):
         raise ShapeProblem(
             f"attention shift={_size(layer.shift)} must be less than its window ({_size(layer.window)})",

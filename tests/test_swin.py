@@ -178,3 +178,11 @@ def test_merge_patches_concatenates_in_the_papers_order() -> None:
     expected = torch.tensor([[[10.0, 30.0, 20.0, 40.0]]], dtype=torch.float64)
     assert torch.equal(model(x), expected)
     assert torch.equal(interpret.run(network, model.state_dict(), x), expected)
+
+
+@pytest.mark.parametrize("option", ["proj=false", "out=12", "head_first=true", "sr_ratio=2", "rel_pos=bias"])
+def test_window_attention_refuses_the_other_layouts_options(option: str) -> None:
+    # Each once ended in a KeyError, a reshape error, a CompilerBug, or was silently ignored.
+    with pytest.raises(resdsl.SpecError, match=f"does not combine with {option.split('=')[0]}=") as caught:
+        _probe(f"tokens; attention heads=2, window=7, {option}")
+    assert caught.value.line == 5 and "WindowAttention" in caught.value.message
