@@ -1525,7 +1525,7 @@ class Heads(Layer):
             raise ShapeProblem(
                 f"heads {self.count} needs channels divisible by {self.count}, but there are {shape[-1]}"
             )
-        return Tokens((*shape[:-2], self.count, shape[-2], shape[-1] // self.count))
+        return Tokens((*shape[:-2], self.count, shape[-2], shape[-1] // self.count), shape.grid)
 
     def reference(self, inputs, tensors, training):
         (x,) = inputs
@@ -1558,7 +1558,7 @@ class Merge(Layer):
         shape = _token_input(self.kind, inputs[0])
         if len(shape) < 3:
             raise ShapeProblem(f"merge heads needs H x N x D heads, but its input is {shape_text(shape)}")
-        return Tokens((*shape[:-3], shape[-2], shape[-3] * shape[-1]))
+        return Tokens((*shape[:-3], shape[-2], shape[-3] * shape[-1]), shape.grid)
 
     def reference(self, inputs, tensors, training):
         (x,) = inputs
@@ -1816,6 +1816,9 @@ class Attention(Layer):
     #: The input grid's height and width (sr_ratio= and window= read it), recorded when the node
     #: is made (for_input).
     grid: Pair | None = None
+    #: Its input is a token sequence: a 4-d tensor is then sequences of tokens (unfold's
+    #: patches), not a feature map; filled in by for_input, as the reference sees only tensors.
+    on_tokens: bool = dataclasses.field(default=False, repr=False)
 
     def _head_dim(self, shape: Shape) -> int:
         return self.head_dim if self.head_dim is not None else channels(shape) // self.heads
@@ -1834,9 +1837,10 @@ class Attention(Layer):
         return _attention_output_shape(self, shape)
 
     def for_input(self, shape):
-        if (self.sr_ratio is not None or self.window is not None) and _has_grid(shape):
-            return dataclasses.replace(self, grid=shape.grid)
-        return self
+        if not isinstance(shape, Tokens):
+            return self
+        reads_grid = (self.sr_ratio is not None or self.window is not None) and _has_grid(shape)
+        return dataclasses.replace(self, on_tokens=True, grid=shape.grid if reads_grid else self.grid)
 
     def cost(self, inputs, output):
         if self.window is not None:
@@ -1885,7 +1889,7 @@ class Attention(Layer):
         (x,) = inputs
         if self.window is not None:
             return _windowed_reference(self, x, tensors)
-        if x.dim() == 4:
+        if x.dim() == 4 and not self.on_tokens:
             return _attention_map_reference(self, x, tensors)
         functional = _functional()
         *groups, tokens, _ = x.shape
@@ -2282,8 +2286,14 @@ def _qkv_in_order(layer: Attention, qkv: Any, dim: int) -> Any:
 def _reduced_grid(layer: Attention, shape: Shape) -> Pair:
     """The grid of the keys and values: the tokens' grid after the R x R, stride R convolution."""
     ratio = layer.sr_ratio or 1
-    if len(shape) != 2:
+    if len(shape) != 2 or not isinstance(shape, Tokens):
         raise ShapeProblem(f"attention sr_ratio={ratio} needs one sequence of N x C tokens, not {shape_text(shape)}")
+    if layer.rel_pos != "none" or not layer.proj or layer.out_channels is not None or layer.head_first:
+        raise ShapeProblem(
+            f"attention sr_ratio={ratio} is PVT v2's layout (q, kv, proj) and takes no rel_pos, proj=false, out= "
+            "or head_first",
+            "leave those options out, or sr_ratio",
+        )
     if layer.grid is None:
         raise ShapeProblem(
             f"attention sr_ratio={ratio} reduces the tokens' grid, but these {shape_text(shape)} have none "
@@ -2433,6 +2443,7 @@ class Fold(Layer):
     variants: ClassVar[tuple[str, ...]] = (
         "unfold 11x1; ln; fold 11x1",
         "unfold 1x11; fc 5; fold 1x11",
+        "unfold 11x1; attention heads=2; fold 11x1",  # a 4-d tensor of sequences, not a map
     )
     spelled: ClassVar[bool] = True
     arguments: ClassVar[tuple[Argument, ...]] = (
@@ -2646,7 +2657,7 @@ class Matmul(Layer):
                 f"cannot multiply {shape_text(left)} by {shape_text(right)}",
                 "the first's last size must be the second's next to last (transpose one of them)",
             )
-        return Tokens((*left[:-1], right[-1]))
+        return Tokens((*left[:-1], right[-1]), left.grid)
 
     def cost(self, inputs, output):
         left, right = inputs
@@ -2680,7 +2691,7 @@ class FusedAttention(Layer):
         query, key, value = inputs
         if key != value[:-1] + key[-1:] or query[:-2] != key[:-2] or query[-1] != key[-1]:
             raise ShapeProblem(f"attention of {shape_text(query)} over {shape_text(key)}, {shape_text(value)}")
-        return Tokens((*query[:-1], value[-1]))
+        return Tokens((*query[:-1], value[-1]), getattr(query, "grid", None))
 
     def cost(self, inputs, output):
         query, key, value = inputs
@@ -2742,7 +2753,7 @@ class Split(Layer):
         (shape,) = inputs
         start, stop = self.bounds(channels(shape))
         if isinstance(shape, Tokens):
-            return Tokens((*shape[:-1], stop - start))
+            return Tokens((*shape[:-1], stop - start), shape.grid)
         return (stop - start, *shape[1:])
 
     def reference(self, inputs, tensors, training):

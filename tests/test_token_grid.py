@@ -216,3 +216,40 @@ def test_patches_that_do_not_fit_are_refused_at_their_line(text: str, message: s
         resdsl.compile_text(text, path="bad.res")
     assert message in str(caught.value)
     assert caught.value.pos is not None and caught.value.pos.line > 1
+
+
+WRITTEN_OUT = """
+network probe {
+    input 3x16x24
+    stem {
+        conv 4x4, 8, stride=4, padding=0
+        tokens
+        let x
+        fc 8
+        heads 2
+        let q
+        from x
+        fc 8
+        heads 2
+        transpose
+        let k
+        from x
+        fc 8
+        heads 2
+        let v
+        matmul q, k
+        softmax
+        let a
+        matmul a, v
+        merge heads
+        grid
+    }
+}
+"""
+
+
+def test_attention_written_out_keeps_the_grid() -> None:
+    # Heads, the products and merging keep the query positions, so grid finds them again.
+    network = resdsl.compile_text(WRITTEN_OUT, path="written.res")
+    assert [node.layer.size for node in network.nodes("grid")] == [(4, 6)]
+    assert network.output_shape == (8, 4, 6)
