@@ -510,7 +510,9 @@ class ValueStatements:
         key = (id(context.names), result)
         named = {value.split(" = ")[0] for value in values}
         # Only the loops of this block's own body: a block used inside a loop does not see its variable.
-        values += [f"{name} = {context.env[name]}" for name in self.loop_names if name not in named and name in context.env]
+        values += [
+            f"{name} = {context.env[name]}" for name in self.loop_names if name not in named and name in context.env
+        ]
         where = ", ".join(values)
         if key in self.interpolated:
             first_pos, first = self.interpolated[key]
