@@ -1,11 +1,15 @@
 """Coverage-guided fuzzing of the parser and compiler with atheris (libFuzzer for Python).
 
 Each input is spec bytes; the target compiles them and, where they compile, draws them
-at every detail (what ``resdsl check`` and ``resdsl draw`` do; torch is left to
-tests/test_fuzz_hostile.py, whose cases are slower). Anything but a network or a
-SpecError is a crash; libFuzzer's ``-rss_limit_mb`` makes memory a crash too, and
-its ``-timeout``, set far above any honest input, catches hangs. The corpus starts from docs/language.md's examples, the shipped
-specs and tests/fixtures/fuzz_regressions/.
+at every detail (what ``resdsl check`` and ``resdsl draw`` do) and folds their parallel
+paths as ``for_inference`` does (the IR rewrite, linted). Every input also goes through
+``fmt``, which must never say the formatted file would not parse, and the language
+server's analysis, where a bug inside the compiler is a diagnostic that says so. Torch is
+left to tests/test_fuzz_hostile.py, whose cases are slower. Anything but a network or a
+SpecError is a crash; libFuzzer's ``-rss_limit_mb`` makes memory a crash too, and its
+``-timeout``, set far above any honest input, catches hangs. The corpus starts from docs/language.md's examples, the shipped
+specs, tests/fixtures/fuzz_regressions/ and blocks of several paths written by
+tests/fuzz_harness.py's PathsWriter from the grammar forms of docs/language.md.
 
 A bounded run is part of the tests (tests/test_fuzz_hostile.py); a longer one, and what
 to do with a finding, are in docs/errors.md ("Fuzzing")::
@@ -32,8 +36,11 @@ ROOT = Path(__file__).resolve().parent.parent
 with atheris.instrument_imports(include=["resdsl", "lark"]):
     import resdsl
     from resdsl.backends.draw import DETAILS, to_dot
-    from resdsl.errors import SpecError
+    from resdsl.errors import CompilerBug, SpecError
+    from resdsl.fmt import format_text
     from resdsl.ir import Limits
+    from resdsl.lsp import analysis
+    from resdsl.passes.parallel_paths import apply_parallel_folds, find_parallel_folds
 
 #: Where `use` paths in fuzzed text resolve: a scratch folder holding copies of the seeds.
 WORKDIR = Path(tempfile.mkdtemp(prefix="resdsl-atheris-"))
@@ -44,11 +51,28 @@ def seeds() -> list[bytes]:
     found = [text.encode() for text in re.findall(r"```\n(.*?)```", language, flags=re.S)]
     for folder in (ROOT / "specs", ROOT / "tests" / "fixtures" / "fuzz_regressions"):
         found += [path.read_bytes() for path in sorted(folder.rglob("*.res"))]
+    import random
+
+    from fuzz_harness import PathsWriter
+
+    found += [PathsWriter(random.Random(seed)).spec().encode() for seed in range(64)]
     return found
+
+
+#: Inputs naming "network" more often than this skip the language server's analysis: it
+#: compiles every network of the file (the alias-chain regression holds a thousand), each
+#: a compile that the target's own already covers.
+ANALYSED_NETWORKS = 4
 
 
 def test_one_input(data: bytes) -> None:
     text = data.decode("utf-8", errors="replace")
+    _format(text)
+    if text.count("network") <= ANALYSED_NETWORKS:
+        for error in analysis.analyze(text, WORKDIR / "fuzz.res").errors:
+            if "failed inside the compiler" in error.message:  # a compiler bug, as an editor sees it
+                raise AssertionError(error.message)
+        analysis.clear_cache()
     try:
         network = resdsl.compile_text(text, path=str(WORKDIR / "fuzz.res"), limits=Limits())
     except SpecError as error:
@@ -58,6 +82,17 @@ def test_one_input(data: bytes) -> None:
         return
     for detail in DETAILS:
         to_dot([network], detail=detail, shapes=True, all_layers=True).source  # noqa: B018
+    folded, _ = apply_parallel_folds(network, find_parallel_folds(network))
+    folded.lint()
+
+
+def _format(text: str) -> None:
+    try:
+        format_text(text, str(WORKDIR / "fuzz.res"))
+    except SpecError:
+        return
+    except CompilerBug as error:  # the formatted text would not parse, or would mean otherwise
+        raise AssertionError(str(error)) from None
 
 
 #: New memory one input may take (tests/fuzz_harness.py's MEMORY_BYTES).

@@ -407,7 +407,8 @@ def test_names_that_would_mean_two_things_are_refused(stem: str, line: int, mess
 
 
 def test_x_stays_a_value_name() -> None:
-    network = resdsl.compile_text(_network("        conv 3x3, 4\n        let x\n        relu\n        let y\n        add x, y\n"))
+    stem = "        conv 3x3, 4\n        let x\n        relu\n        let y\n        add x, y\n"
+    network = resdsl.compile_text(_network(stem))
     assert [node.kind for node in network.nodes()][-2:] == ["add", "output"]
 
 

@@ -150,7 +150,7 @@ def analyze(text: str, path: str | Path) -> Analysis:
     else:
         try:
             result = _analyze(text, Path(os.path.abspath(path)))
-        except Exception as error:
+        except Exception as error:  # a compiler bug: shown as a diagnostic, and the server goes on
             result = Analysis(Path(os.path.abspath(path)), text)
             result.errors.append(_internal_error(error, Pos(Source(str(path), text), 1, 1, 1, 2)))
     _by_code[str(path)] = (code, result)
