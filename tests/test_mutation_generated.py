@@ -39,3 +39,11 @@ def test_tests_are_chosen_by_the_lines_they_executed() -> None:
     mutant = generated.Generated("resdsl/ir.py", 10, "core/AddNot", 0)
     assert generated.covering_tests(mutant, coverage_map) == ["tests/a.py::fast", "tests/a.py::slow"]
     assert generated.covering_tests(generated.Generated("resdsl/ir.py", 12, "core/AddNot", 0), coverage_map) == []
+
+
+def test_the_committed_coverage_map_names_tests_that_exist() -> None:
+    coverage_map = generated.load_map()
+    assert set(coverage_map["lines"]) <= set(generated.FILES)
+    files = {test.split("::")[0] for test in coverage_map["tests"]}
+    missing = sorted(file for file in files if not (generated.ROOT / file).is_file())
+    assert not missing, f"rebuild the map (python -m tests.mutation.generated --map): {missing}"

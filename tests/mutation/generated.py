@@ -213,6 +213,11 @@ def build_map(tests: tuple[str, ...] = MAP_TESTS, jobs: int = 2) -> dict:
                     per_line[str(number)] = sorted(names.setdefault(i, len(names)) for i in ids)
             lines[file] = per_line
     ordered = sorted(names, key=names.get)
+    durations = [seconds.get(test, 0.0) for test in ordered]
+    # Only the fastest tests of a line are ever run (MAX_TESTS): keep twice as many, not all.
+    for per_line in lines.values():
+        for number, indices in per_line.items():
+            per_line[number] = sorted(sorted(indices, key=lambda i: (durations[i], ordered[i]))[: 2 * MAX_TESTS])
     return {
         "tests": ordered,
         "seconds": [round(seconds.get(test, 0.0), 3) for test in ordered],
