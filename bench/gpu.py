@@ -250,11 +250,18 @@ def bare_step(
 
 
 class Clock:
-    def __init__(self, budget_s: float) -> None:
-        self.start, self.budget_s = time.perf_counter(), budget_s
+    """The GPU's time budget. On the CPU (--tiny, the test's mode) it never runs out:
+    every section must run there, however busy the machine, since that is what the test
+    checks before GPU minutes are spent."""
+
+    def __init__(self, budget_s: float, enforced: bool = True) -> None:
+        self.start, self.budget_s, self.enforced = time.perf_counter(), budget_s, enforced
+
+    def spent(self) -> float:
+        return time.perf_counter() - self.start
 
     def left(self) -> float:
-        return self.budget_s - (time.perf_counter() - self.start)
+        return self.budget_s - self.spent() if self.enforced else float("inf")
 
 
 def _sync() -> None:
@@ -648,7 +655,7 @@ def rows(plan: Plan) -> list[Row]:
     """Every section in order, within the plan's time budget."""
     from bench.train import write_cifar_sized
 
-    clock = Clock(plan.budget_s)
+    clock = Clock(plan.budget_s, enforced=plan.device == "cuda")
     torch.manual_seed(0)
     if plan.device == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes, as in a training run; both sides alike
@@ -661,7 +668,7 @@ def rows(plan: Plan) -> list[Row]:
         out.extend(graph_check_rows(plan, data, clock))
     out.extend(imagenet_rows(plan, clock))
     out.extend(timm_rows(plan, clock))
-    out.append(Row("time spent", f"{plan.budget_s - clock.left():.0f} s", target=f"<= {plan.budget_s:.0f} s"))
+    out.append(Row("time spent", f"{clock.spent():.0f} s", target=f"<= {plan.budget_s:.0f} s"))
     return out
 
 

@@ -44,15 +44,35 @@ class Tokens(tuple):
     A tuple, so it compares equal to the plain tuple of its sizes; its type is the
     layout, which every pass, table, figure and hover reads through :func:`layout`.
     A feature map is a plain ``(C, H, W)`` and a flat vector a plain ``(F,)``.
+
+    ``grid`` is the H x W of the feature map that ``tokens`` made the sequence from,
+    kept by the kinds that keep the tokens (a per-token ``fc``, ``ln``, attention, the
+    joins) and lost where the tokens change (a learned token, ``take``, ``transpose``):
+    ``grid`` without a size and spatial-reduction attention read it. It takes no part in
+    equality, as a tuple's sizes alone are compared.
     """
 
-    __slots__ = ()
+    grid: Pair | None = None
+
+    def __new__(cls, sizes: tuple[int, ...], grid: Pair | None = None) -> Tokens:
+        shape = super().__new__(cls, sizes)
+        if grid is not None:
+            shape.grid = grid
+        return shape
 
     def __repr__(self) -> str:
-        return f"Tokens({tuple(self)!r})"
+        grid = f", grid={self.grid!r}" if self.grid is not None else ""
+        return f"Tokens({tuple(self)!r}{grid})"
 
     def __reduce__(self) -> tuple:
-        return (Tokens, (tuple(self),))
+        return (Tokens, (tuple(self), self.grid))
+
+
+def _has_grid(shape: Shape) -> bool:
+    """Whether a shape is a grid of tokens: a sequence that ``tokens`` made from a feature
+    map and that kept its H x W (``window=`` attention, ``merge_patches``, ``sr_ratio``
+    and ``grid`` without a size read it)."""
+    return isinstance(shape, Tokens) and shape.grid is not None
 
 
 def layout(shape: Shape) -> str:
@@ -69,6 +89,8 @@ def channels(shape: Shape) -> int:
 
 def shape_text(shape: Shape) -> str:
     """A shape as tables, hovers and errors print it: ``64x56x56``, ``197 x 192 tokens``."""
+    if _has_grid(shape):
+        return " x ".join(map(str, shape)) + f" tokens ({shape.grid[0]}x{shape.grid[1]})"
     if isinstance(shape, Tokens):
         return " x ".join(map(str, shape)) + " tokens"
     return "x".join(map(str, shape))
@@ -543,7 +565,7 @@ class Linear(Layer):
     def output_shape(self, inputs):
         (shape,) = inputs
         if isinstance(shape, Tokens):  # a linear layer per token, as timm's nn.Linear on B x N x C
-            return Tokens((*shape[:-1], self.out_features))
+            return Tokens((*shape[:-1], self.out_features), shape.grid)
         if len(shape) != 1:  # pragma: no cover - expand puts a flatten before the first fc
             raise ShapeProblem("fc needs a flat input or a token sequence")
         return (self.out_features,)
@@ -724,6 +746,12 @@ class LayerNorm(Layer):
     usage: ClassVar[str] = "ln[, eps=1e-6]"
     is_norm: ClassVar[bool] = True
     eps: float = 1e-6
+    #: Its input is a token sequence: a 4-d tensor is then sequences of tokens (unfold's
+    #: patches, windows), not a feature map; filled in by for_input, as the reference sees only tensors.
+    on_tokens: bool = dataclasses.field(default=False, repr=False)
+
+    def for_input(self, shape):
+        return dataclasses.replace(self, on_tokens=True) if isinstance(shape, Tokens) else self
 
     def cost(self, inputs, output):
         return 2 * channels(inputs[0]), 0
@@ -735,7 +763,7 @@ class LayerNorm(Layer):
 
     def reference(self, inputs, tensors, training):
         (x,) = inputs
-        if x.dim() != 4:  # a vector, or a token sequence: over the last axis, written out
+        if x.dim() != 4 or self.on_tokens:  # a vector, or a token sequence: over the last axis, written out
             mean = x.mean(-1, keepdim=True)
             var = x.var(-1, keepdim=True, unbiased=False)
             return (x - mean) / (var + self.eps).sqrt() * tensors["weight"] + tensors["bias"]
@@ -1391,7 +1419,7 @@ class ToTokens(Layer):
 
     def output_shape(self, inputs):
         channels_, height, width = spatial(self.kind, inputs[0])
-        return Tokens((height * width, channels_))
+        return Tokens((height * width, channels_), (height, width))
 
     def reference(self, inputs, tensors, training):
         (x,) = inputs
@@ -1403,21 +1431,34 @@ class ToTokens(Layer):
 
 @dataclass(frozen=True)
 class Grid(Layer):
-    """A token sequence as a feature map: N x C -> C x H x W, N = H W, row-major."""
+    """A token sequence as a feature map: N x C -> C x H x W, N = H W, row-major.
+    Without a size, the grid the tokens were made from (:attr:`Tokens.grid`)."""
 
     kind: ClassVar[str] = "grid"
     example: ClassVar[str] = "tokens; grid 11x11"
+    variants: ClassVar[tuple[str, ...]] = ("tokens; fc 5; grid",)
     spelled: ClassVar[bool] = True
     arguments: ClassVar[tuple[Argument, ...]] = (
-        Argument("size", _pair(), "the grid's height and width", positional=True, required=True),
+        Argument("size", _pair(), "the grid's height and width", positional=True),
     )
-    usage: ClassVar[str] = "grid HxW (N x C tokens -> C x H x W, N = H W)"
+    usage: ClassVar[str] = "grid [HxW] (N x C tokens -> C x H x W, N = H W; no size: the grid they came from)"
     computed_inline: ClassVar[bool] = True
     builds_module: ClassVar[bool] = False
-    size: Pair = (1, 1)
+    size: Pair | None = None  # None: the tokens' own grid, filled in by for_input
+
+    def for_input(self, shape):
+        if self.size is None and isinstance(shape, Tokens) and shape.grid is not None:
+            return dataclasses.replace(self, size=shape.grid)
+        return self
 
     def output_shape(self, inputs):
         shape = _token_input(self.kind, inputs[0])
+        if self.size is None:
+            raise ShapeProblem(
+                f"grid without a size needs tokens made from a feature map, but these {shape_text(shape)} "
+                "have no grid (a learned token, take or transpose made them)",
+                "write the size: grid HxW",
+            )
         height, width = self.size
         if len(shape) != 2 or shape[0] != height * width:
             raise ShapeProblem(
@@ -1717,6 +1758,17 @@ class Attention(Layer):
     variants: ClassVar[tuple[str, ...]] = (
         "tokens; attention heads=2, qkv_bias=false, qk_norm=true",
         "tokens; attention heads=4, head_dim=3",
+        "attention heads=2, qkv_bias=false, rel_pos=logits, proj=false",
+        "attention heads=4, head_dim=3, rel_pos=logits",
+        "tokens; attention heads=2, proj=false",
+        "attention heads=2, out=12, head_first=true, rel_pos=bias",
+        "tokens; attention heads=2, out=6, head_first=true",
+        "tokens; attention heads=2, sr_ratio=3",
+        "tokens; attention heads=1, sr_ratio=1",
+        "tokens; attention heads=2, sr_ratio=2, qkv_bias=false, qk_norm=true, proj_bias=false",
+        "tokens; attention heads=2, window=4, shift=2",
+        "tokens; attention heads=2, window=5",
+        "tokens; merge_patches 2x2; attention heads=2, window=4x3, shift=2x1",
     )
     spelled: ClassVar[bool] = True
     figure: ClassVar[str] = "box"
@@ -1727,55 +1779,119 @@ class Attention(Layer):
         Argument("qkv_bias", as_bool, "qkv_bias"),
         Argument("qk_norm", as_bool, "qk_norm"),
         Argument("proj_bias", as_bool, "proj_bias"),
+        Argument("rel_pos", lambda value, pos, what: value, "rel_pos", words=("none", "logits", "bias")),
+        Argument("proj", as_bool, "proj"),
+        Argument("out_channels", _int(), "out"),
+        Argument("head_first", as_bool, "head_first"),
+        Argument("sr_ratio", _int(), "sr_ratio"),
+        Argument("window", _pair(), "window"),
+        Argument("shift", _pair(0), "shift"),
     )
-    usage: ClassVar[str] = "attention heads=H[, head_dim=D, qkv_bias=true, qk_norm=false, proj_bias=true]"
+    usage: ClassVar[str] = (
+        "attention heads=H[, head_dim=D, qkv_bias=true, qk_norm=false, proj_bias=true, rel_pos=none|logits|bias, "
+        "proj=true, out=C, head_first=false, sr_ratio=R, window=W, shift=S]"
+    )
     heads: int = 8
     head_dim: int | None = None  # None: C / heads
     qkv_bias: bool = True
     qk_norm: bool = False
     proj_bias: bool = True
+    # Relative position logits (BoTNet: Srinivas et al., 2021, after Bello et al., 2019):
+    # a learned table per axis of a feature map, timm's PosEmbedRel (`pos_embed.height_rel`,
+    # `pos_embed.width_rel`), each query's dot product with the rows of its offsets to the key.
+    rel_pos: str = "none"
+    # Without it (BoTNet's BottleneckAttn) the heads' concatenated values are the output.
+    proj: bool = True
+    # proj's output width (None: the input's), as timm's Attention2d widens a CoAtNet stage's first block.
+    out_channels: int | None = None
+    # qkv's channels grouped by head, each head's q, k, v together (timm's Attention2d head_first).
+    head_first: bool = False
+    #: PVT v2's spatial-reduction attention (its ``q``/``kv`` layout): keys and values from
+    #: the tokens' grid reduced by an R x R convolution of stride R. None: one ``qkv``.
+    sr_ratio: int | None = None
+    #: Attention within W x W windows of a grid of tokens, with a learned relative position bias.
+    window: Pair | None = None
+    #: The shifted windows' cyclic shift (and its mask); 0: none.
+    shift: Pair = (0, 0)
+    #: The input grid's height and width (sr_ratio= and window= read it), recorded when the node
+    #: is made (for_input).
+    grid: Pair | None = None
 
     def _head_dim(self, shape: Shape) -> int:
         return self.head_dim if self.head_dim is not None else channels(shape) // self.heads
 
     def output_shape(self, inputs):
-        shape = _token_input(self.kind, inputs[0])
-        if self.head_dim is None and shape[-1] % self.heads:
+        shape = inputs[0] if layout(inputs[0]) == "map" else _token_input(self.kind, inputs[0])
+        if self.head_dim is None and channels(shape) % self.heads:
             raise ShapeProblem(
-                f"attention heads={self.heads} needs channels divisible by {self.heads}, but there are {shape[-1]}",
+                f"attention heads={self.heads} needs channels divisible by {self.heads}, "
+                f"but there are {channels(shape)}",
                 "choose heads that divide the channels, or give head_dim=",
             )
-        return shape
+        _check_windows(self, shape)
+        if self.sr_ratio is not None:
+            _reduced_grid(self, shape)
+        return _attention_output_shape(self, shape)
+
+    def for_input(self, shape):
+        if (self.sr_ratio is not None or self.window is not None) and _has_grid(shape):
+            return dataclasses.replace(self, grid=shape.grid)
+        return self
 
     def cost(self, inputs, output):
+        if self.window is not None:
+            return _windowed_cost(self, inputs[0])
+        if self.sr_ratio is not None:
+            return _reduction_cost(self, inputs[0])
         shape = inputs[0]
-        width, tokens = shape[-1], shape[-2]
-        groups = math.prod(shape[:-2])
+        groups, tokens, width = _attention_extent(shape)
         inner = self.heads * self._head_dim(shape)
-        params = width * 3 * inner + (3 * inner if self.qkv_bias else 0) + inner * width
-        params += width if self.proj_bias else 0
+        params = width * 3 * inner + (3 * inner if self.qkv_bias else 0)
+        out = self.out_channels or width
+        params += inner * out + (out if self.proj_bias else 0) if self.proj else 0
         params += 4 * self._head_dim(shape) if self.qk_norm else 0
-        macs = groups * (tokens * width * 3 * inner + 2 * tokens * tokens * inner + tokens * inner * width)
-        return params, macs
+        macs = groups * (tokens * width * 3 * inner + 2 * tokens * tokens * inner)
+        macs += groups * tokens * inner * out if self.proj else 0
+        extra_params, extra_macs = _relative_position_cost(self, shape)
+        return params + extra_params, macs + extra_macs
 
     def constructor(self, inputs):
+        if self.sr_ratio is not None:
+            return _reduction_constructor(self, inputs[0])
         return Ctor(
             "Attention",
             (channels(inputs[0]), self.heads, self._head_dim(inputs[0])),
-            (("qkv_bias", self.qkv_bias), ("qk_norm", self.qk_norm), ("proj_bias", self.proj_bias)),
+            (
+                ("qkv_bias", self.qkv_bias),
+                ("qk_norm", self.qk_norm),
+                ("proj_bias", self.proj_bias),
+                *_attention_options(self, inputs[0]),
+                *_window_kwargs(self, inputs[0]),
+            ),
         )
 
     def initialise(self, module):
+        if self.sr_ratio is not None:
+            return _reduction_initialise(module)
         for child in (module.qkv, module.q_norm, module.k_norm, module.proj):
             if any(True for _ in child.parameters()):
                 child.reset_parameters()
+        _initialise_relative_position(self, module)
+        _initialise_windows(module)
 
     def reference(self, inputs, tensors, training):
+        if self.sr_ratio is not None:
+            return _reduction_reference(self, inputs[0], tensors)
         (x,) = inputs
+        if self.window is not None:
+            return _windowed_reference(self, x, tensors)
+        if x.dim() == 4:
+            return _attention_map_reference(self, x, tensors)
         functional = _functional()
         *groups, tokens, _ = x.shape
         dim = self.head_dim if self.head_dim is not None else x.shape[-1] // self.heads
         qkv = functional.linear(x, tensors["qkv.weight"], tensors.get("qkv.bias"))
+        qkv = _qkv_in_order(self, qkv.reshape(*groups, tokens, -1), dim)
         qkv = qkv.reshape(*groups, tokens, 3, self.heads, dim)
         q, k, v = (qkv.select(-3, index).transpose(-2, -3) for index in range(3))  # ... x heads x N x d
         if self.qk_norm:
@@ -1786,16 +1902,571 @@ class Attention(Layer):
         weights = scores.exp()
         weights = weights / weights.sum(-1, keepdim=True)
         out = (weights @ v).transpose(-2, -3).reshape(*groups, tokens, self.heads * dim)
+        if not self.proj:
+            return out
         return functional.linear(out, tensors["proj.weight"], tensors.get("proj.bias"))
 
     def figure_label(self):
-        return f"attention, {self.heads} heads"
+        if self.sr_ratio is not None and self.sr_ratio > 1:
+            return f"attention, {self.heads} heads, keys /{self.sr_ratio}"
+        return f"attention, {self.heads} heads" + _window_label(self)
+
+
+# Windows (Swin): attention within windows of a grid of tokens -------------------------
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Where a grid's windows fall, by timm's rule (SwinTransformerBlock): along an axis
+    where the grid is no larger than the window, the window is the grid and nothing is
+    shifted; the grid is padded at its end to whole windows (after the shift)."""
+
+    grid: Pair
+    window: Pair
+    shift: Pair
+
+    @property
+    def padded(self) -> Pair:
+        return (
+            -(-self.grid[0] // self.window[0]) * self.window[0],
+            -(-self.grid[1] // self.window[1]) * self.window[1],
+        )
+
+    @property
+    def count(self) -> int:
+        """The number of windows."""
+        return self.padded[0] // self.window[0] * (self.padded[1] // self.window[1])
+
+    @property
+    def area(self) -> int:
+        """Tokens per window."""
+        return self.window[0] * self.window[1]
+
+
+def _windows_for_input(layer: Attention, shape: Shape) -> Attention:
+    import dataclasses
+
+    if layer.window is None or not _has_grid(shape):
+        return layer  # without a grid, output_shape reports it
+    return dataclasses.replace(layer, grid=shape.grid)
+
+
+def window_plan(layer: Attention) -> WindowPlan:
+    grid = layer.grid
+    assert layer.window is not None and grid is not None
+    window = tuple(min(size, wanted) for size, wanted in zip(grid, layer.window, strict=True))
+    shift = tuple(
+        0 if size <= wanted else moved for size, wanted, moved in zip(grid, layer.window, layer.shift, strict=True)
+    )
+    return WindowPlan(grid, window, shift)  # type: ignore[arg-type]
+
+
+def _check_windows(layer: Attention, shape: Shape) -> None:
+    if layer.window is None:
+        if any(layer.shift):
+            raise ShapeProblem("attention shift= needs window=", "shifted windows: window=7, shift=3")
+        return
+    if not _has_grid(shape):
+        raise ShapeProblem(
+            f"attention window= needs a grid of tokens, but its input ({shape_text(shape)}) is not one",
+            "the tokens of `tokens` (from a feature map) form a grid; learned tokens, take and transpose end it",
+        )
+    if any(moved >= size for moved, size in zip(layer.shift, layer.window, strict=True)):
+        raise ShapeProblem(
+            f"attention shift={_size(layer.shift)} must be less than its window ({_size(layer.window)})",
+            "Swin shifts by half a window: window=7, shift=3",
+        )
+
+
+def _windowed_cost(layer: Attention, shape: Shape) -> tuple[int, int]:
+    # As the windows attend separately: qkv and proj run on the padded grid's tokens, and
+    # Q K^T and A V within each window; the bias table adds (2 Wh - 1)(2 Ww - 1) x H parameters.
+    from dataclasses import replace
+
+    plan = window_plan(layer)
+    params, macs = Attention.cost(
+        replace(layer, window=None, shift=(0, 0), grid=None), [Tokens((plan.count, plan.area, channels(shape)))], shape
+    )
+    table = (2 * plan.window[0] - 1) * (2 * plan.window[1] - 1) * layer.heads
+    return params + table, macs
+
+
+def _window_kwargs(layer: Attention, shape: Shape) -> tuple[tuple[str, Any], ...]:
+    if layer.window is None:
+        return ()
+    plan = window_plan(layer)
+    return (("window", plan.window), ("shift", plan.shift), ("grid", plan.grid))
+
+
+def _initialise_windows(module: Any) -> None:
+    table = getattr(module, "relative_position_bias_table", None)
+    if table is not None:
+        from torch import nn
+
+        nn.init.trunc_normal_(table, std=0.02)  # timm's WindowAttention
+
+
+def _window_label(layer: Attention) -> str:
+    if layer.window is None:
+        return ""
+    return f", window {_size(layer.window)}" + (f", shift {_size(layer.shift)}" if any(layer.shift) else "")
+
+
+def _size(pair: Pair) -> str:
+    """A size as a spec writes it: ``7`` for 7x7, ``7x5`` otherwise."""
+    return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
+
+
+def _windowed_reference(layer: Attention, x: Any, tensors: Mapping[str, Any]) -> Any:
+    """Swin's shifted-window attention written out (Liu et al., 2021, section 3.2), as
+    timm computes it: the grid shifted cyclically up and left, zero-padded to whole
+    windows, each window attending within itself with a relative position bias, tokens
+    of different regions of the shifted grid kept apart by -100 added to their scores,
+    then everything undone."""
+    import torch
+
+    functional = _functional()
+    plan = window_plan(layer)
+    (height, width), (win_h, win_w), (shift_h, shift_w) = plan.grid, plan.window, plan.shift
+    pad_h, pad_w = plan.padded
+    batch, _, width_c = x.shape
+    grid = x.reshape(batch, height, width, width_c)
+    rows = (torch.arange(height, device=x.device) + shift_h) % height  # out[i] = in[i + shift]
+    cols = (torch.arange(width, device=x.device) + shift_w) % width
+    shifted = grid[:, rows][:, :, cols]
+    padded = x.new_zeros(batch, pad_h, pad_w, width_c)
+    padded[:, :height, :width] = shifted
+
+    # Each padded position's region: before the last window, in the last window but not
+    # shifted in, shifted in from the start (per axis; one region where nothing shifts).
+    def regions(size: int, window: int, shift: int) -> list[int]:
+        if not shift:
+            return [0] * size
+        return [0 if i < size - window else 1 if i < size - shift else 2 for i in range(size)]
+
+    region_h, region_w = regions(pad_h, win_h, shift_h), regions(pad_w, win_w, shift_w)
+    dim = layer.head_dim if layer.head_dim is not None else width_c // layer.heads
+    table = tensors["relative_position_bias_table"]
+    positions = [(i, j) for i in range(win_h) for j in range(win_w)]
+    index = torch.tensor(
+        [[(a[0] - b[0] + win_h - 1) * (2 * win_w - 1) + a[1] - b[1] + win_w - 1 for b in positions] for a in positions],
+        device=x.device,
+    )
+    bias = table[index].permute(2, 0, 1)  # heads x area x area
+    out = x.new_zeros(batch, pad_h, pad_w, width_c)
+    for top in range(0, pad_h, win_h):
+        for left in range(0, pad_w, win_w):
+            tokens = padded[:, top : top + win_h, left : left + win_w].reshape(batch, plan.area, width_c)
+            labels = torch.tensor([3 * region_h[top + i] + region_w[left + j] for i, j in positions], device=x.device)
+            mask = (labels[:, None] != labels[None, :]) * -100.0
+            qkv = functional.linear(tokens, tensors["qkv.weight"], tensors.get("qkv.bias"))
+            qkv = qkv.reshape(batch, plan.area, 3, layer.heads, dim)
+            q, k, v = (qkv.select(2, part).transpose(1, 2) for part in range(3))  # batch x heads x area x d
+            if layer.qk_norm:
+                q = _layer_norm_last(q, tensors["q_norm.weight"], tensors["q_norm.bias"], 1e-6)
+                k = _layer_norm_last(k, tensors["k_norm.weight"], tensors["k_norm.bias"], 1e-6)
+            scores = (q @ k.transpose(-1, -2)) / dim**0.5 + bias + mask.to(x.dtype)
+            scores = scores - scores.amax(-1, keepdim=True)
+            weights = scores.exp()
+            weights = weights / weights.sum(-1, keepdim=True)
+            attended = (weights @ v).transpose(1, 2).reshape(batch, plan.area, layer.heads * dim)
+            attended = functional.linear(attended, tensors["proj.weight"], tensors.get("proj.bias"))
+            out[:, top : top + win_h, left : left + win_w] = attended.reshape(batch, win_h, win_w, width_c)
+    out = out[:, :height, :width]
+    back_rows = (torch.arange(height, device=x.device) - shift_h) % height
+    back_cols = (torch.arange(width, device=x.device) - shift_w) % width
+    return out[:, back_rows][:, :, back_cols].reshape(batch, height * width, width_c)
+
+
+def _grid_input(kind: str, shape: Shape) -> Tokens:
+    if not _has_grid(shape):
+        raise ShapeProblem(
+            f"{kind} needs a grid of tokens, but its input ({shape_text(shape)}) is not one",
+            "the tokens of `tokens` (from a feature map) form a grid; learned tokens, take and transpose end it",
+        )
+    return shape
+
+
+@dataclass(frozen=True)
+class MergePatches(Layer):
+    """Swin's patch merging, less its norm and linear layer: each SH x SW patch of
+    neighbouring tokens of a grid becomes one token of their channels concatenated, in
+    timm's order (column offset, then row offset, then channel: x0, x1, x2, x3 of the
+    paper's code for 2x2). An odd grid is zero-padded at its end first, as timm does."""
+
+    kind: ClassVar[str] = "merge_patches"
+    example: ClassVar[str] = "tokens; merge_patches 2x2"
+    variants: ClassVar[tuple[str, ...]] = ("tokens; merge_patches 3x2",)
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("size", _pair(), "the patch's height and width", positional=True, required=True),
+    )
+    usage: ClassVar[str] = "merge_patches SHxSW (H x W grid of C-channel tokens -> H/SH x W/SW grid of SH SW C)"
+    size: Pair = (2, 2)
+    #: The input grid's height and width, recorded when the node is made.
+    grid: Pair | None = None
+
+    def for_input(self, shape):
+        import dataclasses
+
+        return dataclasses.replace(self, grid=shape.grid) if _has_grid(shape) else self
+
+    def output_shape(self, inputs):
+        shape = _grid_input(self.kind, inputs[0])
+        (height, width), (step_h, step_w) = shape.grid, self.size
+        grid = (-(-height // step_h), -(-width // step_w))
+        return Tokens((grid[0] * grid[1], shape[-1] * step_h * step_w), grid)
+
+    def constructor(self, inputs):
+        return Ctor("MergePatches", (self.grid, self.size))
+
+    def reference(self, inputs, tensors, training):
+        (x,) = inputs
+        (height, width), (step_h, step_w) = self.grid, self.size
+        batch, _, width_c = x.shape
+        padded = x.new_zeros(batch, -(-height // step_h) * step_h, -(-width // step_w) * step_w, width_c)
+        padded[:, :height, :width] = x.reshape(batch, height, width, width_c)
+        parts = [padded[:, row::step_h, col::step_w] for col in range(step_w) for row in range(step_h)]
+        merged = _cat(parts, -1)
+        return merged.reshape(batch, -1, merged.shape[-1])
+
+    def figure_label(self):
+        return f"merge {self.size[0]}x{self.size[1]} patches"
+
+
+def _cat(parts: list[Any], axis: int) -> Any:
+    import torch
+
+    return torch.cat(parts, axis)
+
+
+def _attention_extent(shape: Shape) -> tuple[int, int, int]:
+    """(sequences attended separately, tokens in each, channels) of attention's input: a
+    feature map's H W positions are one sequence."""
+    if layout(shape) == "map":
+        return 1, shape[1] * shape[2], shape[0]
+    return math.prod(shape[:-2]), shape[-2], shape[-1]
+
+
+def _attention_output_shape(layer: Attention, shape: Shape) -> Shape:
+    if layer.rel_pos != "none" and layout(shape) != "map":
+        raise ShapeProblem(
+            f"attention rel_pos={layer.rel_pos} needs a C x H x W feature map (its tables follow H and W), "
+            f"but its input is {shape_text(shape)}",
+            "grid HxW turns a token sequence back into a feature map",
+        )
+    if layer.out_channels is not None and not layer.proj:
+        raise ShapeProblem("attention out= sets proj's output width, but proj=false leaves proj out", "remove out=")
+    out = (layer.out_channels or channels(shape)) if layer.proj else layer.heads * layer._head_dim(shape)
+    if layout(shape) == "map":
+        return (out, shape[1], shape[2])
+    return Tokens((*shape[:-1], out), shape.grid)
+
+
+def _relative_position_cost(layer: Attention, shape: Shape) -> tuple[int, int]:
+    """The tables' parameters, and the MACs of each query against them (one matrix product
+    per axis, Q R^T, as timm's rel_logits_1d computes and fvcore counts)."""
+    if layer.rel_pos == "bias":  # a table lookup and an add: no MACs
+        return (2 * shape[1] - 1) * (2 * shape[2] - 1) * layer.heads, 0
+    if layer.rel_pos != "logits":
+        return 0, 0
+    _, height, width = shape
+    dim = layer._head_dim(shape)
+    rows = (2 * height - 1) + (2 * width - 1)
+    return rows * dim, layer.heads * height * width * dim * rows
+
+
+def _attention_options(layer: Attention, shape: Shape) -> tuple[tuple[str, Any], ...]:
+    """The module's keyword arguments for the options after proj_bias, only where they
+    differ from its defaults (so the generated source of a ViT is as it was)."""
+    options: tuple[tuple[str, Any], ...] = ()
+    if not layer.proj:
+        options += (("proj", False),)
+    if layout(shape) == "map":
+        options += (("feature_map", (shape[1], shape[2])),)
+    if layer.rel_pos != "none":
+        options += (("rel_pos", layer.rel_pos),)
+    if layer.out_channels is not None:
+        options += (("out", layer.out_channels),)
+    if layer.head_first:
+        options += (("head_first", True),)
+    return options
+
+
+def _initialise_relative_position(layer: Attention, module: Any) -> None:
+    if layer.rel_pos == "logits":
+        from torch import nn
+
+        for table in module.pos_embed.values():
+            nn.init.trunc_normal_(table, std=module.head_dim**-0.5)  # timm's BottleneckAttn
+    if layer.rel_pos == "bias":
+        from torch import nn
+
+        nn.init.trunc_normal_(module.rel_pos["relative_position_bias_table"], std=0.02)  # timm's RelPosBias
+
+
+def _attention_map_reference(layer: Attention, x: Any, tensors: Mapping[str, Any]) -> Any:
+    """Attention over a feature map's positions, qkv (and proj) as 1x1 convolutions, the
+    textbook formula: softmax(Q K^T / sqrt(d) + L) V, where L[i, j] = q_i . (h[y_j - y_i]
+    + w[x_j - x_i]) with rel_pos=logits (rows offset by H - 1 and W - 1)."""
+    import torch
+
+    functional = _functional()
+    batch, _, height, width = x.shape
+    dim = layer._head_dim((x.shape[1], height, width))
+    qkv = functional.conv2d(x, tensors["qkv.weight"], tensors.get("qkv.bias"))
+    qkv = _qkv_in_order(layer, qkv.reshape(batch, -1, height * width).transpose(1, 2), dim).transpose(1, 2)
+    qkv = qkv.reshape(batch, 3, layer.heads, dim, height * width).transpose(-1, -2)
+    q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # batch x heads x N x d
+    if layer.qk_norm:
+        q = _layer_norm_last(q, tensors["q_norm.weight"], tensors["q_norm.bias"], 1e-6)
+        k = _layer_norm_last(k, tensors["k_norm.weight"], tensors["k_norm.bias"], 1e-6)
+    scores = (q @ k.transpose(-1, -2)) / dim**0.5
+    if layer.rel_pos == "logits":
+        rows = torch.arange(height, device=x.device).repeat_interleave(width)  # y of each position
+        cols = torch.arange(width, device=x.device).repeat(height)  # x of each position
+        offsets_h = tensors["pos_embed.height_rel"][rows[None, :] - rows[:, None] + height - 1]  # N x N x d
+        offsets_w = tensors["pos_embed.width_rel"][cols[None, :] - cols[:, None] + width - 1]
+        scores = scores + torch.einsum("bhic,ijc->bhij", q, offsets_h + offsets_w)
+    if layer.rel_pos == "bias":
+        # B[h, i, j] = T[y_i - y_j, x_i - x_j, h]: the table's rows, (2 H - 1) x (2 W - 1), by offset.
+        rows = torch.arange(height, device=x.device).repeat_interleave(width)
+        cols = torch.arange(width, device=x.device).repeat(height)
+        table = tensors["rel_pos.relative_position_bias_table"].reshape(2 * height - 1, 2 * width - 1, layer.heads)
+        offsets = table[rows[:, None] - rows[None, :] + height - 1, cols[:, None] - cols[None, :] + width - 1]
+        scores = scores + offsets.permute(2, 0, 1)
+    scores = scores - scores.amax(-1, keepdim=True)
+    weights = scores.exp()
+    weights = weights / weights.sum(-1, keepdim=True)
+    out = (weights @ v).transpose(-1, -2).reshape(batch, layer.heads * dim, height, width)
+    if layer.proj:
+        out = functional.conv2d(out, tensors["proj.weight"], tensors.get("proj.bias"))
+    return out
+
+
+def _qkv_in_order(layer: Attention, qkv: Any, dim: int) -> Any:
+    """qkv's channels (the last axis) as q, k, v, each heads x dim: with head_first they
+    come as heads x (q, k, v) x dim."""
+    if not layer.head_first:
+        return qkv
+    import torch
+
+    parts = qkv.reshape(*qkv.shape[:-1], layer.heads, 3, dim)
+    return torch.cat([parts[..., which, :].flatten(-2) for which in range(3)], -1)
+
+
+# PVT v2's spatial-reduction attention (attention sr_ratio=R), timm's pvt_v2.Attention. Its
+# reduction lives inside the attention's module (timm's keys attn.sr, attn.norm), so it is
+# an option of the kind rather than layers written before it.
+
+
+def _reduced_grid(layer: Attention, shape: Shape) -> Pair:
+    """The grid of the keys and values: the tokens' grid after the R x R, stride R convolution."""
+    ratio = layer.sr_ratio or 1
+    if len(shape) != 2:
+        raise ShapeProblem(f"attention sr_ratio={ratio} needs one sequence of N x C tokens, not {shape_text(shape)}")
+    if layer.grid is None:
+        raise ShapeProblem(
+            f"attention sr_ratio={ratio} reduces the tokens' grid, but these {shape_text(shape)} have none "
+            "(a learned token, take or transpose made them)",
+            "make the tokens from a feature map (tokens) and keep learned tokens out of this block",
+        )
+    height, width = layer.grid
+    if ratio > 1 and (height < ratio or width < ratio):
+        raise ShapeProblem(
+            f"attention sr_ratio={ratio} needs a grid of at least {ratio}x{ratio}, but the tokens' grid is "
+            f"{height}x{width}",
+            "use a smaller sr_ratio or a larger input",
+        )
+    return height // ratio, width // ratio
+
+
+def _reduction_cost(layer: Attention, shape: Shape) -> tuple[int, int]:
+    tokens, width = shape[-2], shape[-1]
+    head_dim = layer._head_dim(shape)
+    inner = layer.heads * head_dim
+    ratio = layer.sr_ratio or 1
+    keys = math.prod(_reduced_grid(layer, shape))
+    params = width * inner + width * 2 * inner + inner * width
+    params += 3 * inner if layer.qkv_bias else 0
+    params += width if layer.proj_bias else 0
+    params += 4 * head_dim if layer.qk_norm else 0
+    macs = tokens * width * inner + keys * width * 2 * inner + 2 * tokens * keys * inner + tokens * inner * width
+    if ratio > 1:
+        params += width * width * ratio * ratio + width + 2 * width  # sr (with its bias) and norm
+        macs += keys * width * width * ratio * ratio
+    return params, macs
+
+
+def _reduction_constructor(layer: Attention, shape: Shape) -> Ctor:
+    return Ctor(
+        "SpatialReductionAttention",
+        (channels(shape), layer.heads, layer._head_dim(shape), tuple(layer.grid or (1, 1)), layer.sr_ratio),
+        (("qkv_bias", layer.qkv_bias), ("qk_norm", layer.qk_norm), ("proj_bias", layer.proj_bias)),
+    )
+
+
+def _reduction_initialise(module: Any) -> None:
+    for child in module.children():
+        if any(True for _ in child.parameters()):
+            child.reset_parameters()
+
+
+def _reduction_reference(layer: Attention, x: Any, tensors: Mapping[str, Any]) -> Any:
+    """softmax(Q K^T / sqrt(d)) V per head, with K and V from the reduced tokens, written out."""
+    functional = _functional()
+    batch, tokens, width = x.shape
+    dim = layer.head_dim if layer.head_dim is not None else width // layer.heads
+    ratio = layer.sr_ratio or 1
+    q = functional.linear(x, tensors["q.weight"], tensors.get("q.bias"))
+    q = q.reshape(batch, tokens, layer.heads, dim).transpose(1, 2)
+    source = x
+    if ratio > 1:
+        height, grid_width = layer.grid or (1, 1)
+        feature_map = x.transpose(1, 2).reshape(batch, width, height, grid_width)
+        reduced = functional.conv2d(feature_map, tensors["sr.weight"], tensors["sr.bias"], stride=ratio)
+        source = reduced.reshape(batch, width, -1).transpose(1, 2)
+        source = _layer_norm_last(source, tensors["norm.weight"], tensors["norm.bias"], 1e-5)
+    kv = functional.linear(source, tensors["kv.weight"], tensors.get("kv.bias"))
+    kv = kv.reshape(batch, source.shape[1], 2, layer.heads, dim)
+    k, v = (kv[:, :, index].transpose(1, 2) for index in range(2))  # batch x heads x M x d
+    if layer.qk_norm:
+        q = _layer_norm_last(q, tensors["q_norm.weight"], tensors["q_norm.bias"], 1e-6)
+        k = _layer_norm_last(k, tensors["k_norm.weight"], tensors["k_norm.bias"], 1e-6)
+    scores = (q @ k.transpose(-1, -2)) / dim**0.5
+    scores = scores - scores.amax(-1, keepdim=True)
+    weights = scores.exp()
+    weights = weights / weights.sum(-1, keepdim=True)
+    out = (weights @ v).transpose(1, 2).reshape(batch, tokens, layer.heads * dim)
+    return functional.linear(out, tensors["proj.weight"], tensors.get("proj.bias"))
 
 
 def _layer_norm_last(x: Any, weight: Any, bias: Any, eps: float) -> Any:
     mean = x.mean(-1, keepdim=True)
     var = x.var(-1, keepdim=True, unbiased=False)
     return (x - mean) / (var + eps).sqrt() * weight + bias
+
+
+# MobileViT's patches (Mehta and Rastegari, 2022): a feature map as one sequence of patches
+# per position within a patch, attended separately, and back.
+
+
+@dataclass(frozen=True)
+class Unfold(Layer):
+    """A feature map as patches: C x H x W -> (P_h P_w) x (H/P_h W/P_w) x C tokens, one
+    sequence of the patches for each position within a patch (MobileViT's unfolding,
+    timm's MobileVitBlock), positions and patches row-major. The patches' grid is the
+    tokens' grid, which ``fold`` reads."""
+
+    kind: ClassVar[str] = "unfold"
+    example: ClassVar[str] = "unfold 1x1"
+    variants: ClassVar[tuple[str, ...]] = ("unfold 11x1", "unfold 1x11")
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("patch", _pair(), "the patch size", positional=True, required=True),
+    )
+    usage: ClassVar[str] = "unfold PxP (C x H x W -> (P P) x (H W / P P) x C tokens: the patches at each position)"
+    computed_inline: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    patch: Pair = (2, 2)
+
+    def output_shape(self, inputs):
+        channels_, height, width = spatial(self.kind, inputs[0])
+        patch_h, patch_w = self.patch
+        if height % patch_h or width % patch_w:
+            raise ShapeProblem(
+                f"unfold {patch_h}x{patch_w} needs a feature map whose height and width divide by the patch, "
+                f"but it is {shape_text(inputs[0])}",
+                "choose an input size that divides (timm's MobileViT resizes the map instead)",
+            )
+        grid = (height // patch_h, width // patch_w)
+        return Tokens((patch_h * patch_w, grid[0] * grid[1], channels_), grid)
+
+    def reference(self, inputs, tensors, training):
+        import torch
+
+        (x,) = inputs
+        patch_h, patch_w = self.patch
+        # The sequence of position (i, j) holds pixel (i, j) of every patch, patches row-major.
+        sequences = [
+            x[:, :, i::patch_h, j::patch_w].flatten(2).transpose(1, 2) for i in range(patch_h) for j in range(patch_w)
+        ]
+        return torch.stack(sequences, 1)
+
+    def forward_expression(self, names):
+        patch_h, patch_w = self.patch
+        return (
+            f"{names[0]}.unflatten(2, (-1, {patch_h})).unflatten(4, (-1, {patch_w}))"
+            ".permute(0, 3, 5, 2, 4, 1).flatten(3, 4).flatten(1, 2)"
+        )
+
+    def figure_label(self):
+        return f"unfold {self.patch[0]}x{self.patch[1]} patches"
+
+
+@dataclass(frozen=True)
+class Fold(Layer):
+    """Patches back to a feature map, the inverse of ``unfold``: (P_h P_w) x N x C tokens
+    on their grid of N = h x w patches -> C x (h P_h) x (w P_w)."""
+
+    kind: ClassVar[str] = "fold"
+    example: ClassVar[str] = "unfold 1x1; fold 1x1"
+    variants: ClassVar[tuple[str, ...]] = (
+        "unfold 11x1; ln; fold 11x1",
+        "unfold 1x11; fc 5; fold 1x11",
+    )
+    spelled: ClassVar[bool] = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        Argument("patch", _pair(), "the patch size", positional=True, required=True),
+    )
+    usage: ClassVar[str] = "fold PxP ((P P) x N x C tokens on their grid -> C x H x W: unfold's inverse)"
+    computed_inline: ClassVar[bool] = True
+    builds_module: ClassVar[bool] = False
+    patch: Pair = (2, 2)
+    grid: Pair | None = None  # the patches' grid, filled in by for_input
+
+    def for_input(self, shape):
+        if isinstance(shape, Tokens) and shape.grid is not None:
+            return dataclasses.replace(self, grid=shape.grid)
+        return self
+
+    def output_shape(self, inputs):
+        shape = _token_input(self.kind, inputs[0])
+        patch_h, patch_w = self.patch
+        if len(shape) != 3 or shape[0] != patch_h * patch_w:
+            raise ShapeProblem(
+                f"fold {patch_h}x{patch_w} needs {patch_h * patch_w} sequences of patches, "
+                f"but its input is {shape_text(shape)}",
+                "fold with the patch size that unfold used",
+            )
+        if self.grid is None or self.grid[0] * self.grid[1] != shape[1]:
+            raise ShapeProblem(
+                f"fold {patch_h}x{patch_w} needs the patches' grid, but these {shape_text(shape)} have none",
+                "fold the tokens that unfold made (a learned token, take or transpose loses their grid)",
+            )
+        return (shape[2], self.grid[0] * patch_h, self.grid[1] * patch_w)
+
+    def reference(self, inputs, tensors, training):
+        (x,) = inputs
+        patch_h, patch_w = self.patch
+        rows, columns = self.grid or (1, 1)
+        out = x.new_empty(x.shape[0], x.shape[-1], rows * patch_h, columns * patch_w)
+        for i in range(patch_h):
+            for j in range(patch_w):
+                out[:, :, i::patch_h, j::patch_w] = (
+                    x[:, i * patch_w + j].transpose(1, 2).reshape(x.shape[0], x.shape[-1], rows, columns)
+                )
+        return out
+
+    def forward_expression(self, names):
+        patch_h, patch_w = self.patch
+        return (
+            f"{names[0]}.unflatten(1, ({patch_h}, {patch_w})).unflatten(3, {tuple(self.grid or (1, 1))!r})"
+            ".permute(0, 5, 3, 1, 4, 2).flatten(4, 5).flatten(2, 3)"
+        )
+
+    def figure_label(self):
+        return f"fold {self.patch[0]}x{self.patch[1]} patches"
 
 
 # Joins and shortcuts ------------------------------------------------------------------

@@ -300,3 +300,23 @@ def test_frontend_group_compiles_every_depth_it_times(quick: bool) -> None:
 
     for n in frontend_depths(quick):
         assert compile_cifar(n).layer_count() == 6 * n + 2
+
+
+def test_tokens_bench_prints_every_figure_at_a_small_size() -> None:
+    """`python bench/tokens.py --quick`: ViT-Tiny against timm, side by side, each figure with a ratio."""
+    from bench import tokens
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        found = {row.figure: row for row in tokens.rows(quick=True, batch=2)}
+    finally:
+        torch.set_num_threads(threads)
+    shape = "batch 2, 64x64, fp32, 1 threads"
+    for part in (
+        "eval forward vs timm",
+        "training step vs timm",
+        "for_inference (onnxruntime) vs ONNX Runtime on timm's export",
+    ):
+        row = found[f"vit_tiny_patch16_224 {part} ({shape})"]
+        assert row.ratio > 0 and row.target == "<=1.00" and row.resdsl.endswith(" ms"), row

@@ -464,18 +464,21 @@ def staged_spec(kind: str, example: str | None = None) -> str:
         stem += "\n        tokens"
         if any(len(node.shape) == 1 for node in targets_of(network_for(kind), kind)):
             head = _lines(kind, example, "8", " " * 8)
-            block = "ln"
+            block = "fc c"
         else:
             head = "mean tokens\n        fc 3"
-            block = f"ln\n    {_lines(kind, example, 'c', ' ' * 4)}"
+            block = f"fc c\n    {_lines(kind, example, 'c', ' ' * 4)}"
     elif _flat(kind):
         head = f"avgpool\n        {'flatten' if kind == 'fc' else ''}\n        target: {example}"
         block = "conv 3x3, c"
     else:
         head = "avgpool\n        fc 3"
         block = f"conv 3x3, c\n    {_lines(kind, example, 'c', ' ' * 4)}"
-        if any(layout(node.shape) == "tokens" for node in targets_of(network_for(kind, example), kind)):
-            block += "\n    grid 11x11"  # a map again for the next repetition's convolution
+        made = targets_of(network_for(kind, example), kind)
+        if any(layout(node.shape) == "tokens" for node in made):
+            # A map again for the next repetition's convolution: unfold's patches fold back.
+            patch = "x".join(map(str, made[0].layer.patch)) if kind == "unfold" else ""
+            block += f"\n    fold {patch}" if patch else "\n    grid 11x11"
     return f"""# the {kind} kind in every consumer
 block probe_block(c) {{
     {block}

@@ -213,7 +213,7 @@ ORDER_NOTES = {
 }
 
 
-def _timm_at(name: str, size: int) -> Callable[[], nn.Module]:
+def _timm_at(name: str, size: int | tuple[int, int]) -> Callable[[], nn.Module]:
     """A reference whose position embedding is sized for a smaller input (the spec's
     `position` follows its input's tokens)."""
     return lambda: timm.create_model(name, pretrained=False, img_size=size)
@@ -238,11 +238,33 @@ CASES = {
     },
     # MLP-Mixer's token MLP ends at the number of tokens, (64 / 16)^2 at this input.
     "mixer_s16_224": Case("timm/mixer_s16_224", _timm_at("mixer_s16_224", 64), (3, 64, 64), params=(("patches", 16),)),
+    # Swin at 14x21 tokens: shifted windows padded along the width, then grids of 7x11 (a window
+    # the grid's height, shifted and padded along the width), 4x6 (merging pads 7 to 8) and 2x3,
+    # where timm's rule shrinks the windows and drops the shift. Drop path (timm's 0.1) off.
+    "swin_tiny_patch4_window7_224": Case(
+        "timm/swin_tiny_patch4_window7_224",
+        lambda: timm.create_model(
+            "swin_tiny_patch4_window7_224", pretrained=False, img_size=(56, 84), drop_path_rate=0.0
+        ),
+        (3, 56, 84),
+        params=(("drop_path_rate", 0),),
+    ),
     # DLA's pooled shortcuts and strided blocks meet only where every size divides by 32.
     "dla34": Case("timm/dla34", _timm("dla34"), (3, 64, 64)),
     "dla46_c": Case("timm/dla46_c", _timm("dla46_c"), (3, 64, 64)),
     # HRNet's branches at 1/4 ... 1/32 meet through exact 2x upsampling: every size divides by 32.
     "hrnet_w18_small": Case("timm/hrnet_w18_small", _timm("hrnet_w18_small"), (3, 64, 96)),
+    # BoTNet's relative position tables follow the attended map (4x6 in the last stage
+    # here): not square, so that a swapped height and width would show.
+    "botnet26t_256": Case("timm/botnet26t_256", _timm_at("botnet26t_256", (64, 96)), (3, 64, 96)),
+    # CoAtNet's transformer stages attend over the whole map (4x6 and 2x3 here), their
+    # relative position tables sized by it.
+    "coatnet_0_rw_224": Case("timm/coatnet_0_rw_224", _timm_at("coatnet_0_rw_224", (64, 96)), (3, 64, 96)),
+    # PVT v2 takes any size (its grids follow the input): not square, so a swapped height
+    # and width in the reductions to 2x3 keys would show.
+    "pvt_v2_b0": Case("timm/pvt_v2_b0", _timm("pvt_v2_b0"), (3, 64, 96)),
+    # MobileViT unfolds 2x2 patches down to 1/32 of the input: every size divides by 64.
+    "mobilevit_xs": Case("timm/mobilevit_xs", _timm("mobilevit_xs"), (3, 64, 128)),
     "preact_resnet164": Case("preact_resnet164", lambda: PreActResNet(164), CIFAR_INPUT),
     "preact_resnet1001": Case("preact_resnet1001", lambda: PreActResNet(1001), CIFAR_INPUT, batch=1),
     "wrn28_10": Case("wrn28_10", lambda: WideResNet(28, 10), CIFAR_INPUT, batch=1),
@@ -379,7 +401,14 @@ def _drop_paths(model: nn.Module) -> dict[str, float]:
 
 @pytest.mark.parametrize(
     ("name", "count"),
-    [("resnet50", 15), ("resnetv2_50", 15), ("convnext_atto", 11), ("regnety_002", 12), ("nf_resnet26", 7)],
+    [
+        ("resnet50", 15),
+        ("resnetv2_50", 15),
+        ("convnext_atto", 11),
+        ("regnety_002", 12),
+        ("nf_resnet26", 7),
+        ("swin_tiny_patch4_window7_224", 22),  # two per block: after the attention and after the MLP
+    ],
 )
 def test_drop_path_schedule_matches_timm(name: str, count: int) -> None:
     rate = 0.05

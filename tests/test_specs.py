@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 import resdsl
-from resdsl.layers import ChannelConv, Conv, Linear
+from resdsl.layers import Attention, ChannelConv, Conv, Linear
 
 # Table 1 of the paper; equal to torchvision's counts, which share the layout's widths.
 IMAGENET_PARAMS = {
@@ -109,8 +109,10 @@ def test_every_shipped_spec_compiles_and_figures_add_up() -> None:
         assert network.num_params == sum(stage.params for stage in network.stages)
         assert network.macs == sum(stage.macs for stage in network.stages)
         # MACs are convolutions (ECA's across channels included) and fc only (the paper's
-        # and torchvision's convention).
-        counted = sum(node.macs for node in network.nodes() if isinstance(node.layer, Conv | ChannelConv | Linear))
+        # and torchvision's convention), and attention's linear layers and matrix products.
+        counted = sum(
+            node.macs for node in network.nodes() if isinstance(node.layer, Conv | ChannelConv | Linear | Attention)
+        )
         assert network.macs == counted
 
 
