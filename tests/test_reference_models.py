@@ -270,7 +270,8 @@ CASES = {
     # MobileViT unfolds 2x2 patches down to 1/32 of the input: every size divides by 64.
     "mobilevit_xs": Case("timm/mobilevit_xs", _timm("mobilevit_xs"), (3, 64, 128)),
     # Issue 24's docs-only trial, at 4x6 patches (not square); `patches` is the token count
-    # where a spec needs it (gMLP's spatial gate, the register-less average of vit_wee).
+    # where a spec needs it (gMLP's spatial gate, the register-less average of vit_wee,
+    # Mixer's token MLP).
     **{
         name: Case(f"timm/{name}", _timm_at(name, (64, 96)), (3, 64, 96), order_differs=ORDER_NOTES.get(name))
         for name in TRIAL_TOKEN_NAMES
@@ -283,7 +284,7 @@ CASES = {
             order_differs=ORDER_NOTES.get(name),
             params=(("patches", 24),),
         )
-        for name in ("gmlp_s16_224", "vit_wee_patch16_reg1_gap_256")
+        for name in ("gmlp_s16_224", "vit_wee_patch16_reg1_gap_256", "mixer_b16_224")
     },
     # ConvMixer's 14x14 patches: 5x4 of them.
     "convmixer_1024_20_ks9_p14": Case(
