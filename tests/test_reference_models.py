@@ -210,6 +210,8 @@ TIMM_NAMES = (
 ORDER_NOTES = {
     "resnetv2_50": "timm's PreActBottleneck registers downsample before norm1",
     "deit_tiny_distilled_patch16_224": "timm's DeiT registers dist_token after pos_embed",
+    "deit3_small_patch16_224": "timm registers cls_token before pos_embed; the spec adds the position first",
+    "vit_wee_patch16_reg1_gap_256": "timm registers reg_token before pos_embed; the spec adds the position first",
 }
 
 
@@ -221,6 +223,8 @@ def _timm_at(name: str, size: int | tuple[int, int]) -> Callable[[], nn.Module]:
 
 #: Token networks, checked at 64x64: their position embeddings follow the input size.
 TOKEN_NAMES = ("vit_tiny_patch16_224", "deit_tiny_distilled_patch16_224")
+#: Written from docs/ alone (issue 24's trial).
+TRIAL_TOKEN_NAMES = ("vit_small_patch16_224", "deit3_small_patch16_224", "vit_medium_patch16_gap_256")
 
 CASES = {
     **{
@@ -265,6 +269,27 @@ CASES = {
     "pvt_v2_b0": Case("timm/pvt_v2_b0", _timm("pvt_v2_b0"), (3, 64, 96)),
     # MobileViT unfolds 2x2 patches down to 1/32 of the input: every size divides by 64.
     "mobilevit_xs": Case("timm/mobilevit_xs", _timm("mobilevit_xs"), (3, 64, 128)),
+    # Issue 24's docs-only trial, at 4x6 patches (not square); `patches` is the token count
+    # where a spec needs it (gMLP's spatial gate, the register-less average of vit_wee,
+    # Mixer's token MLP).
+    **{
+        name: Case(f"timm/{name}", _timm_at(name, (64, 96)), (3, 64, 96), order_differs=ORDER_NOTES.get(name))
+        for name in TRIAL_TOKEN_NAMES
+    },
+    **{
+        name: Case(
+            f"timm/{name}",
+            _timm_at(name, (64, 96)),
+            (3, 64, 96),
+            order_differs=ORDER_NOTES.get(name),
+            params=(("patches", 24),),
+        )
+        for name in ("gmlp_s16_224", "vit_wee_patch16_reg1_gap_256", "mixer_b16_224")
+    },
+    # ConvMixer's 14x14 patches: 5x4 of them.
+    "convmixer_1024_20_ks9_p14": Case(
+        "timm/convmixer_1024_20_ks9_p14", _timm("convmixer_1024_20_ks9_p14"), (3, 70, 56)
+    ),
     "preact_resnet164": Case("preact_resnet164", lambda: PreActResNet(164), CIFAR_INPUT),
     "preact_resnet1001": Case("preact_resnet1001", lambda: PreActResNet(1001), CIFAR_INPUT, batch=1),
     "wrn28_10": Case("wrn28_10", lambda: WideResNet(28, 10), CIFAR_INPUT, batch=1),
