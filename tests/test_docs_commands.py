@@ -495,12 +495,22 @@ def test_spec_example_compiles_into_every_table_and_figure(where: str, text: str
         if definition.pos.source.path != where or name in used:
             continue  # the prelude's, or one the example's own networks use (a token block needs its tokens)
         required = [param for param in definition.params if param.default is None]
-        assert len(required) <= 1, f"{where}: block {name} needs more than its width"
-        probe = (
-            f"{text}\nnetwork probe_{name} {{\n    input 3x16x16\n    stem {{\n        conv 3x3, 16\n    }}\n"
-            f"    stage s: 2 x {name}({'16' if required else ''})\n}}\n"
-        )
-        networks.append(resdsl.compile_text(probe, path="example.res", network=f"probe_{name}"))
+        assert len(required) <= 2, f"{where}: block {name} needs more than a width and a head count"
+        arguments = ", ".join(["16", "2"][: len(required)])
+        # A block of feature maps after a convolution; a block of tokens after `tokens` too.
+        errors = []
+        for stem in ("conv 3x3, 16", "conv 3x3, 16\n        tokens"):
+            probe = (
+                f"{text}\nnetwork probe_{name} {{\n    input 3x16x16\n    stem {{\n        {stem}\n    }}\n"
+                f"    stage s: 2 x {name}({arguments})\n}}\n"
+            )
+            try:
+                networks.append(resdsl.compile_text(probe, path="example.res", network=f"probe_{name}"))
+                break
+            except resdsl.SpecError as error:
+                errors.append(error)
+        else:
+            raise errors[0]
     assert networks, f"{where} defines nothing"
     for network in networks:
         for detail in ("layer", "block", "stage"):
