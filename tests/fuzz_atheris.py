@@ -4,8 +4,8 @@ Each input is spec bytes; the target compiles them and, where they compile, draw
 at every detail (what ``resdsl check`` and ``resdsl draw`` do; torch is left to
 tests/test_fuzz_hostile.py, whose cases are slower). Anything but a network or a
 SpecError is a crash; libFuzzer's ``-rss_limit_mb`` makes memory a crash too, and
-its ``-timeout``, set far above any honest input, catches hangs. The corpus starts from docs/language.md's examples, the shipped
-specs and tests/fixtures/fuzz_regressions/.
+its ``-timeout``, set far above any honest input, catches hangs. The corpus starts
+from docs/language.md's examples, the shipped specs and tests/fixtures/fuzz_regressions/.
 
 A bounded run is part of the tests (tests/test_fuzz_hostile.py); a longer one, and what
 to do with a finding, are in docs/errors.md ("Fuzzing")::
