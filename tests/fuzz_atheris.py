@@ -7,8 +7,8 @@ paths as ``for_inference`` does (the IR rewrite, linted). Every input also goes 
 server's analysis, where a bug inside the compiler is a diagnostic that says so. Torch is
 left to tests/test_fuzz_hostile.py, whose cases are slower. Anything but a network or a
 SpecError is a crash; libFuzzer's ``-rss_limit_mb`` makes memory a crash too, and its
-``-timeout``, set far above any honest input, catches hangs. The corpus starts from docs/language.md's examples, the shipped
-specs, tests/fixtures/fuzz_regressions/ and blocks of several paths written by
+``-timeout``, set far above any honest input, catches hangs. The corpus starts from docs/language.md's examples, the
+shipped specs, tests/fixtures/fuzz_regressions/ and blocks of several paths written by
 tests/fuzz_harness.py's PathsWriter from the grammar forms of docs/language.md.
 
 A bounded run is part of the tests (tests/test_fuzz_hostile.py); a longer one, and what

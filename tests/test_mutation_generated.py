@@ -38,7 +38,14 @@ def test_tests_are_chosen_by_the_lines_they_executed() -> None:
     }
     mutant = generated.Generated("resdsl/ir.py", 10, "core/AddNot", 0)
     assert generated.covering_tests(mutant, coverage_map) == ["tests/a.py::fast", "tests/a.py::slow"]
-    assert generated.covering_tests(generated.Generated("resdsl/ir.py", 12, "core/AddNot", 0), coverage_map) == []
+    # A line no test's context holds (one run at import) gets the tests of its file.
+    import_time = generated.Generated("resdsl/ir.py", 12, "core/AddNot", 0)
+    assert generated.covering_tests(import_time, coverage_map) == [
+        "tests/a.py::fast",
+        "tests/b.py::other",
+        "tests/a.py::slow",
+    ]
+    assert generated.covering_tests(generated.Generated("resdsl/fmt.py", 1, "core/AddNot", 0), coverage_map) == []
 
 
 def test_the_committed_coverage_map_names_tests_that_exist() -> None:

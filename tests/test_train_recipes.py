@@ -185,3 +185,24 @@ def test_registering_the_commands_imports_neither_torch_nor_matplotlib():
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT)}
     )
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def _documented_range(text: str) -> tuple[int, int] | None:
+    """The bounds docs/training.md gives a whole-number key ("whole number, 1 to 1024")."""
+    match = re.fullmatch(r"whole number, (\S+) to (\S+)", text)
+    if match is None:
+        return None
+    as_int = {"2**63 - 1": 2**63 - 1, "10^7": 10**7}
+    low, high = match.groups()
+    return int(low), as_int.get(high) or int(high.replace(",", ""))
+
+
+@pytest.mark.parametrize("name", [name for name, key in KEYS.items() if _documented_range(key.type)])
+def test_every_whole_number_key_takes_exactly_its_documented_range(name):
+    """A generated mutant (crop_size's lower bound 1 made 0) survived: the bounds are pinned at both ends."""
+    low, high = _documented_range(KEYS[name].type)
+    for value in (low, high):
+        assert parse_recipe(f"{name}: {value}\n", "r.yaml")[name] == value
+    for value in (low - 1, high + 1):
+        with pytest.raises(RecipeError, match=f"'{name}'"):
+            parse_recipe(f"{name}: {value}\n", "r.yaml")

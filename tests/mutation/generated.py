@@ -13,8 +13,9 @@ replaced, a loop that never runs) find every place in FILES where one applies; a
 mutant is that one change. Which tests run against it comes from coverage, not from a
 hand-kept list: ``--map`` runs MAP_TESTS under coverage with one context per test and
 records, for each line of FILES, the tests that executed it; a mutant runs the tests
-of its lines (at most MAX_TESTS of them, the fastest first). A mutant no test executes
-is *uncovered*, scored as survived: no test can see it.
+of its line (at most MAX_TESTS of them, the fastest first); a line that runs at import
+(no test's context holds it) gets the tests of its file. A mutant in a file no test
+executes is *uncovered*, scored as survived: no test can see it.
 
 The sample is deterministic: mutants are ordered by a hash of their file, line,
 operator and occurrence, and the first SAMPLE are taken, so that CI runs the same
@@ -233,8 +234,14 @@ def load_map() -> dict:
 
 
 def covering_tests(mutant: Generated, coverage_map: dict) -> list[str]:
-    """The tests that executed the mutant's line, the fastest MAX_TESTS of them."""
-    indices = coverage_map["lines"].get(mutant.file, {}).get(str(mutant.line), [])
+    """The tests that executed the mutant's line, the fastest MAX_TESTS of them.
+
+    A line that runs when its module is imported (a decorator, a table of constants)
+    runs before any test, so no test's context holds it: such a line, and any line no
+    test executed, gets the tests that executed any line of its file.
+    """
+    per_line = coverage_map["lines"].get(mutant.file, {})
+    indices = per_line.get(str(mutant.line)) or sorted({i for tests in per_line.values() for i in tests})
     seconds = coverage_map["seconds"]
     chosen = sorted(indices, key=lambda i: (seconds[i], coverage_map["tests"][i]))[:MAX_TESTS]
     return [coverage_map["tests"][i] for i in chosen]
@@ -254,7 +261,7 @@ class Outcome:
 def run_mutant(mutant: Generated, copy: Path, coverage_map: dict, timeout: float) -> Outcome:
     tests = covering_tests(mutant, coverage_map)
     if not tests:
-        return Outcome(mutant, "uncovered", detail="no test in the coverage map executes this line")
+        return Outcome(mutant, "uncovered", detail="no test in the coverage map executes its file")
     try:
         original, mutated = mutated_source(mutant, copy)
     except ValueError as error:
@@ -276,6 +283,9 @@ def run_mutant(mutant: Generated, copy: Path, coverage_map: dict, timeout: float
         return Outcome(mutant, "survived", time.perf_counter() - start, summary)
     if done.returncode in (1, 2):
         return Outcome(mutant, "killed", time.perf_counter() - start, summary)
+    if done.returncode == 4 and "found no collectors" in done.stdout + done.stderr:
+        # A test module that no longer imports (a stale test id reads "not found" instead).
+        return Outcome(mutant, "killed", time.perf_counter() - start, "a test module fails to collect")
     return Outcome(mutant, "error", time.perf_counter() - start, f"pytest exited {done.returncode}: {summary}")
 
 
@@ -297,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--map", action="store_true", help="rebuild the coverage map, run none")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant (default 300)")
+    parser.add_argument("--only", nargs="+", default=[], metavar="ID", help="these mutants (ids as printed)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -314,6 +325,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(mutants):6}  in all")
         return 0
     chosen = mutants if args.all else sorted(mutants, key=lambda m: m.order)[: args.sample]
+    if args.only:
+        known = {m.id: m for m in mutants}
+        unknown = [i for i in args.only if i not in known]
+        if unknown:
+            raise SystemExit(f"unknown mutant ids: {', '.join(unknown)}")
+        chosen = [known[i] for i in args.only]
     coverage_map = load_map()
     classes = classed_in_docs()
     workers = max(1, args.jobs)
