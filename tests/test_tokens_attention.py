@@ -159,3 +159,29 @@ network bad {{
         resdsl.compile_text(text, path="bad.res")
     assert message in str(caught.value)
     assert caught.value.line == 8
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "kwargs"),
+    [
+        ("vit_tiny_patch16_224", (64, 64), {"img_size": 64}),
+        ("pvt_v2_b0", (64, 96), {}),
+        ("mobilevit_xs", (64, 128), {}),
+    ],
+)
+def test_onnx_runtime_engine_takes_any_batch_on_token_networks(name: str, size: tuple, kwargs: dict) -> None:
+    # The export is traced at a batch of two: a size read as a Python number in a module's
+    # forward became a constant, and ONNX Runtime refused batches of one or three.
+    timm = pytest.importorskip("timm")
+    reference = timm.create_model(name, pretrained=False, **kwargs).eval()
+    model = resdsl.load(
+        f"timm/{name}",
+        weights=reference.state_dict(),
+        input=f"3x{size[0]}x{size[1]}",
+        for_inference=True,
+        engine="onnxruntime",
+    )
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, *size)
+        with torch.no_grad():
+            assert relative_error(model(x), reference(x)) < 1e-4

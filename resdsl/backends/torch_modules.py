@@ -242,12 +242,15 @@ class Attention(nn.Module):
             return self._windowed(x)
         if self.feature_map is not None:
             return self._forward_map(x)
-        *groups, tokens, _ = x.shape
-        qkv = self._qkv(x, -1).reshape(*groups, tokens, 3, self.heads, self.head_dim).movedim(-3, 0).transpose(-2, -3)
-        q, k, v = qkv.unbind(0)
+        # Axes counted from the front (ONNX's exporter writes a negative one into a Transpose's
+        # permutation, which ONNX Runtime refuses), and no size read as a Python number (an
+        # export with a dynamic batch would keep the example's as a constant).
+        axis = x.dim() - 2  # the tokens' axis
+        qkv = self._qkv(x, -1).unflatten(-1, (3, self.heads, self.head_dim))
+        q, k, v = (part.transpose(axis, axis + 1) for part in qkv.unbind(axis + 1))  # ... x heads x N x d
         q, k = self.q_norm(q), self.k_norm(k)
         x = nn.functional.scaled_dot_product_attention(q, k, v)
-        return self.proj(x.transpose(-2, -3).reshape(*groups, tokens, self.heads * self.head_dim))
+        return self.proj(x.transpose(axis, axis + 1).flatten(axis + 1))
 
     def _init_windows(
         self, window: tuple[int, int] | None, shift: tuple[int, int], grid: tuple[int, int] | None
@@ -370,16 +373,18 @@ class SpatialReductionAttention(nn.Module):
         self.norm = nn.LayerNorm(dim) if sr_ratio > 1 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, tokens, dim = x.shape
-        q = self.q(x).reshape(batch, tokens, self.heads, self.head_dim).transpose(1, 2)
+        # The batch as -1 or read from a tensor where it is, never a Python number: an ONNX
+        # export (dynamic batch) would keep the example's batch as a constant.
+        tokens, dim = x.shape[1], x.shape[2]
+        q = self.q(x).unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)
         if self.sr is not None:
-            reduced = self.sr(x.transpose(1, 2).reshape(batch, dim, *self.grid))
+            reduced = self.sr(x.transpose(1, 2).unflatten(2, tuple(self.grid)))
             x = self.norm(reduced.flatten(2).transpose(1, 2))
-        kv = self.kv(x).reshape(batch, -1, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        kv = self.kv(x).unflatten(-1, (2, self.heads, self.head_dim)).permute(2, 0, 3, 1, 4)
         k, v = kv.unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
         x = nn.functional.scaled_dot_product_attention(q, k, v)
-        return self.proj(x.transpose(1, 2).reshape(batch, tokens, self.heads * self.head_dim))
+        return self.proj(x.transpose(1, 2).flatten(2))
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}, head_dim={self.head_dim}, grid={self.grid}"
