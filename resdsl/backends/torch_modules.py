@@ -373,9 +373,8 @@ class SpatialReductionAttention(nn.Module):
         self.norm = nn.LayerNorm(dim) if sr_ratio > 1 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The batch as -1 or read from a tensor where it is, never a Python number: an ONNX
-        # export (dynamic batch) would keep the example's batch as a constant.
-        tokens, dim = x.shape[1], x.shape[2]
+        # No size read as a Python number: an ONNX export (dynamic batch) would keep the
+        # example's batch as a constant.
         q = self.q(x).unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)
         if self.sr is not None:
             reduced = self.sr(x.transpose(1, 2).unflatten(2, tuple(self.grid)))
