@@ -392,8 +392,16 @@ DANGEROUS_MODULES = {"importlib", "subprocess", "pickle", "marshal", "shelve", "
 #: - resdsl/train/data.py reads CIFAR's published pickles through an Unpickler whose
 #:   find_class admits only numpy's array reconstruction and bytes (tested:
 #:   tests/test_train_data.py, a pickle that would call print is refused).
-AUDIT_ALLOWED: set[tuple[str, str]] = {("resdsl/train/data.py", "import pickle")}
-AUDIT_ALLOWED_FILES = ("resdsl/backends/torch",)
+AUDIT_ALLOWED: set[tuple[str, str]] = {
+    ("resdsl/train/data.py", "import pickle"),
+    # Weights files: read_weights' restricted unpickler (moved here from backends/torch.py).
+    ("resdsl/backends/loading.py", "import pickle"),
+    # Whether an exporter's packages are installed: names from the exporter table, never a spec's.
+    ("resdsl/backends/exports.py", "import importlib.util"),
+}
+#: resdsl/importer/ imports user code in the one explicit form `resdsl import package.module:callable`
+#: (issue 26) and reads a traced module's attributes by name; nothing there reads a spec.
+AUDIT_ALLOWED_FILES = ("resdsl/backends/torch", "resdsl/importer/")
 
 
 def _audit(path: Path, tree: object) -> list[str]:

@@ -611,7 +611,8 @@ class Expander(ValueStatements):
             # win over the setting's; another norm (gn, ln) keeps the setting's options.
             if type(norm) is type(layer):
                 written = {arg.name for arg in statement.args if isinstance(arg, ast.Keyword)}
-                return dataclasses.replace(norm, **{name: getattr(layer, name) for name in written})
+                fields = vars(layer)  # the layer dataclass's fields, read by the keywords written
+                return dataclasses.replace(norm, **{name: fields[name] for name in written})
             return norm
         return layer
 
