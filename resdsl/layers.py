@@ -1012,8 +1012,7 @@ class Softmax(Layer):
 
         (x,) = inputs
         if self.axis == -1:
-            e = (x - x.amax(-1, keepdim=True)).exp()
-            return e / e.sum(-1, keepdim=True)
+            return _softmax_last(x)
         k, g = self.cardinality, self.groups
         width = x.shape[1] // (k * g)
         if g == 1:
@@ -1902,9 +1901,7 @@ class Attention(Layer):
             q = _layer_norm_last(q, tensors["q_norm.weight"], tensors["q_norm.bias"], 1e-6)
             k = _layer_norm_last(k, tensors["k_norm.weight"], tensors["k_norm.bias"], 1e-6)
         scores = (q @ k.transpose(-1, -2)) / dim**0.5
-        scores = scores - scores.amax(-1, keepdim=True)
-        weights = scores.exp()
-        weights = weights / weights.sum(-1, keepdim=True)
+        weights = _softmax_last(scores)
         out = (weights @ v).transpose(-2, -3).reshape(*groups, tokens, self.heads * dim)
         if not self.proj:
             return out
@@ -2089,9 +2086,7 @@ def _windowed_reference(layer: Attention, x: Any, tensors: Mapping[str, Any]) ->
                 q = _layer_norm_last(q, tensors["q_norm.weight"], tensors["q_norm.bias"], 1e-6)
                 k = _layer_norm_last(k, tensors["k_norm.weight"], tensors["k_norm.bias"], 1e-6)
             scores = (q @ k.transpose(-1, -2)) / dim**0.5 + bias + mask.to(x.dtype)
-            scores = scores - scores.amax(-1, keepdim=True)
-            weights = scores.exp()
-            weights = weights / weights.sum(-1, keepdim=True)
+            weights = _softmax_last(scores)
             attended = (weights @ v).transpose(1, 2).reshape(batch, plan.area, layer.heads * dim)
             attended = functional.linear(attended, tensors["proj.weight"], tensors.get("proj.bias"))
             out[:, top : top + win_h, left : left + win_w] = attended.reshape(batch, win_h, win_w, width_c)
@@ -2258,9 +2253,7 @@ def _attention_map_reference(layer: Attention, x: Any, tensors: Mapping[str, Any
         table = tensors["rel_pos.relative_position_bias_table"].reshape(2 * height - 1, 2 * width - 1, layer.heads)
         offsets = table[rows[:, None] - rows[None, :] + height - 1, cols[:, None] - cols[None, :] + width - 1]
         scores = scores + offsets.permute(2, 0, 1)
-    scores = scores - scores.amax(-1, keepdim=True)
-    weights = scores.exp()
-    weights = weights / weights.sum(-1, keepdim=True)
+    weights = _softmax_last(scores)
     out = (weights @ v).transpose(-1, -2).reshape(batch, layer.heads * dim, height, width)
     if layer.proj:
         out = functional.conv2d(out, tensors["proj.weight"], tensors.get("proj.bias"))
@@ -2363,11 +2356,15 @@ def _reduction_reference(layer: Attention, x: Any, tensors: Mapping[str, Any]) -
         q = _layer_norm_last(q, tensors["q_norm.weight"], tensors["q_norm.bias"], 1e-6)
         k = _layer_norm_last(k, tensors["k_norm.weight"], tensors["k_norm.bias"], 1e-6)
     scores = (q @ k.transpose(-1, -2)) / dim**0.5
-    scores = scores - scores.amax(-1, keepdim=True)
-    weights = scores.exp()
-    weights = weights / weights.sum(-1, keepdim=True)
+    weights = _softmax_last(scores)
     out = (weights @ v).transpose(1, 2).reshape(batch, tokens, layer.heads * dim)
     return functional.linear(out, tensors["proj.weight"], tensors.get("proj.bias"))
+
+
+def _softmax_last(scores: Any) -> Any:
+    """The softmax over the last axis, written out (the references never call the fused kernels)."""
+    weights = (scores - scores.amax(-1, keepdim=True)).exp()
+    return weights / weights.sum(-1, keepdim=True)
 
 
 def _layer_norm_last(x: Any, weight: Any, bias: Any, eps: float) -> Any:
@@ -2701,8 +2698,7 @@ class FusedAttention(Layer):
     def reference(self, inputs, tensors, training):
         query, key, value = inputs
         scores = (query @ key.transpose(-1, -2)) * self.scale
-        weights = (scores - scores.amax(-1, keepdim=True)).exp()
-        return (weights / weights.sum(-1, keepdim=True)) @ value
+        return _softmax_last(scores) @ value
 
     def forward_expression(self, names):
         q, k, v = names
